@@ -1,0 +1,84 @@
+"""Checkpoints: detector states, registries, alert states and source positions, as one unit.
+
+A checkpoint is written atomically through a :class:`~aiops.state.StateStore` inside a
+versioned envelope. The previous checkpoint is kept as a fallback: if the newest one is
+refused (corrupt, unknown version), the daemon says so loudly and loads the one before,
+so it replays a little more rather than starting from nothing. A refused blob is kept
+aside under ``refused/`` for inspection, never deleted.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiops.state import SnapshotRefused, StateStore, dumps, loads, seal, unseal
+
+__all__ = ["Checkpoint", "Checkpointer"]
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_KIND = "checkpoint"
+
+
+@dataclass
+class Checkpoint:
+    """What one checkpoint holds."""
+
+    rules: dict[str, Any]
+    sources: dict[str, Any]
+    created: float = field(default_factory=time.time)
+    sequence: int = 0
+
+
+class Checkpointer:
+    """Saves and loads :class:`Checkpoint` objects under ``name`` and ``name.prev``."""
+
+    def __init__(self, store: StateStore, name: str = "checkpoint") -> None:
+        self.store = store
+        self.name = name
+        self.refused = 0
+        self.saved = 0
+
+    def save(self, checkpoint: Checkpoint) -> int:
+        """Write a checkpoint atomically, keeping the previous one; returns its size."""
+        payload = dumps(
+            {
+                "rules": checkpoint.rules,
+                "sources": checkpoint.sources,
+                "created": checkpoint.created,
+                "sequence": checkpoint.sequence,
+            }
+        )
+        blob = seal(payload, kind=CHECKPOINT_KIND)
+        current = self.store.load(self.name)
+        if current is not None:
+            self.store.save(f"{self.name}.prev", current)
+        self.store.save(self.name, blob)
+        self.saved += 1
+        return len(blob)
+
+    def load(self) -> Checkpoint | None:
+        """The newest loadable checkpoint, or None if there is none."""
+        for name in (self.name, f"{self.name}.prev"):
+            blob = self.store.load(name)
+            if blob is None:
+                continue
+            try:
+                _, payload = unseal(blob, kind=CHECKPOINT_KIND)
+                doc = loads(payload)
+            except (SnapshotRefused, ValueError, KeyError, OSError) as exc:
+                self.refused += 1
+                aside = f"refused/{name}.{int(time.time())}"
+                self.store.save(aside, blob)
+                log.error("checkpoint %r refused and kept as %r: %s", name, aside, exc)
+                continue
+            return Checkpoint(
+                rules=doc["rules"],
+                sources=doc["sources"],
+                created=float(doc["created"]),
+                sequence=int(doc["sequence"]),
+            )
+        return None

@@ -1,0 +1,153 @@
+"""The detector contract: per-series state, vectorized over a batch.
+
+A detector scores points of many series at once. Series are identified by dense
+indices ``0..n-1`` handed out by the rule's series registry; a detector grows its state
+arrays when it meets a new index.
+
+Contract:
+
+- ``score(idx, timestamps, values)`` returns one score per point, in ``[0, 1]``, higher
+  meaning more anomalous (NAB's convention), and learns from the points. The score of a
+  point uses only that point and the points before it (strictly streaming).
+- A batch may hold several points of one series. The scores must equal those of feeding
+  the same points one at a time in order, whatever the batch boundaries. Subclasses of
+  :class:`RoundDetector` get this for free: the batch is split into rounds holding at
+  most one point per series, and each round is one vectorized step.
+- A NaN value is a missing point: it scores 0 and leaves the state unchanged.
+- Deterministic for a given ``seed``; randomness only from it.
+- ``state_dict()`` returns plain numpy arrays, numbers, strings, lists and dicts (no
+  pickles), and ``load_state_dict()`` restores it exactly: scores after a round trip
+  equal the scores without one.
+- Constructor arguments are stored under the same names; learned state lives in other
+  attributes.
+- ``learn_below``: points whose score is at or above it are not learned from, so that a
+  confirmed anomaly does not become the new normal. ``inf`` (the default) learns from
+  every point.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import numpy as np
+
+from aiops.types import BoolArray, FloatArray, IntArray
+
+__all__ = ["Detector", "RoundDetector", "split_rounds"]
+
+
+class Detector(ABC):
+    """Base class of every detector; see the module docstring for the contract."""
+
+    #: The ``type:`` name under which the detector is registered.
+    name: ClassVar[str] = ""
+
+    def __init__(self, *, learn_below: float = math.inf, seed: int = 0) -> None:
+        self.learn_below = learn_below
+        self.seed = seed
+
+    @abstractmethod
+    def score(self, idx: IntArray, timestamps: FloatArray, values: FloatArray) -> FloatArray:
+        """Score the points (series index, timestamp, value) in order and learn from them."""
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """The learned state as plain arrays and JSON values."""
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+    @property
+    @abstractmethod
+    def n_series(self) -> int:
+        """How many series indices the detector holds state for."""
+
+    def params(self) -> dict[str, Any]:
+        """The constructor arguments, read back from the attributes of the same names."""
+        import inspect
+
+        names = [
+            p.name
+            for cls in type(self).__mro__
+            if cls is not object and "__init__" in vars(cls)
+            for p in inspect.signature(vars(cls)["__init__"]).parameters.values()
+            if p.kind is p.KEYWORD_ONLY
+        ]
+        return {n: getattr(self, n) for n in dict.fromkeys(names)}
+
+
+def split_rounds(idx: IntArray) -> list[IntArray]:
+    """Split point positions into rounds holding at most one point per series.
+
+    Round ``k`` holds the ``k``-th point of every series that has one, so applying the
+    rounds in order applies each series' points in their original order.
+
+    >>> [r.tolist() for r in split_rounds(np.array([3, 1, 3, 3, 1]))]
+    [[0, 1], [2, 4], [3]]
+    """
+    n = len(idx)
+    if n == 0:
+        return []
+    order = np.argsort(idx, kind="stable")
+    sorted_idx = idx[order]
+    starts = np.flatnonzero(np.r_[True, sorted_idx[1:] != sorted_idx[:-1]])
+    if len(starts) == n:
+        return [np.arange(n)]
+    group_len = np.diff(np.r_[starts, n])
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n) - np.repeat(starts, group_len)
+    by_rank = np.argsort(rank, kind="stable")
+    bounds = np.searchsorted(rank[by_rank], np.arange(1, int(rank.max()) + 1))
+    return np.split(by_rank, bounds)
+
+
+class RoundDetector(Detector):
+    """A detector whose state is one row per series, updated one round at a time.
+
+    Subclasses implement :meth:`_grow`, :meth:`_score_round` (no state change) and
+    :meth:`_learn_round`; this class handles rounds, missing values and ``learn_below``.
+    """
+
+    def score(self, idx: IntArray, timestamps: FloatArray, values: FloatArray) -> FloatArray:
+        """Score and learn from the points; see the module docstring."""
+        idx = np.asarray(idx, dtype=np.int64)
+        timestamps = np.asarray(timestamps, dtype=np.float64)
+        values = np.asarray(values, dtype=np.float64)
+        out = np.zeros(len(idx), dtype=np.float64)
+        if len(idx) == 0:
+            return out
+        need = int(idx.max()) + 1
+        if need > self.n_series:
+            self._grow(need)
+        for sel in split_rounds(idx):
+            i, t, v = idx[sel], timestamps[sel], values[sel]
+            ok = np.isfinite(v)
+            if not ok.all():
+                sel, i, t, v = sel[ok], i[ok], t[ok], v[ok]
+                if len(sel) == 0:
+                    continue
+            s = self._score_round(i, t, v)
+            out[sel] = s
+            learn = s < self.learn_below
+            if learn.all():
+                self._learn_round(i, t, v, None)
+            else:
+                self._learn_round(i, t, v, learn)
+        return out
+
+    @abstractmethod
+    def _grow(self, n: int) -> None:
+        """Extend the per-series state to hold at least ``n`` series."""
+
+    @abstractmethod
+    def _score_round(self, idx: IntArray, timestamps: FloatArray, values: FloatArray) -> FloatArray:
+        """Score one round (distinct series, finite values) without changing state."""
+
+    @abstractmethod
+    def _learn_round(
+        self, idx: IntArray, timestamps: FloatArray, values: FloatArray, mask: BoolArray | None
+    ) -> None:
+        """Update the state of one round; ``mask`` (if given) selects the points to learn."""

@@ -1,0 +1,250 @@
+"""The rule engine: batches in, scores and alert transitions out.
+
+For each rule that reads a source, a batch goes through: the series registry (which
+series the rule sees; dense indices; the cap), the detector (calibrated scores, state
+per series), the hit window (threshold, min hits) and the alert state machine (``for``,
+suppression, resolution). Everything is vectorized over the batch; Python objects are
+made only for the rare alert transitions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from aiops.alerts import AlertStateMachine
+from aiops.detector import Detector, split_rounds
+from aiops.notify import Alert
+from aiops.postrule import HitWindow
+from aiops.registry import DETECTORS
+from aiops.series import SeriesRegistry
+from aiops.types import Batch, BoolArray, FloatArray, IntArray, SeriesKey
+
+__all__ = ["Engine", "RuleResult", "RuleRuntime", "RuleSpec", "alert_fingerprint"]
+
+log = logging.getLogger(__name__)
+
+Renderer = Callable[[str, Mapping[str, Any]], str]
+
+
+def _plain_render(template: str, context: Mapping[str, Any]) -> str:
+    return template
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    """What the engine needs of one rule; built from a validated rule file entry."""
+
+    group: str
+    alert: str
+    source: str
+    matches: Callable[[SeriesKey], bool]
+    detector_type: str = "robust_ewma"
+    detector_params: Mapping[str, Any] = field(default_factory=dict)
+    threshold: float = 0.99
+    for_seconds: float = 0.0
+    min_hits: int = 1
+    hits_window: int | None = None
+    suppress_seconds: float = 0.0
+    protect_baseline: bool = True
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    max_series: int = 100_000
+    selector_text: str = ""
+
+    @property
+    def key(self) -> str:
+        """``group/alert``: the rule's name in checkpoints and metrics."""
+        return f"{self.group}/{self.alert}"
+
+    def model_hash(self) -> str:
+        """A hash of everything that shapes the detector state; state is reused only if equal."""
+        doc = {
+            "detector": self.detector_type,
+            "params": dict(self.detector_params),
+            "selector": self.selector_text,
+        }
+        return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[
+            :16
+        ]
+
+
+@dataclass
+class RuleResult:
+    """What one batch did to one rule: per selected point, its position and score."""
+
+    positions: IntArray  # indices into the batch's points
+    scores: FloatArray
+    fired: BoolArray  # per selected point: the alert started firing at this point
+    alerts: list[Alert]
+
+
+def alert_fingerprint(labels: Mapping[str, str]) -> str:
+    """A stable 64-bit hex fingerprint of an alert's label set.
+
+    >>> a = alert_fingerprint({"alertname": "A", "host": "x"})
+    >>> a == alert_fingerprint({"host": "x", "alertname": "A"})
+    True
+    """
+    text = "\xff".join(f"{k}\xfe{v}" for k, v in sorted(labels.items()))
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+class RuleRuntime:
+    """One rule's live state: registry, detector, hit window, alert states."""
+
+    def __init__(self, spec: RuleSpec, *, render: Renderer = _plain_render) -> None:
+        self.spec = spec
+        self.render = render
+        self.registry = SeriesRegistry(spec.matches, max_series=spec.max_series)
+        params = dict(spec.detector_params)
+        if spec.protect_baseline:
+            params.setdefault("learn_below", spec.threshold)
+        self.detector: Detector = DETECTORS.create(spec.detector_type, **params)
+        self.hits = HitWindow(
+            threshold=spec.threshold, min_hits=spec.min_hits, window=spec.hits_window
+        )
+        self.alerts = AlertStateMachine(
+            for_seconds=spec.for_seconds, suppress_seconds=spec.suppress_seconds
+        )
+        self._last_value = np.zeros(0)
+        self._last_score = np.zeros(0)
+
+    def process(self, batch: Batch) -> RuleResult:
+        """Score the batch's points of this rule's series and advance their alerts."""
+        if batch.n_points == 0:
+            return RuleResult(np.zeros(0, np.int64), np.zeros(0), np.zeros(0, bool), [])
+        key_idx = self.registry.resolve(batch.keys)
+        point_idx = key_idx[batch.series]
+        positions = np.flatnonzero(point_idx >= 0)
+        if len(positions) == 0:
+            return RuleResult(positions, np.zeros(0), np.zeros(0, bool), [])
+        idx = point_idx[positions]
+        ts = batch.timestamps[positions]
+        vs = batch.values[positions]
+        scores = self.detector.score(idx, ts, vs)
+        fired = np.zeros(len(positions), dtype=bool)
+        alerts: list[Alert] = []
+        self._ensure(int(idx.max()) + 1)
+        finite = np.isfinite(vs)
+        for sel in split_rounds(idx):
+            sel = sel[finite[sel]]
+            if len(sel) == 0:
+                continue
+            i, t, s = idx[sel], ts[sel], scores[sel]
+            self._last_value[i] = vs[sel]
+            self._last_score[i] = s
+            cond = self.hits.step(i, s)
+            tr = self.alerts.step(i, t, cond)
+            if len(tr.fired):
+                fired[sel[tr.fired]] = True
+                for j in tr.fired:
+                    alerts.append(self._alert(int(i[j]), "firing", float(t[j]), None))
+            for j, start in zip(tr.resolved, tr.starts_at, strict=True):
+                alerts.append(self._alert(int(i[j]), "resolved", float(start), float(t[j])))
+        return RuleResult(positions, scores, fired, alerts)
+
+    def _ensure(self, n: int) -> None:
+        if n > len(self._last_value):
+            extra = max(n, 2 * len(self._last_value)) - len(self._last_value)
+            self._last_value = np.concatenate([self._last_value, np.full(extra, np.nan)])
+            self._last_score = np.concatenate([self._last_score, np.zeros(extra)])
+
+    def alert_labels(self, index: int) -> dict[str, str]:
+        """The labels of the alert of series ``index``: series labels, rule labels, name."""
+        key = self.registry.key(index)
+        labels = dict(key.labels)
+        labels.setdefault("metric", key.name)
+        labels.update(self.spec.labels)
+        labels["alertname"] = self.spec.alert
+        return labels
+
+    def _alert(self, index: int, status: str, starts_at: float, ends_at: float | None) -> Alert:
+        labels = self.alert_labels(index)
+        value = float(self._last_value[index])
+        score = float(self._last_score[index])
+        key = self.registry.key(index)
+        context = {"labels": labels, "value": value, "score": score, "series": str(key)}
+        annotations = {k: self.render(v, context) for k, v in self.spec.annotations.items()}
+        return Alert(
+            fingerprint=alert_fingerprint(labels),
+            status="firing" if status == "firing" else "resolved",
+            labels=labels,
+            annotations=annotations,
+            starts_at=starts_at,
+            ends_at=ends_at,
+            value=value,
+            score=score,
+            series=str(key),
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything learned, as plain arrays and JSON."""
+        n = len(self.registry)
+        return {
+            "model_hash": self.spec.model_hash(),
+            "registry": self.registry.state_dict(),
+            "detector": self.detector.state_dict(),
+            "hits": self.hits.state_dict(),
+            "alerts": self.alerts.state_dict(),
+            "last_value": self._last_value[:n].copy(),
+            "last_score": self._last_score[:n].copy(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore; a detector state from a different model configuration is not loaded."""
+        self.registry.load_state_dict(state["registry"])
+        if state.get("model_hash") == self.spec.model_hash():
+            self.detector.load_state_dict(state["detector"])
+        else:
+            log.warning(
+                "rule %s: detector configuration changed since the checkpoint; "
+                "its model starts fresh (series, alert states kept)",
+                self.spec.key,
+            )
+        self.hits.load_state_dict(state["hits"])
+        self.alerts.load_state_dict(state["alerts"])
+        self._last_value = np.asarray(state["last_value"], dtype=np.float64).copy()
+        self._last_score = np.asarray(state["last_score"], dtype=np.float64).copy()
+
+
+class Engine:
+    """All rules, grouped by the source they read."""
+
+    def __init__(self, specs: Sequence[RuleSpec], *, render: Renderer = _plain_render) -> None:
+        keys = [s.key for s in specs]
+        dupes = sorted({k for k in keys if keys.count(k) > 1})
+        if dupes:
+            raise ValueError(f"duplicate rules: {', '.join(dupes)}")
+        self.rules = {s.key: RuleRuntime(s, render=render) for s in specs}
+        self.by_source: dict[str, list[RuleRuntime]] = {}
+        for rt in self.rules.values():
+            self.by_source.setdefault(rt.spec.source, []).append(rt)
+
+    def process(self, source_id: str, batch: Batch) -> list[Alert]:
+        """Run a batch from ``source_id`` through every rule reading that source."""
+        alerts: list[Alert] = []
+        for rt in self.by_source.get(source_id, ()):
+            alerts.extend(rt.process(batch).alerts)
+        return alerts
+
+    def state_dict(self) -> dict[str, Any]:
+        """Every rule's state, by rule key."""
+        return {k: rt.state_dict() for k, rt in self.rules.items()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore rules present in both; rules new since the checkpoint start fresh."""
+        for k, rt in self.rules.items():
+            if k in state:
+                rt.load_state_dict(state[k])
+            else:
+                log.info("rule %s: not in the checkpoint, starts fresh", k)
+        gone = sorted(set(state) - set(self.rules))
+        if gone:
+            log.info("checkpoint rules no longer configured, dropped: %s", ", ".join(gone))

@@ -1,0 +1,103 @@
+"""Registries that map a ``type:`` name from a YAML file to a class, imported lazily.
+
+Built-in entries are ``"module:Class"`` strings so that naming a detector does not import
+every optional dependency. Third-party packages add entries through the entry-point
+groups ``aiops.detectors``, ``aiops.sources`` and ``aiops.notifiers``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+from typing import Any, Generic, TypeVar
+
+__all__ = ["DETECTORS", "NOTIFIERS", "SOURCES", "Registry", "UnknownTypeError"]
+
+T = TypeVar("T")
+
+
+class UnknownTypeError(ValueError):
+    """A ``type:`` name that no registry entry has."""
+
+
+class Registry(Generic[T]):
+    """A lazy map from ``type:`` names to classes.
+
+    >>> r = Registry[object]("thing", {"dict": "builtins:dict"})
+    >>> r.get("dict")
+    <class 'dict'>
+    >>> r.get("list")
+    Traceback (most recent call last):
+    ...
+    aiops.registry.UnknownTypeError: unknown thing type "list"; valid types: dict
+    """
+
+    def __init__(self, kind: str, builtin: dict[str, str], group: str | None = None) -> None:
+        self.kind = kind
+        self.group = group
+        self._paths = dict(builtin)
+        self._plugins_loaded = group is None
+
+    def _load_plugins(self) -> None:
+        if self._plugins_loaded:
+            return
+        self._plugins_loaded = True
+        for ep in entry_points(group=self.group or ""):
+            self._paths.setdefault(ep.name, ep.value)
+
+    def names(self) -> list[str]:
+        """Every registered name, sorted."""
+        self._load_plugins()
+        return sorted(self._paths)
+
+    def __contains__(self, name: object) -> bool:
+        self._load_plugins()
+        return name in self._paths
+
+    def path(self, name: str) -> str:
+        """The ``module:Class`` path of ``name``."""
+        self._load_plugins()
+        try:
+            return self._paths[name]
+        except KeyError:
+            valid = ", ".join(self.names())
+            raise UnknownTypeError(
+                f'unknown {self.kind} type "{name}"; valid types: {valid}'
+            ) from None
+
+    def get(self, name: str) -> type[T]:
+        """Import and return the class registered as ``name``."""
+        module, _, attr = self.path(name).partition(":")
+        cls: type[T] = getattr(importlib.import_module(module), attr)
+        return cls
+
+    def create(self, name: str, **kwargs: Any) -> T:
+        """Instantiate the class registered as ``name`` with ``kwargs``."""
+        return self.get(name)(**kwargs)
+
+
+DETECTORS: Registry[Any] = Registry(
+    "detector",
+    {
+        "robust_ewma": "aiops.detectors.robust_ewma:RobustEWMA",
+    },
+    group="aiops.detectors",
+)
+
+SOURCES: Registry[Any] = Registry(
+    "source",
+    {
+        "simulator": "aiops.connectors.simulator:SimulatorSource",
+        "file": "aiops.connectors.files:FileSource",
+    },
+    group="aiops.sources",
+)
+
+NOTIFIERS: Registry[Any] = Registry(
+    "notifier",
+    {
+        "console": "aiops.connectors.console:ConsoleNotifier",
+        "jsonl": "aiops.connectors.jsonl:JsonlNotifier",
+    },
+    group="aiops.notifiers",
+)

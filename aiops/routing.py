@@ -1,0 +1,203 @@
+"""Routing and delivery: which receivers get an alert, and getting it to them.
+
+The route tree follows Alertmanager: an alert walks down from the root; at each level
+the first child whose matchers all match takes it (and, with ``continue``, later
+siblings are tried too); the deepest matching routes name the receivers; the root
+catches everything else. Silences drop alerts whose labels they match at the alert's
+time.
+
+The :class:`Dispatcher` sends a notification right away and keeps failures worth
+retrying in a queue with exponential back-off, until ``max_age`` has passed.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from aiops.notify import (
+    Alert,
+    Delivered,
+    DeliveryResult,
+    Notification,
+    Notifier,
+    PermanentFailure,
+    RetryAfter,
+)
+
+__all__ = ["Dispatcher", "LabelMatcher", "RouteNode", "Router", "SilenceWindow"]
+
+log = logging.getLogger(__name__)
+
+
+class LabelMatcher(Protocol):
+    """Anything with ``matches(labels) -> bool`` (Alertmanager matchers)."""
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        """True if the labels satisfy the matcher."""
+        ...
+
+
+@dataclass(frozen=True)
+class RouteNode:
+    """One node of the route tree."""
+
+    receiver: str
+    matchers: Sequence[LabelMatcher] = ()
+    continue_: bool = False
+    routes: Sequence[RouteNode] = ()
+    group_by: Sequence[str] = ()
+
+    def match(self, labels: Mapping[str, str]) -> list[RouteNode]:
+        """The deepest routes that take ``labels`` (this node if no child does)."""
+        if not all(m.matches(labels) for m in self.matchers):
+            return []
+        found: list[RouteNode] = []
+        for child in self.routes:
+            taken = child.match(labels)
+            if taken:
+                found.extend(taken)
+                if not child.continue_:
+                    break
+        return found or [self]
+
+
+@dataclass(frozen=True)
+class SilenceWindow:
+    """Alerts whose labels match every matcher are muted between the two times."""
+
+    matchers: Sequence[LabelMatcher]
+    starts_at: float
+    ends_at: float
+
+    def mutes(self, alert: Alert, at: float) -> bool:
+        """True if this silence is active at ``at`` and matches the alert."""
+        return self.starts_at <= at < self.ends_at and all(
+            m.matches(alert.labels) for m in self.matchers
+        )
+
+
+class Router:
+    """Turns alerts into notifications, one per receiver, after silences."""
+
+    def __init__(self, root: RouteNode, silences: Sequence[SilenceWindow] = ()) -> None:
+        self.root = root
+        self.silences = list(silences)
+        self.silenced = 0
+
+    def route(self, alerts: Sequence[Alert]) -> list[Notification]:
+        """Notifications for a batch of alert transitions, in order."""
+        out: list[Notification] = []
+        for alert in alerts:
+            at = alert.starts_at if alert.status == "firing" else (alert.ends_at or alert.starts_at)
+            if any(s.mutes(alert, at) for s in self.silences):
+                self.silenced += 1
+                continue
+            receivers = dict.fromkeys(r.receiver for r in self.root.match(alert.labels))
+            for name in receivers:
+                group = {k: alert.labels.get(k, "") for k in self.root.group_by}
+                out.append(Notification(name, [alert], group_labels=group))
+        return out
+
+
+@dataclass(order=True)
+class _Pending:
+    due: float
+    seq: int
+    notification: Notification = field(compare=False)
+    notifier: Notifier = field(compare=False)
+    attempt: int = field(compare=False, default=1)
+    first_try: float = field(compare=False, default=0.0)
+
+
+class Dispatcher:
+    """Delivers notifications to receivers' notifiers, retrying with back-off."""
+
+    def __init__(
+        self,
+        receivers: Mapping[str, Sequence[Notifier]],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        base_delay: float = 1.0,
+        max_delay: float = 300.0,
+        max_age: float = 3600.0,
+    ) -> None:
+        self.receivers = receivers
+        self.clock = clock
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self.max_age = max_age
+        self.results: Counter[str] = Counter()
+        self._queue: list[_Pending] = []
+        self._seq = 0
+
+    def submit(self, notifications: Sequence[Notification]) -> None:
+        """Try each notification now on every notifier of its receiver."""
+        now = self.clock()
+        for n in notifications:
+            for notifier in self.receivers.get(n.receiver, ()):
+                self._attempt(_Pending(now, self._next_seq(), n, notifier, 1, now))
+
+    def pump(self) -> None:
+        """Retry the queued notifications whose time has come."""
+        now = self.clock()
+        while self._queue and self._queue[0].due <= now:
+            self._attempt(heapq.heappop(self._queue))
+
+    @property
+    def queued(self) -> int:
+        """Notifications waiting for a retry."""
+        return len(self._queue)
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _attempt(self, p: _Pending) -> None:
+        try:
+            result: DeliveryResult = p.notifier.send(p.notification)
+        except Exception as exc:  # a notifier bug must not stop the daemon
+            log.exception("notifier %s raised", type(p.notifier).__name__)
+            result = RetryAfter(f"notifier raised {type(exc).__name__}: {exc}")
+        receiver = p.notification.receiver
+        if isinstance(result, Delivered):
+            self.results["delivered"] += 1
+            return
+        if isinstance(result, PermanentFailure):
+            self.results["failed"] += 1
+            log.error("receiver %s: permanent delivery failure: %s", receiver, result.reason)
+            return
+        now = self.clock()
+        if now - p.first_try >= self.max_age:
+            self.results["expired"] += 1
+            log.error(
+                "receiver %s: giving up after %d attempts: %s", receiver, p.attempt, result.reason
+            )
+            return
+        delay = min(self.max_delay, self.base_delay * 2 ** (p.attempt - 1))
+        if result.seconds is not None:
+            delay = max(delay, result.seconds)
+        self.results["retried"] += 1
+        log.warning("receiver %s: %s; retry %d in %.0fs", receiver, result.reason, p.attempt, delay)
+        heapq.heappush(
+            self._queue,
+            _Pending(
+                now + delay,
+                self._next_seq(),
+                p.notification,
+                p.notifier,
+                p.attempt + 1,
+                p.first_try,
+            ),
+        )
+
+    def close(self) -> None:
+        """Close every notifier."""
+        for notifiers in self.receivers.values():
+            for n in notifiers:
+                n.close()

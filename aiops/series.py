@@ -1,0 +1,96 @@
+"""The per-rule series registry: which series a rule sees, and their dense indices."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from aiops.types import IntArray, SeriesKey
+
+__all__ = ["DROPPED", "NOT_SELECTED", "SeriesRegistry"]
+
+#: Index given to a series the rule's selector does not match.
+NOT_SELECTED = -1
+#: Index given to a matching series beyond the rule's cap: counted, not stored.
+DROPPED = -2
+
+
+class SeriesRegistry:
+    """Maps series keys to dense indices ``0..n-1`` for one rule, up to a cap.
+
+    Detectors keep one row of state per index, so indices are handed out in order of
+    first appearance and never reused. Once ``max_series`` series are registered, new
+    matching series are dropped: they get :data:`DROPPED`, are counted in
+    :attr:`dropped`, and cost no state.
+
+    >>> reg = SeriesRegistry(lambda k: k.name == "cpu", max_series=1)
+    >>> cpu_a, cpu_b = SeriesKey.of("cpu", {"h": "a"}), SeriesKey.of("cpu", {"h": "b"})
+    >>> keys = [cpu_a, SeriesKey.of("mem"), cpu_b]
+    >>> reg.resolve(keys).tolist(), len(reg), reg.dropped
+    ([0, -1, -2], 1, 1)
+    """
+
+    def __init__(self, matches: Callable[[SeriesKey], bool], *, max_series: int) -> None:
+        if max_series < 1:
+            raise ValueError(f"max_series must be at least 1, got {max_series}")
+        self.matches = matches
+        self.max_series = max_series
+        self.dropped = 0
+        self._keys: list[SeriesKey] = []
+        self._index: dict[SeriesKey, int] = {}
+        self._seen_dropped: set[SeriesKey] = set()
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def key(self, index: int) -> SeriesKey:
+        """The key registered at ``index``."""
+        return self._keys[index]
+
+    @property
+    def keys(self) -> Sequence[SeriesKey]:
+        """All registered keys, by index."""
+        return self._keys
+
+    def resolve(self, keys: Sequence[SeriesKey]) -> IntArray:
+        """Indices for a batch's keys: dense index, NOT_SELECTED, or DROPPED."""
+        out = np.empty(len(keys), dtype=np.int64)
+        index = self._index
+        for i, key in enumerate(keys):
+            j = index.get(key)
+            if j is None:
+                j = self._register(key)
+            out[i] = j
+        return out
+
+    def _register(self, key: SeriesKey) -> int:
+        if not self.matches(key):
+            self._index[key] = NOT_SELECTED
+            return NOT_SELECTED
+        if len(self._keys) >= self.max_series:
+            if key not in self._seen_dropped:
+                self._seen_dropped.add(key)
+                self.dropped += 1
+            return DROPPED
+        j = len(self._keys)
+        self._keys.append(key)
+        self._index[key] = j
+        return j
+
+    def state_dict(self) -> dict[str, Any]:
+        """Registered keys in index order, as plain JSON."""
+        return {
+            "keys": [[k.name, [list(kv) for kv in k.labels]] for k in self._keys],
+            "dropped": self.dropped,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the keys and their indices; selector verdicts are recomputed lazily."""
+        self._keys = [
+            SeriesKey(name, tuple((k, v) for k, v in labels)) for name, labels in state["keys"]
+        ]
+        self._index = {k: i for i, k in enumerate(self._keys)}
+        self._seen_dropped = set()
+        self.dropped = int(state.get("dropped", 0))

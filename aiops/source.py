@@ -1,0 +1,62 @@
+"""The source contract: where batches come from.
+
+A source turns bytes from somewhere (a Kafka topic, a PromQL endpoint, a file, a
+simulator) into :class:`~aiops.types.Batch` objects.
+
+Contract, pitfalls included:
+
+- ``next_batch()`` never blocks for long. It returns an empty batch when nothing is ready
+  now; the daemon decides how long to sleep.
+- ``snapshot()`` returns the position *after the last item emitted* by ``next_batch()``
+  (Kafka offsets per partition, the last evaluated timestamp per query, a byte offset in
+  a file). It must be JSON-serializable: it is stored in the daemon's checkpoint next to
+  the detector states computed from exactly those items.
+- A source builds all of its position from the ``resume`` argument of its constructor,
+  never from anything else (not from Kafka's committed offsets, not from a file of its
+  own): the checkpoint is the source of truth.
+- Decoding errors are data: return them as :class:`~aiops.types.Reject` items in the
+  batch. Raising from ``next_batch()`` is reserved for the source itself failing (broker
+  unreachable); the daemon then backs off and reports it in health.
+- ``commit(position)`` is called after a checkpoint covering ``position`` is durable;
+  a source may use it to publish its position (Kafka offsets, for lag monitoring).
+- ``exhausted`` is true once a finite source (a file replay) has emitted everything.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+from aiops.types import Batch
+
+__all__ = ["Source", "SourceError"]
+
+
+class SourceError(RuntimeError):
+    """The source itself failed (not the data): worth a retry after a back-off."""
+
+
+class Source(ABC):
+    """Base class of every source; see the module docstring for the contract."""
+
+    #: The id of this source in the daemon config (``sources:`` key).
+    source_id: str = ""
+
+    @abstractmethod
+    def next_batch(self) -> Batch:
+        """Return what is ready now, or an empty batch; never block for long."""
+
+    @abstractmethod
+    def snapshot(self) -> dict[str, Any]:
+        """The JSON-serializable position after the last item emitted."""
+
+    def commit(self, position: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+        """Called once a checkpoint holding ``position`` is durable."""
+
+    @property
+    def exhausted(self) -> bool:
+        """True once a finite source has emitted everything it will ever emit."""
+        return False
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections and files; the source is not used afterwards."""

@@ -1,0 +1,124 @@
+from dataclasses import dataclass
+
+from aiops.notify import Alert, Notification, PermanentFailure, RetryAfter
+from aiops.routing import Dispatcher, RouteNode, Router, SilenceWindow
+from aiops.testing import FakeClock, ListNotifier
+
+
+@dataclass(frozen=True)
+class Eq:
+    name: str
+    value: str
+
+    def matches(self, labels):
+        return labels.get(self.name, "") == self.value
+
+
+def alert(status="firing", t=100.0, **labels):
+    return Alert("fp", status, {"alertname": "A", **labels}, {}, starts_at=t)
+
+
+TREE = RouteNode(
+    "default",
+    group_by=("alertname",),
+    routes=(
+        RouteNode("pager", matchers=(Eq("severity", "page"),), continue_=True),
+        RouteNode("db-team", matchers=(Eq("service", "db"),)),
+        RouteNode("never", matchers=(Eq("service", "db"),)),
+    ),
+)
+
+
+def receivers(notifications):
+    return [n.receiver for n in notifications]
+
+
+def test_first_match_wins_unless_continue():
+    r = Router(TREE)
+    assert receivers(r.route([alert(severity="page", service="db")])) == ["pager", "db-team"]
+    assert receivers(r.route([alert(service="db")])) == ["db-team"]
+    assert receivers(r.route([alert(service="web")])) == ["default"]
+    assert r.route([alert()])[0].group_labels == {"alertname": "A"}
+
+
+def test_nested_routes_take_the_deepest_match():
+    tree = RouteNode(
+        "root",
+        routes=(
+            RouteNode(
+                "team",
+                matchers=(Eq("team", "x"),),
+                routes=(RouteNode("team-page", matchers=(Eq("severity", "page"),)),),
+            ),
+        ),
+    )
+    r = Router(tree)
+    assert receivers(r.route([alert(team="x", severity="page")])) == ["team-page"]
+    assert receivers(r.route([alert(team="x")])) == ["team"]
+
+
+def test_silence_mutes_matching_alerts_inside_its_window():
+    r = Router(TREE, silences=[SilenceWindow([Eq("host", "db-1")], 50.0, 150.0)])
+    assert r.route([alert(host="db-1", t=100.0)]) == []
+    assert receivers(r.route([alert(host="db-1", t=200.0)])) == ["default"]
+    assert receivers(r.route([alert(host="db-2", t=100.0)])) == ["default"]
+    assert r.silenced == 1
+
+
+def test_dispatcher_retries_with_backoff_and_honours_retry_after():
+    clock = FakeClock()
+    flaky = ListNotifier([RetryAfter("503"), RetryAfter("429", seconds=30.0)])
+    d = Dispatcher({"r": [flaky]}, clock=clock, base_delay=1.0)
+    d.submit([Notification("r", [alert()])])
+    assert len(flaky.sent) == 1
+    assert d.queued == 1
+    clock.advance(0.5)
+    d.pump()
+    assert len(flaky.sent) == 1
+    clock.advance(0.5)
+    d.pump()  # 1 s back-off
+    assert len(flaky.sent) == 2
+    assert d.queued == 1
+    clock.advance(29.0)
+    d.pump()  # remote asked for 30 s
+    assert len(flaky.sent) == 2
+    clock.advance(1.0)
+    d.pump()
+    assert len(flaky.sent) == 3
+    assert d.queued == 0
+    assert d.results == {"retried": 2, "delivered": 1}
+    # One key for all attempts of the same notification.
+    assert len({n.idempotency_key for n in flaky.sent}) == 1
+
+
+def test_dispatcher_gives_up_on_permanent_failure_and_on_age():
+    clock = FakeClock()
+    d = Dispatcher({"r": [ListNotifier([PermanentFailure("bad token")])]}, clock=clock)
+    d.submit([Notification("r", [alert()])])
+    assert d.results == {"failed": 1}
+    assert d.queued == 0
+    always = ListNotifier([RetryAfter("down")] * 100)
+    d2 = Dispatcher({"r": [always]}, clock=clock, max_age=10.0, max_delay=4.0)
+    d2.submit([Notification("r", [alert()])])
+    for _ in range(10):
+        clock.advance(4.0)
+        d2.pump()
+    assert d2.results["expired"] == 1
+    assert d2.queued == 0
+
+
+def test_a_raising_notifier_does_not_escape():
+    class Broken(ListNotifier):
+        def send(self, notification):
+            raise RuntimeError("bug")
+
+    d = Dispatcher({"r": [Broken()]}, clock=FakeClock())
+    d.submit([Notification("r", [alert()])])
+    assert d.results == {"retried": 1}
+
+
+def test_idempotency_key_depends_on_transition_and_start():
+    a, b = alert(t=1.0), alert(t=2.0)
+    assert a.idempotency_key != b.idempotency_key
+    assert a.idempotency_key != alert(status="resolved", t=1.0).idempotency_key
+    assert a.idempotency_key == alert(t=1.0).idempotency_key
