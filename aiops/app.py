@@ -1,0 +1,181 @@
+"""Assembling the daemon from validated configuration, and running it under signals."""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import logging
+import signal
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from aiops.checkpoint import Checkpointer
+from aiops.config import AlertingConfig, ConfigErrors, LoadedConfig, Route, load_config
+from aiops.daemon import Daemon, DeadLetterFile
+from aiops.engine import Engine, RuleSpec
+from aiops.notify import Notifier, NullNotifier
+from aiops.registry import NOTIFIERS, SOURCES
+from aiops.routing import Dispatcher, RouteNode, Router, SilenceWindow
+from aiops.source import Source
+from aiops.state import FileStateStore
+from aiops.templates import Template
+from aiops.types import SeriesKey
+
+__all__ = ["DEMO_CONFIG", "build_daemon", "demo_config_path", "run_daemon"]
+
+log = logging.getLogger(__name__)
+
+#: Where the built-in demo's config lives inside the installed package.
+DEMO_CONFIG = ("demo", "aiops.yaml")
+#: State directory of the demo when none is given.
+DEMO_STATE_DIR = Path("aiops-state")
+
+
+def demo_config_path() -> Path:
+    """The shipped demo config (simulator source, shipped rules, console + JSONL)."""
+    root = importlib.resources.files("aiops.rules")
+    return Path(str(root.joinpath(*DEMO_CONFIG)))
+
+
+@functools.lru_cache(maxsize=1024)
+def _template(text: str) -> Template:
+    return Template(text)
+
+
+def render_template(text: str, context: Mapping[str, Any]) -> str:
+    """Render an annotation template (parsed once per distinct text)."""
+    return _template(text).render(context)
+
+
+def _match_all(key: SeriesKey) -> bool:
+    return True
+
+
+def rule_specs(loaded: LoadedConfig) -> list[RuleSpec]:
+    """The engine's view of every rule in the loaded rule files."""
+    specs = []
+    cap = loaded.daemon.limits.max_series_per_rule
+    for group in loaded.groups:
+        for rule in group.rules:
+            selector = rule.selector
+            # Query rules (Prometheus pull) see exactly the series their query returns.
+            matches = _match_all if selector is None else selector.matches
+            text = (rule.query or "") if selector is None else str(selector)
+            specs.append(
+                RuleSpec(
+                    group=group.name,
+                    alert=rule.alert,
+                    source=rule.source,
+                    matches=matches,
+                    detector_type=rule.detector.type,
+                    detector_params=dict(rule.detector.params),
+                    threshold=rule.threshold,
+                    for_seconds=rule.for_,
+                    min_hits=rule.min_hits,
+                    hits_window=rule.hits_window,
+                    suppress_seconds=rule.suppress,
+                    protect_baseline=rule.protect_baseline,
+                    labels=dict(rule.labels),
+                    annotations={k: str(v) for k, v in rule.annotations.items()},
+                    max_series=cap,
+                    selector_text=text,
+                )
+            )
+    return specs
+
+
+def _route_node(route: Route, receiver: str = "", group_by: tuple[str, ...] = ()) -> RouteNode:
+    """Children inherit the receiver and group_by of their parent unless they set them."""
+    receiver = route.receiver or receiver
+    group_by = tuple(route.group_by) if route.group_by is not None else group_by
+    children = tuple(_route_node(r, receiver, group_by) for r in route.routes)
+    return RouteNode(receiver, tuple(route.matchers), route.continue_, children, group_by)
+
+
+def build_router(alerting: AlertingConfig) -> Router:
+    """The route tree and silences of an alerting config."""
+    silences = [
+        SilenceWindow(tuple(s.matchers), s.starts_at.timestamp(), s.ends_at.timestamp())
+        for s in alerting.silences
+    ]
+    return Router(_route_node(alerting.route), silences)
+
+
+def build_receivers(alerting: AlertingConfig, *, base_dir: Path) -> dict[str, list[Notifier]]:
+    """One list of notifiers per receiver; a receiver with none gets a null notifier."""
+    out: dict[str, list[Notifier]] = {}
+    for r in alerting.receivers:
+        notifiers: list[Notifier] = [
+            NOTIFIERS.get(spec.type)(spec.config, base_dir=base_dir) for spec in r.notifiers
+        ]
+        out[r.name] = notifiers or [NullNotifier()]
+    return out
+
+
+def build_sources(loaded: LoadedConfig, positions: Mapping[str, Any]) -> dict[str, Source]:
+    """Open every configured source at its checkpointed position."""
+    sources: dict[str, Source] = {}
+    for sid, spec in loaded.daemon.sources.items():
+        cls = SOURCES.get(spec.type)
+        sources[sid] = cls(sid, spec.config, resume=positions.get(sid))
+    return sources
+
+
+def build_daemon(loaded: LoadedConfig, *, state_dir: Path) -> Daemon:
+    """Wire a :class:`Daemon` from validated configuration."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    engine = Engine(rule_specs(loaded), render=render_template)
+    receivers = build_receivers(loaded.alerting, base_dir=state_dir)
+    return Daemon(
+        sources=functools.partial(build_sources, loaded),
+        engine=engine,
+        router=build_router(loaded.alerting),
+        dispatcher=Dispatcher(receivers),
+        checkpointer=Checkpointer(FileStateStore(state_dir)),
+        checkpoint_interval=loaded.daemon.state.checkpoint_interval,
+        dead_letters=DeadLetterFile(state_dir / "rejects.jsonl"),
+    )
+
+
+def run_daemon(
+    config_path: Path | None, *, state_dir: Path | None = None, until_exhausted: bool = False
+) -> int:
+    """Load, build and run until SIGINT/SIGTERM; returns the process exit code."""
+    demo = config_path is None
+    path = demo_config_path() if config_path is None else config_path
+    try:
+        loaded = load_config(path)
+    except ConfigErrors as exc:
+        for err in exc.errors:
+            log.error("%s", err)
+        log.error("configuration invalid: %d errors; not starting", len(exc.errors))
+        return 1
+    state = state_dir or (DEMO_STATE_DIR.resolve() if demo else loaded.daemon.state.dir)
+    daemon = build_daemon(loaded, state_dir=state)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("received %s: final checkpoint, then exit", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    if demo:
+        log.info(
+            "demo: simulated fleet -> shipped rules -> console and %s (state in %s)",
+            state / "alerts.jsonl",
+            state,
+        )
+    started = time.monotonic()
+    daemon.run(stop, until_exhausted=until_exhausted)
+    log.info(
+        "stopped after %.0fs: %d alerts, %s",
+        time.monotonic() - started,
+        daemon.alerts_sent,
+        ", ".join(f"{k}={v}" for k, v in sorted(daemon.dispatcher.results.items())) or "nothing sent",
+    )
+    return 0

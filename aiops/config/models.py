@@ -1,0 +1,795 @@
+"""The validated shape of the three files an operator edits.
+
+Every model is frozen and forbids unknown keys. Field names are the YAML keys (``for``
+and ``continue`` are spelled ``for_`` and ``continue_`` in Python; both spellings are
+accepted when building a model in code). Durations are float seconds, times are
+timezone-aware UTC datetimes, selectors, matchers and templates are parsed objects
+(:class:`~aiops.selector.Selector`, :class:`~aiops.selector.Matcher`,
+:class:`~aiops.templates.Template`) that serialize back to their text.
+
+The models check what one section can check on its own. What needs the registries
+(source, notifier and detector settings) or the whole set of files (undefined
+receivers, duplicate names) is checked by :mod:`aiops.config.loader`.
+"""
+
+from __future__ import annotations
+
+import calendar
+import hashlib
+import json
+import math
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, ClassVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    SerializeAsAny,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from aiops.config.translate import show as _show
+from aiops.selector import LABEL_NAME_RE, Matcher, Selector, parse_matcher, parse_selector
+from aiops.templates import Template
+from aiops.timeutil import format_duration, parse_duration
+
+__all__ = [
+    "DEFAULT_GROUP_INTERVAL",
+    "DEFAULT_GROUP_WAIT",
+    "DEFAULT_REPEAT_INTERVAL",
+    "ROOT_ROUTE_RULES",
+    "AlertingConfig",
+    "DaemonConfig",
+    "DetectorSpec",
+    "HttpSettings",
+    "InhibitRule",
+    "LimitsSettings",
+    "NotifierSpec",
+    "Receiver",
+    "Retrain",
+    "Route",
+    "Rule",
+    "RuleFile",
+    "RuleGroup",
+    "Silence",
+    "SourceSpec",
+    "StateSettings",
+    "TimeInterval",
+    "TimeRange",
+    "TimeSpec",
+    "config_error",
+]
+
+DEFAULT_GROUP_WAIT = 30.0
+"""Alertmanager's default ``group_wait`` (seconds)."""
+DEFAULT_GROUP_INTERVAL = 300.0
+"""Alertmanager's default ``group_interval`` (seconds)."""
+DEFAULT_REPEAT_INTERVAL = 4 * 3600.0
+"""Alertmanager's default ``repeat_interval`` (seconds)."""
+
+_ID_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_-]*")
+_ALERT_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+_HOST_PORT_RE = re.compile(r"(?P<host>\[[0-9a-fA-F:.]+\]|[^:\[\]\s]*):(?P<port>\d{1,5})")
+
+
+def config_error(message: str, *at: str | int) -> PydanticCustomError:
+    """An error for a model validator, located at the sub-path ``at`` of the model.
+
+    The loader reports it at the value found under ``at`` (or at the model itself).
+    """
+    return PydanticCustomError("config", "{message}", {"message": message, "at": list(at)})
+
+
+def _from_yaml(info: ValidationInfo) -> bool:
+    return bool(isinstance(info.context, dict) and info.context.get("from_yaml"))
+
+
+# --- scalar types -------------------------------------------------------------------
+
+
+def _duration(value: Any, info: ValidationInfo) -> float:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f'must be a duration such as "5m", got {_show(value)}')
+    if isinstance(value, int | float) and value != 0 and _from_yaml(info):
+        # Like Prometheus: a bare number is ambiguous (seconds? minutes?), only 0 is not.
+        raise ValueError(f'must be a duration with a unit such as "{value}s", got {value}')
+    try:
+        seconds = parse_duration(value)
+    except ValueError:
+        raise ValueError(
+            f"invalid duration {_show(value)}: use a number and a unit (ms, s, m, h, d, w, y), "
+            'such as "90s" or "1h30m"'
+        ) from None
+    if not math.isfinite(seconds):
+        raise ValueError(f"must be a finite duration, got {_show(value)}")
+    return seconds
+
+
+def _positive(seconds: float) -> float:
+    if seconds <= 0:
+        raise ValueError("must be greater than 0s")
+    return seconds
+
+
+def _serialize_duration(seconds: float) -> str:
+    return format_duration(seconds)
+
+
+Duration = Annotated[float, PlainValidator(_duration), PlainSerializer(_serialize_duration)]
+"""Seconds, written as a Prometheus duration (``90s``, ``1h30m``)."""
+PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
+
+
+def _name_check(kind: str, pattern: re.Pattern[str], hint: str) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if not pattern.fullmatch(value):
+            raise ValueError(f"invalid {kind} {_show(value)}: {hint}")
+        return value
+
+    return check
+
+
+LabelName = Annotated[
+    StrictStr,
+    AfterValidator(_name_check("label name", LABEL_NAME_RE, "use [a-zA-Z_][a-zA-Z0-9_]*")),
+]
+SourceId = Annotated[
+    StrictStr, AfterValidator(_name_check("source id", _ID_RE, "use [a-zA-Z_][a-zA-Z0-9_-]*"))
+]
+AnnotationName = Annotated[
+    StrictStr,
+    AfterValidator(_name_check("annotation name", LABEL_NAME_RE, "use [a-zA-Z_][a-zA-Z0-9_]*")),
+]
+AlertName = Annotated[
+    StrictStr, AfterValidator(_name_check("alert name", _ALERT_RE, "use [a-zA-Z_][a-zA-Z0-9_]*"))
+]
+
+
+def _non_empty(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+NonEmptyStr = Annotated[StrictStr, AfterValidator(_non_empty)]
+
+
+def _rule_label_name(name: str) -> str:
+    if name == "alertname":
+        raise ValueError('label "alertname" is set from "alert"; remove it')
+    if name.startswith("__"):
+        raise ValueError(f"label names starting with __ are reserved, got {_show(name)}")
+    return name
+
+
+RuleLabelName = Annotated[LabelName, AfterValidator(_rule_label_name)]
+
+
+def _threshold(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"must be a number, got {_show(value)}")
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"must be in (0, 1], got {_show(value)}")
+    return float(value)
+
+
+def _selector(value: Any) -> Selector:
+    if isinstance(value, Selector):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string, got {_show(value)}")
+    return parse_selector(value)
+
+
+SelectorField = Annotated[Selector, PlainValidator(_selector), PlainSerializer(str)]
+
+
+def _matcher(value: Any) -> Matcher:
+    if isinstance(value, Matcher):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(
+            f"must be a matcher string such as 'severity=\"page\"', got {_show(value)}"
+        )
+    return parse_matcher(value)
+
+
+MatcherField = Annotated[Matcher, PlainValidator(_matcher), PlainSerializer(str)]
+
+
+def _template(value: Any) -> Template:
+    if isinstance(value, Template):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string, got {_show(value)}")
+    return Template(value)
+
+
+TemplateField = Annotated[Template, PlainValidator(_template), PlainSerializer(str)]
+
+
+def _utc_datetime(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        dt = value
+    elif isinstance(value, str):
+        try:
+            dt = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(
+                f"must be a time such as 2026-01-01T00:00:00Z, got {_show(value)}"
+            ) from None
+    else:
+        raise ValueError(f"must be a time such as 2026-01-01T00:00:00Z, got {_show(value)}")
+    if dt.tzinfo is None:  # YAML: a timestamp without a zone is UTC
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC)
+
+
+UtcDatetime = Annotated[
+    datetime, PlainValidator(_utc_datetime), PlainSerializer(lambda d: d.isoformat())
+]
+
+
+def _path(value: Any) -> Path:
+    if isinstance(value, Path):
+        return value
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"must be a non-empty path, got {_show(value)}")
+    return Path(value)
+
+
+PathField = Annotated[Path, PlainValidator(_path), PlainSerializer(str)]
+
+
+def _listen(value: str) -> str:
+    if value == "":
+        return value
+    m = _HOST_PORT_RE.fullmatch(value)
+    if m is None or int(m.group("port")) > 65535:
+        raise ValueError(f'must be "host:port" (or "" for off), got {_show(value)}')
+    return value
+
+
+class _Model(BaseModel):
+    """Frozen, strict about keys; YAML-only checks look at the validation context."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
+    )
+
+    #: Fields set by the loader, never written in YAML.
+    _yaml_hidden: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_empty(cls, data: Any) -> Any:
+        # `rules:` with every rule commented out is null in YAML; Go's yaml (Prometheus,
+        # Alertmanager) reads it as an empty list, and so do we for optional lists/maps.
+        if not isinstance(data, dict) or None not in data.values():
+            return data
+        empty = set()
+        for name, f in cls.model_fields.items():
+            factory = f.default_factory
+            if (
+                f.default == ()
+                or factory in (dict, list, tuple)
+                or (isinstance(factory, type) and issubclass(factory, BaseModel))
+            ):
+                empty.update({name, f.alias or name})
+        return {k: v for k, v in data.items() if not (v is None and k in empty)}
+
+    @classmethod
+    def yaml_keys(cls) -> list[str]:
+        """The keys a YAML mapping for this model may hold."""
+        return [
+            f.alias or name for name, f in cls.model_fields.items() if name not in cls._yaml_hidden
+        ]
+
+
+# --- rule files -----------------------------------------------------------------------
+
+
+class DetectorSpec(_Model):
+    """``detector:``: which registered detector scores the rule's series, with what."""
+
+    type: NonEmptyStr = "robust_ewma"
+    params: dict[StrictStr, Any] = Field(default_factory=dict)
+
+
+class Retrain(_Model):
+    """``retrain:``: when a new model version is trained (all optional)."""
+
+    every: PositiveDuration | None = None
+    window: PositiveDuration | None = None
+    on_drift: StrictBool = False
+
+
+class Rule(_Model):
+    """One alerting rule: which series, which detector, and when a score becomes an alert.
+
+    Exactly one of ``selector`` (push sources: which series of the stream) and
+    ``query`` (pull sources: a PromQL expression) is set. ``hits_window`` defaults to
+    ``min_hits``. ``for_`` and ``suppress`` are seconds.
+    """
+
+    alert: AlertName
+    source: SourceId
+    selector: SelectorField | None = None
+    query: NonEmptyStr | None = None
+    detector: DetectorSpec = Field(default_factory=DetectorSpec)
+    threshold: Annotated[float, PlainValidator(_threshold)] = 0.99
+    for_: Duration = Field(default=0.0, alias="for")
+    min_hits: StrictInt = Field(default=1, ge=1)
+    hits_window: StrictInt = Field(default=1, ge=1)
+    suppress: Duration = 0.0
+    protect_baseline: StrictBool = True
+    retrain: Retrain | None = None
+    labels: dict[RuleLabelName, StrictStr] = Field(default_factory=dict)
+    annotations: dict[AnnotationName, TemplateField] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_hits_window(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "hits_window" not in data:
+            min_hits = data.get("min_hits", 1)
+            if isinstance(min_hits, int) and not isinstance(min_hits, bool) and min_hits >= 1:
+                return {**data, "hits_window": min_hits}
+        return data
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Rule:
+        if self.selector is not None and self.query is not None:
+            raise config_error('give either "selector" or "query", not both', "query")
+        if self.selector is None and self.query is None:
+            raise config_error('missing required key "selector" (or "query" for PromQL sources)')
+        if self.hits_window < self.min_hits:
+            raise config_error(
+                f'"hits_window" must be at least "min_hits" ({self.min_hits}), '
+                f"got {self.hits_window}",
+                "hits_window",
+            )
+        return self
+
+    def fingerprint(self) -> str:
+        """A hash of the rule's whole definition: equal hashes mean equal rules."""
+        text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class RuleGroup(_Model):
+    """A named list of rules; ``file`` and ``line`` say where it was loaded from."""
+
+    name: NonEmptyStr
+    interval: PositiveDuration | None = None
+    rules: tuple[Rule, ...] = ()
+    file: str = ""
+    line: int = 0
+
+    _yaml_hidden: ClassVar[frozenset[str]] = frozenset({"file", "line"})
+
+    @field_validator("file", "line", mode="before")
+    @classmethod
+    def _not_from_yaml(cls, value: Any, info: ValidationInfo) -> Any:
+        if _from_yaml(info):
+            raise PydanticCustomError("extra_forbidden", "Extra inputs are not permitted")
+        return value
+
+
+class RuleFile(_Model):
+    """A rule file: ``groups:``."""
+
+    groups: tuple[RuleGroup, ...] = ()
+
+
+# --- daemon config -----------------------------------------------------------------------
+
+
+class SourceSpec(_Model):
+    """One entry of ``sources:``: its id (the key), ``type`` and the type's settings.
+
+    ``config`` is an instance of the source class' nested ``Config`` model, validated
+    by the loader from the entry's other keys.
+    """
+
+    id: NonEmptyStr
+    type: NonEmptyStr
+    config: SerializeAsAny[BaseModel]
+
+
+class StateSettings(_Model):
+    """``state:``: where checkpoints and models live, and how often to checkpoint."""
+
+    dir: PathField = Path("aiops-state")
+    checkpoint_interval: PositiveDuration = 30.0
+
+
+class LimitsSettings(_Model):
+    """``limits:``: caps that protect the daemon from runaway cardinality."""
+
+    max_series_per_rule: StrictInt = Field(default=100_000, ge=1)
+
+
+class HttpSettings(_Model):
+    """``http:``: the HTTP API and ``/metrics`` listener."""
+
+    listen: Annotated[StrictStr, AfterValidator(_listen)] = ""
+    external_url: StrictStr = ""
+
+
+def _at_least_one_source(sources: dict[str, SourceSpec]) -> dict[str, SourceSpec]:
+    if not sources:
+        raise ValueError("must define at least one source")
+    return sources
+
+
+class DaemonConfig(_Model):
+    """``aiops.yaml``: sources, state, limits, HTTP, and the paths of the other files.
+
+    Relative paths are relative to the config file's directory; the loader resolves
+    ``state.dir`` and expands ``rule_files`` (see :class:`aiops.config.LoadedConfig`).
+    """
+
+    sources: Annotated[dict[SourceId, SourceSpec], AfterValidator(_at_least_one_source)]
+    state: StateSettings = Field(default_factory=StateSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    rule_files: tuple[NonEmptyStr, ...] = ("rules/*.yaml",)
+    alerting_file: NonEmptyStr | None = None
+
+
+# --- alerting file -------------------------------------------------------------------------
+
+
+def _group_by(labels: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    if labels is None:
+        return None
+    if "..." in labels and len(labels) > 1:
+        raise ValueError('"..." (group by all labels) must be the only entry')
+    for name in labels:
+        if name != "..." and not LABEL_NAME_RE.fullmatch(name):
+            raise ValueError(f"invalid label name {_show(name)}")
+    seen = [n for i, n in enumerate(labels) if n in labels[:i]]
+    if seen:
+        raise ValueError(f"duplicate label {_show(seen[0])}")
+    return labels
+
+
+class Route(_Model):
+    """A node of the route tree (Alertmanager's ``route``).
+
+    As written, unset fields are ``None``; in a loaded :class:`AlertingConfig` every
+    route has ``receiver``, ``group_by`` and the three intervals set, inherited from
+    its parent (the root's defaults: group by nothing, 30s, 5m, 4h). ``group_by ==
+    ("...",)`` groups by all labels.
+    """
+
+    receiver: NonEmptyStr | None = None
+    group_by: Annotated[tuple[StrictStr, ...] | None, AfterValidator(_group_by)] = None
+    group_wait: Duration | None = None
+    group_interval: PositiveDuration | None = None
+    repeat_interval: PositiveDuration | None = None
+    matchers: tuple[MatcherField, ...] = ()
+    continue_: StrictBool = Field(default=False, alias="continue")
+    mute_time_intervals: tuple[NonEmptyStr, ...] = ()
+    active_time_intervals: tuple[NonEmptyStr, ...] = ()
+    routes: tuple[Route, ...] = ()
+
+    def walk(self) -> list[Route]:
+        """Return this route and all routes below it, depth first."""
+        out = [self]
+        for child in self.routes:
+            out.extend(child.walk())
+        return out
+
+    def _inherit(self, parent: Route | None) -> Route:
+        update: dict[str, Any] = {}
+        if parent is None:
+            defaults = {
+                "group_by": (),
+                "group_wait": DEFAULT_GROUP_WAIT,
+                "group_interval": DEFAULT_GROUP_INTERVAL,
+                "repeat_interval": DEFAULT_REPEAT_INTERVAL,
+            }
+        else:
+            defaults = {
+                k: getattr(parent, k)
+                for k in ("receiver", "group_by", "group_wait", "group_interval", "repeat_interval")
+            }
+        for key, value in defaults.items():
+            if getattr(self, key) is None:
+                update[key] = value
+        me = self.model_copy(update=update) if update else self
+        children = tuple(child._inherit(me) for child in self.routes)
+        return me.model_copy(update={"routes": children}) if self.routes else me
+
+
+class NotifierSpec(_Model):
+    """One ``<type>_configs`` entry of a receiver: the notifier type and its settings."""
+
+    type: NonEmptyStr
+    config: SerializeAsAny[BaseModel]
+
+
+class Receiver(_Model):
+    """A named set of notifiers; written as ``name`` plus ``<type>_configs`` lists."""
+
+    name: NonEmptyStr
+    notifiers: tuple[NotifierSpec, ...] = ()
+
+    _yaml_hidden: ClassVar[frozenset[str]] = frozenset({"notifiers"})
+
+    @classmethod
+    def yaml_keys(cls) -> list[str]:
+        """``name`` and one ``<type>_configs`` key per registered notifier type."""
+        from aiops.registry import NOTIFIERS
+
+        return ["name", *(f"{t}_configs" for t in NOTIFIERS.names())]
+
+
+class InhibitRule(_Model):
+    """An inhibition: while a source alert fires, matching target alerts are muted.
+
+    A source alert matches ``source_matchers``, a target alert ``target_matchers``, and
+    both must have the same values of the ``equal`` labels.
+    """
+
+    source_matchers: tuple[MatcherField, ...] = ()
+    target_matchers: tuple[MatcherField, ...] = ()
+    equal: tuple[LabelName, ...] = ()
+
+
+def _silence_matchers(matchers: tuple[Matcher, ...]) -> tuple[Matcher, ...]:
+    if not matchers:
+        raise ValueError("must have at least one matcher")
+    if all(m.matches_value("") for m in matchers):
+        raise ValueError("must have at least one matcher that does not match the empty string")
+    return matchers
+
+
+class Silence(_Model):
+    """Mute alerts whose labels match every matcher between ``starts_at`` and ``ends_at``."""
+
+    matchers: Annotated[tuple[MatcherField, ...], AfterValidator(_silence_matchers)]
+    starts_at: UtcDatetime
+    ends_at: UtcDatetime
+    created_by: NonEmptyStr
+    comment: NonEmptyStr
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Silence:
+        if self.ends_at <= self.starts_at:
+            raise config_error('"ends_at" must be after "starts_at"', "ends_at")
+        return self
+
+    def active(self, ts: float) -> bool:
+        """True if the silence is in effect at unix time ``ts``."""
+        return self.starts_at.timestamp() <= ts < self.ends_at.timestamp()
+
+
+_WEEKDAYS = {name.lower(): (i + 1) % 7 for i, name in enumerate(calendar.day_name)}  # sunday=0
+_MONTHS = {name.lower(): i for i, name in enumerate(calendar.month_name) if name}
+
+
+def _clock(value: Any) -> int:
+    if not isinstance(value, str):
+        raise ValueError(f'must be a time of day such as "18:00", got {_show(value)}')
+    m = re.fullmatch(r"(\d{1,2}):(\d{2})", value.strip())
+    if m is None or int(m.group(2)) > 59 or int(m.group(1)) * 60 + int(m.group(2)) > 1440:
+        raise ValueError(f'must be a time of day from "00:00" to "24:00", got {_show(value)}')
+    return int(m.group(1)) * 60 + int(m.group(2))
+
+
+def _format_clock(minutes: int) -> str:
+    return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+ClockField = Annotated[int, PlainValidator(_clock), PlainSerializer(_format_clock)]
+
+
+class TimeRange(_Model):
+    """``{start_time: "09:00", end_time: "17:00"}``; stored as minutes since midnight."""
+
+    start_time: ClockField
+    end_time: ClockField
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TimeRange:
+        if self.end_time <= self.start_time:
+            raise config_error('"end_time" must be after "start_time"', "end_time")
+        return self
+
+
+def _range_parser(
+    kind: str, parse_one: Callable[[str], int], lo: int, hi: int
+) -> Callable[[Any], tuple[int, int]]:
+    def parse(value: Any) -> tuple[int, int]:
+        if isinstance(value, tuple) and len(value) == 2:
+            return (int(value[0]), int(value[1]))
+        if isinstance(value, int) and not isinstance(value, bool):
+            text = str(value)
+        elif isinstance(value, str):
+            text = value.strip()
+        else:
+            raise ValueError(f"must be a {kind} or a {kind} range, got {_show(value)}")
+        first, sep, last = text.partition(":")
+        try:
+            start = parse_one(first.strip())
+            end = parse_one(last.strip()) if sep else start
+        except ValueError:
+            raise ValueError(f"invalid {kind} range {_show(value)}") from None
+        for v in (start, end):
+            if not lo <= v <= hi or (kind == "day of month" and v == 0):
+                raise ValueError(f"invalid {kind} range {_show(value)}: out of range")
+        if (start > end) and not (kind == "day of month" and start > 0 > end):
+            raise ValueError(f"invalid {kind} range {_show(value)}: start is after end")
+        return (start, end)
+
+    return parse
+
+
+def _weekday(text: str) -> int:
+    if text.lower() not in _WEEKDAYS:
+        raise ValueError(text)
+    return _WEEKDAYS[text.lower()]
+
+
+def _month(text: str) -> int:
+    return _MONTHS[text.lower()] if text.lower() in _MONTHS else int(text)
+
+
+def _format_range(r: tuple[int, int]) -> str:
+    return f"{r[0]}:{r[1]}"
+
+
+WeekdayRange = Annotated[
+    tuple[int, int],
+    PlainValidator(_range_parser("weekday", _weekday, 0, 6)),
+    PlainSerializer(_format_range),
+]
+DayRange = Annotated[
+    tuple[int, int],
+    PlainValidator(_range_parser("day of month", int, -31, 31)),
+    PlainSerializer(_format_range),
+]
+MonthRange = Annotated[
+    tuple[int, int],
+    PlainValidator(_range_parser("month", _month, 1, 12)),
+    PlainSerializer(_format_range),
+]
+YearRange = Annotated[
+    tuple[int, int],
+    PlainValidator(_range_parser("year", int, 1, 9999)),
+    PlainSerializer(_format_range),
+]
+
+
+def _zone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {_show(name)}") from None
+    return name
+
+
+class TimeSpec(_Model):
+    """One entry of a time interval: every given field must match (none given: always).
+
+    Weekdays count from sunday = 0; negative days of month count from the month's end
+    (-1 is the last day); ranges are inclusive, ``times`` ranges end-exclusive.
+    """
+
+    times: tuple[TimeRange, ...] = ()
+    weekdays: tuple[WeekdayRange, ...] = ()
+    days_of_month: tuple[DayRange, ...] = ()
+    months: tuple[MonthRange, ...] = ()
+    years: tuple[YearRange, ...] = ()
+    location: Annotated[StrictStr, AfterValidator(_zone)] = "UTC"
+
+    def contains(self, ts: float) -> bool:
+        """True if unix time ``ts`` falls inside this spec, in its ``location``."""
+        dt = datetime.fromtimestamp(ts, tz=ZoneInfo(self.location))
+        minute = dt.hour * 60 + dt.minute
+        if self.times and not any(r.start_time <= minute < r.end_time for r in self.times):
+            return False
+        weekday = (dt.weekday() + 1) % 7
+        if self.weekdays and not any(a <= weekday <= b for a, b in self.weekdays):
+            return False
+        if self.days_of_month:
+            n = calendar.monthrange(dt.year, dt.month)[1]
+            if not any(_day(a, n) <= dt.day <= _day(b, n) for a, b in self.days_of_month):
+                return False
+        if self.months and not any(a <= dt.month <= b for a, b in self.months):
+            return False
+        return not self.years or any(a <= dt.year <= b for a, b in self.years)
+
+
+def _day(day: int, days_in_month: int) -> int:
+    return days_in_month + day + 1 if day < 0 else day
+
+
+class TimeInterval(_Model):
+    """A named list of time specs (Alertmanager's ``time_intervals`` entry).
+
+    >>> ti = TimeInterval.model_validate({"name": "offhours", "time_intervals": [
+    ...     {"weekdays": ["saturday", "sunday"]},
+    ...     {"times": [{"start_time": "18:00", "end_time": "24:00"}]}]})
+    >>> ti.contains(datetime(2026, 1, 3, 12, tzinfo=UTC).timestamp())  # a saturday
+    True
+    >>> ti.contains(datetime(2026, 1, 5, 12, tzinfo=UTC).timestamp())  # a monday noon
+    False
+    """
+
+    name: NonEmptyStr
+    time_intervals: tuple[TimeSpec, ...] = ()
+
+    def contains(self, ts: float) -> bool:
+        """True if any of the specs contains unix time ``ts``."""
+        return any(spec.contains(ts) for spec in self.time_intervals)
+
+
+ROOT_ROUTE_RULES = {
+    "receiver": 'missing required key "receiver" in the root route',
+    "matchers": 'the root route must not have "matchers" (it takes every alert)',
+    "mute_time_intervals": 'the root route must not have "mute_time_intervals"',
+    "active_time_intervals": 'the root route must not have "active_time_intervals"',
+    "continue": 'the root route must not have "continue"',
+}
+"""What the root route must (not) have, by key: the message for each violation."""
+
+
+class AlertingConfig(_Model):
+    """The alerting file: route tree, receivers, inhibit rules, silences, time intervals.
+
+    After validation the root route has a receiver and no matchers, and every route
+    has its inherited settings filled in (see :class:`Route`).
+    """
+
+    route: Route
+    receivers: tuple[Receiver, ...]
+    inhibit_rules: tuple[InhibitRule, ...] = ()
+    silences: tuple[Silence, ...] = ()
+    time_intervals: tuple[TimeInterval, ...] = ()
+
+    @model_validator(mode="after")
+    def _root_and_inheritance(self) -> AlertingConfig:
+        root = self.route
+        if root.receiver is None:
+            raise config_error(ROOT_ROUTE_RULES["receiver"], "route")
+        for key in ("matchers", "mute_time_intervals", "active_time_intervals", "continue"):
+            if getattr(root, key.replace("continue", "continue_")):
+                raise config_error(ROOT_ROUTE_RULES[key], "route", key)
+        # Frozen, but still being validated: the only moment the tree may be completed.
+        object.__setattr__(self, "route", root._inherit(None))
+        return self
+
+    def receiver(self, name: str) -> Receiver:
+        """The receiver called ``name`` (raises :class:`KeyError` if there is none)."""
+        for r in self.receivers:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+    def time_interval(self, name: str) -> TimeInterval:
+        """The time interval called ``name`` (raises :class:`KeyError` if there is none)."""
+        for t in self.time_intervals:
+            if t.name == name:
+                return t
+        raise KeyError(name)

@@ -1,0 +1,354 @@
+"""Series selectors (PromQL) and label matchers (Alertmanager).
+
+A :class:`Selector` is what a rule's ``selector:`` says: which series the rule sees.
+It follows PromQL's instant-vector selector syntax, ``name{label="v", l2!="v",
+l3=~"re", l4!~"re"}``: the metric name is optional when a matcher is given, and
+``{__name__=~"..."}`` selects by name pattern. A :class:`Matcher` is one
+``label op value`` condition; the alerting file's ``matchers:`` lists (routes, inhibit
+rules, silences) use it in Alertmanager's syntax, where the value may be unquoted.
+
+Regular expressions are fully anchored, as in Prometheus: ``job=~"api"`` matches
+``api`` but not ``api-2``. A missing label has the empty value, so ``env=""`` matches
+series without an ``env`` label. Compiled patterns are cached.
+
+>>> from aiops.types import SeriesKey
+>>> sel = parse_selector('http_request_duration_seconds{service=~"api|web"}')
+>>> sel.matches(SeriesKey.of("http_request_duration_seconds", {"service": "web"}))
+True
+>>> sel.matches(SeriesKey.of("http_request_duration_seconds", {"service": "db"}))
+False
+>>> Matcher.parse("severity=page").matches({"severity": "page"})
+True
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from aiops.types import METRIC_NAME_LABEL, SeriesKey
+
+__all__ = [
+    "LABEL_NAME_RE",
+    "METRIC_NAME_RE",
+    "MatchOp",
+    "Matcher",
+    "Selector",
+    "compile_anchored",
+    "parse_matcher",
+    "parse_selector",
+]
+
+MatchOp = Literal["=", "!=", "=~", "!~"]
+
+LABEL_NAME_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+"""A valid label name (Prometheus' classic charset)."""
+METRIC_NAME_RE = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+"""A valid metric name (Prometheus' classic charset)."""
+
+_OPS: tuple[MatchOp, ...] = ("=~", "!~", "!=", "=")  # longest first
+_ESCAPES = {
+    "a": "\a",
+    "b": "\b",
+    "f": "\f",
+    "n": "\n",
+    "r": "\r",
+    "t": "\t",
+    "v": "\v",
+    "\\": "\\",
+    '"': '"',
+    "'": "'",
+}
+
+
+@functools.lru_cache(maxsize=4096)
+def compile_anchored(pattern: str) -> re.Pattern[str]:
+    """Compile ``pattern`` for full-string matching (``^(?:pattern)$``), cached.
+
+    Raises :class:`ValueError` naming the pattern when it does not compile.
+
+    >>> bool(compile_anchored("api|web").fullmatch("web"))
+    True
+    >>> compile_anchored("(api")
+    Traceback (most recent call last):
+    ...
+    ValueError: invalid regex "(api": missing ), unterminated subpattern at position 0
+    """
+    try:
+        re.compile(pattern)  # alone first: error positions refer to the pattern as written
+        return re.compile(f"(?:{pattern})", re.DOTALL)
+    except re.error as exc:
+        raise ValueError(f"invalid regex {_quote(pattern)}: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Matcher:
+    """One condition on one label: ``name op value``.
+
+    ``op`` is ``=`` (equal), ``!=`` (not equal), ``=~`` (regex matches the whole value)
+    or ``!~`` (regex does not match). A label that is absent has the value ``""``.
+    Building a regex matcher compiles its pattern, so a bad pattern fails early with
+    :class:`ValueError`.
+
+    >>> m = Matcher("team", "=~", "db|infra")
+    >>> m.matches({"team": "db"}), m.matches({"team": "dbx"}), m.matches({})
+    (True, False, False)
+    >>> str(m)
+    'team=~"db|infra"'
+    >>> Matcher("env", "=", "").matches({})
+    True
+    """
+
+    name: str
+    op: MatchOp
+    value: str
+    _regex: re.Pattern[str] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not LABEL_NAME_RE.fullmatch(self.name):
+            raise ValueError(f"invalid label name {_quote(self.name)}")
+        if self.op not in _OPS:
+            raise ValueError(f"invalid match operator {_quote(self.op)}; use =, !=, =~ or !~")
+        if self.op in ("=~", "!~"):
+            object.__setattr__(self, "_regex", compile_anchored(self.value))
+
+    @classmethod
+    def parse(cls, text: str) -> Matcher:
+        """Parse Alertmanager matcher syntax: ``name op value``.
+
+        The value may be double-quoted (with Go escapes) or unquoted (taken up to the
+        end, surrounding spaces removed).
+
+        >>> Matcher.parse('severity="page"') == Matcher.parse("severity = page")
+        True
+        >>> Matcher.parse("severity")
+        Traceback (most recent call last):
+        ...
+        ValueError: expected an operator (=, !=, =~, !~) after "severity" at column 9
+        """
+        return parse_matcher(text)
+
+    def matches_value(self, value: str) -> bool:
+        """True if ``value`` (a label's value, ``""`` if absent) satisfies the matcher."""
+        if self._regex is not None:
+            return (self._regex.fullmatch(value) is not None) == (self.op == "=~")
+        return (value == self.value) == (self.op == "=")
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        """True if the label set satisfies the matcher."""
+        return self.matches_value(labels.get(self.name, ""))
+
+    def __str__(self) -> str:
+        return f"{self.name}{self.op}{_quote(self.value)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Selector:
+    """A PromQL series selector: an optional metric name and label matchers.
+
+    Build one with :func:`parse_selector`. ``matchers`` never holds the metric name
+    given before the braces (that is ``metric``), but may hold ``__name__`` matchers.
+
+    >>> from aiops.types import SeriesKey
+    >>> s = parse_selector('{__name__=~"cpu_.*", host!="db-1"}')
+    >>> s.matches(SeriesKey.of("cpu_usage_ratio", {"host": "web-1"}))
+    True
+    >>> s.matches(SeriesKey.of("cpu_usage_ratio", {"host": "db-1"}))
+    False
+    >>> str(parse_selector("up"))
+    'up'
+    """
+
+    metric: str | None
+    matchers: tuple[Matcher, ...] = ()
+
+    def matches(self, key: SeriesKey) -> bool:
+        """True if the series ``key`` is selected."""
+        if self.metric is not None and key.name != self.metric:
+            return False
+        if not self.matchers:
+            return True
+        labels = dict(key.labels)
+        for m in self.matchers:
+            value = key.name if m.name == METRIC_NAME_LABEL else labels.get(m.name, "")
+            if not m.matches_value(value):
+                return False
+        return True
+
+    def __str__(self) -> str:
+        inner = ", ".join(str(m) for m in self.matchers)
+        if self.metric is not None and not inner:
+            return self.metric
+        return f"{self.metric or ''}{{{inner}}}"
+
+
+def parse_selector(text: str) -> Selector:
+    """Parse a PromQL series selector such as ``name{label=~"re"}``.
+
+    Raises :class:`ValueError` with the (1-based) column of the problem.
+
+    >>> parse_selector('http_errors_ratio{service="api",}')
+    Selector(metric='http_errors_ratio', matchers=(Matcher(name='service', op='=', value='api'),))
+    >>> parse_selector('rate(x[5m])')  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: unexpected "(" at column 5; a selector is a metric name and {label matchers}; ...
+    >>> parse_selector('{env=""}')
+    Traceback (most recent call last):
+    ...
+    ValueError: a selector needs a metric name or a matcher that does not match the empty string
+    """
+    if not text.strip():
+        raise ValueError("must not be empty")
+    p = _Parser(text)
+    p.skip_ws()
+    metric: str | None = None
+    if p.peek() != "{":
+        metric = p.take(METRIC_NAME_RE, "a metric name or {")
+        p.skip_ws()
+    matchers: list[Matcher] = []
+    if p.peek() == "{":
+        p.pos += 1
+        p.skip_ws()
+        while p.peek() != "}":
+            matchers.append(p.matcher(quoted_only=True))
+            p.skip_ws()
+            if p.peek() == ",":
+                p.pos += 1
+                p.skip_ws()
+            elif p.peek() != "}":
+                p.fail('"," or "}"')
+        p.pos += 1
+        p.skip_ws()
+    if not p.at_end():
+        raise ValueError(
+            f"unexpected {_quote(p.text[p.pos])} at column {p.pos + 1}; a selector is a "
+            "metric name and {label matchers}; use query: for PromQL expressions"
+        )
+    if metric is not None and any(m.name == METRIC_NAME_LABEL for m in matchers):
+        raise ValueError(f'metric name "{metric}" is given twice (also as __name__)')
+    if metric is None and all(m.matches_value("") for m in matchers):
+        raise ValueError(
+            "a selector needs a metric name or a matcher that does not match the empty string"
+        )
+    return Selector(metric, tuple(matchers))
+
+
+def parse_matcher(text: str) -> Matcher:
+    """Parse one Alertmanager matcher such as ``severity="page"`` or ``team=~db|infra``.
+
+    >>> parse_matcher('alertname!~"Watchdog|InfoInhibitor"')
+    Matcher(name='alertname', op='!~', value='Watchdog|InfoInhibitor')
+    """
+    p = _Parser(text)
+    p.skip_ws()
+    m = p.matcher(quoted_only=False, where=False)
+    p.skip_ws()
+    if not p.at_end():
+        p.fail("the end of the matcher")
+    return m
+
+
+class _Parser:
+    """A cursor over the text with the few token readers both grammars need."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.pos = 0
+
+    def peek(self) -> str:
+        return self.text[self.pos] if self.pos < len(self.text) else ""
+
+    def at_end(self) -> bool:
+        return self.pos >= len(self.text)
+
+    def skip_ws(self) -> None:
+        while self.peek() in (" ", "\t", "\n", "\r") and not self.at_end():
+            self.pos += 1
+
+    def fail(self, expected: str) -> None:
+        found = "the end" if self.at_end() else _quote(self.text[self.pos])
+        raise ValueError(f"expected {expected} but found {found} at column {self.pos + 1}")
+
+    def take(self, pattern: re.Pattern[str], what: str) -> str:
+        m = pattern.match(self.text, self.pos)
+        if m is None:
+            self.fail(what)
+            raise AssertionError  # pragma: no cover - fail() raises
+        self.pos = m.end()
+        return m.group()
+
+    def matcher(self, *, quoted_only: bool, where: bool = True) -> Matcher:
+        start = self.pos
+        name = self.take(LABEL_NAME_RE, "a label name")
+        self.skip_ws()
+        op = next((o for o in _OPS if self.text.startswith(o, self.pos)), None)
+        if op is None:
+            raise ValueError(
+                f"expected an operator (=, !=, =~, !~) after {_quote(name)} "
+                f"at column {self.pos + 1}"
+            )
+        self.pos += len(op)
+        self.skip_ws()
+        if self.peek() in ('"', "'", "`"):
+            value = self.string()
+        elif quoted_only:
+            self.fail("a quoted string")
+            raise AssertionError  # pragma: no cover - fail() raises
+        else:
+            value = self.text[self.pos :].strip()
+            self.pos = len(self.text)
+        try:
+            return Matcher(name, op, value)
+        except ValueError as exc:
+            if not where:
+                raise
+            raise ValueError(f"{exc} (matcher at column {start + 1})") from None
+
+    def string(self) -> str:
+        quote = self.text[self.pos]
+        start = self.pos
+        self.pos += 1
+        out: list[str] = []
+        while True:
+            if self.at_end():
+                raise ValueError(f"unterminated string starting at column {start + 1}")
+            c = self.text[self.pos]
+            if c == quote:
+                self.pos += 1
+                return "".join(out)
+            if c == "\\" and quote != "`":
+                out.append(self._escape())
+                continue
+            if c == "\n" and quote != "`":
+                raise ValueError(f"newline in string starting at column {start + 1}")
+            out.append(c)
+            self.pos += 1
+
+    def _escape(self) -> str:
+        at = self.pos
+        self.pos += 1
+        c = self.peek()
+        if c in _ESCAPES:
+            self.pos += 1
+            return _ESCAPES[c]
+        digits = {"x": 2, "u": 4, "U": 8}.get(c)
+        if digits is not None:
+            hexa = self.text[self.pos + 1 : self.pos + 1 + digits]
+            if len(hexa) == digits and all(h in "0123456789abcdefABCDEF" for h in hexa):
+                self.pos += 1 + digits
+                return chr(int(hexa, 16))
+        elif c in "01234567":
+            octal = self.text[self.pos : self.pos + 3]
+            if len(octal) == 3 and all(o in "01234567" for o in octal):
+                self.pos += 3
+                return chr(int(octal, 8))
+        raise ValueError(f"invalid escape sequence at column {at + 1}")
+
+
+def _quote(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
