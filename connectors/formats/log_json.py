@@ -1,0 +1,195 @@
+"""JSON log events as log shippers write them to Kafka (Filebeat, Fluent Bit, Vector)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from aiops.decoder import Decoded, Decoder, DecoderConfig
+from aiops.types import LogRecord
+
+from ._common import (
+    MISSING,
+    ItemError,
+    TimeFormat,
+    compile_path,
+    get_path,
+    load_json,
+    parse_time,
+    scalar_text,
+)
+
+__all__ = ["PRESETS", "LogJsonDecoder"]
+
+#: Field paths of each shipper's events. Paths are tried in order; absent label fields
+#: add no label.
+PRESETS: dict[str, dict[str, Any]] = {
+    # Filebeat Kafka output, codec json: ECS fields.
+    # {"@timestamp": "2024-05-01T12:00:00.123Z", "message": "...",
+    #  "host": {"name": "web-1"}, "log": {"file": {"path": "/var/log/app.log"}}, ...}
+    "filebeat": {
+        "message_field": ["message"],
+        "timestamp_field": ["@timestamp"],
+        "label_fields": {"host": "host.name", "filename": "log.file.path"},
+    },
+    # Fluent Bit Kafka output, format json: the record plus timestamp_key (default
+    # "@timestamp", a double unless timestamp_format iso8601); tail puts text in "log";
+    # the kubernetes filter adds "kubernetes.*". "date" is json_date_key of other outputs.
+    "fluentbit": {
+        "message_field": ["log", "message"],
+        "timestamp_field": ["@timestamp", "date", "time"],
+        "label_fields": {
+            "namespace": "kubernetes.namespace_name",
+            "pod": "kubernetes.pod_name",
+            "container": "kubernetes.container_name",
+        },
+    },
+    # Vector kafka sink, encoding.codec json, log events:
+    # {"message": "...", "timestamp": "2024-05-01T12:00:00.123456789Z", "host": "web-1",
+    #  "source_type": "file", "file": "/var/log/app.log"}
+    "vector": {
+        "message_field": ["message"],
+        "timestamp_field": ["timestamp"],
+        "label_fields": {"host": "host", "source_type": "source_type", "filename": "file"},
+    },
+}
+_DEFAULTS: dict[str, Any] = {
+    "message_field": ["message"],
+    "timestamp_field": ["@timestamp", "timestamp"],
+    "label_fields": {},
+}
+
+
+class LogJsonDecoder(Decoder):
+    """Decode JSON log events: a message, a time and stream labels per event.
+
+    ``preset`` (``filebeat``, ``fluentbit``, ``vector``; see :data:`PRESETS`) fills in
+    ``message_field``, ``timestamp_field`` and ``label_fields``; anything set explicitly
+    wins. Fields are dot paths (``log.file.path``); ``message_field`` and
+    ``timestamp_field`` may list several, tried in order. ``label_fields`` is a
+    ``{label: path}`` mapping or a list of paths (labels named after the last segment);
+    constant ``labels`` are added to every stream. A label field that is absent, null or
+    not a scalar adds no label. Keep labels low-cardinality: they define streams.
+
+    A record is one event, or a JSON array of events (each kept or rejected alone). An
+    event without a time takes the record's. A message that is not a string is kept as
+    its compact JSON text. Rejects (``raw`` = the record): ``bad_utf8``, ``bad_json``,
+    ``bad_shape`` (an event that is not an object), ``missing_field`` (no message;
+    ``missing_message: raw_json`` keeps the whole event as the message instead),
+    ``bad_timestamp``.
+
+    >>> d = LogJsonDecoder(preset="vector")
+    >>> out = d.decode(b'{"message": "disk full", "timestamp": "1970-01-01T00:00:01.5Z",'
+    ...                b' "host": "web-1", "source_type": "file", "file": "/var/log/syslog"}')
+    >>> r = out.logs[0]
+    >>> r.timestamp, r.message
+    (1.5, 'disk full')
+    >>> r.labels
+    (('filename', '/var/log/syslog'), ('host', 'web-1'), ('source_type', 'file'))
+    """
+
+    type = "log_json"
+
+    class Config(DecoderConfig):
+        """Settings of :class:`LogJsonDecoder`."""
+
+        preset: Literal["filebeat", "fluentbit", "vector"] | None = None
+        message_field: list[str] | None = None
+        timestamp_field: list[str] | None = None
+        timestamp_format: TimeFormat = "auto"
+        label_fields: dict[str, str] | None = None
+        #: Constant stream labels.
+        labels: dict[str, str] = Field(default_factory=dict)
+        #: Without a message: ``reject`` the event, or keep it whole as ``raw_json``.
+        missing_message: Literal["reject", "raw_json"] = "reject"
+
+        @field_validator("message_field", "timestamp_field", mode="before")
+        @classmethod
+        def _one_or_many(cls, v: Any) -> Any:
+            return [v] if isinstance(v, str) else v
+
+        @field_validator("label_fields", mode="before")
+        @classmethod
+        def _label_list(cls, v: Any) -> Any:
+            if isinstance(v, list | tuple):
+                return {str(p).rsplit(".", 1)[-1]: p for p in v}
+            return v
+
+        @field_validator("message_field", "timestamp_field")
+        @classmethod
+        def _paths(cls, v: list[str] | None) -> list[str] | None:
+            for p in v or ():
+                compile_path(p)
+            return v
+
+    config: Config
+
+    def __init__(
+        self, config: DecoderConfig | Mapping[str, Any] | None = None, /, **settings: Any
+    ) -> None:
+        super().__init__(config, **settings)
+        c = self.config
+        base = PRESETS[c.preset] if c.preset else _DEFAULTS
+        message = c.message_field if c.message_field is not None else base["message_field"]
+        stamp = c.timestamp_field if c.timestamp_field is not None else base["timestamp_field"]
+        fields = c.label_fields if c.label_fields is not None else base["label_fields"]
+        self.message_paths = [(p, compile_path(p)) for p in message]
+        self.timestamp_paths = [(p, compile_path(p)) for p in stamp]
+        self.label_paths = [(k, compile_path(p)) for k, p in fields.items()]
+
+    def decode(
+        self, payload: bytes, *, origin: str = "", timestamp: float | None = None
+    ) -> Decoded:
+        """Decode one record; see the class docstring."""
+        out = Decoded(origin=origin)
+        try:
+            doc = load_json(payload)
+        except ItemError as e:
+            out.reject(e.reason, e.detail, payload)
+            return out
+        default_ts = self.default_time(timestamp)
+        if isinstance(doc, list):
+            for i, event in enumerate(doc):
+                self._event(event, out, payload, default_ts, f"item {i}: ")
+        else:
+            self._event(doc, out, payload, default_ts, "")
+        return out
+
+    def _event(self, event: Any, out: Decoded, raw: bytes, default_ts: float, where: str) -> None:
+        try:
+            if not isinstance(event, dict):
+                raise ItemError("bad_shape", f"event is {type(event).__name__}, not an object")
+            message = _first(event, self.message_paths)
+            if message is MISSING:
+                if self.config.missing_message == "reject":
+                    names = ", ".join(p for p, _ in self.message_paths)
+                    raise ItemError("missing_field", f"no message ({names})")
+                message = event
+            if not isinstance(message, str):
+                message = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+            ts = default_ts
+            for path, segs in self.timestamp_paths:
+                ts_raw = get_path(event, segs)
+                if ts_raw is not MISSING and ts_raw is not None:
+                    ts = parse_time(ts_raw, self.config.timestamp_format, path)
+                    break
+        except ItemError as e:
+            out.reject(e.reason, where + e.detail, raw)
+            return
+        labels = dict(self.config.labels)
+        for label, segs in self.label_paths:
+            text = scalar_text(get_path(event, segs))
+            if text is not None:
+                labels[label] = text
+        out.logs.append(LogRecord(ts, message, tuple(sorted(labels.items()))))
+
+
+def _first(event: dict[str, Any], paths: list[tuple[str, tuple[str, ...]]]) -> Any:
+    for _, segs in paths:
+        value = get_path(event, segs)
+        if value is not MISSING and value is not None:
+            return value
+    return MISSING
