@@ -140,6 +140,11 @@ _TEST_TYPES: list[tuple[Registry[Any], str, str]] = [
     (NOTIFIERS, "testnote", "FakeNotifier"),
     (DETECTORS, "testdet", "FakeDetector"),
 ]
+PINNED_TYPES: list[tuple[Registry[Any], tuple[str, ...]]] = [
+    (SOURCES, ("simulator", "file")),
+    (NOTIFIERS, ("console", "jsonl")),
+    (DETECTORS, ("robust_ewma",)),
+]
 _STAND_INS: list[tuple[Registry[Any], str, str]] = [
     (SOURCES, "simulator", "StandInSimulator"),
     (SOURCES, "file", "StandInFile"),
@@ -169,8 +174,15 @@ def patch_registries(setitem: Callable[[dict[str, str], str, str], None]) -> lis
 
 @pytest.fixture(autouse=True)
 def plugins(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """Every test runs from the repo root with the test plugin types registered."""
+    """Every test runs from the repo root with the test plugin types registered.
+
+    The registries are pinned to the built-in types the fixtures were written against,
+    so that messages listing valid types do not change when a type is added.
+    """
     monkeypatch.chdir(REPO)
+    for registry, names in PINNED_TYPES:
+        monkeypatch.setattr(registry, "_paths", {n: registry.path(n) for n in names})
+        monkeypatch.setattr(registry, "_plugins_loaded", True)
     return patch_registries(monkeypatch.setitem)
 
 
