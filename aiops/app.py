@@ -14,12 +14,19 @@ from types import FrameType
 from typing import Any
 
 from aiops.checkpoint import Checkpointer
-from aiops.config import AlertingConfig, ConfigErrors, LoadedConfig, Route, load_config
+from aiops.config import (
+    AlertingConfig,
+    ConfigErrors,
+    LoadedConfig,
+    Route,
+    TimeInterval,
+    load_config,
+)
 from aiops.daemon import Daemon, DeadLetterFile
 from aiops.engine import Engine, RuleSpec
 from aiops.notify import Notifier, NullNotifier
 from aiops.registry import NOTIFIERS, SOURCES
-from aiops.routing import Dispatcher, RouteNode, Router, SilenceWindow
+from aiops.routing import Dispatcher, Inhibition, RouteNode, Router, SilenceWindow
 from aiops.source import Source
 from aiops.state import FileStateStore
 from aiops.templates import Template
@@ -88,21 +95,39 @@ def rule_specs(loaded: LoadedConfig) -> list[RuleSpec]:
     return specs
 
 
-def _route_node(route: Route, receiver: str = "", group_by: tuple[str, ...] = ()) -> RouteNode:
+def _route_node(
+    route: Route,
+    intervals: Mapping[str, TimeInterval],
+    receiver: str = "",
+    group_by: tuple[str, ...] = (),
+) -> RouteNode:
     """Children inherit the receiver and group_by of their parent unless they set them."""
     receiver = route.receiver or receiver
     group_by = tuple(route.group_by) if route.group_by is not None else group_by
-    children = tuple(_route_node(r, receiver, group_by) for r in route.routes)
-    return RouteNode(receiver, tuple(route.matchers), route.continue_, children, group_by)
+    children = tuple(_route_node(r, intervals, receiver, group_by) for r in route.routes)
+    return RouteNode(
+        receiver,
+        tuple(route.matchers),
+        route.continue_,
+        children,
+        group_by,
+        mute_during=tuple(intervals[n] for n in route.mute_time_intervals),
+        active_during=tuple(intervals[n] for n in route.active_time_intervals),
+    )
 
 
 def build_router(alerting: AlertingConfig) -> Router:
-    """The route tree and silences of an alerting config."""
+    """The route tree, silences and inhibit rules of an alerting config."""
     silences = [
         SilenceWindow(tuple(s.matchers), s.starts_at.timestamp(), s.ends_at.timestamp())
         for s in alerting.silences
     ]
-    return Router(_route_node(alerting.route), silences)
+    inhibitions = [
+        Inhibition(tuple(r.source_matchers), tuple(r.target_matchers), tuple(r.equal))
+        for r in alerting.inhibit_rules
+    ]
+    intervals = {t.name: t for t in alerting.time_intervals}
+    return Router(_route_node(alerting.route, intervals), silences, inhibitions)
 
 
 def build_receivers(alerting: AlertingConfig, *, base_dir: Path) -> dict[str, list[Notifier]]:
@@ -176,6 +201,7 @@ def run_daemon(
         "stopped after %.0fs: %d alerts, %s",
         time.monotonic() - started,
         daemon.alerts_sent,
-        ", ".join(f"{k}={v}" for k, v in sorted(daemon.dispatcher.results.items())) or "nothing sent",
+        ", ".join(f"{k}={v}" for k, v in sorted(daemon.dispatcher.results.items()))
+        or "nothing sent",
     )
     return 0

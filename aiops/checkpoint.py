@@ -29,6 +29,7 @@ class Checkpoint:
 
     rules: dict[str, Any]
     sources: dict[str, Any]
+    router: dict[str, Any] = field(default_factory=dict)
     created: float = field(default_factory=time.time)
     sequence: int = 0
 
@@ -48,6 +49,7 @@ class Checkpointer:
             {
                 "rules": checkpoint.rules,
                 "sources": checkpoint.sources,
+                "router": checkpoint.router,
                 "created": checkpoint.created,
                 "sequence": checkpoint.sequence,
             }
@@ -78,6 +80,7 @@ class Checkpointer:
             return Checkpoint(
                 rules=doc["rules"],
                 sources=doc["sources"],
+                router=doc.get("router", {}),
                 created=float(doc["created"]),
                 sequence=int(doc["sequence"]),
             )

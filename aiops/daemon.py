@@ -116,6 +116,7 @@ class Daemon:
         positions: Mapping[str, Any] = {}
         if ckpt is not None:
             self.engine.load_state_dict(ckpt.rules)
+            self.router.load_state_dict(ckpt.router)
             positions = ckpt.sources
             self._sequence = ckpt.sequence
             log.info("resumed from checkpoint %d", ckpt.sequence)
@@ -181,7 +182,12 @@ class Daemon:
         self._sequence += 1
         positions = {sid: src.snapshot() for sid, src in self.sources.items()}
         size = self.checkpointer.save(
-            Checkpoint(rules=self.engine.state_dict(), sources=positions, sequence=self._sequence)
+            Checkpoint(
+                rules=self.engine.state_dict(),
+                sources=positions,
+                router=self.router.state_dict(),
+                sequence=self._sequence,
+            )
         )
         self._last_checkpoint = self.clock()
         log.debug("checkpoint %d written (%d bytes)", self._sequence, size)

@@ -4,7 +4,12 @@ The route tree follows Alertmanager: an alert walks down from the root; at each 
 the first child whose matchers all match takes it (and, with ``continue``, later
 siblings are tried too); the deepest matching routes name the receivers; the root
 catches everything else. Silences drop alerts whose labels they match at the alert's
-time.
+time; inhibit rules drop a target alert while a matching source alert fires with the
+same ``equal`` labels; a route's mute (active) time intervals drop what falls inside
+(outside) them. Times are the alert's own (data time), so replays route alike.
+
+Not yet applied: ``group_wait``, ``group_interval`` and ``repeat_interval`` (each alert
+transition is one notification, sent at once).
 
 The :class:`Dispatcher` sends a notification right away and keeps failures worth
 retrying in a queue with exponential back-off, until ``max_age`` has passed.
@@ -30,7 +35,15 @@ from aiops.notify import (
     RetryAfter,
 )
 
-__all__ = ["Dispatcher", "LabelMatcher", "RouteNode", "Router", "SilenceWindow"]
+__all__ = [
+    "Dispatcher",
+    "Inhibition",
+    "LabelMatcher",
+    "RouteNode",
+    "Router",
+    "SilenceWindow",
+    "TimeWindow",
+]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +56,14 @@ class LabelMatcher(Protocol):
         ...
 
 
+class TimeWindow(Protocol):
+    """Anything with ``contains(ts) -> bool`` (a named time interval)."""
+
+    def contains(self, ts: float) -> bool:
+        """True if unix time ``ts`` falls inside."""
+        ...
+
+
 @dataclass(frozen=True)
 class RouteNode:
     """One node of the route tree."""
@@ -52,6 +73,14 @@ class RouteNode:
     continue_: bool = False
     routes: Sequence[RouteNode] = ()
     group_by: Sequence[str] = ()
+    mute_during: Sequence[TimeWindow] = ()
+    active_during: Sequence[TimeWindow] = ()
+
+    def delivers_at(self, ts: float) -> bool:
+        """False if a mute interval holds ``ts`` or no active interval does."""
+        if any(w.contains(ts) for w in self.mute_during):
+            return False
+        return not self.active_during or any(w.contains(ts) for w in self.active_during)
 
     def match(self, labels: Mapping[str, str]) -> list[RouteNode]:
         """The deepest routes that take ``labels`` (this node if no child does)."""
@@ -82,27 +111,98 @@ class SilenceWindow:
         )
 
 
-class Router:
-    """Turns alerts into notifications, one per receiver, after silences."""
+@dataclass(frozen=True)
+class Inhibition:
+    """While a source alert fires, target alerts with the same ``equal`` labels are muted."""
 
-    def __init__(self, root: RouteNode, silences: Sequence[SilenceWindow] = ()) -> None:
+    source: Sequence[LabelMatcher]
+    target: Sequence[LabelMatcher]
+    equal: Sequence[str] = ()
+
+    def inhibits(self, source: Mapping[str, str], target: Mapping[str, str]) -> bool:
+        """True if ``source`` (firing) mutes ``target``."""
+        return (
+            all(m.matches(target) for m in self.target)
+            and all(m.matches(source) for m in self.source)
+            and all(source.get(k, "") == target.get(k, "") for k in self.equal)
+        )
+
+
+class Router:
+    """Turns alerts into notifications, one per receiver, after silences and inhibitions.
+
+    The router remembers which alerts fire (for inhibition) and which firing alerts it
+    muted (so that their resolution is muted too); :meth:`state_dict` carries that
+    across restarts inside the checkpoint.
+    """
+
+    def __init__(
+        self,
+        root: RouteNode,
+        silences: Sequence[SilenceWindow] = (),
+        inhibitions: Sequence[Inhibition] = (),
+    ) -> None:
         self.root = root
         self.silences = list(silences)
-        self.silenced = 0
+        self.inhibitions = list(inhibitions)
+        self.muted: Counter[str] = Counter()
+        self._firing: dict[str, Mapping[str, str]] = {}
+        self._suppressed: set[str] = set()
+
+    @property
+    def silenced(self) -> int:
+        """How many alert transitions silences muted."""
+        return self.muted["silenced"]
 
     def route(self, alerts: Sequence[Alert]) -> list[Notification]:
         """Notifications for a batch of alert transitions, in order."""
         out: list[Notification] = []
         for alert in alerts:
+            fp = alert.fingerprint
+            if alert.status == "firing":
+                self._firing[fp] = alert.labels
+                reason = self._mute_reason(alert, alert.starts_at)
+                if reason:
+                    self.muted[reason] += 1
+                    self._suppressed.add(fp)
+                    continue
+            else:
+                self._firing.pop(fp, None)
+                if fp in self._suppressed:
+                    self._suppressed.discard(fp)
+                    self.muted["resolution of muted alert"] += 1
+                    continue
             at = alert.starts_at if alert.status == "firing" else (alert.ends_at or alert.starts_at)
-            if any(s.mutes(alert, at) for s in self.silences):
-                self.silenced += 1
-                continue
-            receivers = dict.fromkeys(r.receiver for r in self.root.match(alert.labels))
-            for name in receivers:
-                group = {k: alert.labels.get(k, "") for k in self.root.group_by}
-                out.append(Notification(name, [alert], group_labels=group))
+            nodes = [n for n in self.root.match(alert.labels) if n.delivers_at(at)]
+            if not nodes:
+                self.muted["time interval"] += 1
+            for node in {n.receiver: n for n in nodes}.values():
+                group = {k: alert.labels.get(k, "") for k in node.group_by}
+                out.append(Notification(node.receiver, [alert], group_labels=group))
         return out
+
+    def _mute_reason(self, alert: Alert, at: float) -> str:
+        if any(s.mutes(alert, at) for s in self.silences):
+            return "silenced"
+        for rule in self.inhibitions:
+            for fp, labels in self._firing.items():
+                if fp != alert.fingerprint and rule.inhibits(labels, alert.labels):
+                    return "inhibited"
+        return ""
+
+    def state_dict(self) -> dict[str, object]:
+        """Firing alerts' labels and the muted fingerprints, as JSON."""
+        return {
+            "firing": {fp: dict(labels) for fp, labels in self._firing.items()},
+            "suppressed": sorted(self._suppressed),
+        }
+
+    def load_state_dict(self, state: Mapping[str, object]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        firing = state.get("firing", {})
+        suppressed = state.get("suppressed", [])
+        self._firing = dict(firing) if isinstance(firing, dict) else {}
+        self._suppressed = set(suppressed) if isinstance(suppressed, list) else set()
 
 
 @dataclass(order=True)

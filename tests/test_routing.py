@@ -1,7 +1,7 @@
 from dataclasses import dataclass
 
 from aiops.notify import Alert, Notification, PermanentFailure, RetryAfter
-from aiops.routing import Dispatcher, RouteNode, Router, SilenceWindow
+from aiops.routing import Dispatcher, Inhibition, RouteNode, Router, SilenceWindow
 from aiops.testing import FakeClock, ListNotifier
 
 
@@ -122,3 +122,50 @@ def test_idempotency_key_depends_on_transition_and_start():
     assert a.idempotency_key != b.idempotency_key
     assert a.idempotency_key != alert(status="resolved", t=1.0).idempotency_key
     assert a.idempotency_key == alert(t=1.0).idempotency_key
+
+
+def test_inhibition_mutes_targets_while_a_matching_source_fires_and_their_resolution_too():
+    rule = Inhibition(
+        source=[Eq("severity", "page")], target=[Eq("severity", "warning")], equal=["host"]
+    )
+    r = Router(RouteNode("default"), inhibitions=[rule])
+
+    def a(status, fp, **labels):
+        return Alert(fp, status, {"alertname": "A", **labels}, {}, starts_at=1.0, ends_at=2.0)
+
+    page = a("firing", "p", severity="page", host="h1")
+    warn_same = a("firing", "w1", severity="warning", host="h1")
+    warn_other = a("firing", "w2", severity="warning", host="h2")
+    assert receivers(r.route([page, warn_same, warn_other])) == ["default", "default"]
+    assert r.muted["inhibited"] == 1
+    # The muted alert's resolution is muted too; after the source resolves, targets page again.
+    assert r.route([a("resolved", "w1", severity="warning", host="h1")]) == []
+    r2 = Router(RouteNode("default"), inhibitions=[rule])
+    r2.load_state_dict(r.state_dict())
+    assert receivers(r2.route([a("resolved", "p", severity="page", host="h1")])) == ["default"]
+    assert receivers(r2.route([warn_same])) == ["default"]
+
+
+@dataclass(frozen=True)
+class Hours:
+    start: int
+    end: int
+
+    def contains(self, ts):
+        return self.start <= (ts // 3600) % 24 < self.end
+
+
+def test_mute_and_active_time_intervals_use_the_alert_time():
+    tree = RouteNode(
+        "root",
+        routes=(
+            RouteNode("day", matchers=(Eq("team", "a"),), active_during=(Hours(9, 17),)),
+            RouteNode("not-at-night", matchers=(Eq("team", "b"),), mute_during=(Hours(0, 6),)),
+        ),
+    )
+    r = Router(tree)
+    assert receivers(r.route([alert(team="a", t=10 * 3600.0)])) == ["day"]
+    assert r.route([alert(team="a", t=20 * 3600.0)]) == []
+    assert r.route([alert(team="b", t=3 * 3600.0)]) == []
+    assert receivers(r.route([alert(team="b", t=7 * 3600.0)])) == ["not-at-night"]
+    assert r.muted["time interval"] == 2
