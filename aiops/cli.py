@@ -161,3 +161,7 @@ def eval_nab(
 def main() -> None:
     """Entry point of the ``aiops`` console script."""
     cli()
+
+
+if __name__ == "__main__":
+    main()

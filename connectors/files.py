@@ -283,12 +283,19 @@ class FileSource(Source):
 
         times, t_ok = parse_timestamps(columns[0])
         values, v_ok = parse_values(columns[1])
-        if layout.name is None:
+        if layout.name is None and not self.config.label_columns:
             keys: list[SeriesKey] = [self._single_key]
             series = np.zeros(len(times), dtype=np.int64)
             good = t_ok & v_ok
         else:
-            keys, series, names_ok = self._long_format_keys(columns[2:])
+            # Series come from a name column, or from the fixed metric name; label
+            # columns split them either way.
+            ident = (
+                columns[2:]
+                if layout.name is not None
+                else [[self.config.metric] * len(times), *columns[2:]]
+            )
+            keys, series, names_ok = self._long_format_keys(ident)
             good = t_ok & v_ok & names_ok
         if not good.all():
             for j in np.flatnonzero(~good).tolist():

@@ -522,3 +522,18 @@ def test_parse_throughput_sanity(tmp_path: Path) -> None:
     elapsed = time.perf_counter() - began
     assert pts == n
     assert elapsed < 5.0, f"{n / elapsed:.0f} points/s"
+
+
+def test_label_columns_split_series_without_a_name_column(tmp_path: Path) -> None:
+    # A regression: label columns used to be ignored unless a name column was set,
+    # which merged every host into one series.
+    path = tmp_path / "wide.csv"
+    path.write_text("timestamp,host,value\n1,a,1\n1,b,2\n2,a,3\n2,,4\n")
+    pts, rejects = drain(make(path, metric="latency", label_columns=["host"], labels={"dc": "x"}))
+    assert rejects == []
+    assert pts == [
+        ('latency{dc="x",host="a"}', 1.0, 1.0),
+        ('latency{dc="x",host="b"}', 1.0, 2.0),
+        ('latency{dc="x",host="a"}', 2.0, 3.0),
+        ('latency{dc="x"}', 2.0, 4.0),
+    ]
