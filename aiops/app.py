@@ -27,7 +27,7 @@ from aiops.engine import Engine, RuleSpec
 from aiops.notify import Notifier, NullNotifier
 from aiops.registry import NOTIFIERS, SOURCES
 from aiops.routing import Dispatcher, Inhibition, RouteNode, Router, SilenceWindow
-from aiops.source import Source
+from aiops.source import QuerySpec, Source
 from aiops.state import FileStateStore
 from aiops.templates import Template
 from aiops.types import SeriesKey
@@ -141,12 +141,32 @@ def build_receivers(alerting: AlertingConfig, *, base_dir: Path) -> dict[str, li
     return out
 
 
+#: Evaluation interval of a query rule whose group sets none (Prometheus' default).
+DEFAULT_QUERY_INTERVAL = 60.0
+
+
+def rule_queries(loaded: LoadedConfig) -> dict[str, list[QuerySpec]]:
+    """The query rules of every source, for pull sources."""
+    out: dict[str, list[QuerySpec]] = {}
+    for group in loaded.groups:
+        interval = group.interval or DEFAULT_QUERY_INTERVAL
+        for rule in group.rules:
+            if rule.query is not None:
+                key = f"{group.name}/{rule.alert}"
+                out.setdefault(rule.source, []).append(QuerySpec(key, rule.query, interval))
+    return out
+
+
 def build_sources(loaded: LoadedConfig, positions: Mapping[str, Any]) -> dict[str, Source]:
     """Open every configured source at its checkpointed position."""
     sources: dict[str, Source] = {}
+    queries = rule_queries(loaded)
     for sid, spec in loaded.daemon.sources.items():
         cls = SOURCES.get(spec.type)
-        sources[sid] = cls(sid, spec.config, resume=positions.get(sid))
+        kwargs: dict[str, Any] = {"resume": positions.get(sid)}
+        if cls.accepts_queries:
+            kwargs["queries"] = queries.get(sid, [])
+        sources[sid] = cls(sid, spec.config, **kwargs)
     return sources
 
 

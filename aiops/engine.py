@@ -231,6 +231,8 @@ class Engine:
         """Run a batch from ``source_id`` through every rule reading that source."""
         alerts: list[Alert] = []
         for rt in self.by_source.get(source_id, ()):
+            if batch.rule and batch.rule != rt.spec.key:
+                continue
             alerts.extend(rt.process(batch).alerts)
         return alerts
 

@@ -79,7 +79,11 @@ class Registry(Generic[T]):
 DETECTORS: Registry[Any] = Registry(
     "detector",
     {
+        "ensemble": "aiops.detectors.ensemble:Ensemble",
+        "river": "aiops.detectors.river_adapter:RiverAdapter",
         "robust_ewma": "aiops.detectors.robust_ewma:RobustEWMA",
+        "envelope_novelty": "aiops.detectors.envelope_novelty:EnvelopeNovelty",
+        "stl": "aiops.detectors.stl_seasonal:STLSeasonal",
     },
     group="aiops.detectors",
 )

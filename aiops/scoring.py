@@ -25,7 +25,7 @@ from aiops.types import Batch, BoolArray, FloatArray, SeriesKey
 __all__ = ["DEFAULT_DETECTOR", "ScoredSeries", "read_series_csv", "score_series"]
 
 #: The detector ``aiops score`` and ``aiops eval`` use when none is named.
-DEFAULT_DETECTOR = "robust_ewma"
+DEFAULT_DETECTOR = "envelope_novelty"
 _KEY = SeriesKey.of("value")
 
 
@@ -58,7 +58,7 @@ def score_series(
     >>> t = np.arange(200.0) * 60
     >>> v = np.sin(np.arange(200) / 5.0)
     >>> v[150] = 25.0
-    >>> out = score_series(t, v, params={"warmup": 20})
+    >>> out = score_series(t, v)
     >>> np.flatnonzero(out.alerts).tolist()
     [150]
     """

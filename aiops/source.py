@@ -20,16 +20,29 @@ Contract, pitfalls included:
 - ``commit(position)`` is called after a checkpoint covering ``position`` is durable;
   a source may use it to publish its position (Kafka offsets, for lag monitoring).
 - ``exhausted`` is true once a finite source (a file replay) has emitted everything.
+- Pull sources (``accepts_queries = True``, e.g. Prometheus) evaluate the queries of the
+  rules that name them: the daemon passes ``queries=[QuerySpec, ...]`` to their
+  constructor, and each batch they emit sets ``Batch.rule`` to the rule it answers.
+  Push sources (Kafka, files, remote write, the simulator) emit series that rules pick
+  with selectors.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, ClassVar, NamedTuple
 
 from aiops.types import Batch
 
-__all__ = ["Source", "SourceError"]
+__all__ = ["QuerySpec", "Source", "SourceError"]
+
+
+class QuerySpec(NamedTuple):
+    """One rule's query, as handed to a pull source."""
+
+    rule: str  # the rule key, group/alert; goes into Batch.rule
+    query: str  # e.g. PromQL
+    interval: float  # seconds between evaluations
 
 
 class SourceError(RuntimeError):
@@ -41,6 +54,8 @@ class Source(ABC):
 
     #: The id of this source in the daemon config (``sources:`` key).
     source_id: str = ""
+    #: True for pull sources, which take ``queries=`` in their constructor.
+    accepts_queries: ClassVar[bool] = False
 
     @abstractmethod
     def next_batch(self) -> Batch:

@@ -117,6 +117,9 @@ class Batch:
     values: FloatArray = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
     logs: Sequence[LogRecord] = ()
     rejects: Sequence[Reject] = ()
+    #: Set by pull sources: the key (``group/alert``) of the rule whose query produced
+    #: these points. Such a batch goes to that rule only; "" means every rule of the source.
+    rule: str = ""
 
     def __post_init__(self) -> None:
         n = len(self.series)

@@ -167,3 +167,20 @@ def test_other_sources_and_unselected_series_are_ignored():
 def test_duplicate_rules_are_refused():
     with pytest.raises(ValueError, match="duplicate rules: g/LatencyAnomaly"):
         Engine([spec(), spec()])
+
+
+def test_a_batch_answering_one_rules_query_goes_to_that_rule_only():
+    a = spec(alert="A", matches=lambda k: True)
+    b = spec(alert="B", matches=lambda k: True)
+    e = Engine([a, b])
+    batch = fleet(n_steps=50)
+    answer = Batch(
+        keys=batch.keys,
+        series=batch.series,
+        timestamps=batch.timestamps,
+        values=batch.values,
+        rule="g/A",
+    )
+    e.process("s", answer)
+    assert len(e.rules["g/A"].registry) == 3
+    assert len(e.rules["g/B"].registry) == 0
