@@ -13,6 +13,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from pydantic import BaseModel
+
 from aiops.checkpoint import Checkpointer
 from aiops.config import (
     AlertingConfig,
@@ -157,16 +159,31 @@ def rule_queries(loaded: LoadedConfig) -> dict[str, list[QuerySpec]]:
     return out
 
 
+def resolve_paths(config: BaseModel, base_dir: Path) -> BaseModel:
+    """Make relative file settings (``path``, ``*_file``) relative to ``base_dir``.
+
+    Paths in the daemon config are relative to the config file's directory, as in
+    Prometheus, so a config works the same whatever directory the daemon starts in.
+    """
+    update = {}
+    for name, value in config:
+        is_path = name == "path" or name.endswith("_file")
+        if is_path and isinstance(value, str) and value and not Path(value).is_absolute():
+            update[name] = str(base_dir / value)
+    return config.model_copy(update=update) if update else config
+
+
 def build_sources(loaded: LoadedConfig, positions: Mapping[str, Any]) -> dict[str, Source]:
     """Open every configured source at its checkpointed position."""
     sources: dict[str, Source] = {}
     queries = rule_queries(loaded)
+    base_dir = loaded.path.parent
     for sid, spec in loaded.daemon.sources.items():
         cls = SOURCES.get(spec.type)
         kwargs: dict[str, Any] = {"resume": positions.get(sid)}
         if cls.accepts_queries:
             kwargs["queries"] = queries.get(sid, [])
-        sources[sid] = cls(sid, spec.config, **kwargs)
+        sources[sid] = cls(sid, resolve_paths(spec.config, base_dir), **kwargs)
     return sources
 
 

@@ -102,7 +102,10 @@ class FileSource(Source):
 
         model_config = ConfigDict(extra="forbid", frozen=True)
 
-        path: str = Field(min_length=1, description="The file to read (used as given).")
+        path: str = Field(
+            min_length=1,
+            description="The file to read; relative to the daemon config's folder.",
+        )
         format: Literal["csv", "jsonl", "auto"] = Field(
             default="auto",
             description="csv or jsonl; auto = by extension (.csv; .jsonl, .ndjson, .json).",
