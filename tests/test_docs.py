@@ -11,7 +11,10 @@ from aiops.registry import NOTIFIERS, SOURCES
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
-DOCUMENTED = set(re.findall(r"`([a-z_][a-z0-9_]*)(?:\.[^`]*)?`", README))
+# `state.dir` documents both `state` and `dir`.
+DOCUMENTED = {
+    part for name in re.findall(r"`([a-z_<>][a-z0-9_.<>]*)`", README) for part in name.split(".")
+}
 
 
 def keys(model: type[BaseModel]) -> set[str]:
@@ -36,6 +39,13 @@ CONFIG_MODELS = [
     cfg.InhibitRule,
     cfg.Silence,
     cfg.TimeInterval,
+    cfg.TimeSpec,
+    cfg.TimeRange,
+    cfg.DetectorSpec,
+    cfg.Retrain,
+    cfg.StateSettings,
+    cfg.LimitsSettings,
+    cfg.HttpSettings,
 ]
 PLUGINS = [(reg, name) for reg in (SOURCES, NOTIFIERS) for name in reg.names()]
 
