@@ -22,7 +22,7 @@ from aiops.alerts import AlertStateMachine
 from aiops.detector import Detector, split_rounds
 from aiops.notify import Alert
 from aiops.postrule import HitWindow
-from aiops.registry import DETECTORS
+from aiops.registry import DEFAULT_DETECTOR, DETECTORS
 from aiops.series import SeriesRegistry
 from aiops.types import Batch, BoolArray, FloatArray, IntArray, SeriesKey
 
@@ -45,7 +45,7 @@ class RuleSpec:
     alert: str
     source: str
     matches: Callable[[SeriesKey], bool]
-    detector_type: str = "robust_ewma"
+    detector_type: str = DEFAULT_DETECTOR
     detector_params: Mapping[str, Any] = field(default_factory=dict)
     threshold: float = 0.99
     for_seconds: float = 0.0

@@ -11,7 +11,14 @@ import importlib
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
 
-__all__ = ["DETECTORS", "NOTIFIERS", "SOURCES", "Registry", "UnknownTypeError"]
+__all__ = [
+    "DEFAULT_DETECTOR",
+    "DETECTORS",
+    "NOTIFIERS",
+    "SOURCES",
+    "Registry",
+    "UnknownTypeError",
+]
 
 T = TypeVar("T")
 
@@ -75,6 +82,9 @@ class Registry(Generic[T]):
         """Instantiate the class registered as ``name`` with ``kwargs``."""
         return self.get(name)(**kwargs)
 
+
+#: The detector of a rule that names none, and of ``aiops score`` / ``aiops eval``.
+DEFAULT_DETECTOR = "envelope_novelty"
 
 DETECTORS: Registry[Any] = Registry(
     "detector",

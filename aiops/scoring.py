@@ -19,13 +19,12 @@ from typing import Any
 import numpy as np
 
 from aiops.engine import RuleRuntime, RuleSpec
+from aiops.registry import DEFAULT_DETECTOR
 from aiops.timeutil import parse_timestamp
 from aiops.types import Batch, BoolArray, FloatArray, SeriesKey
 
 __all__ = ["DEFAULT_DETECTOR", "ScoredSeries", "read_series_csv", "score_series"]
 
-#: The detector ``aiops score`` and ``aiops eval`` use when none is named.
-DEFAULT_DETECTOR = "envelope_novelty"
 _KEY = SeriesKey.of("value")
 
 

@@ -40,7 +40,7 @@ from aiops.config import (
     run_check,
 )
 from aiops.config.yamlpos import load_yaml
-from aiops.registry import DETECTORS, NOTIFIERS, SOURCES, Registry
+from aiops.registry import DEFAULT_DETECTOR, DETECTORS, NOTIFIERS, SOURCES, Registry
 from aiops.selector import Matcher
 from aiops.templates import Template, go_format_float, humanize
 from aiops.types import SeriesKey
@@ -143,7 +143,7 @@ _TEST_TYPES: list[tuple[Registry[Any], str, str]] = [
 PINNED_TYPES: list[tuple[Registry[Any], tuple[str, ...]]] = [
     (SOURCES, ("simulator", "file")),
     (NOTIFIERS, ("console", "jsonl")),
-    (DETECTORS, ("robust_ewma",)),
+    (DETECTORS, ("envelope_novelty", "robust_ewma")),
 ]
 _STAND_INS: list[tuple[Registry[Any], str, str]] = [
     (SOURCES, "simulator", "StandInSimulator"),
@@ -324,7 +324,7 @@ def test_rule_values_and_defaults() -> None:
     assert everything.rules[2].query == "sum by (service) (rate(http_requests_total[5m]))"
     assert everything.rules[2].selector is None
     minimal = groups[1].rules[0]
-    assert minimal.detector.type == "robust_ewma"
+    assert minimal.detector.type == DEFAULT_DETECTOR == "envelope_novelty"
     assert minimal.detector.params == {}
     assert (minimal.threshold, minimal.for_, minimal.min_hits, minimal.hits_window) == (
         0.99,

@@ -48,7 +48,7 @@ from aiops.config.translate import (
     translate,
 )
 from aiops.config.yamlpos import Loc, YamlDoc, load_yaml
-from aiops.registry import DETECTORS, NOTIFIERS, SOURCES, Registry
+from aiops.registry import DEFAULT_DETECTOR, DETECTORS, NOTIFIERS, SOURCES, Registry
 
 __all__ = [
     "SECRET_KEYS",
@@ -229,7 +229,7 @@ class _Session:
         ]
 
     def _detector(self, doc: YamlDoc, loc: Loc, det: dict[str, Any]) -> list[ConfigError]:
-        dtype = det.get("type", "robust_ewma")
+        dtype = det.get("type", DEFAULT_DETECTOR)
         params = det.get("params", {})
         if not isinstance(dtype, str) or not isinstance(params, dict):
             return []  # the model reports the wrong types

@@ -43,6 +43,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from aiops.config.translate import show as _show
+from aiops.registry import DEFAULT_DETECTOR
 from aiops.selector import LABEL_NAME_RE, Matcher, Selector, parse_matcher, parse_selector
 from aiops.templates import Template
 from aiops.timeutil import format_duration, parse_duration
@@ -310,7 +311,7 @@ class _Model(BaseModel):
 class DetectorSpec(_Model):
     """``detector:``: which registered detector scores the rule's series, with what."""
 
-    type: NonEmptyStr = "robust_ewma"
+    type: NonEmptyStr = DEFAULT_DETECTOR
     params: dict[StrictStr, Any] = Field(default_factory=dict)
 
 

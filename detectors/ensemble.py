@@ -1,0 +1,145 @@
+"""An ensemble of registered detectors, combining their calibrated scores point by point."""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from aiops.detector import Detector
+from aiops.types import FloatArray, IntArray
+
+__all__ = ["Ensemble"]
+
+METHODS = ("max", "mean", "noisy_or")
+MEMBER_KEYS = frozenset({"type", "params"})
+
+
+class Ensemble(Detector):
+    """Several detectors on the same points; their ``[0, 1]`` scores combined per point.
+
+    Each member is ``{"type": name, "params": {...}}`` as in a rule file's ``detector:``
+    (any registered type, ensembles included). Every member scores and learns from every
+    point on its own, so batch boundaries, missing values and new series behave as they
+    do for the members. ``method`` combines the members' calibrated scores:
+
+    - ``"max"``: alert when any member would; the false-alarm rates roughly add up.
+    - ``"mean"``: members must agree; a lone member's spike is damped.
+    - ``"noisy_or"``: ``1 - prod(1 - s_i)``, the probability that at least one member is
+      right if each score were an independent probability (Pearl, 1988). Above ``max``,
+      so two members at 0.9 give 0.99: use a higher threshold than for one detector.
+
+    A member without a ``seed`` gets one derived from the ensemble's ``seed`` and its
+    position; a finite ``learn_below`` is passed to members that do not set their own
+    (each member then gates its own learning on its own score).
+
+    Works well on: metrics where different failure shapes matter (a seasonal model for
+    shape, a robust level model for spikes). Fails on: nothing beyond its members, but
+    it costs their sum, and ``max``/``noisy_or`` inherit every member's false alarms.
+
+    Cost: the sum of the members' costs plus one combination pass per batch.
+
+    Parameters
+    ----------
+    members
+        The members, ``[{"type": ..., "params": {...}}, ...]``; at least one.
+    method
+        ``"max"``, ``"mean"`` or ``"noisy_or"``.
+
+    >>> det = Ensemble(members=[
+    ...     {"type": "robust_ewma", "params": {"warmup": 5}},
+    ...     {"type": "robust_ewma", "params": {"warmup": 5, "alpha": 0.5}},
+    ... ], method="mean")
+    >>> x = np.array([10.0, 10.5, 9.5, 10.2, 9.8, 10.1, 9.9, 30.0, 10.0])
+    >>> np.round(det.score(np.zeros(9, dtype=np.int64), np.arange(9.0), x), 3).tolist()
+    [0.0, 0.0, 0.0, 0.0, 0.0, 0.038, 0.036, 1.0, 0.474]
+    """
+
+    name = "ensemble"
+
+    def __init__(
+        self,
+        *,
+        members: Sequence[Mapping[str, Any]],
+        method: str = "max",
+        learn_below: float = math.inf,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(learn_below=learn_below, seed=seed)
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        if isinstance(members, str | bytes | Mapping) or not members:
+            raise ValueError("members must be a non-empty list of {type, params} entries")
+        self.members = copy.deepcopy(list(members))
+        self.method = method
+        self._members = [self._build(i, m) for i, m in enumerate(self.members)]
+
+    @classmethod
+    def check_params(cls) -> dict[str, Any]:
+        """Small parameters for the shared detector check suite."""
+        from aiops.registry import DETECTORS
+
+        members: list[dict[str, Any]] = []
+        for name in ("robust_ewma", "stl"):
+            member_cls = DETECTORS.get(name)
+            params = member_cls.check_params() if hasattr(member_cls, "check_params") else {}
+            members.append({"type": name, "params": params})
+        members[1]["params"]["robust"] = False  # the stl check already covers robust fits
+        return {"members": members, "method": "noisy_or"}
+
+    def _build(self, i: int, spec: Mapping[str, Any]) -> Detector:
+        from aiops.registry import DETECTORS
+
+        if not isinstance(spec, Mapping) or "type" not in spec:
+            raise ValueError(f"members[{i}] must be a mapping with a type, got {spec!r}")
+        unknown = sorted(set(spec) - MEMBER_KEYS)
+        if unknown:
+            raise ValueError(f"members[{i}]: unknown keys {unknown}; valid keys: type, params")
+        name = spec["type"]
+        params = dict(spec.get("params") or {})
+        params.setdefault("seed", int(np.random.SeedSequence([self.seed, i]).generate_state(1)[0]))
+        if math.isfinite(self.learn_below):
+            params.setdefault("learn_below", self.learn_below)
+        try:
+            member: Detector = DETECTORS.create(name, **params)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f'members[{i}] (type "{name}"): {exc}') from None
+        return member
+
+    @property
+    def pickled_models(self) -> bool:
+        """Whether a member's state holds pickled third-party models (to be signed)."""
+        return any(getattr(m, "pickled_models", False) for m in self._members)
+
+    @property
+    def n_series(self) -> int:
+        """How many series indices the members hold state for (the largest)."""
+        return max(m.n_series for m in self._members)
+
+    def score(self, idx: IntArray, timestamps: FloatArray, values: FloatArray) -> FloatArray:
+        """Score with every member and combine; see the class docstring."""
+        scores = np.stack([np.asarray(m.score(idx, timestamps, values)) for m in self._members])
+        if self.method == "max":
+            out: FloatArray = scores.max(axis=0)
+        elif self.method == "mean":
+            out = scores.mean(axis=0)
+        else:
+            out = 1.0 - np.prod(1.0 - scores, axis=0)
+        return np.clip(out, 0.0, 1.0)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The members' states, in order."""
+        return {"members": [m.state_dict() for m in self._members]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        states = state["members"]
+        if len(states) != len(self._members):
+            raise ValueError(
+                f"ensemble state has {len(states)} members, the ensemble has {len(self._members)}"
+            )
+        for member, member_state in zip(self._members, states, strict=True):
+            member.load_state_dict(member_state)
