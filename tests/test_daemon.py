@@ -37,6 +37,7 @@ def make_daemon(tmp_path, data, notifier, clock=None, checkpoint_interval=1e9):
         alert="Lat",
         source="mem",
         matches=lambda k: True,
+        detector_type="robust_ewma",
         threshold=0.99999,
         detector_params={"warmup": 30},
     )

@@ -27,6 +27,7 @@ def spec(**kw):
         alert="LatencyAnomaly",
         source="s",
         matches=lambda k: k.name == "latency",
+        detector_type="robust_ewma",
         threshold=0.999,
         detector_params={"warmup": 30},
     )
