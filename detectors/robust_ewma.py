@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from aiops.detector import RoundDetector
+from aiops.detectors.calibration import gaussian_score
 from aiops.types import BoolArray, FloatArray, IntArray
 
 __all__ = ["RobustEWMA"]
@@ -117,7 +118,7 @@ class RobustEWMA(RoundDetector):
 
     def _score_round(self, idx: IntArray, timestamps: FloatArray, values: FloatArray) -> FloatArray:
         z = np.abs(values - self._mu[idx]) / self._sigma(idx)
-        scores = _erf(z / math.sqrt(2.0))
+        scores = gaussian_score(z)
         scores[self._n[idx] < self.warmup] = 0.0
         return scores
 
@@ -151,12 +152,3 @@ class RobustEWMA(RoundDetector):
         self._mu = np.asarray(state["mu"], dtype=np.float64).copy()
         self._dev = np.asarray(state["dev"], dtype=np.float64).copy()
         self._n = np.asarray(state["n"], dtype=np.int64).copy()
-
-
-def _erf(x: FloatArray) -> FloatArray:
-    """Vectorized erf for non-negative x (Abramowitz and Stegun 7.1.26, error < 1.5e-7)."""
-    t = 1.0 / (1.0 + 0.3275911 * x)
-    a1, a2, a3, a4, a5 = 0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429
-    poly = t * (a1 + t * (a2 + t * (a3 + t * (a4 + t * a5))))
-    out: FloatArray = 1.0 - poly * np.exp(-x * x)
-    return out
