@@ -26,6 +26,8 @@ from aiops.config import (
 )
 from aiops.daemon import Daemon, DeadLetterFile
 from aiops.engine import Engine, RuleSpec
+from aiops.http import HttpServer, ListenError
+from aiops.metrics import NULL_METRICS, Metrics, PrometheusMetrics
 from aiops.notify import Notifier, NullNotifier
 from aiops.registry import NOTIFIERS, SOURCES
 from aiops.routing import Dispatcher, Inhibition, RouteNode, Router, SilenceWindow
@@ -188,11 +190,20 @@ def build_sources(loaded: LoadedConfig, positions: Mapping[str, Any]) -> dict[st
 
 
 def build_daemon(loaded: LoadedConfig, *, state_dir: Path) -> Daemon:
-    """Wire a :class:`Daemon` from validated configuration."""
+    """Wire a :class:`Daemon` from validated configuration.
+
+    With ``http.listen`` set, the daemon gets a listener (started by ``run()``) and
+    records metrics; that needs the ``server`` extra (:class:`ImportError` otherwise).
+    """
     state_dir.mkdir(parents=True, exist_ok=True)
     engine = Engine(rule_specs(loaded), render=render_template)
-    receivers = build_receivers(loaded.alerting, base_dir=state_dir)
-    return Daemon(
+    listen = loaded.daemon.http.listen
+    metrics: Metrics = PrometheusMetrics() if listen else NULL_METRICS
+    receivers = {
+        name: [metrics.wrap_notifier(name, n) for n in notifiers]
+        for name, notifiers in build_receivers(loaded.alerting, base_dir=state_dir).items()
+    }
+    daemon = Daemon(
         sources=functools.partial(build_sources, loaded),
         engine=engine,
         router=build_router(loaded.alerting),
@@ -200,7 +211,11 @@ def build_daemon(loaded: LoadedConfig, *, state_dir: Path) -> Daemon:
         checkpointer=Checkpointer(FileStateStore(state_dir)),
         checkpoint_interval=loaded.daemon.state.checkpoint_interval,
         dead_letters=DeadLetterFile(state_dir / "rejects.jsonl"),
+        metrics=metrics,
     )
+    if listen:
+        daemon.listener = HttpServer(listen, daemon, metrics)
+    return daemon
 
 
 def run_daemon(
@@ -217,7 +232,11 @@ def run_daemon(
         log.error("configuration invalid: %d errors; not starting", len(exc.errors))
         return 1
     state = state_dir or (DEMO_STATE_DIR.resolve() if demo else loaded.daemon.state.dir)
-    daemon = build_daemon(loaded, state_dir=state)
+    try:
+        daemon = build_daemon(loaded, state_dir=state)
+    except ImportError as exc:
+        log.error("%s", exc)
+        return 1
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -233,7 +252,11 @@ def run_daemon(
             state,
         )
     started = time.monotonic()
-    daemon.run(stop, until_exhausted=until_exhausted)
+    try:
+        daemon.run(stop, until_exhausted=until_exhausted)
+    except ListenError as exc:
+        log.error("%s; not starting", exc)
+        return 1
     log.info(
         "stopped after %.0fs: %d alerts, %s",
         time.monotonic() - started,

@@ -20,11 +20,13 @@ from typing import IO, Any
 
 from aiops.checkpoint import Checkpoint, Checkpointer
 from aiops.engine import Engine
+from aiops.http import HttpReceiver, Listener, NullListener
+from aiops.metrics import NULL_METRICS, Metrics
 from aiops.routing import Dispatcher, Router
 from aiops.source import Source
 from aiops.types import Batch, Reject
 
-__all__ = ["Daemon", "DeadLetterFile", "SourceHealth"]
+__all__ = ["Daemon", "DeadLetterFile", "SourceHealth", "source_problems"]
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +70,12 @@ class DeadLetterFile:
 
 @dataclass
 class SourceHealth:
-    """What the daemon knows about one source's recent behaviour."""
+    """What the daemon knows about one source's recent behaviour.
+
+    ``problems`` comes from sources with a ``problems()`` method (see
+    :func:`source_problems`): the parts of the source, such as one query of a pull
+    source, whose last attempt failed, with the error. The source still works.
+    """
 
     ok: bool = True
     last_error: str = ""
@@ -77,6 +84,40 @@ class SourceHealth:
     points: int = 0
     logs: int = 0
     rejects: Counter[str] = field(default_factory=Counter)
+    problems: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def state(self) -> str:
+        """``failing`` (polls raise), ``degraded`` (some parts fail) or ``ok``."""
+        return "failing" if not self.ok else ("degraded" if self.problems else "ok")
+
+    def as_json(self, now: float) -> dict[str, Any]:
+        """A JSON-ready copy; ``now`` is the daemon clock, for ``retry_in``."""
+        return {
+            "state": self.state,
+            "last_error": self.last_error,
+            "failures": self.failures,
+            "retry_in": round(max(0.0, self.retry_at - now), 3) if not self.ok else 0.0,
+            "points": self.points,
+            "logs": self.logs,
+            "rejects": dict(self.rejects),
+            "problems": dict(self.problems),
+        }
+
+
+def source_problems(source: Source) -> dict[str, str]:
+    """The failing parts a source reports through an optional ``problems()`` method.
+
+    A source made of independent parts (a pull source's queries) keeps working while
+    one part fails; it reports ``{part: error}`` so health shows it (``degraded``).
+    """
+    problems = getattr(source, "problems", None)
+    if problems is None:
+        return {}
+    try:
+        return dict(problems())
+    except Exception as exc:  # a health probe must not take the daemon down
+        return {"problems()": f"{type(exc).__name__}: {exc}"}
 
 
 class Daemon:
@@ -94,6 +135,7 @@ class Daemon:
         dead_letters: DeadLetterFile | None = None,
         poll_interval: float = 0.2,
         clock: Callable[[], float] = time.monotonic,
+        metrics: Metrics = NULL_METRICS,
     ) -> None:
         self._source_factory = sources
         self.sources: Mapping[str, Source] = {}
@@ -109,6 +151,14 @@ class Daemon:
         self.alerts_sent = 0
         self._sequence = 0
         self._last_checkpoint = clock()
+        # --- HTTP listener and metrics (aiops.http, aiops.metrics) ---
+        self.metrics = metrics
+        #: Serves /healthz, /readyz, /metrics and push receivers; set by the app.
+        self.listener: Listener = NullListener()
+        # Read by the listener's threads; each is replaced whole, never mutated.
+        self.ready = False
+        self.last_step = 0.0
+        self.health_report: Mapping[str, Mapping[str, Any]] = {}
 
     def start(self) -> None:
         """Load the last checkpoint and open the sources at its positions."""
@@ -126,6 +176,9 @@ class Daemon:
         self.sources = factory(positions) if callable(factory) else factory
         self.health = {sid: SourceHealth() for sid in self.sources}
         self._last_checkpoint = self.clock()
+        self.listener.attach(self.sources)
+        self.metrics.watch_sources(self.sources)
+        self._publish_health()
 
     def step(self) -> bool:
         """Poll each source once and process what came; True if anything did."""
@@ -142,6 +195,8 @@ class Daemon:
                 h.ok = False
                 h.last_error = f"{type(exc).__name__}: {exc}"
                 h.retry_at = now + min(60.0, 0.5 * 2 ** min(h.failures, 7))
+                h.problems = source_problems(src)
+                self.metrics.source_failed(sid)
                 log.warning(
                     "source %s failed (%s); retry in %.1fs", sid, h.last_error, h.retry_at - now
                 )
@@ -149,13 +204,24 @@ class Daemon:
             if h.failures:
                 log.info("source %s recovered after %d failures", sid, h.failures)
             h.ok, h.failures, h.last_error = True, 0, ""
+            h.problems = source_problems(src)
             if batch:
                 got = True
                 self.handle(sid, batch)
         self.dispatcher.pump()
         if self.clock() - self._last_checkpoint >= self.checkpoint_interval:
             self.checkpoint()
+        self._publish_health()
         return got
+
+    def _publish_health(self) -> None:
+        """Replace the health report and gauges the listener reads (a fresh object)."""
+        now = self.clock()
+        report = {sid: h.as_json(now) for sid, h in self.health.items()}
+        for sid, h in self.health.items():
+            self.metrics.source_health(sid, h.state == "ok", len(h.problems))
+        self.health_report = report
+        self.last_step = time.monotonic()
 
     def handle(self, source_id: str, batch: Batch) -> None:
         """Run one batch through the engine and route the alerts it caused."""
@@ -167,7 +233,10 @@ class Daemon:
             if self.dead_letters is not None:
                 self.dead_letters.write(source_id, batch.rejects)
         alerts = self.engine.process(source_id, batch)
+        self.metrics.batch(source_id, batch)
+        self.metrics.rules(self.engine.by_source.get(source_id, ()))
         if alerts:
+            self.metrics.alerts(alerts)
             notifications = self.router.route(alerts)
             self.alerts_sent += len(alerts)
             self.dispatcher.submit(notifications)
@@ -180,6 +249,7 @@ class Daemon:
     def checkpoint(self) -> None:
         """Write one checkpoint of every rule and every source position, then commit."""
         self._sequence += 1
+        started = time.perf_counter()
         positions = {sid: src.snapshot() for sid, src in self.sources.items()}
         size = self.checkpointer.save(
             Checkpoint(
@@ -190,6 +260,7 @@ class Daemon:
             )
         )
         self._last_checkpoint = self.clock()
+        self.metrics.checkpoint(time.perf_counter() - started, size)
         log.debug("checkpoint %d written (%d bytes)", self._sequence, size)
         for sid, src in self.sources.items():
             try:
@@ -198,9 +269,16 @@ class Daemon:
                 log.warning("source %s: commit of checkpointed position failed: %s", sid, exc)
 
     def run(self, stop: threading.Event, *, until_exhausted: bool = True) -> None:
-        """Loop until ``stop`` is set (or every finite source is done); checkpoint on exit."""
-        self.start()
+        """Loop until ``stop`` is set (or every finite source is done); checkpoint on exit.
+
+        The listener serves from before the checkpoint is loaded (``/readyz`` says 503
+        until the loop turns) until after the loop ends; then what push receivers
+        accepted is processed, so the final checkpoint covers it.
+        """
+        self.listener.start()
         try:
+            self.start()
+            self.ready = True
             while not stop.is_set():
                 got = self.step()
                 if until_exhausted and self.exhausted:
@@ -208,7 +286,26 @@ class Daemon:
                 if not got:
                     stop.wait(self.poll_interval)
         finally:
+            self.ready = False
+            self.listener.stop()
+            self._drain_receivers()
             self.shutdown()
+
+    def _drain_receivers(self, timeout: float = 30.0) -> None:
+        """Process what HTTP receivers acknowledged before the listener stopped."""
+        deadline = time.monotonic() + timeout
+        for sid, src in self.sources.items():
+            if not isinstance(src, HttpReceiver):
+                continue
+            while time.monotonic() < deadline:
+                try:
+                    batch = src.next_batch()
+                except Exception as exc:
+                    log.warning("source %s: draining failed: %s", sid, exc)
+                    break
+                if not batch:
+                    break
+                self.handle(sid, batch)
 
     def shutdown(self) -> None:
         """Final checkpoint, then close sources, notifiers and files."""

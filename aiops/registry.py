@@ -103,6 +103,8 @@ SOURCES: Registry[Any] = Registry(
     {
         "simulator": "aiops.connectors.simulator:SimulatorSource",
         "file": "aiops.connectors.files:FileSource",
+        "prometheus": "aiops.connectors.prometheus:PrometheusSource",
+        "remote_write": "aiops.connectors.remote_write:RemoteWriteSource",
     },
     group="aiops.sources",
 )

@@ -1,0 +1,351 @@
+"""The daemon's own metrics, exposed on ``/metrics`` by :mod:`aiops.http`.
+
+:class:`Metrics` is the null object: every hook is a no-op, so the data path calls its
+hooks unconditionally and costs nothing when no listener is configured.
+:class:`PrometheusMetrics` records them with prometheus-client (the ``metrics`` extra)
+in a registry of its own, so several daemons in one process (tests) never share
+counters.
+
+Threads: the hooks are called from the daemon's data-path thread (and
+:meth:`Metrics.http_request` from the listener's threads); prometheus-client metrics
+are thread-safe, and ``/metrics`` only reads them. The few values computed at scrape
+time (checkpoint age, queued samples) read a float or an int that the data path
+replaces atomically.
+
+Families (every name starts with ``aiops_``):
+
+==============================================  =========  ================================
+name                                            type       labels
+==============================================  =========  ================================
+``source_points_total``                         counter    source
+``source_logs_total``                           counter    source
+``source_rejects_total``                        counter    source, reason
+``source_failures_total``                       counter    source (failed polls)
+``source_healthy``                              gauge      source (1 ok, 0 failing/degraded)
+``source_problems``                             gauge      source (failing parts: queries)
+``source_queued_samples``                       gauge      source (push receivers' queues)
+``alerts_total``                                counter    alertname, status
+``notifications_total``                         counter    receiver, result
+``checkpoint_duration_seconds``                 histogram
+``checkpoint_size_bytes``                       gauge
+``checkpoint_last_success_timestamp_seconds``   gauge
+``checkpoint_age_seconds``                      gauge      (at scrape time)
+``rule_series``                                 gauge      rule (series the rule tracks)
+``rule_dropped_series``                         gauge      rule (over the cap, cumulative)
+``http_requests_total``                         counter    handler, code
+``http_request_duration_seconds``               histogram  handler
+``build_info``                                  gauge      version
+==============================================  =========  ================================
+
+plus prometheus-client's ``process_*``, ``python_gc_*`` and ``python_info``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter as _Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from aiops.notify import (
+    Alert,
+    Delivered,
+    DeliveryResult,
+    Notification,
+    Notifier,
+    PermanentFailure,
+)
+from aiops.types import Batch
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.metrics_core import Metric
+
+    from aiops.engine import RuleRuntime
+
+__all__ = ["NULL_METRICS", "CountingNotifier", "Metrics", "PrometheusMetrics"]
+
+#: Buckets of the checkpoint duration histogram (seconds): from a small state on a
+#: local disk (milliseconds) to a large one on a slow volume.
+CHECKPOINT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+#: Buckets of the HTTP request duration histogram (seconds).
+HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Metrics:
+    """The null object: every hook does nothing. Subclasses record."""
+
+    #: The prometheus-client registry that ``/metrics`` exposes (None: nothing to expose).
+    registry: CollectorRegistry | None = None
+
+    def batch(self, source_id: str, batch: Batch) -> None:
+        """A batch from ``source_id`` was processed."""
+
+    def alerts(self, alerts: Sequence[Alert]) -> None:
+        """The engine emitted these alert transitions."""
+
+    def source_failed(self, source_id: str) -> None:
+        """Polling ``source_id`` raised (the source failed, not its data)."""
+
+    def source_health(self, source_id: str, healthy: bool, problems: int) -> None:
+        """The state of ``source_id`` after a poll: healthy, and how many parts fail."""
+
+    def checkpoint(self, seconds: float, size: int) -> None:
+        """A checkpoint of ``size`` bytes was written in ``seconds``."""
+
+    def rules(self, runtimes: Iterable[RuleRuntime]) -> None:
+        """Series counts of rules that just processed a batch."""
+
+    def notification(self, receiver: str, result: str) -> None:
+        """One delivery attempt to a notifier of ``receiver`` ended with ``result``."""
+
+    def http_request(self, handler: str, code: int, seconds: float) -> None:
+        """The listener answered one request (called from the listener's threads)."""
+
+    def watch_sources(self, sources: Mapping[str, object]) -> None:
+        """Remember the sources, to report push receivers' queue depths at scrape time."""
+
+    def wrap_notifier(self, receiver: str, notifier: Notifier) -> Notifier:
+        """The notifier to use for ``receiver``: itself, or one that counts results."""
+        return notifier
+
+
+#: The shared null object.
+NULL_METRICS = Metrics()
+
+
+class CountingNotifier(Notifier):
+    """Forwards to another notifier and counts each result by receiver.
+
+    Results: ``delivered``, ``retry`` (worth retrying), ``failed`` (permanent) and
+    ``error`` (the notifier raised, which the dispatcher treats as a retry).
+    """
+
+    def __init__(self, inner: Notifier, receiver: str, metrics: Metrics) -> None:
+        self.inner = inner
+        self.receiver = receiver
+        self.metrics = metrics
+
+    def send(self, notification: Notification) -> DeliveryResult:
+        """Send through the wrapped notifier and count the outcome."""
+        try:
+            result = self.inner.send(notification)
+        except Exception:
+            self.metrics.notification(self.receiver, "error")
+            raise
+        if isinstance(result, Delivered):
+            outcome = "delivered"
+        elif isinstance(result, PermanentFailure):
+            outcome = "failed"
+        else:
+            outcome = "retry"
+        self.metrics.notification(self.receiver, outcome)
+        return result
+
+    def close(self) -> None:
+        """Close the wrapped notifier."""
+        self.inner.close()
+
+    def __repr__(self) -> str:
+        return f"CountingNotifier({self.inner!r})"
+
+
+class PrometheusMetrics(Metrics):
+    """Records the hooks with prometheus-client; see the module docstring for names.
+
+    Raises :class:`ImportError` naming the extra to install when prometheus-client is
+    missing.
+    """
+
+    def __init__(self, version: str = "") -> None:
+        try:
+            import prometheus_client as pc
+        except ImportError as exc:
+            raise ImportError(
+                "the daemon's /metrics needs prometheus-client: pip install 'aiopsd[server]'"
+            ) from exc
+        from aiops import __version__
+
+        reg = pc.CollectorRegistry(auto_describe=True)
+        self.registry = reg
+        pc.ProcessCollector(registry=reg)
+        pc.PlatformCollector(registry=reg)
+        pc.GCCollector(registry=reg)
+        self._points = pc.Counter(
+            "aiops_source_points_total", "Points read, by source.", ["source"], registry=reg
+        )
+        self._logs = pc.Counter(
+            "aiops_source_logs_total", "Log records read, by source.", ["source"], registry=reg
+        )
+        self._rejects = pc.Counter(
+            "aiops_source_rejects_total",
+            "Input items that could not be decoded, by source and reason.",
+            ["source", "reason"],
+            registry=reg,
+        )
+        self._failures = pc.Counter(
+            "aiops_source_failures_total",
+            "Polls of a source that failed (the source, not its data); the daemon backs off.",
+            ["source"],
+            registry=reg,
+        )
+        self._healthy = pc.Gauge(
+            "aiops_source_healthy",
+            "1 when the source's last poll worked and none of its parts fail, else 0.",
+            ["source"],
+            registry=reg,
+        )
+        self._problems = pc.Gauge(
+            "aiops_source_problems",
+            "Parts of the source (a pull source's queries) whose last attempt failed.",
+            ["source"],
+            registry=reg,
+        )
+        self._alerts = pc.Counter(
+            "aiops_alerts_total",
+            "Alert transitions emitted by the rules, by alert name and status.",
+            ["alertname", "status"],
+            registry=reg,
+        )
+        self._notifications = pc.Counter(
+            "aiops_notifications_total",
+            "Delivery attempts, by receiver and result (delivered, retry, failed, error).",
+            ["receiver", "result"],
+            registry=reg,
+        )
+        self._ckpt_duration = pc.Histogram(
+            "aiops_checkpoint_duration_seconds",
+            "Time to write one checkpoint.",
+            buckets=CHECKPOINT_BUCKETS,
+            registry=reg,
+        )
+        self._ckpt_size = pc.Gauge(
+            "aiops_checkpoint_size_bytes", "Size of the last checkpoint written.", registry=reg
+        )
+        self._ckpt_time = pc.Gauge(
+            "aiops_checkpoint_last_success_timestamp_seconds",
+            "Unix time of the last checkpoint written.",
+            registry=reg,
+        )
+        self._last_checkpoint = 0.0
+        age = pc.Gauge(
+            "aiops_checkpoint_age_seconds",
+            "Seconds since the last checkpoint written by this process (NaN before the first).",
+            registry=reg,
+        )
+        age.set_function(self._checkpoint_age)
+        self._series = pc.Gauge(
+            "aiops_rule_series", "Series a rule tracks (its registry size).", ["rule"], registry=reg
+        )
+        self._dropped = pc.Gauge(
+            "aiops_rule_dropped_series",
+            "Series a rule dropped because it reached max_series_per_rule (cumulative, "
+            "kept across restarts in the checkpoint).",
+            ["rule"],
+            registry=reg,
+        )
+        self._http = pc.Counter(
+            "aiops_http_requests_total",
+            "Requests answered by the daemon's listener, by handler and status code.",
+            ["handler", "code"],
+            registry=reg,
+        )
+        self._http_seconds = pc.Histogram(
+            "aiops_http_request_duration_seconds",
+            "Time to answer one request, by handler.",
+            ["handler"],
+            buckets=HTTP_BUCKETS,
+            registry=reg,
+        )
+        pc.Gauge(
+            "aiops_build_info", "Always 1; the version in a label.", ["version"], registry=reg
+        ).labels(version or __version__).set(1)
+        self._sources: Mapping[str, object] = {}
+        reg.register(_QueuedSamples(lambda: self._sources))
+
+    def _checkpoint_age(self) -> float:
+        last = self._last_checkpoint
+        return time.time() - last if last else float("nan")
+
+    def batch(self, source_id: str, batch: Batch) -> None:
+        """Count points, logs and rejects (by reason)."""
+        if batch.n_points:
+            self._points.labels(source_id).inc(batch.n_points)
+        if batch.logs:
+            self._logs.labels(source_id).inc(len(batch.logs))
+        if batch.rejects:
+            for reason, n in _Counter(r.reason for r in batch.rejects).items():
+                self._rejects.labels(source_id, reason).inc(n)
+
+    def alerts(self, alerts: Sequence[Alert]) -> None:
+        """Count alert transitions by alert name and status."""
+        for (name, status), n in _Counter((a.alertname, a.status) for a in alerts).items():
+            self._alerts.labels(name, status).inc(n)
+
+    def source_failed(self, source_id: str) -> None:
+        """Count one failed poll."""
+        self._failures.labels(source_id).inc()
+
+    def source_health(self, source_id: str, healthy: bool, problems: int) -> None:
+        """Set the health gauges of one source."""
+        self._healthy.labels(source_id).set(1.0 if healthy else 0.0)
+        self._problems.labels(source_id).set(problems)
+
+    def checkpoint(self, seconds: float, size: int) -> None:
+        """Observe the duration, set size and time."""
+        self._ckpt_duration.observe(seconds)
+        self._ckpt_size.set(size)
+        self._last_checkpoint = time.time()
+        self._ckpt_time.set(self._last_checkpoint)
+
+    def rules(self, runtimes: Iterable[RuleRuntime]) -> None:
+        """Set the series gauges of each rule."""
+        for rt in runtimes:
+            key = rt.spec.key
+            self._series.labels(key).set(len(rt.registry))
+            self._dropped.labels(key).set(rt.registry.dropped)
+
+    def notification(self, receiver: str, result: str) -> None:
+        """Count one delivery attempt."""
+        self._notifications.labels(receiver, result).inc()
+
+    def http_request(self, handler: str, code: int, seconds: float) -> None:
+        """Count one answered request and observe its duration."""
+        self._http.labels(handler, str(code)).inc()
+        self._http_seconds.labels(handler).observe(seconds)
+
+    def watch_sources(self, sources: Mapping[str, object]) -> None:
+        """Report the queue depth of sources that have ``queued_samples``."""
+        self._sources = sources
+
+    def wrap_notifier(self, receiver: str, notifier: Notifier) -> Notifier:
+        """A :class:`CountingNotifier` around ``notifier``."""
+        return CountingNotifier(notifier, receiver, self)
+
+
+class _QueuedSamples:
+    """Reads ``queued_samples`` (an int) of push receivers at scrape time."""
+
+    def __init__(self, sources: Callable[[], Mapping[str, object]]) -> None:
+        self._sources = sources
+
+    def describe(self) -> list[Metric]:
+        return list(self._family())
+
+    def collect(self) -> Iterator[Metric]:
+        return self._family(self._sources())
+
+    @staticmethod
+    def _family(sources: Mapping[str, Any] | None = None) -> Iterator[Metric]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        fam = GaugeMetricFamily(
+            "aiops_source_queued_samples",
+            "Samples a push receiver accepted that the daemon has not processed yet.",
+            labels=["source"],
+        )
+        for sid, src in (sources or {}).items():
+            queued = getattr(src, "queued_samples", None)
+            if isinstance(queued, int):
+                fam.add_metric([sid], float(queued))
+        yield fam
