@@ -22,6 +22,10 @@ def _setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if level != "debug":
+        # kafka-python logs several errors a second while a broker is down; the Kafka
+        # source reports the outage once, in its health and our own log lines.
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
 
 
 def _parse_params(text: str | None) -> dict[str, Any]:
@@ -156,6 +160,100 @@ def eval_nab(
     run_nab(
         data_dir, detector=detector, params=_parse_params(params), threshold=threshold, jobs=jobs
     )
+
+
+@cli.command()
+@click.option(
+    "--kafka",
+    "bootstrap",
+    metavar="BOOTSTRAP",
+    help="Produce to Kafka at host:port[,host:port...] (with --topic).",
+)
+@click.option("--topic", help="Kafka topic to produce to.")
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+    help="Write records to this file instead, one per line (- for stdout).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    required=True,
+    type=click.Choice(["prometheus_json", "influx_line", "log_lines", "log_json"]),
+    help="Record format: metrics (prometheus_json, influx_line) or logs (log_*).",
+)
+@click.option(
+    "--rate",
+    default=1000.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Records per second (0: as fast as possible).",
+)
+@click.option("--seed", default=42, show_default=True, type=click.IntRange(0), help="Seed.")
+@click.option(
+    "--hosts", default=4, show_default=True, type=click.IntRange(1, 10_000), help="Hosts."
+)
+@click.option(
+    "--duration",
+    default=None,
+    help="Simulated time to produce, e.g. 6h (default: until interrupted).",
+)
+@click.option(
+    "--start",
+    default=None,
+    help="Simulated start (RFC 3339, or now); default: the simulator's fixed start.",
+)
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def simulate(
+    bootstrap: str | None,
+    topic: str | None,
+    out_path: Path | None,
+    fmt: str,
+    rate: float,
+    seed: int,
+    hosts: int,
+    duration: str | None,
+    start: str | None,
+    no_progress: bool,
+) -> None:
+    """Synthetic fleet metrics or logs, with incidents, to a Kafka topic or a file.
+
+    Records are encoded as a real producer would write them (prometheus-kafka-adapter,
+    Telegraf line protocol, log shippers), so a kafka source with the same format reads
+    them back. Stops after --duration of simulated time, or on Ctrl-C / SIGTERM.
+    """
+    from aiops.simulate import FileSink, KafkaSink, Sink, run_simulate
+
+    if (bootstrap is None) == (out_path is None):
+        raise click.UsageError("give exactly one of --kafka and --out")
+    if bootstrap is not None and not topic:
+        raise click.UsageError("--kafka needs --topic")
+    if out_path is not None and topic:
+        raise click.UsageError("--topic goes with --kafka, not --out")
+    try:
+        sink: Sink = (
+            KafkaSink(bootstrap, str(topic)) if bootstrap is not None else FileSink(str(out_path))
+        )
+    except (ConnectionError, OSError) as exc:
+        click.echo(f"aiops simulate: {exc}", err=True)
+        sys.exit(1)
+    try:
+        summary = run_simulate(
+            sink,
+            fmt=fmt,
+            rate=rate,
+            seed=seed,
+            hosts=hosts,
+            duration=duration,
+            start=start,
+            progress=not no_progress,
+            handle_signals=True,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(summary.line(sink.target), err=True)
+    sys.exit(1 if summary.failed else 0)
 
 
 def main() -> None:

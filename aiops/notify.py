@@ -30,6 +30,7 @@ __all__ = [
     "NullNotifier",
     "PermanentFailure",
     "RetryAfter",
+    "notification_to_json",
 ]
 
 AlertStatus = Literal["firing", "resolved"]
@@ -100,6 +101,21 @@ class Notification:
         parts = sorted(a.idempotency_key for a in self.alerts)
         raw = self.receiver + "|" + "|".join(parts)
         return hashlib.sha256(raw.encode()).hexdigest()[:32]
+
+
+def notification_to_json(notification: Notification) -> dict[str, Any]:
+    """The JSON document of one notification, as file and Kafka notifiers write it.
+
+    Receiver, status, idempotency key, group labels and the alerts in Alertmanager's
+    JSON shape (:meth:`Alert.to_json`), so the output can be replayed into other tools.
+    """
+    return {
+        "receiver": notification.receiver,
+        "status": notification.status,
+        "idempotency_key": notification.idempotency_key,
+        "groupLabels": dict(notification.group_labels),
+        "alerts": [a.to_json() for a in notification.alerts],
+    }
 
 
 @dataclass(frozen=True, slots=True)

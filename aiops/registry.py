@@ -105,6 +105,7 @@ SOURCES: Registry[Any] = Registry(
         "file": "aiops.connectors.files:FileSource",
         "prometheus": "aiops.connectors.prometheus:PrometheusSource",
         "remote_write": "aiops.connectors.remote_write:RemoteWriteSource",
+        "kafka": "aiops.connectors.kafka:KafkaSource",
     },
     group="aiops.sources",
 )
@@ -114,6 +115,7 @@ NOTIFIERS: Registry[Any] = Registry(
     {
         "console": "aiops.connectors.console:ConsoleNotifier",
         "jsonl": "aiops.connectors.jsonl:JsonlNotifier",
+        "kafka": "aiops.connectors.kafka_notifier:KafkaNotifier",
     },
     group="aiops.notifiers",
 )

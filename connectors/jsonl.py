@@ -9,7 +9,14 @@ from typing import IO
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from aiops.notify import Delivered, DeliveryResult, Notification, Notifier, RetryAfter
+from aiops.notify import (
+    Delivered,
+    DeliveryResult,
+    Notification,
+    Notifier,
+    RetryAfter,
+    notification_to_json,
+)
 
 __all__ = ["JsonlNotifier"]
 
@@ -38,13 +45,7 @@ class JsonlNotifier(Notifier):
 
     def send(self, notification: Notification) -> DeliveryResult:
         """Append one line; a failed write is worth retrying."""
-        record = {
-            "receiver": notification.receiver,
-            "status": notification.status,
-            "idempotency_key": notification.idempotency_key,
-            "groupLabels": dict(notification.group_labels),
-            "alerts": [a.to_json() for a in notification.alerts],
-        }
+        record = notification_to_json(notification)
         try:
             if self._file is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
