@@ -81,9 +81,10 @@ def test_parameters_are_validated() -> None:
 
 @pytest.mark.slow
 def test_nab_standard_floor_at_defaults() -> None:
-    root = Path(os.environ.get("AIOPS_NAB_DIR", "../shared/datasets/nab"))
+    env = os.environ.get("AIOPS_NAB_DIR")
+    root = Path(env) if env else Path(__file__).resolve().parents[2] / "shared/datasets/nab"
     if not (root / "labels" / "combined_windows.json").is_file():
-        pytest.skip(f"NAB corpus not found at {root}")
+        pytest.fail(f"NAB corpus not found at {root}: set AIOPS_NAB_DIR to the NAB v1.1 root")
     from aiops.evaluation.run import score_nab
 
     report = score_nab(root, jobs=2, progress=False)
