@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import math
 import re
+from abc import abstractmethod
 from collections.abc import Mapping
 from datetime import date
 from typing import Any, Literal
 
+from aiops.decoder import Decoded, Decoder
 from aiops.types import SeriesKey
 
 __all__ = [
@@ -299,3 +301,40 @@ class KeyCache:
 def _short(value: Any, limit: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class JsonRecordDecoder(Decoder):
+    """A decoder of JSON records made of items that decode on their own.
+
+    A record is one JSON document: one item, or an array of items (or, for decoders
+    that override :meth:`_items_of`, an array somewhere inside it). Undecodable JSON
+    rejects the whole record; each item is decoded by :meth:`_item`, which rejects only
+    that item, so a record can be partly good.
+    """
+
+    def decode(
+        self, payload: bytes, *, origin: str = "", timestamp: float | None = None
+    ) -> Decoded:
+        """Decode one record; see the class docstring."""
+        out = Decoded(origin=origin)
+        try:
+            doc = load_json(payload)
+        except ItemError as e:
+            out.reject(e.reason, e.detail, payload)
+            return out
+        default_ts = self.default_time(timestamp)
+        items = self._items_of(doc, out, payload)
+        if items is None:
+            self._item(doc, out, payload, default_ts, "")
+        else:
+            for i, item in enumerate(items):
+                self._item(item, out, payload, default_ts, f"item {i}: ")
+        return out
+
+    def _items_of(self, doc: Any, out: Decoded, raw: bytes) -> list[Any] | None:
+        """The items of a document, or None when the document itself is the one item."""
+        return doc if isinstance(doc, list) else None
+
+    @abstractmethod
+    def _item(self, item: Any, out: Decoded, raw: bytes, default_ts: float, where: str) -> None:
+        """Decode one item into ``out``; ``where`` prefixes reject details."""

@@ -7,17 +7,17 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from aiops.decoder import Decoded, Decoder, DecoderConfig
+from aiops.decoder import Decoded, DecoderConfig
 
 from ._common import (
     MISSING,
     ItemError,
+    JsonRecordDecoder,
     KeyCache,
     TimeFormat,
     compile_path,
     get_path,
     labels_from,
-    load_json,
     parse_number,
     parse_time,
     scalar_text,
@@ -26,7 +26,7 @@ from ._common import (
 __all__ = ["GenericJsonDecoder"]
 
 
-class GenericJsonDecoder(Decoder):
+class GenericJsonDecoder(JsonRecordDecoder):
     """Decode metrics from JSON of any shape, by dot paths.
 
     A path is keys joined by dots (``data.metrics.cpu``); an integer segment indexes an
@@ -133,36 +133,19 @@ class GenericJsonDecoder(Decoder):
             self._values = [(n, p, compile_path(p)) for n, p in c.value_paths.items()]
         self._keys = KeyCache()
 
-    def decode(
-        self, payload: bytes, *, origin: str = "", timestamp: float | None = None
-    ) -> Decoded:
-        """Decode one record; see the class docstring."""
-        out = Decoded(origin=origin)
-        try:
-            doc = load_json(payload)
-        except ItemError as e:
-            out.reject(e.reason, e.detail, payload)
-            return out
-        default_ts = self.default_time(timestamp)
-        if self._items is not None:
-            items = get_path(doc, self._items)
-            if items is MISSING:
-                out.reject("missing_field", f"no {self.config.items_path}", payload)
-                return out
-            if not isinstance(items, list):
-                what = type(items).__name__
-                out.reject(
-                    "bad_shape", f"{self.config.items_path} is {what}, not an array", payload
-                )
-                return out
-        elif isinstance(doc, list):
-            items = doc
-        else:
-            self._item(doc, out, payload, default_ts, "")
-            return out
-        for i, item in enumerate(items):
-            self._item(item, out, payload, default_ts, f"item {i}: ")
-        return out
+    def _items_of(self, doc: Any, out: Decoded, raw: bytes) -> list[Any] | None:
+        """The array at ``items_path`` (none after a reject), else the base's rule."""
+        if self._items is None:
+            return super()._items_of(doc, out, raw)
+        items = get_path(doc, self._items)
+        if items is MISSING:
+            out.reject("missing_field", f"no {self.config.items_path}", raw)
+            return []
+        if not isinstance(items, list):
+            what = type(items).__name__
+            out.reject("bad_shape", f"{self.config.items_path} is {what}, not an array", raw)
+            return []
+        return items
 
     def _item(self, item: Any, out: Decoded, raw: bytes, default_ts: float, where: str) -> None:
         c = self.config

@@ -8,16 +8,16 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from aiops.decoder import Decoded, Decoder, DecoderConfig
+from aiops.decoder import Decoded, DecoderConfig
 from aiops.types import LogRecord
 
 from ._common import (
     MISSING,
     ItemError,
+    JsonRecordDecoder,
     TimeFormat,
     compile_path,
     get_path,
-    load_json,
     parse_time,
     scalar_text,
 )
@@ -63,7 +63,7 @@ _DEFAULTS: dict[str, Any] = {
 }
 
 
-class LogJsonDecoder(Decoder):
+class LogJsonDecoder(JsonRecordDecoder):
     """Decode JSON log events: a message, a time and stream labels per event.
 
     ``preset`` (``filebeat``, ``fluentbit``, ``vector``; see :data:`PRESETS`) fills in
@@ -140,25 +140,7 @@ class LogJsonDecoder(Decoder):
         self.timestamp_paths = [(p, compile_path(p)) for p in stamp]
         self.label_paths = [(k, compile_path(p)) for k, p in fields.items()]
 
-    def decode(
-        self, payload: bytes, *, origin: str = "", timestamp: float | None = None
-    ) -> Decoded:
-        """Decode one record; see the class docstring."""
-        out = Decoded(origin=origin)
-        try:
-            doc = load_json(payload)
-        except ItemError as e:
-            out.reject(e.reason, e.detail, payload)
-            return out
-        default_ts = self.default_time(timestamp)
-        if isinstance(doc, list):
-            for i, event in enumerate(doc):
-                self._event(event, out, payload, default_ts, f"item {i}: ")
-        else:
-            self._event(doc, out, payload, default_ts, "")
-        return out
-
-    def _event(self, event: Any, out: Decoded, raw: bytes, default_ts: float, where: str) -> None:
+    def _item(self, event: Any, out: Decoded, raw: bytes, default_ts: float, where: str) -> None:
         try:
             if not isinstance(event, dict):
                 raise ItemError("bad_shape", f"event is {type(event).__name__}, not an object")

@@ -5,15 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from aiops.decoder import Decoded, Decoder, DecoderConfig
+from aiops.decoder import Decoded, DecoderConfig
 
 from ._common import (
     MISSING,
     ItemError,
+    JsonRecordDecoder,
     KeyCache,
     TimeFormat,
     labels_from,
-    load_json,
     parse_number,
     parse_time,
 )
@@ -21,7 +21,7 @@ from ._common import (
 __all__ = ["PrometheusJsonDecoder"]
 
 
-class PrometheusJsonDecoder(Decoder):
+class PrometheusJsonDecoder(JsonRecordDecoder):
     """Decode prometheus-kafka-adapter JSON (Telefonica), one sample per object.
 
     The adapter receives Prometheus ``remote_write`` and produces, per sample::
@@ -61,25 +61,7 @@ class PrometheusJsonDecoder(Decoder):
         super().__init__(config, **settings)
         self._keys = KeyCache()
 
-    def decode(
-        self, payload: bytes, *, origin: str = "", timestamp: float | None = None
-    ) -> Decoded:
-        """Decode one record; see the class docstring."""
-        out = Decoded(origin=origin)
-        try:
-            doc = load_json(payload)
-        except ItemError as e:
-            out.reject(e.reason, e.detail, payload)
-            return out
-        default_ts = self.default_time(timestamp)
-        if isinstance(doc, list):
-            for i, item in enumerate(doc):
-                self._sample(item, out, payload, default_ts, f"item {i}: ")
-        else:
-            self._sample(doc, out, payload, default_ts, "")
-        return out
-
-    def _sample(self, doc: Any, out: Decoded, raw: bytes, default_ts: float, where: str) -> None:
+    def _item(self, doc: Any, out: Decoded, raw: bytes, default_ts: float, where: str) -> None:
         try:
             if not isinstance(doc, dict):
                 raise ItemError("bad_shape", f"sample is {type(doc).__name__}, not an object")
