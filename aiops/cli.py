@@ -40,6 +40,21 @@ def _parse_params(text: str | None) -> dict[str, Any]:
     return params
 
 
+def _keyword_params(cls: type) -> list[str]:
+    """The keyword-only constructor parameters of a detector class and its bases."""
+    import inspect
+
+    names: list[str] = []
+    for klass in cls.__mro__:
+        init = vars(klass).get("__init__")
+        if init is None or klass is object:
+            continue
+        for p in inspect.signature(init).parameters.values():
+            if p.kind is p.KEYWORD_ONLY and p.name not in names and p.name != "learn_below":
+                names.append(p.name)
+    return names
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(aiops.__version__, prog_name="aiops")
 @click.option(
@@ -108,13 +123,19 @@ def score(
 
     name = detector or DEFAULT_DETECTOR
     try:
-        DETECTORS.path(name)
+        cls = DETECTORS.get(name)
     except UnknownTypeError as exc:
         raise click.BadParameter(str(exc), param_hint="--detector") from None
+    detector_params = _parse_params(params)
+    valid = _keyword_params(cls)
+    unknown = sorted(set(detector_params) - set(valid))
+    if unknown:
+        msg = f"unknown for detector {name}: {', '.join(unknown)} (valid: {', '.join(valid)})"
+        raise click.BadParameter(msg, param_hint="--params")
     rows, ts, vs = read_series_csv(csv_path)
     try:
         result = score_series(
-            ts, vs, detector=name, params=_parse_params(params), threshold=threshold
+            ts, vs, detector=name, params=detector_params, threshold=threshold
         )
     except (TypeError, ValueError) as exc:
         raise click.UsageError(f"detector {name}: {exc}") from None

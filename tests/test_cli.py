@@ -100,6 +100,18 @@ def test_score_rejects_unknown_detector_and_bad_params(tmp_path):
     )
     assert out.returncode == 2
     assert "alpha must be in (0, 1]" in out.stderr
+    out = aiops(
+        "score",
+        str(src),
+        "--out",
+        str(tmp_path / "o.csv"),
+        "--detector",
+        "robust_ewma",
+        "--params",
+        '{"alpah": 0.1}',
+    )
+    assert out.returncode == 2
+    assert "unknown for detector robust_ewma: alpah (valid: alpha," in out.stderr
 
 
 def write_replay(tmp_path: Path, n_steps=30_000, hosts=6):
