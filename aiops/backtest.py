@@ -32,7 +32,7 @@ import numpy as np
 
 from aiops.app import render_template, resolve_paths, rule_specs
 from aiops.config import LoadedConfig, load_rule_files
-from aiops.engine import Engine, RuleRuntime
+from aiops.engine import Engine
 from aiops.notify import Alert
 from aiops.registry import SOURCES
 from aiops.routing import Router
@@ -364,8 +364,8 @@ def run_backtest(
                 result.out_of_range += dropped
                 if batch.n_points:
                     _account(result, seen, sid, batch)
-                    for rt in engine.by_source.get(sid, ()):
-                        _replay_rule(result, router, rt, batch)
+                    for rt, alerts in engine.process_by_rule(sid, batch):
+                        _record(result, router, rt.spec.key, alerts)
                 if source.exhausted:
                     del active[sid]
             done = sum(_progress_of(s) for s in sources.values()) / max(1, len(sources))
@@ -390,17 +390,15 @@ def _account(result: BacktestResult, seen: set[tuple[str, str]], sid: str, batch
         result.last_ts = hi if result.last_ts is None else max(result.last_ts, hi)
 
 
-def _replay_rule(result: BacktestResult, router: Router, rt: RuleRuntime, batch: Batch) -> None:
-    """What :meth:`Engine.process` does for one rule, keeping the rule of each alert."""
-    if batch.rule and batch.rule != rt.spec.key:
-        return
-    for alert in rt.process(batch).alerts:
+def _record(result: BacktestResult, router: Router, rule: str, alerts: list[Alert]) -> None:
+    """Route one rule's alerts and keep a record of each."""
+    for alert in alerts:
         receivers, muted = _receivers_of(router, alert)
         at = alert.starts_at if alert.status == "firing" else (alert.ends_at or alert.starts_at)
         result.records.append(
             AlertRecord(
                 time=at,
-                rule=rt.spec.key,
+                rule=rule,
                 status=alert.status,
                 series=alert.series,
                 score=alert.score,

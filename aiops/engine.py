@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -229,12 +229,16 @@ class Engine:
 
     def process(self, source_id: str, batch: Batch) -> list[Alert]:
         """Run a batch from ``source_id`` through every rule reading that source."""
-        alerts: list[Alert] = []
+        return [a for _, alerts in self.process_by_rule(source_id, batch) for a in alerts]
+
+    def process_by_rule(
+        self, source_id: str, batch: Batch
+    ) -> Iterator[tuple[RuleRuntime, list[Alert]]]:
+        """Like :meth:`process`, keeping which rule raised which alerts."""
         for rt in self.by_source.get(source_id, ()):
             if batch.rule and batch.rule != rt.spec.key:
                 continue
-            alerts.extend(rt.process(batch).alerts)
-        return alerts
+            yield rt, rt.process(batch).alerts
 
     def state_dict(self) -> dict[str, Any]:
         """Every rule's state, by rule key."""
