@@ -40,21 +40,6 @@ def _parse_params(text: str | None) -> dict[str, Any]:
     return params
 
 
-def _keyword_params(cls: type) -> list[str]:
-    """The keyword-only constructor parameters of a detector class and its bases."""
-    import inspect
-
-    names: list[str] = []
-    for klass in cls.__mro__:
-        init = vars(klass).get("__init__")
-        if init is None or klass is object:
-            continue
-        for p in inspect.signature(init).parameters.values():
-            if p.kind is p.KEYWORD_ONLY and p.name not in names and p.name != "learn_below":
-                names.append(p.name)
-    return names
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(aiops.__version__, prog_name="aiops")
 @click.option(
@@ -118,6 +103,7 @@ def score(
     Writes timestamp,value,anomaly_score,alert: one row per input row, in input order.
     Timestamps may be ISO 8601 or unix seconds; empty values score 0.
     """
+    from aiops.detector import keyword_params
     from aiops.registry import DETECTORS, UnknownTypeError
     from aiops.scoring import DEFAULT_DETECTOR, read_series_csv, score_series
 
@@ -127,11 +113,13 @@ def score(
     except UnknownTypeError as exc:
         raise click.BadParameter(str(exc), param_hint="--detector") from None
     detector_params = _parse_params(params)
-    valid = _keyword_params(cls)
-    unknown = sorted(set(detector_params) - set(valid))
-    if unknown:
-        msg = f"unknown for detector {name}: {', '.join(unknown)} (valid: {', '.join(valid)})"
-        raise click.BadParameter(msg, param_hint="--params")
+    names = keyword_params(cls)
+    if names is not None:  # None: the detector takes **kwargs and checks them itself
+        valid = [n for n in names if n != "learn_below"]  # set by the rule, not by users
+        unknown = sorted(set(detector_params) - set(valid))
+        if unknown:
+            msg = f"unknown for detector {name}: {', '.join(unknown)} (valid: {', '.join(valid)})"
+            raise click.BadParameter(msg, param_hint="--params")
     rows, ts, vs = read_series_csv(csv_path)
     try:
         result = score_series(

@@ -27,6 +27,7 @@ Contract:
 
 from __future__ import annotations
 
+import inspect
 import math
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
@@ -35,7 +36,7 @@ import numpy as np
 
 from aiops.types import BoolArray, FloatArray, IntArray
 
-__all__ = ["Detector", "RoundDetector", "split_rounds"]
+__all__ = ["Detector", "RoundDetector", "keyword_params", "split_rounds"]
 
 
 class Detector(ABC):
@@ -67,16 +68,33 @@ class Detector(ABC):
 
     def params(self) -> dict[str, Any]:
         """The constructor arguments, read back from the attributes of the same names."""
-        import inspect
+        return {n: getattr(self, n) for n in keyword_params(type(self)) or ()}
 
-        names = [
-            p.name
-            for cls in type(self).__mro__
-            if cls is not object and "__init__" in vars(cls)
-            for p in inspect.signature(vars(cls)["__init__"]).parameters.values()
-            if p.kind is p.KEYWORD_ONLY
-        ]
-        return {n: getattr(self, n) for n in dict.fromkeys(names)}
+
+def keyword_params(cls: type[Any]) -> list[str] | None:
+    """The keyword-only constructor parameters of ``cls`` and its bases, sorted.
+
+    None when they cannot be listed: the constructor takes ``**kwargs`` or has no
+    readable signature.
+
+    >>> keyword_params(RoundDetector)
+    ['learn_below', 'seed']
+    """
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = vars(klass).get("__init__")
+        if klass is object or init is None:
+            continue
+        try:
+            params = inspect.signature(init).parameters.values()
+        except (ValueError, TypeError):
+            return None
+        for p in params:
+            if p.kind is p.VAR_KEYWORD and klass is cls:
+                return None
+            if p.kind is p.KEYWORD_ONLY:
+                names.add(p.name)
+    return sorted(names)
 
 
 def split_rounds(idx: IntArray) -> list[IntArray]:

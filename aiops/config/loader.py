@@ -48,6 +48,7 @@ from aiops.config.translate import (
     translate,
 )
 from aiops.config.yamlpos import Loc, YamlDoc, load_yaml
+from aiops.detector import keyword_params
 from aiops.registry import DEFAULT_DETECTOR, DETECTORS, NOTIFIERS, SOURCES, Registry
 
 __all__ = [
@@ -242,7 +243,7 @@ class _Session:
         if isinstance(cls, str):
             err(("type",), cls)
             return out
-        names = _keyword_params(cls)
+        names = keyword_params(cls)
         checked: dict[str, Any] = {}
         for name, value in params.items():
             if name in _RESERVED_PARAMS:
@@ -646,25 +647,6 @@ def _plugin_class(registry: Registry[Any], name: str) -> type[Any] | str:
         return registry.get(name)
     except (ImportError, AttributeError) as exc:
         return f'{registry.kind} type "{name}" is not available: {exc}'
-
-
-def _keyword_params(cls: type[Any]) -> list[str] | None:
-    """The keyword-only constructor parameters (over the MRO); None if ``**kwargs``."""
-    names: list[str] = []
-    for klass in cls.__mro__:
-        init = vars(klass).get("__init__")
-        if klass is object or init is None:
-            continue
-        try:
-            params = inspect.signature(init).parameters.values()
-        except (ValueError, TypeError):
-            return None
-        for p in params:
-            if p.kind is p.VAR_KEYWORD and klass is cls:
-                return None
-            if p.kind is p.KEYWORD_ONLY and p.name not in names:
-                names.append(p.name)
-    return sorted(names)
 
 
 _PARAMS_MODELS: dict[type[Any], type[BaseModel]] = {}
