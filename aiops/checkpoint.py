@@ -55,9 +55,8 @@ class Checkpointer:
             }
         )
         blob = seal(payload, kind=CHECKPOINT_KIND)
-        current = self.store.load(self.name)
-        if current is not None:
-            self.store.save(f"{self.name}.prev", current)
+        # A crash between the two steps leaves only .prev, which load() falls back to.
+        self.store.rename(self.name, f"{self.name}.prev")
         self.store.save(self.name, blob)
         self.saved += 1
         return len(blob)

@@ -215,6 +215,10 @@ class StateStore(ABC):
         """Remove ``name`` if present."""
 
     @abstractmethod
+    def rename(self, name: str, new_name: str) -> bool:
+        """Move ``name`` over ``new_name`` atomically; False if ``name`` did not exist."""
+
+    @abstractmethod
     def names(self, prefix: str = "") -> list[str]:
         """Stored names starting with ``prefix``, sorted."""
 
@@ -263,6 +267,21 @@ class FileStateStore(StateStore):
         """Remove the file if it exists."""
         self._path(name).unlink(missing_ok=True)
 
+    def rename(self, name: str, new_name: str) -> bool:
+        """``os.replace``, then fsync of the folder: readers see the old or the new name."""
+        src, dst = self._path(name), self._path(new_name)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(src, dst)
+        except FileNotFoundError:
+            return False
+        dir_fd = os.open(dst.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        return True
+
     def names(self, prefix: str = "") -> list[str]:
         """Stored names (relative paths) starting with ``prefix``; temp files excluded."""
         out = []
@@ -295,6 +314,14 @@ class MemoryStateStore(StateStore):
         """Forget ``name``."""
         with self._lock:
             self._data.pop(name, None)
+
+    def rename(self, name: str, new_name: str) -> bool:
+        """Move the bytes to ``new_name``; False if ``name`` was not stored."""
+        with self._lock:
+            if name not in self._data:
+                return False
+            self._data[new_name] = self._data.pop(name)
+            return True
 
     def names(self, prefix: str = "") -> list[str]:
         """Stored names starting with ``prefix``, sorted."""

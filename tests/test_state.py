@@ -81,8 +81,13 @@ def test_store_save_load_delete(tmp_path, store_kind):
     assert store.load("x") == b"3"
     assert store.names() == ["models/r/1/state", "x"]
     assert store.names("models/") == ["models/r/1/state"]
-    store.delete("x")
+    assert store.rename("x", "y") is True
     assert store.load("x") is None
+    assert store.load("y") == b"3"
+    assert store.rename("x", "y") is False
+    assert store.load("y") == b"3"
+    store.delete("y")
+    assert store.load("y") is None
 
 
 def test_file_store_leaves_no_temp_files_and_rejects_escapes(tmp_path):
