@@ -1,17 +1,22 @@
 """Backtesting: replay recorded data through the rules and count what would have alerted.
 
-``aiops backtest`` reads the *finite* sources of a daemon config (file sources that are
-not followed, the simulator with a ``duration``) and runs their points through the real
-:class:`~aiops.engine.Engine` and the real :class:`~aiops.routing.Router` (route tree,
-silences, inhibitions, time intervals). Nothing is sent and nothing is written to the
-config's state directory: there are no notifiers, no checkpoints and no dead letters.
+``aiops backtest`` reads the sources of a daemon config that have a past to replay:
+*finite* sources (file sources that are not followed, the simulator with a
+``duration``) from their start, and *pull* sources (Prometheus) over ``--from`` /
+``--to``, through their :meth:`~aiops.source.Source.history` (each rule's query at the
+evaluation times live evaluation would have used, in range queries small enough for
+Prometheus). The points go through the real :class:`~aiops.engine.Engine` and the real
+:class:`~aiops.routing.Router` (route tree, silences, inhibitions, time intervals).
+Nothing is sent and nothing is written to the config's state directory: there are no
+notifiers, no checkpoints and no dead letters.
 
 The report counts alert transitions per UTC day, per rule and per receiver after
 routing; with an output directory it also writes ``alerts.csv``, ``summary.json`` and
 ``alerts_per_day.png``.
 
-Not yet: history pulled from Prometheus (pull sources), and ``group_wait`` /
-``group_interval`` grouping (the router sends one notification per transition).
+Not yet: push sources that only receive live data (Kafka, remote write) are refused,
+and ``group_wait`` / ``group_interval`` grouping (the router sends one notification per
+transition).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from aiops.app import render_template, resolve_paths, rule_specs
+from aiops.app import render_template, resolve_paths, rule_queries, rule_specs
 from aiops.config import LoadedConfig, load_rule_files
 from aiops.engine import Engine
 from aiops.notify import Alert
@@ -44,8 +49,9 @@ __all__ = [
     "AlertRecord",
     "BacktestError",
     "BacktestResult",
+    "BacktestUsageError",
     "format_report",
-    "open_finite_sources",
+    "open_sources",
     "parse_time_bound",
     "rule_file_paths",
     "run_backtest",
@@ -53,15 +59,20 @@ __all__ = [
     "write_outputs",
 ]
 
-#: Source types a backtest can replay, with what makes them finite.
-FINITE_SOURCES = {
+#: Source types a backtest can replay, with what it needs of them.
+REPLAYABLE_SOURCES = {
     "file": "a file source without follow: true",
     "simulator": "a simulator source with a duration",
+    "prometheus": "a prometheus source, over --from and --to",
 }
 
 
 class BacktestError(Exception):
-    """A backtest that cannot run (unsupported source, unreadable file...)."""
+    """A backtest that cannot run (unsupported source, unreadable file, failed query...)."""
+
+
+class BacktestUsageError(BacktestError):
+    """A backtest asked for wrongly (a pull source without --from/--to): a usage error."""
 
 
 @dataclass(frozen=True)
@@ -229,17 +240,25 @@ def with_rules(loaded: LoadedConfig, paths: Sequence[Path]) -> LoadedConfig:
     return dataclasses.replace(loaded, groups=groups, rule_files=tuple(files))
 
 
-def open_finite_sources(loaded: LoadedConfig) -> dict[str, Source]:
-    """Open, from the start, every source a rule reads; all must be finite.
+def open_sources(
+    loaded: LoadedConfig, start: float | None = None, end: float | None = None
+) -> dict[str, Source]:
+    """Open every source a rule reads, as a finite source over the replay.
 
-    Sources no rule reads are not opened. A paced simulator (``speed > 0``) is replayed
-    as fast as possible. Raises :class:`BacktestError` for any other source.
+    Finite sources open from their start (a paced simulator, ``speed > 0``, is replayed
+    as fast as possible); pull sources open as their history over ``[start, end)``,
+    which must both be given (:class:`BacktestUsageError` otherwise). Sources no rule
+    reads are not opened. Raises :class:`BacktestError` for any other source and when
+    a source cannot be opened.
     """
     used = {rule.source for _, rule in loaded.rules()}
     base_dir = loaded.path.parent
-    problems = []
+    problems, pull = [], []
     for sid in sorted(used):
         spec = loaded.daemon.sources[sid]
+        if SOURCES.get(spec.type).accepts_queries:
+            pull.append(sid)
+            continue
         finite = (spec.type == "file" and not getattr(spec.config, "follow", False)) or (
             spec.type == "simulator" and getattr(spec.config, "duration", None) is not None
         )
@@ -247,26 +266,47 @@ def open_finite_sources(loaded: LoadedConfig) -> dict[str, Source]:
             problems.append(f'source "{sid}" (type {spec.type})')
     if problems:
         raise BacktestError(
-            f"cannot backtest {', '.join(problems)}: only finite sources are supported for "
-            f"now ({'; '.join(FINITE_SOURCES.values())})"
+            f"cannot backtest {', '.join(problems)}: a backtest replays finite sources and "
+            f"the history of pull sources ({'; '.join(REPLAYABLE_SOURCES.values())})"
         )
+    if pull and (start is None or end is None):
+        names = ", ".join(f'"{sid}" (type {loaded.daemon.sources[sid].type})' for sid in pull)
+        raise BacktestUsageError(
+            f"--from and --to are required: rules read history from pull source(s) {names}"
+        )
+    queries = rule_queries(loaded)
     sources: dict[str, Source] = {}
     try:
         for sid in sorted(used):
             spec = loaded.daemon.sources[sid]
             config = resolve_paths(spec.config, base_dir)
+            cls = SOURCES.get(spec.type)
+            if cls.accepts_queries:
+                assert start is not None  # checked above
+                assert end is not None
+                live = cls(sid, config, queries=queries.get(sid, []), resume=None)
+                try:
+                    sources[sid] = live.history(start, end)
+                except NotImplementedError as exc:
+                    live.close()
+                    raise BacktestError(f'cannot backtest source "{sid}": {exc}') from None
+                continue
             if spec.type == "simulator":
                 config = config.model_copy(update={"speed": 0.0})
-            sources[sid] = SOURCES.get(spec.type)(sid, config, resume=None)
-    except (ValueError, OSError, SourceError) as exc:
+            sources[sid] = cls(sid, config, resume=None)
+    except (ValueError, OSError, SourceError, BacktestError) as exc:
         for s in sources.values():
             s.close()
+        if isinstance(exc, BacktestError):
+            raise
         raise BacktestError(str(exc)) from exc
     return sources
 
 
 def _progress_of(source: Source) -> float:
     """How far a finite source is, in [0, 1] (0 when unknown)."""
+    if source.progress is not None:  # pull sources: the share of the time range covered
+        return source.progress
     pos = source.snapshot()
     config = getattr(source, "config", None)
     if "offset" in pos and config is not None:
@@ -323,16 +363,19 @@ def run_backtest(
     end: float | None = None,
     progress: bool = False,
 ) -> BacktestResult:
-    """Replay every finite source of ``loaded`` through its rules and ``router``.
+    """Replay every source of ``loaded`` that rules read through its rules and ``router``.
 
+    Finite sources replay from their start; pull sources (Prometheus) replay their
+    rules' queries over ``[start, end)``, which they require (see :func:`open_sources`).
     Sources are read round-robin, one batch each in turn, as the daemon does. Points
     outside ``[start, end)`` are dropped before the rules see them. Raises
-    :class:`BacktestError` when a source cannot be opened or read.
+    :class:`BacktestError` when a source cannot be opened or read (a failed query names
+    its rule), :class:`BacktestUsageError` when a pull source lacks ``start``/``end``.
     """
     from tqdm import tqdm
 
     engine = Engine(rule_specs(loaded), render=render_template)
-    sources = open_finite_sources(loaded)
+    sources = open_sources(loaded, start, end)
     result = BacktestResult(
         rules=list(engine.rules),
         receivers=[r.name for r in loaded.alerting.receivers],
@@ -358,7 +401,7 @@ def run_backtest(
                 try:
                     batch = source.next_batch()
                 except SourceError as exc:
-                    raise BacktestError(str(exc)) from exc
+                    raise BacktestError(f'source "{sid}": {exc}') from exc
                 result.rejects.update(r.reason for r in batch.rejects)
                 batch, dropped = _select(batch, start, end)
                 result.out_of_range += dropped

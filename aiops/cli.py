@@ -271,7 +271,7 @@ def simulate(
     "config_path",
     required=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Daemon config (aiops.yaml) whose finite sources are replayed.",
+    help="Daemon config (aiops.yaml) whose finite sources or Prometheus history are replayed.",
 )
 @click.option(
     "--rules",
@@ -280,8 +280,18 @@ def simulate(
     type=click.Path(exists=True, path_type=Path),
     help="Rule files or directories to use instead of the config's (repeatable).",
 )
-@click.option("--from", "start", default=None, help="Only points at or after (RFC 3339 or unix s).")
-@click.option("--to", "end", default=None, help="Only points before (RFC 3339 or unix s).")
+@click.option(
+    "--from",
+    "start",
+    default=None,
+    help="Only points at or after (RFC 3339 or unix s); required with pull sources.",
+)
+@click.option(
+    "--to",
+    "end",
+    default=None,
+    help="Only points before (RFC 3339 or unix s); required with pull sources.",
+)
 @click.option(
     "--out",
     "out_dir",
@@ -297,14 +307,17 @@ def backtest(
     out_dir: Path | None,
     no_progress: bool,
 ) -> None:
-    """Replay a config's recorded (finite) sources through the rules and routing.
+    """Replay a config's recorded sources through the rules and routing.
 
+    Finite sources (file replays, a simulator with a duration) replay from their start;
+    Prometheus pull sources replay each rule's query over --from/--to (both required).
     Nothing is sent and the config's state directory is not touched. Prints alerts per
     day per rule and per receiver (after silences, inhibitions, time intervals).
     """
     from aiops.app import build_router
     from aiops.backtest import (
         BacktestError,
+        BacktestUsageError,
         format_report,
         parse_time_bound,
         run_backtest,
@@ -334,6 +347,8 @@ def backtest(
             click.echo(str(err), err=True)
         click.echo(f"aiops backtest: configuration invalid: {len(exc.errors)} errors", err=True)
         sys.exit(1)
+    except BacktestUsageError as exc:
+        raise click.UsageError(str(exc)) from None
     except BacktestError as exc:
         click.echo(f"aiops backtest: {exc}", err=True)
         sys.exit(1)

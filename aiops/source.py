@@ -25,6 +25,9 @@ Contract, pitfalls included:
   constructor, and each batch they emit sets ``Batch.rule`` to the rule it answers.
   Push sources (Kafka, files, remote write, the simulator) emit series that rules pick
   with selectors.
+- Pull sources can also replay the past: ``history(start, end)`` returns a *finite*
+  source of the same answers, at the same evaluation times, that live evaluation would
+  have produced over ``[start, end)``. Backtests use it; push sources have no history.
 """
 
 from __future__ import annotations
@@ -72,6 +75,24 @@ class Source(ABC):
     def exhausted(self) -> bool:
         """True once a finite source has emitted everything it will ever emit."""
         return False
+
+    @property
+    def progress(self) -> float | None:
+        """How much of a finite source has been emitted, in [0, 1]; None when unknown."""
+        return None
+
+    def history(self, start: float, end: float) -> Source:
+        """Pull sources: a finite source of the rules' answers over ``[start, end)``.
+
+        The returned source evaluates the same queries at the same evaluation times as
+        live evaluation would have, synchronously in ``next_batch()`` (one query per
+        call), is ``exhausted`` once ``end`` is covered, and raises
+        :class:`SourceError` naming the rule on the first failed query (a backtest
+        must not silently skip data). Its ``progress`` is the share of the time range
+        covered. Closing it closes this source. Push sources raise
+        :class:`NotImplementedError`: what they will receive is not theirs to replay.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no history to replay")
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections and files; the source is not used afterwards."""

@@ -36,6 +36,12 @@ not affected. ``problems()`` lists the failing rules (the daemon shows them in
 :class:`~aiops.source.SourceError` only when every rule is failing and nothing is
 queued (Prometheus is down), so the daemon reports the source as ``failing``.
 
+History (backtests): ``history(start, end)`` returns a :class:`PrometheusHistory`, a
+finite source that evaluates every rule at the evaluation times live evaluation would
+have used in ``[start, end)`` (never later than now minus ``offset``), chunked like a
+catch-up, one range query per ``next_batch()``; the first failed query raises
+:class:`QueryError` naming the rule. No scheduler runs.
+
 Secrets: ``password_env`` / ``password_file`` and ``token_env`` / ``token_file`` are
 read at each request (a file is re-read when it changes, so rotated Kubernetes tokens
 work); a missing one fails the queries with a message saying which.
@@ -50,7 +56,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -65,7 +71,13 @@ from aiops.source import QuerySpec, Source, SourceError
 from aiops.timeutil import format_duration, to_rfc3339
 from aiops.types import Batch, SeriesKey
 
-__all__ = ["MAX_PENDING_PER_RULE", "RETRY_BASE", "PrometheusSource", "QueryError"]
+__all__ = [
+    "MAX_PENDING_PER_RULE",
+    "RETRY_BASE",
+    "PrometheusHistory",
+    "PrometheusSource",
+    "QueryError",
+]
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +156,7 @@ class PrometheusSource(Source):
             default=10_000,
             ge=1,
             le=PROMETHEUS_MAX_POINTS,
-            description="Evaluation times per range query while catching up.",
+            description="Evaluation times per range query while catching up and in backtests.",
         )
         max_backoff: PositiveDuration = Field(
             default=120.0, description="Longest wait before retrying a failing rule."
@@ -293,14 +305,21 @@ class PrometheusSource(Source):
         """
         if step <= 0 or end < start:
             raise ValueError(f"need step > 0 and start <= end, got {start}, {end}, {step}")
-        parts: list[Batch] = []
-        chunk = step * (self.config.max_points_per_query - 1)
-        t = start
-        while t <= end:
-            c_end = min(end, t + chunk)
-            parts.append(_to_batch(self._client.query_range(query, t, c_end, step), name))
-            t = c_end + step
+        parts = [
+            _to_batch(self._client.query_range(query, t, c_end, step), name)
+            for t, c_end in _chunks(start, end, step, self.config.max_points_per_query)
+        ]
         return _concat(parts)
+
+    def history(self, start: float, end: float) -> PrometheusHistory:
+        """The rules' answers over ``[start, end)``, as a finite source (backtests).
+
+        See :class:`PrometheusHistory`. The live scheduler is not started; closing the
+        history closes this source.
+        """
+        if not end > start:
+            raise ValueError(f"need start < end, got {start}, {end}")
+        return PrometheusHistory(self, start, end)
 
     # -- scheduling (scheduler threads below) -------------------------------------------
 
@@ -374,10 +393,7 @@ class PrometheusSource(Source):
                     format_duration(cfg.max_catch_up),
                 )
                 start = oldest
-        chunk = step * (cfg.max_points_per_query - 1)
-        t = start
-        while t <= end:
-            c_end = _round(min(end, t + chunk))
+        for t, c_end in _chunks(start, end, step, cfg.max_points_per_query):
             try:
                 result = self._client.query_range(st.spec.query, t, c_end, step)
                 batch = _to_batch(result, st.name, rule=key)
@@ -400,7 +416,6 @@ class PrometheusSource(Source):
                     st.failures, st.last_error, st.retry_at = 0, "", 0.0
                 if st.pending >= MAX_PENDING_PER_RULE:
                     return
-            t = _round(c_end + step)
 
     def _failed(self, st: _RuleState, error: str) -> None:
         """Record a failure and schedule the retry: 1 s, doubling, at most max_backoff.
@@ -438,6 +453,93 @@ class PrometheusSource(Source):
                 delay,
                 error,
             )
+
+
+class PrometheusHistory(Source):
+    """The rules of a :class:`PrometheusSource` evaluated over ``[start, end)``; finite.
+
+    Made by :meth:`PrometheusSource.history`, for backtests. Each rule is evaluated at
+    the multiples of its step (the source's ``step``, else the group's interval) from
+    ``start`` to before ``end``, and never after now minus ``offset``: the times, and so
+    the series and points, live evaluation would have used. One range query per
+    ``next_batch()`` call, of at most ``max_points_per_query`` times (Prometheus
+    refuses more than 11,000 points per series); the rule least far along goes next,
+    so rules advance through time together. A failed query raises :class:`QueryError`
+    naming the rule and its query; nothing is retried or skipped.
+
+    ``snapshot()`` has the live source's shape (last time emitted per rule);
+    ``progress`` is the share of the evaluation times fetched.
+    """
+
+    def __init__(self, parent: PrometheusSource, start: float, end: float) -> None:
+        self.source_id = parent.source_id
+        self._parent = parent
+        self._client = parent._client
+        self.start, self.end = start, end
+        now = parent.clock() - parent.config.offset
+        self._rules: list[_HistoryRule] = []
+        for st in parent._rules.values():
+            first = _align_up(start, st.step)
+            # the last evaluation time before `end` that live evaluation has reached
+            last = min(_round(_align_up(end, st.step) - st.step), _align_down(now, st.step))
+            chunks = _chunks(first, last, st.step, parent.config.max_points_per_query)
+            self._rules.append(
+                _HistoryRule(st.spec, st.name, st.step, first, last, chunks, next(chunks, None))
+            )
+
+    def next_batch(self) -> Batch:
+        """The next chunk of the rule least far along; empty once exhausted."""
+        todo = [r for r in self._rules if r.chunk is not None]
+        if not todo:
+            return Batch()
+        r = min(todo, key=lambda x: x.chunk[0] if x.chunk else math.inf)
+        assert r.chunk is not None
+        t, c_end = r.chunk
+        try:
+            result = self._client.query_range(r.spec.query, t, c_end, r.step)
+            batch = _to_batch(result, r.name, rule=r.spec.rule)
+        except QueryError as exc:
+            raise QueryError(f"rule {r.spec.rule} (query {r.spec.query!r}): {exc}") from None
+        r.emitted = c_end
+        r.chunk = next(r.chunks, None)
+        return batch
+
+    def snapshot(self) -> dict[str, Any]:
+        """``{"rules": {rule: last evaluation time emitted}, "queries": {rule: hash}}``."""
+        return {
+            "rules": {r.spec.rule: r.emitted for r in self._rules if r.emitted is not None},
+            "queries": {
+                r.spec.rule: _query_hash(r.spec.query) for r in self._rules if r.emitted is not None
+            },
+        }
+
+    @property
+    def exhausted(self) -> bool:
+        """True once every rule is evaluated up to the end of the range."""
+        return all(r.chunk is None for r in self._rules)
+
+    @property
+    def progress(self) -> float:
+        """The share of all rules' evaluation times fetched so far."""
+        total = sum(_count(r.first, r.last, r.step) for r in self._rules)
+        left = sum(_count(r.chunk[0], r.last, r.step) for r in self._rules if r.chunk)
+        return 1.0 - left / total if total else 1.0
+
+    def close(self) -> None:
+        """Close the source this history came from."""
+        self._parent.close()
+
+
+@dataclass
+class _HistoryRule:
+    spec: QuerySpec
+    name: str
+    step: float
+    first: float
+    last: float
+    chunks: Iterator[tuple[float, float]]
+    chunk: tuple[float, float] | None  # the next range query, None when done
+    emitted: float | None = None
 
 
 @dataclass
@@ -629,6 +731,27 @@ def _concat(parts: list[Batch]) -> Batch:
 
 
 # -- times --------------------------------------------------------------------------------
+
+
+def _chunks(
+    start: float, end: float, step: float, max_points: int
+) -> Iterator[tuple[float, float]]:
+    """``(first, last)`` evaluation times of each range query covering ``start..end``.
+
+    Every time ``start + k * step <= end`` falls in exactly one chunk of at most
+    ``max_points`` times (Prometheus refuses more than 11,000 points per series).
+    """
+    chunk = step * (max_points - 1)
+    t = start
+    while t <= end:
+        c_end = _round(min(end, t + chunk))
+        yield t, c_end
+        t = _round(c_end + step)
+
+
+def _count(first: float, last: float, step: float) -> int:
+    """How many evaluation times ``first, first + step, ... <= last``."""
+    return max(0, round((last - first) / step) + 1) if first <= last else 0
 
 
 def _round(t: float) -> float:

@@ -265,7 +265,7 @@ def test_unsupported_sources_are_a_clear_error(tmp_path, sources, message):
     out = aiops("backtest", "--config", str(config), "--no-progress")
     assert out.returncode == 1
     assert message in out.stderr
-    assert "only finite sources are supported for now" in out.stderr
+    assert "a backtest replays finite sources and the history of pull sources" in out.stderr
     assert "Traceback" not in out.stderr
     assert not (tmp_path / "state").exists()
 
