@@ -6,6 +6,7 @@ Vectorized over series; see :class:`EnvelopeNovelty`.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -15,13 +16,11 @@ from aiops.types import BoolArray, FloatArray, IntArray
 
 __all__ = ["EnvelopeNovelty"]
 
-#: Features, in column order: the value itself, its short-term level (an EWMA) and its
-#: volatility (an EWMA of absolute first differences).
+#: Features, in column order: the value itself, its short-term level (an EWMA), its
+#: volatility (an EWMA of absolute first differences), then one seasonal residual per
+#: configured period.
 _VALUE, _LEVEL, _VOLATILITY = 0, 1, 2
-_N_FEATURES = 3
-#: Which features are novel in both directions. A volatility that falls below anything
-#: seen is common and harmless (quiet nights); only a rise counts.
-_TWO_SIDED = np.array([1.0, 1.0, 0.0])
+_N_BASE = 3
 #: The envelope's width never counts as less than this share of its magnitude (plus an
 #: absolute epsilon): a series that was constant so far still gets a finite, huge
 #: novelty for its first move instead of a division by zero.
@@ -32,14 +31,18 @@ _ALERT_SCORE = 0.99
 
 
 class EnvelopeNovelty(RoundDetector):
-    """Multi-scale envelope (record) novelty with a refractory memory, per series.
+    """Multi-scale, seasonal envelope (record) novelty with a refractory memory.
 
-    Each series keeps, for three features, the *envelope* ``[lo, hi]`` of every value
-    the feature took so far: the value ``x`` itself, its short-term level (an EWMA with
-    weight ``level_alpha``) and its volatility (an EWMA with weight ``volatility_alpha``
-    of ``|x[t] - x[t-1]|``). A feature's *excess* is how far it lies outside its envelope,
-    in units of ``tolerance * (hi - lo)``; the volatility counts only upwards. The
-    point's novelty is ``N = 1 - exp(-max excess)``, in ``[0, 1)``: 0 inside every
+    Each series keeps, for each feature, the *envelope* ``[lo, hi]`` of every value the
+    feature took so far. The features: the value ``x`` itself; its short-term level (an
+    EWMA with weight ``level_alpha``); its volatility (an EWMA with weight
+    ``volatility_alpha`` of ``|x[t] - x[t-1]|``); and, per seasonal period (a day and a
+    week by default), its smoothed *seasonal residual*: ``x`` minus a profile of the
+    series by time of day (or of week) in ``seasonal_bin`` bins, each bin an EWMA of the
+    values seen in it (weight ``profile_alpha``), the difference smoothed by an EWMA of
+    weight ``seasonal_alpha``. A feature's *excess* is how far it lies outside its
+    envelope, in units of ``tolerance * (hi - lo)``; the volatility counts only upwards.
+    The point's novelty is ``N = 1 - exp(-max excess)``, in ``[0, 1)``: 0 inside every
     envelope, ``1 - 1/e`` at one tolerance outside.
 
     Records are the one statistic whose false-alarm rate is known without a model of
@@ -48,43 +51,64 @@ class EnvelopeNovelty(RoundDetector):
     included. Measuring the excess against the envelope's own width makes it free of
     units, and needing a margin (``tolerance``) makes records of a stable series rarer
     still. This is NAB's "spatial anomaly" check (``SPATIAL_TOLERANCE = 0.05`` in
-    numenta/NAB's HTM and threshold detectors) applied at three time scales: the level
+    numenta/NAB's HTM and threshold detectors) applied at several time scales: the level
     catches sustained shifts whose single points stay inside the value's envelope, the
-    volatility catches bursts of noise.
+    volatility catches bursts of noise, the seasonal residuals catch a daily (weekly)
+    cycle that changes shape inside the usual range: a missing peak, a flat day, a
+    night that stays high.
+
+    Small samples: an EWMA of weight ``a`` over ``c`` points is worth only about
+    ``a * c`` independent values, and a young envelope has records far more often than
+    an old one. The margin of each feature is therefore ``tolerance * (1 +
+    sample_margin / (a * c))``, with ``c`` the points that entered that envelope: wide
+    while a feature has seen few independent values, the plain ``tolerance`` later.
 
     A refractory memory ``M`` keeps one incident from scoring again and again: the
     score is built from ``max(0, N - M)`` and ``M`` then becomes ``max(refractory * M,
     N)``, so a point must be *more* novel than the recent peak, which is forgotten with
-    a half-life of ``ln 2 / -ln(refractory)`` points (34 at the default). The score is a
-    monotone map of that excess, ``1 - (1 - excess) ** gamma``, with ``gamma`` chosen
-    so that an excess of ``alert_novelty`` scores exactly 0.99, the engine's default
-    threshold.
+    a half-life of ``ln 2 / -ln(refractory)`` points (34 at the default). After a point
+    scores at or above 0.99 (the engine's default threshold), ``M`` is at least
+    ``alert_hold``: at 1, the series cannot alert again until ``M`` has decayed below
+    what a new incident's novelty reaches. The score is a monotone map of the fresh
+    novelty, ``1 - (1 - fresh) ** gamma``, with ``gamma`` chosen so that a fresh
+    novelty of ``alert_novelty`` scores exactly 0.99.
 
-    Learning and ``learn_below``: the smoothers (last value, level, volatility) and the
-    refractory memory follow every finite point: they describe the recent signal, not
-    what is normal. The envelopes are the model of normal: a point scoring at or above
-    ``learn_below`` is not taken into them as is; its features enter them clipped to at
-    most ``masked_step`` envelope widths beyond the current edge. So a spike never
-    becomes part of the normal range, while a permanent level shift is accepted after a
-    few alerts instead of alerting on every point forever.
+    Learning and ``learn_below``: the smoothers (last value, level, volatility, residual
+    EWMAs), the seasonal profiles and the refractory memory follow every finite point:
+    they describe the recent signal, not what is normal. The envelopes are the model of
+    normal: a point scoring at or above ``learn_below`` is not taken into them as is;
+    its features enter them clipped to at most ``masked_step`` envelope widths beyond
+    the current edge. So a spike never becomes part of the normal range, while a
+    permanent level shift is accepted after a few alerts instead of alerting on every
+    point forever.
+
+    Warm-up: nothing scores before ``warmup`` points; the level and volatility enter
+    their envelopes after ``warmup // 2`` points; a seasonal residual enters its
+    envelope once the series is ``seasonal_warmup`` periods old and counts from one
+    period later (three days and three weeks at the defaults), so a series younger than
+    that is scored without it. Timestamps only place points in profile bins (UTC);
+    missing, duplicate or backward timestamps do no harm beyond a point landing in
+    another bin.
 
     Works well on: spikes and dips beyond the range seen so far, level shifts, bursts of
-    volatility, on any scale and any noise distribution (the NAB corpus, web and cloud
-    service KPIs). Fails on: anomalies inside the range seen so far with the same level
-    and volatility, such as a change of shape of a daily cycle, a missing peak, or a
-    short spike smaller than an earlier one (there is no seasonal or sequence model); a
-    metric that grows for ever (every new high is novel; a growing counter should be
-    scored as a rate); and it never forgets, so a huge early outlier that was learned
-    (before ``warmup`` points, or when ``learn_below`` is ``inf``) hides later smaller
-    ones. A series that was exactly constant scores its first move as 1.
+    volatility, daily or weekly cycles that change shape, on any scale and any noise
+    distribution (the NAB corpus, web and cloud service KPIs). Fails on: anomalies
+    inside the range seen so far with the same level, volatility and daily shape, such
+    as a short spike smaller than an earlier one (there is no sequence model); a metric
+    that grows for ever (every new high is novel; a growing counter should be scored as
+    a rate); and it never forgets, so a huge early outlier that was learned (before
+    ``warmup`` points, or when ``learn_below`` is ``inf``) hides later smaller ones. A
+    series that was exactly constant scores its first move as 1.
 
     Defaults: ``tolerance`` is NAB's spatial tolerance; the other values were chosen as
     one setting for the whole NAB v1.1 corpus (``bench/quality/README.md`` logs the
     search); ``alert_novelty`` puts the default threshold at the best swept threshold.
 
-    Cost: O(1) time and 13 floats per series (three envelopes, three smoothers, the
-    refractory level, a count); a round of ``k`` series is a few dozen numpy operations
-    on ``(k, 3)`` arrays.
+    Cost: O(1) time per point; per series 6 floats, 3 per feature (envelope and
+    count) and, per seasonal period, one float for the residual and one float32 per
+    bin: about 0.9 KiB at the defaults (24 + 168 bins), 0.1 KiB with
+    ``seasonal_periods: []``. A round of ``k`` series is a few dozen numpy operations
+    on ``(k, 5)`` arrays and one gather and scatter per profile.
 
     Parameters
     ----------
@@ -100,18 +124,38 @@ class EnvelopeNovelty(RoundDetector):
     refractory
         Per-point decay of the refractory memory, in ``[0, 1)``; 0 disables it.
     alert_novelty
-        The novelty excess ``max(0, N - M)`` that scores 0.99.
+        The fresh novelty ``max(0, N - M)`` that scores 0.99.
+    alert_hold
+        The refractory memory after a point scored 0.99 or more, in ``[0, 1]``.
+    sample_margin
+        Widens a young envelope's margin by ``sample_margin / (a * c)`` tolerances
+        (see above); 0 disables it.
     masked_step
         How many envelope widths a point scoring at or above ``learn_below`` may still
         widen the envelope by.
     warmup
         Points learned before a series scores anything.
+    seasonal_periods
+        Seasonal periods in seconds, each a multiple of ``seasonal_bin``; a day and a
+        week by default, ``[]`` for none.
+    seasonal_bin
+        Width in seconds of a profile bin (an hour by default).
+    profile_alpha
+        EWMA weight of a new value in its profile bin.
+    seasonal_alpha
+        EWMA weight that smooths the seasonal residual.
+    seasonal_tolerance
+        The margin for the seasonal residuals, as for ``tolerance``.
+    seasonal_warmup
+        Periods of history before a seasonal residual enters its envelope (at least 1);
+        it counts one period later.
 
     >>> det = EnvelopeNovelty(warmup=10)
     >>> x = np.r_[10.0 + np.sin(np.arange(30.0)), 14.0, 10.5, 10.2, 6.0]
-    >>> s = det.score(np.zeros(len(x), dtype=np.int64), np.arange(len(x) * 60.0), x)
+    >>> t = np.arange(len(x)) * 60.0
+    >>> s = det.score(np.zeros(len(x), dtype=np.int64), t, x)
     >>> np.round(s[-6:], 3).tolist()  # a spike up, back to normal, a dip
-    [0.0, 0.0, 1.0, 0.0, 0.0, 0.599]
+    [0.0, 0.0, 1.0, 0.0, 0.0, 0.725]
     """
 
     name = "envelope_novelty"
@@ -124,17 +168,35 @@ class EnvelopeNovelty(RoundDetector):
         tolerance: float = 0.05,
         volatility_tolerance: float = 0.3,
         refractory: float = 0.98,
-        alert_novelty: float = 0.184,
+        alert_novelty: float = 0.12,
+        alert_hold: float = 1.0,
+        sample_margin: float = 40.0,
         masked_step: float = 1.0,
         warmup: int = 100,
+        seasonal_periods: Sequence[float] = (86400.0, 604800.0),
+        seasonal_bin: float = 3600.0,
+        profile_alpha: float = 0.1,
+        seasonal_alpha: float = 0.05,
+        seasonal_tolerance: float = 0.3,
+        seasonal_warmup: float = 2.0,
         learn_below: float = math.inf,
         seed: int = 0,
     ) -> None:
         super().__init__(learn_below=learn_below, seed=seed)
-        for label, a in (("level_alpha", level_alpha), ("volatility_alpha", volatility_alpha)):
+        alphas = (
+            ("level_alpha", level_alpha),
+            ("volatility_alpha", volatility_alpha),
+            ("profile_alpha", profile_alpha),
+            ("seasonal_alpha", seasonal_alpha),
+        )
+        for label, a in alphas:
             if not 0.0 < a <= 1.0:
                 raise ValueError(f"{label} must be in (0, 1], got {a}")
-        tols = (("tolerance", tolerance), ("volatility_tolerance", volatility_tolerance))
+        tols = (
+            ("tolerance", tolerance),
+            ("volatility_tolerance", volatility_tolerance),
+            ("seasonal_tolerance", seasonal_tolerance),
+        )
         for label, tol in tols:
             if not tol > 0.0:
                 raise ValueError(f"{label} must be positive, got {tol}")
@@ -142,10 +204,26 @@ class EnvelopeNovelty(RoundDetector):
             raise ValueError(f"refractory must be in [0, 1), got {refractory}")
         if not 0.0 < alert_novelty < 1.0:
             raise ValueError(f"alert_novelty must be in (0, 1), got {alert_novelty}")
+        if not 0.0 <= alert_hold <= 1.0:
+            raise ValueError(f"alert_hold must be in [0, 1], got {alert_hold}")
+        if sample_margin < 0.0:
+            raise ValueError(f"sample_margin must not be negative, got {sample_margin}")
         if masked_step < 0.0:
             raise ValueError(f"masked_step must not be negative, got {masked_step}")
         if warmup < 2:
             raise ValueError(f"warmup must be at least 2, got {warmup}")
+        if not seasonal_bin > 0.0:
+            raise ValueError(f"seasonal_bin must be positive, got {seasonal_bin}")
+        periods = tuple(float(p) for p in seasonal_periods)
+        for period in periods:
+            bins = period / seasonal_bin
+            if not (bins >= 2 and bins == round(bins)):
+                raise ValueError(
+                    f"each of seasonal_periods must be a multiple (at least twice) of "
+                    f"seasonal_bin {seasonal_bin:g} s, got {period:g} s"
+                )
+        if not seasonal_warmup >= 1.0:
+            raise ValueError(f"seasonal_warmup must be at least 1, got {seasonal_warmup}")
         self.level_alpha = level_alpha
         self.volatility_alpha = volatility_alpha
         self.tolerance = tolerance
@@ -154,17 +232,45 @@ class EnvelopeNovelty(RoundDetector):
         self.alert_novelty = alert_novelty
         self.masked_step = masked_step
         self.warmup = warmup
+        self.seasonal_periods = list(periods)
+        self.seasonal_bin = seasonal_bin
+        self.profile_alpha = profile_alpha
+        self.seasonal_alpha = seasonal_alpha
+        self.seasonal_tolerance = seasonal_tolerance
+        self.seasonal_warmup = seasonal_warmup
+        self.alert_hold = alert_hold
+        self.sample_margin = sample_margin
         self._gamma = math.log(1.0 - _ALERT_SCORE) / math.log(1.0 - alert_novelty)
-        self._tol = np.array([tolerance, tolerance, volatility_tolerance])
+        n_seasons = len(periods)
+        self._n_features = _N_BASE + n_seasons
+        self._periods = np.array(periods)
+        self._bins = [round(p / seasonal_bin) for p in periods]
+        self._tol = np.array(
+            [tolerance, tolerance, volatility_tolerance] + [seasonal_tolerance] * n_seasons
+        )
+        # A volatility that falls below anything seen is common and harmless (quiet
+        # nights): only a rise counts. Every other feature is novel both ways.
+        self._two_sided = np.ones(self._n_features)
+        self._two_sided[_VOLATILITY] = 0.0
+        # How many independent values one update of each feature is worth: an EWMA of
+        # weight a over c points has about a * c (see sample_margin).
+        self._weight = np.array([1.0, level_alpha, volatility_alpha] + [seasonal_alpha] * n_seasons)
         self._n = np.zeros(0, dtype=np.int64)
+        self._count = np.zeros((0, self._n_features))
+        self._t0 = np.zeros(0)
         self._last = np.zeros(0)
         self._level = np.zeros(0)
         self._vol = np.zeros(0)
         self._refr = np.zeros(0)
-        self._hi = np.full((0, _N_FEATURES), -np.inf)
-        self._lo = np.full((0, _N_FEATURES), np.inf)
-        # Features and novelty of the round just scored, reused by _learn_round.
-        self._pending: tuple[IntArray, FloatArray, FloatArray] | None = None
+        self._resid = np.zeros((0, n_seasons))
+        self._profiles = [np.zeros((0, b), dtype=np.float32) for b in self._bins]
+        self._hi = np.full((0, self._n_features), -np.inf)
+        self._lo = np.full((0, self._n_features), np.inf)
+        # Features, novelty, profile bins and scores of the round just scored, for
+        # _learn_round.
+        self._pending: (
+            tuple[IntArray, FloatArray, FloatArray, list[IntArray], FloatArray] | None
+        ) = None
 
     @classmethod
     def check_params(cls) -> dict[str, Any]:
@@ -180,12 +286,20 @@ class EnvelopeNovelty(RoundDetector):
         cap = max(n, 2 * len(self._n))
         extra = cap - len(self._n)
         self._n = np.concatenate([self._n, np.zeros(extra, dtype=np.int64)])
+        self._count = np.concatenate([self._count, np.zeros((extra, self._n_features))])
+        self._t0 = np.concatenate([self._t0, np.zeros(extra)])
         self._last = np.concatenate([self._last, np.zeros(extra)])
         self._level = np.concatenate([self._level, np.zeros(extra)])
         self._vol = np.concatenate([self._vol, np.zeros(extra)])
         self._refr = np.concatenate([self._refr, np.zeros(extra)])
-        self._hi = np.concatenate([self._hi, np.full((extra, _N_FEATURES), -np.inf)])
-        self._lo = np.concatenate([self._lo, np.full((extra, _N_FEATURES), np.inf)])
+        self._resid = np.concatenate([self._resid, np.zeros((extra, len(self._bins)))])
+        self._profiles = [
+            np.concatenate([p, np.full((extra, b), np.nan, dtype=np.float32)])
+            for p, b in zip(self._profiles, self._bins, strict=True)
+        ]
+        nf = self._n_features
+        self._hi = np.concatenate([self._hi, np.full((extra, nf), -np.inf)])
+        self._lo = np.concatenate([self._lo, np.full((extra, nf), np.inf)])
 
     def score(self, idx: IntArray, timestamps: FloatArray, values: FloatArray) -> FloatArray:
         """Score and learn from the points; see :mod:`aiops.detector`.
@@ -194,64 +308,120 @@ class EnvelopeNovelty(RoundDetector):
         arithmetic as the vectorized rounds, which would each hold a single point.
         """
         idx = np.asarray(idx, dtype=np.int64)
+        if not len(idx) == len(timestamps) == len(values):
+            raise ValueError(
+                f"idx, timestamps and values differ in length: "
+                f"{len(idx)}, {len(timestamps)}, {len(values)}"
+            )
         if len(idx) < 2 or idx[0] != idx[-1] or (idx != idx[0]).any():
             return super().score(idx, timestamps, values)
         if int(idx[0]) >= self.n_series:
             self._grow(int(idx[0]) + 1)
-        return self._score_one_series(int(idx[0]), np.asarray(values, dtype=np.float64))
+        return self._score_one_series(
+            int(idx[0]),
+            np.asarray(timestamps, dtype=np.float64),
+            np.asarray(values, dtype=np.float64),
+        )
 
-    def _score_one_series(self, i: int, values: FloatArray) -> FloatArray:
+    def _score_one_series(self, i: int, timestamps: FloatArray, values: FloatArray) -> FloatArray:
         out = np.zeros(len(values))
         n = int(self._n[i])
-        last, level = float(self._last[i]), float(self._level[i])
+        t0, last, level = float(self._t0[i]), float(self._last[i]), float(self._level[i])
         vol, refr = float(self._vol[i]), float(self._refr[i])
+        resid = [float(r) for r in self._resid[i]]
+        profiles = [p[i] for p in self._profiles]  # views: written in place
+        periods = [float(p) for p in self._periods]
+        n_seasons = len(periods)
+        nf = self._n_features
         hi = [float(v) for v in self._hi[i]]
+        count = [float(c) for c in self._count[i]]
+        weight = [float(w) for w in self._weight]
+        margin, hold = self.sample_margin, self.alert_hold
         lo = [float(v) for v in self._lo[i]]
         tol = [float(t) for t in self._tol]
-        two = [float(t) for t in _TWO_SIDED]
+        two = [float(t) for t in self._two_sided]
         a_l, a_v = self.level_alpha, self.volatility_alpha
+        a_p, a_s, s_warm = self.profile_alpha, self.seasonal_alpha, self.seasonal_warmup
+        bin_w = self.seasonal_bin
         gamma, decay = self._gamma, self.refractory
         warmup, learn_below, step_w = self.warmup, self.learn_below, self.masked_step
         settle = warmup // 2
-        for k, x in enumerate(values.tolist()):
+        for k, (t, x) in enumerate(zip(timestamps.tolist(), values.tolist(), strict=True)):
             if not math.isfinite(x):
                 continue
+            if n == 0:
+                t0 = t
+            age = t - t0
             step = abs(x - last) if n > 0 else 0.0
             lv = level + max(a_l, 1.0 / (n + 1)) * (x - level)
             vl = vol + max(a_v, 1.0 / max(n, 1)) * (step - vol)
-            feats = (x, lv, vl)
+            feats = [x, lv, vl]
+            bins = []
+            for s in range(n_seasons):
+                b = int((t % periods[s]) // bin_w)
+                p = float(profiles[s][b])
+                r = 0.0 if math.isnan(p) else x - p
+                feats.append(resid[s] + a_s * (r - resid[s]))
+                bins.append(b)
             novelty = 0.0
             if n >= warmup:
                 worst = 0.0
-                for j in range(_N_FEATURES):
+                for j in range(nf):
+                    if hi[j] == -math.inf:
+                        continue
+                    if j >= _N_BASE and age < (s_warm + 1.0) * periods[j - _N_BASE]:
+                        continue
                     mag = max(abs(hi[j]), abs(lo[j]))
                     floor = max(_REL_WIDTH_FLOOR * mag, _ABS_WIDTH_FLOOR)
                     width = max(hi[j] - lo[j], floor)
                     o = max(feats[j] - hi[j], two[j] * (lo[j] - feats[j]))
-                    worst = max(worst, max(o, 0.0) / (width * tol[j]))
-                novelty = -math.expm1(-worst)
+                    unit = tol[j] * (1.0 + margin / max(count[j] * weight[j], 1.0))
+                    worst = max(worst, max(o, 0.0) / (width * unit))
+                # numpy's transcendental loops, not math's: they differ in the last
+                # bit, and this path must equal the vectorized rounds exactly.
+                novelty = float(-np.expm1(np.float64(-worst))) if worst > 0.0 else 0.0
             fresh = max(novelty - refr, 0.0)
-            score = 1.0 - (1.0 - fresh) ** gamma
+            score = 1.0 - float(np.power(np.float64(1.0 - fresh), gamma)) if fresh else 0.0
             out[k] = score
             refr = max(decay * refr, novelty)
+            if score >= _ALERT_SCORE:
+                refr = max(refr, hold)
             last, level, vol = x, lv, vl
+            for s in range(n_seasons):
+                resid[s] = feats[_N_BASE + s]
             held = not score < learn_below
-            for j in range(1 if n < settle else _N_FEATURES):
+            for j in range(nf):
+                if j >= _N_BASE:
+                    if age < s_warm * periods[j - _N_BASE]:
+                        continue
+                elif j > _VALUE and n < settle:
+                    continue
                 f = feats[j]
                 if held:
+                    if hi[j] == -math.inf:
+                        continue
                     reach = step_w * (hi[j] - lo[j]) if math.isfinite(hi[j] - lo[j]) else 0.0
                     f = min(max(f, lo[j] - reach), hi[j] + reach)
                 hi[j] = max(hi[j], f)
                 lo[j] = min(lo[j], f)
+                count[j] += 1.0
+            if True:
+                for s in range(n_seasons):
+                    p = float(profiles[s][bins[s]])
+                    profiles[s][bins[s]] = x if math.isnan(p) else p + a_p * (x - p)
             n += 1
-        self._n[i] = n
+        self._n[i], self._t0[i] = n, t0
         self._last[i], self._level[i], self._vol[i], self._refr[i] = last, level, vol, refr
+        self._resid[i] = resid
         self._hi[i] = hi
+        self._count[i] = count
         self._lo[i] = lo
         return out
 
-    def _features(self, idx: IntArray, values: FloatArray) -> FloatArray:
-        """Per point: value, level and volatility after taking the point in."""
+    def _features(
+        self, idx: IntArray, timestamps: FloatArray, values: FloatArray
+    ) -> tuple[FloatArray, list[IntArray]]:
+        """Per point: every feature after taking the point in, and its profile bins."""
         n = self._n[idx]
         started = n > 0
         step = np.where(started, np.abs(values - self._last[idx]), 0.0)
@@ -261,25 +431,52 @@ class EnvelopeNovelty(RoundDetector):
         level = level + np.maximum(self.level_alpha, 1.0 / (n + 1)) * (values - level)
         vol = self._vol[idx]
         vol = vol + np.maximum(self.volatility_alpha, 1.0 / np.maximum(n, 1)) * (step - vol)
-        out: FloatArray = np.stack([values, level, vol], axis=1)
-        return out
+        cols = [values, level, vol]
+        bins: list[IntArray] = []
+        resid = self._resid[idx]
+        for s, profile in enumerate(self._profiles):
+            b = ((timestamps % self._periods[s]) // self.seasonal_bin).astype(np.int64)
+            expected = profile[idx, b].astype(np.float64)
+            r = np.where(np.isnan(expected), 0.0, values - expected)
+            cols.append(resid[:, s] + self.seasonal_alpha * (r - resid[:, s]))
+            bins.append(b)
+        out: FloatArray = np.stack(cols, axis=1)
+        return out, bins
+
+    def _age(self, idx: IntArray, timestamps: FloatArray) -> FloatArray:
+        """Seconds since each series' first point (0 for the first point itself)."""
+        age: FloatArray = np.where(self._n[idx] > 0, timestamps - self._t0[idx], 0.0)
+        return age
 
     def _score_round(self, idx: IntArray, timestamps: FloatArray, values: FloatArray) -> FloatArray:
-        feats = self._features(idx, values)
+        feats, bins = self._features(idx, timestamps, values)
         warm = self._n[idx] >= self.warmup
         novelty = np.zeros(len(idx))
         if warm.any():
             w = np.flatnonzero(warm)
             f, hi, lo = feats[w], self._hi[idx[w]], self._lo[idx[w]]
+            # An envelope nothing entered yet (a seasonal one before its warm-up) has
+            # hi = -inf and counts as no excess.
+            ready = np.isfinite(hi)
+            hi, lo = np.where(ready, hi, 0.0), np.where(ready, lo, 0.0)
             mag = np.maximum(np.abs(hi), np.abs(lo))
             floor = np.maximum(_REL_WIDTH_FLOOR * mag, _ABS_WIDTH_FLOOR)
             width = np.maximum(hi - lo, floor)
-            out_of = np.maximum(f - hi, _TWO_SIDED * (lo - f))
-            excess = np.maximum(out_of, 0.0) / (width * self._tol)
+            out_of = np.maximum(f - hi, self._two_sided * (lo - f))
+            unit = self._tol * (
+                1.0 + self.sample_margin / np.maximum(self._count[idx[w]] * self._weight, 1.0)
+            )
+            excess = np.where(ready, np.maximum(out_of, 0.0) / (width * unit), 0.0)
+            if len(self._periods):
+                # A seasonal residual counts once its profile and envelope had a
+                # period to settle after the warm-up periods.
+                age = self._age(idx[w], timestamps[w])
+                young = age[:, None] < (self.seasonal_warmup + 1.0) * self._periods
+                excess[:, _N_BASE:][young] = 0.0
             novelty[w] = -np.expm1(-excess.max(axis=1))
-        self._pending = (idx, feats, novelty)
         fresh = np.maximum(novelty - self._refr[idx], 0.0)
         scores: FloatArray = 1.0 - (1.0 - fresh) ** self._gamma
+        self._pending = (idx, feats, novelty, bins, scores)
         return scores
 
     def _learn_round(
@@ -287,56 +484,82 @@ class EnvelopeNovelty(RoundDetector):
     ) -> None:
         pending = self._pending
         self._pending = None
-        if pending is not None and pending[0] is idx:
-            feats, novelty = pending[1], pending[2]
-        else:  # not reached through RoundDetector.score: recompute
+        if pending is None or pending[0] is not idx:  # not reached through score(): recompute
             self._score_round(idx, timestamps, values)
-            assert self._pending is not None
-            feats, novelty = self._pending[1], self._pending[2]
+            pending = self._pending
             self._pending = None
+            assert pending is not None
+        _, feats, novelty, bins, scores = pending
         n = self._n[idx]
-        self._refr[idx] = np.maximum(self.refractory * self._refr[idx], novelty)
+        age = self._age(idx, timestamps)
+        self._t0[idx] = np.where(n > 0, self._t0[idx], timestamps)
+        refr = np.maximum(self.refractory * self._refr[idx], novelty)
+        self._refr[idx] = np.where(scores >= _ALERT_SCORE, np.maximum(refr, self.alert_hold), refr)
         self._last[idx] = values
         self._level[idx] = feats[:, _LEVEL]
         self._vol[idx] = feats[:, _VOLATILITY]
+        self._resid[idx] = feats[:, _N_BASE:]
         self._n[idx] = n + 1
 
         hi, lo = self._hi[idx], self._lo[idx]
         if mask is not None and not mask.all():
-            # Protected points widen the envelope by at most masked_step widths.
+            # Protected points widen the envelope by at most masked_step widths, and
+            # do not start an empty one.
             held = ~mask
             width = np.where(np.isfinite(hi - lo), hi - lo, 0.0)[held]
             reach = self.masked_step * width
             feats = feats.copy()
-            feats[held] = np.clip(feats[held], lo[held] - reach, hi[held] + reach)
-        # The smoothed features enter their envelopes only once they have settled.
-        young = n < self.warmup // 2
+            clipped = np.clip(feats[held], lo[held] - reach, hi[held] + reach)
+            feats[held] = np.where(np.isfinite(hi[held]), clipped, -np.inf)
+        # The smoothed features enter their envelopes only once they have settled, the
+        # seasonal residuals once their profiles had the warm-up periods to fill.
         new_hi = np.maximum(hi, feats)
         new_lo = np.minimum(lo, feats)
-        new_hi[young, 1:] = hi[young, 1:]
-        new_lo[young, 1:] = lo[young, 1:]
+        keep = ~np.isfinite(feats)
+        keep[:, _LEVEL:_N_BASE] |= (n < self.warmup // 2)[:, None]
+        if len(self._periods):
+            keep[:, _N_BASE:] |= age[:, None] < self.seasonal_warmup * self._periods
+        new_hi[keep] = hi[keep]
+        new_lo[keep] = lo[keep]
+        self._count[idx] += ~keep
         self._hi[idx] = new_hi
         self._lo[idx] = new_lo
+        for profile, b in zip(self._profiles, bins, strict=True):
+            old = profile[idx, b].astype(np.float64)
+            new = np.where(np.isnan(old), values, old + self.profile_alpha * (values - old))
+            profile[idx, b] = new
 
     def state_dict(self) -> dict[str, Any]:
-        """Counts, smoothers, refractory levels and envelopes per series, as arrays."""
+        """Counts, smoothers, profiles, refractory levels and envelopes per series."""
         k = self.n_series
-        return {
+        state: dict[str, Any] = {
             "n": self._n[:k].copy(),
+            "t0": self._t0[:k].copy(),
             "last": self._last[:k].copy(),
             "level": self._level[:k].copy(),
             "vol": self._vol[:k].copy(),
             "refr": self._refr[:k].copy(),
+            "resid": self._resid[:k].copy(),
             "hi": self._hi[:k].copy(),
             "lo": self._lo[:k].copy(),
+            "count": self._count[:k].copy(),
         }
+        for s, profile in enumerate(self._profiles):
+            state[f"profile_{s}"] = profile[:k].copy()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
         self._n = np.asarray(state["n"], dtype=np.int64).copy()
-        for name in ("last", "level", "vol", "refr"):
+        for name in ("t0", "last", "level", "vol", "refr"):
             setattr(self, f"_{name}", np.asarray(state[name], dtype=np.float64).copy())
-        k = len(self._n)
-        self._hi = np.asarray(state["hi"], dtype=np.float64).reshape(k, _N_FEATURES).copy()
-        self._lo = np.asarray(state["lo"], dtype=np.float64).reshape(k, _N_FEATURES).copy()
+        k, nf = len(self._n), self._n_features
+        self._resid = np.asarray(state["resid"], dtype=np.float64).reshape(k, nf - _N_BASE).copy()
+        self._profiles = [
+            np.asarray(state[f"profile_{s}"], dtype=np.float32).reshape(k, b).copy()
+            for s, b in enumerate(self._bins)
+        ]
+        self._hi = np.asarray(state["hi"], dtype=np.float64).reshape(k, nf).copy()
+        self._lo = np.asarray(state["lo"], dtype=np.float64).reshape(k, nf).copy()
+        self._count = np.asarray(state["count"], dtype=np.float64).reshape(k, nf).copy()
         self._pending = None

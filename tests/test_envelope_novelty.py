@@ -11,9 +11,9 @@ import pytest
 from aiops.detectors.envelope_novelty import EnvelopeNovelty
 from aiops.scoring import DEFAULT_DETECTOR, score_series
 
-#: Measured 65.93 (swept) and 65.77 (own alerts) on NAB v1.1 standard; see
+#: Measured 70.47 (swept) and 70.23 (own alerts) on NAB v1.1 standard; see
 #: bench/quality/README.md. The floor leaves room for harmless numeric changes only.
-NAB_STANDARD_FLOOR = 64.0
+NAB_STANDARD_FLOOR = 69.0
 
 
 def _incidents(seed: int = 7, n: int = 1500) -> tuple[np.ndarray, np.ndarray]:
@@ -26,7 +26,7 @@ def _incidents(seed: int = 7, n: int = 1500) -> tuple[np.ndarray, np.ndarray]:
     return t, x
 
 
-PINNED = [104, 126, 145, 156, 190, 361, 495, 600, 904, 1201]
+PINNED = [143, 156, 190, 361, 495, 600, 902, 1201]
 
 
 def test_is_the_default() -> None:
@@ -74,9 +74,78 @@ def test_scalar_replay_equals_rounds(learn_below: float) -> None:
 
 
 def test_parameters_are_validated() -> None:
-    for bad in ({"refractory": 1.0}, {"tolerance": 0.0}, {"alert_novelty": 1.0}, {"warmup": 1}):
+    bads: list[dict[str, object]] = [
+        {"refractory": 1.0},
+        {"tolerance": 0.0},
+        {"alert_novelty": 1.0},
+        {"warmup": 1},
+        {"alert_hold": 1.5},
+        {"sample_margin": -1.0},
+        {"seasonal_tolerance": 0.0},
+        {"profile_alpha": 0.0},
+        {"seasonal_warmup": 0.5},
+        {"seasonal_periods": [5400.0]},  # not a multiple of the hourly bin
+    ]
+    for bad in bads:
         with pytest.raises(ValueError, match=next(iter(bad))):
-            EnvelopeNovelty(**bad)
+            EnvelopeNovelty(**bad)  # type: ignore[arg-type]
+
+
+def test_lengths_must_match() -> None:
+    with pytest.raises(ValueError, match="differ in length"):
+        EnvelopeNovelty().score(np.zeros(3, dtype=np.int64), np.zeros(4), np.zeros(3))
+
+
+def _daily(days: int = 14, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Five-minute points of a daily square cycle (busy days, quiet nights) with noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(days * 288) * 300.0
+    busy = ((t % 86400) >= 8 * 3600) & ((t % 86400) < 20 * 3600)
+    return t, np.where(busy, 80.0, 20.0) + rng.normal(0, 2, len(t))
+
+
+def test_a_missing_daily_peak_is_found_only_with_the_seasonal_feature() -> None:
+    t, x = _daily()
+    day = 10 * 288
+    x[day : day + 288] = 20.0 + np.random.default_rng(2).normal(0, 2, 288)  # no busy hours
+    idx = np.zeros(len(x), dtype=np.int64)
+    with_season = EnvelopeNovelty(learn_below=0.99).score(idx, t, x)
+    without = EnvelopeNovelty(learn_below=0.99, seasonal_periods=[]).score(idx, t, x)
+    # Every value of the quiet day lies inside the range of quiet nights: only the
+    # residual against the time-of-day profile leaves its envelope.
+    busy = slice(day + 8 * 12, day + 20 * 12)
+    assert with_season[busy].max() >= 0.99
+    assert without[day : day + 288].max() < 0.99
+    # Normal days after the warm-up: at most a rare record of the residual's noise
+    # (records are the detector's false alarms, about 1/n per feature).
+    assert (with_season[4 * 288 : day] >= 0.99).sum() <= 1
+
+
+def test_alert_hold_keeps_one_incident_to_one_alert() -> None:
+    rng = np.random.default_rng(5)
+    x = 50 + rng.normal(0, 1, 1200)
+    x[1000] = x[:1000].max() + 0.3  # just past the range: a modest novelty
+    x[1003] = 75.0  # a far bigger spike right after: the same incident
+    idx, t = np.zeros(len(x), dtype=np.int64), np.arange(len(x)) * 60.0
+    held = EnvelopeNovelty(seasonal_periods=[]).score(idx, t, x)
+    free = EnvelopeNovelty(seasonal_periods=[], alert_hold=0.0).score(idx, t, x)
+    assert held[1000] >= 0.99 and free[1000] >= 0.99
+    assert held[1003] < 0.99 <= free[1003]
+
+
+def test_sample_margin_quiets_young_series() -> None:
+    def alerts(margin: float) -> int:
+        total = 0
+        for seed in range(20):
+            x = np.random.default_rng(seed).standard_t(3, 2000)
+            s = EnvelopeNovelty(sample_margin=margin, seasonal_periods=[]).score(
+                np.zeros(len(x), dtype=np.int64), np.arange(len(x)) * 60.0, x
+            )
+            total += int((s >= 0.99).sum())
+        return total
+
+    # Heavy-tailed noise has records; a young envelope has many more of them.
+    assert alerts(40.0) < alerts(0.0)
 
 
 @pytest.mark.slow
