@@ -128,7 +128,7 @@ def score(
     except (TypeError, ValueError) as exc:
         raise click.UsageError(f"detector {name}: {exc}") from None
     with out_path.open("w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
+        w = csv.writer(f, lineterminator="\n")
         w.writerow(["timestamp", "value", "anomaly_score", "alert"])
         for row, s, a in zip(rows, result.scores.tolist(), result.alerts.tolist(), strict=True):
             w.writerow([row[0] if row else "", row[1] if len(row) > 1 else "", f"{s:.6f}", int(a)])
