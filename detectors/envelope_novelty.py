@@ -82,13 +82,14 @@ class EnvelopeNovelty(RoundDetector):
     permanent level shift is accepted after a few alerts instead of alerting on every
     point forever.
 
-    Warm-up: nothing scores before ``warmup`` points; the level and volatility enter
-    their envelopes after ``warmup // 2`` points; a seasonal residual enters its
-    envelope once the series is ``seasonal_warmup`` periods old and counts from one
-    period later (three days and three weeks at the defaults), so a series younger than
-    that is scored without it. Timestamps only place points in profile bins (UTC);
-    missing, duplicate or backward timestamps do no harm beyond a point landing in
-    another bin.
+    Warm-up: nothing scores before ``warmup`` points and before the series is
+    ``warmup_seconds`` old (18 hours: most of a first day, whose rising hours would
+    otherwise each set a new record). The level and volatility enter their envelopes
+    after ``warmup // 2`` points; a seasonal residual enters its envelope once the
+    series is ``seasonal_warmup`` periods old and counts from one period later (three
+    days and three weeks at the defaults), so a younger series is scored without it.
+    Timestamps place points in profile bins (UTC) and measure a series' age; missing,
+    duplicate or backward timestamps do no harm beyond a point landing in another bin.
 
     Works well on: spikes and dips beyond the range seen so far, level shifts, bursts of
     volatility, daily or weekly cycles that change shape, on any scale and any noise
@@ -135,6 +136,8 @@ class EnvelopeNovelty(RoundDetector):
         widen the envelope by.
     warmup
         Points learned before a series scores anything.
+    warmup_seconds
+        Seconds from a series' first point before it scores anything.
     seasonal_periods
         Seasonal periods in seconds, each a multiple of ``seasonal_bin``; a day and a
         week by default, ``[]`` for none.
@@ -150,7 +153,7 @@ class EnvelopeNovelty(RoundDetector):
         Periods of history before a seasonal residual enters its envelope (at least 1);
         it counts one period later.
 
-    >>> det = EnvelopeNovelty(warmup=10)
+    >>> det = EnvelopeNovelty(warmup=10, warmup_seconds=0)
     >>> x = np.r_[10.0 + np.sin(np.arange(30.0)), 14.0, 10.5, 10.2, 6.0]
     >>> t = np.arange(len(x)) * 60.0
     >>> s = det.score(np.zeros(len(x), dtype=np.int64), t, x)
@@ -173,6 +176,7 @@ class EnvelopeNovelty(RoundDetector):
         sample_margin: float = 40.0,
         masked_step: float = 1.0,
         warmup: int = 100,
+        warmup_seconds: float = 64800.0,
         seasonal_periods: Sequence[float] = (86400.0, 604800.0),
         seasonal_bin: float = 3600.0,
         profile_alpha: float = 0.1,
@@ -210,6 +214,8 @@ class EnvelopeNovelty(RoundDetector):
             raise ValueError(f"sample_margin must not be negative, got {sample_margin}")
         if masked_step < 0.0:
             raise ValueError(f"masked_step must not be negative, got {masked_step}")
+        if warmup_seconds < 0.0:
+            raise ValueError(f"warmup_seconds must not be negative, got {warmup_seconds}")
         if warmup < 2:
             raise ValueError(f"warmup must be at least 2, got {warmup}")
         if not seasonal_bin > 0.0:
@@ -232,6 +238,7 @@ class EnvelopeNovelty(RoundDetector):
         self.alert_novelty = alert_novelty
         self.masked_step = masked_step
         self.warmup = warmup
+        self.warmup_seconds = warmup_seconds
         self.seasonal_periods = list(periods)
         self.seasonal_bin = seasonal_bin
         self.profile_alpha = profile_alpha
@@ -275,7 +282,7 @@ class EnvelopeNovelty(RoundDetector):
     @classmethod
     def check_params(cls) -> dict[str, Any]:
         """Small parameters for the shared detector check suite."""
-        return {"warmup": 10, "level_alpha": 0.2}
+        return {"warmup": 10, "warmup_seconds": 0.0, "level_alpha": 0.2}
 
     @property
     def n_series(self) -> int:
@@ -345,6 +352,7 @@ class EnvelopeNovelty(RoundDetector):
         bin_w = self.seasonal_bin
         gamma, decay = self._gamma, self.refractory
         warmup, learn_below, step_w = self.warmup, self.learn_below, self.masked_step
+        warmup_s = self.warmup_seconds
         settle = warmup // 2
         for k, (t, x) in enumerate(zip(timestamps.tolist(), values.tolist(), strict=True)):
             if not math.isfinite(x):
@@ -364,7 +372,7 @@ class EnvelopeNovelty(RoundDetector):
                 feats.append(resid[s] + a_s * (r - resid[s]))
                 bins.append(b)
             novelty = 0.0
-            if n >= warmup:
+            if n >= warmup and age >= warmup_s:
                 worst = 0.0
                 for j in range(nf):
                     if hi[j] == -math.inf:
@@ -451,6 +459,8 @@ class EnvelopeNovelty(RoundDetector):
     def _score_round(self, idx: IntArray, timestamps: FloatArray, values: FloatArray) -> FloatArray:
         feats, bins = self._features(idx, timestamps, values)
         warm = self._n[idx] >= self.warmup
+        if self.warmup_seconds > 0.0:
+            warm &= self._age(idx, timestamps) >= self.warmup_seconds
         novelty = np.zeros(len(idx))
         if warm.any():
             w = np.flatnonzero(warm)
