@@ -122,9 +122,7 @@ def score(
             raise click.BadParameter(msg, param_hint="--params")
     rows, ts, vs = read_series_csv(csv_path)
     try:
-        result = score_series(
-            ts, vs, detector=name, params=detector_params, threshold=threshold
-        )
+        result = score_series(ts, vs, detector=name, params=detector_params, threshold=threshold)
     except (TypeError, ValueError) as exc:
         raise click.UsageError(f"detector {name}: {exc}") from None
     with out_path.open("w", newline="", encoding="utf-8") as f:

@@ -30,11 +30,12 @@ from __future__ import annotations
 import inspect
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
-from aiops.types import BoolArray, FloatArray, IntArray
+from aiops.types import BoolArray, FloatArray, IntArray, SeriesKey
 
 __all__ = ["Detector", "RoundDetector", "keyword_params", "split_rounds"]
 
@@ -65,6 +66,18 @@ class Detector(ABC):
     @abstractmethod
     def n_series(self) -> int:
         """How many series indices the detector holds state for."""
+
+    def bind_series(self, keys: Sequence[SeriesKey]) -> None:
+        """The keys of series indices ``0..len(keys)-1``; a no-op unless overridden.
+
+        The engine calls it whenever the rule's series registry grew and after a state
+        restore, always before the new indices are scored. Detectors that group series
+        (multivariate models over all metrics of a host) use it; others ignore it. A
+        detector must score a series it was never told the key of as well (the check
+        suite and ``aiops score`` bind nothing or a single key). ``keys`` is the live
+        registry: read it during the call, do not keep it.
+        """
+        del keys  # per-series detectors need no keys
 
     def params(self) -> dict[str, Any]:
         """The constructor arguments, read back from the attributes of the same names."""

@@ -115,12 +115,16 @@ class RuleRuntime:
         )
         self._last_value = np.zeros(0)
         self._last_score = np.zeros(0)
+        self._bound = 0  # registry size last told to the detector (bind_series)
 
     def process(self, batch: Batch) -> RuleResult:
         """Score the batch's points of this rule's series and advance their alerts."""
         if batch.n_points == 0:
             return RuleResult(np.zeros(0, np.int64), np.zeros(0), np.zeros(0, bool), [])
         key_idx = self.registry.resolve(batch.keys)
+        if len(self.registry) != self._bound:
+            self._bound = len(self.registry)
+            self.detector.bind_series(self.registry.keys)
         point_idx = key_idx[batch.series]
         positions = np.flatnonzero(point_idx >= 0)
         if len(positions) == 0:
@@ -208,6 +212,8 @@ class RuleRuntime:
                 "its model starts fresh (series, alert states kept)",
                 self.spec.key,
             )
+        self._bound = len(self.registry)
+        self.detector.bind_series(self.registry.keys)
         self.hits.load_state_dict(state["hits"])
         self.alerts.load_state_dict(state["alerts"])
         self._last_value = np.asarray(state["last_value"], dtype=np.float64).copy()

@@ -94,6 +94,7 @@ DETECTORS: Registry[Any] = Registry(
         "robust_ewma": "aiops.detectors.robust_ewma:RobustEWMA",
         "envelope_novelty": "aiops.detectors.envelope_novelty:EnvelopeNovelty",
         "stl": "aiops.detectors.stl_seasonal:STLSeasonal",
+        "isolation_forest": "aiops.detectors.isolation_forest:IsolationForestDetector",
     },
     group="aiops.detectors",
 )

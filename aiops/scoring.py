@@ -54,7 +54,7 @@ def score_series(
     Points are fed in chunks of ``chunk`` (batch boundaries do not change scores).
     A NaN value scores 0 and never fires.
 
-    >>> t = np.arange(200.0) * 60
+    >>> t = np.arange(200.0) * 600  # ten-minute points: the spike is 25 hours in
     >>> v = np.sin(np.arange(200) / 5.0)
     >>> v[150] = 25.0
     >>> out = score_series(t, v)

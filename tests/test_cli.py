@@ -57,7 +57,7 @@ def test_score_writes_one_row_per_input_row_in_order(tmp_path):
     t0 = 1_700_000_000
     rng = np.random.default_rng(1)
     for i in range(400):
-        rows.append([str(t0 + 60 * i), f"{10 + rng.normal():.3f}"])
+        rows.append([str(t0 + 300 * i), f"{10 + rng.normal():.3f}"])
     rows[300][1] = "95"  # a spike
     rows[120][1] = ""  # an empty value
     rows[121][0] = rows[120][0]  # a duplicate timestamp

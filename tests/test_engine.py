@@ -29,7 +29,9 @@ def spec(**kw):
         matches=lambda k: k.name == "latency",
         detector_type="robust_ewma",
         threshold=0.999,
-        detector_params={"warmup": 30},
+        # Every point of an incident scores high (no refractory memory), so that `for`,
+        # min_hits and a protected baseline have several hits to work on.
+        detector_params={"warmup": 30, "refractory": 0.0},
     )
     base.update(kw)
     return RuleSpec(**base)

@@ -40,15 +40,26 @@ def test_pinned_alerts_half_space_trees() -> None:
     scores = _score(det, ts, x)
     # Warm-up: the first window (250 points), 30 more, and 20 for the calibrator.
     assert not scores[:300].any()
-    assert np.flatnonzero(scores >= 0.98).tolist() == [320, 410, 505, 540]
+    # The four incidents rank first. HalfSpaceTrees' raw score saturates, so they are
+    # no rarer than the top of the calibration window and none reaches 0.99.
+    assert sorted(np.argsort(-scores)[:4].tolist()) == [320, 410, 505, 540]
+    assert np.flatnonzero(scores >= 0.5).tolist() == [505, 540]
+    assert scores.max() < 0.99
 
 
 def test_pinned_alerts_predictive_snarimax() -> None:
     ts, x = spiky_series()
     det = RiverAdapter(model="PredictiveAnomalyDetection", seed=1)
     scores = _score(det, ts, x)
-    # 250 is noise of -3.25 sigma; the forecaster follows the shift at 540 in two points.
-    assert np.flatnonzero(scores >= 0.999).tolist() == [250, 320, 410, 505, 540, 541]
+    # 250 is noise of -3.25 sigma. The dip at 410 and the shift at 540 are less rare than
+    # the spike at 320 was, so the refractory memory holds them below 0.99.
+    assert np.flatnonzero(scores >= 0.9).tolist() == [250, 320, 410, 505]
+    assert np.flatnonzero(scores >= 0.999).tolist() == [320, 505]
+    # Without it every incident scores; the forecaster follows the shift at 540 in two points.
+    det = RiverAdapter(model="PredictiveAnomalyDetection", refractory=0.0, seed=1)
+    no_memory = _score(det, ts, x)
+    assert np.flatnonzero(no_memory >= 0.9).tolist() == [250, 320, 410, 505, 540, 541]
+    assert np.flatnonzero(no_memory >= 0.99).tolist() == [320, 410, 505, 540]
 
 
 MODELS: dict[str, dict[str, Any]] = {
@@ -66,7 +77,9 @@ MODELS: dict[str, dict[str, Any]] = {
             "forecaster_params": {"alpha": 0.3, "beta": 0.05, "gamma": 0.2, "seasonality": 24},
         },
     },
-    "GaussianScorer": {"model": "GaussianScorer", "model_params": {}},
+    # Its raw score saturates at 1, so all incidents tie and the refractory memory would
+    # keep all but the first below the others' onsets: it ranks with the memory off.
+    "GaussianScorer": {"model": "GaussianScorer", "model_params": {}, "refractory": 0.0},
     "HalfSpaceTrees-minmax": {"scaler": "minmax", "features": ["value"]},
 }
 #: The shared checks on every supported model (the registry's run uses HalfSpaceTrees).
@@ -155,8 +168,11 @@ def test_one_class_svm_is_negated_so_outliers_score_high() -> None:
     x[550] = -8.0
     for seed in (3, 4):
         scores = _score(RiverAdapter(model="OneClassSVM", seed=seed), np.arange(600.0), x)
-        assert scores[500] > 0.98, seed  # un-negated, the outliers would rank lowest
-        assert scores[550] > 0.98, seed
+        # Un-negated, the outliers would rank lowest. (They tie with the top of the
+        # calibration window, so they rank high without reaching 0.99.)
+        top = np.quantile(scores, 0.99)
+        assert scores[500] >= top, seed
+        assert scores[550] >= top, seed
 
 
 # --- EmpiricalCalibrator ----------------------------------------------------------------

@@ -40,9 +40,13 @@ def test_pinned_alerts_on_daily_season() -> None:
     ts, x = seasonal_series()
     det = STLSeasonal(period="auto", buffer_size=24 * 7, refit_every=24)
     scores = _score(det, ts, x)
-    assert np.flatnonzero(scores >= 0.999).tolist() == [200, 250, 300, 302]
-    # 162 is noise of +2.1 sigma (score 0.9906): about 1 point in 100 crosses 0.99.
-    assert np.flatnonzero(scores >= 0.99).tolist() == [162, 200, 250, 300, 302]
+    # The three incidents' onsets and nothing else; the plateau scores once (refractory).
+    assert np.flatnonzero(scores >= 0.9).tolist() == [200, 250, 300]
+    assert np.flatnonzero(scores >= 0.95).tolist() == [200, 300]
+    # None is "one point in 10,000" (0.99) yet: the residual scale carries the weekly
+    # cycle, and the tail is still mostly the Gaussian prior, which its exponential fit
+    # makes conservative (0.99 at 4.7 sigma).
+    assert scores.max() < 0.99
     assert det.state_dict()["season"].tolist() == [24]
     # Warm-up: nothing before three daily cycles are buffered.
     assert not scores[: 3 * 24].any()
@@ -117,7 +121,7 @@ def test_a_spike_does_not_echo_one_period_later() -> None:
 
 def test_learn_below_stores_the_expected_value() -> None:
     ts, x = seasonal_series()
-    det = STLSeasonal(period=24, buffer_size=24 * 7, refit_every=24, learn_below=0.999)
+    det = STLSeasonal(period=24, buffer_size=24 * 7, refit_every=24, learn_below=0.95)
     _score(det, ts[:201], x[:201])
     state = det.state_dict()
     last = (state["head"][0] - 1) % det.buffer_size
