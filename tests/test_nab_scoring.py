@@ -187,7 +187,14 @@ def fp_penalty(i: int, b: int = WINDOW[1], width: int = 10) -> float:
 
 def test_probation_rounding_follows_nab() -> None:
     assert [probation_length(n) for n in (0, 6, 7, 100, 4032, 5000, 5001, 22695)] == [
-        0, 0, 1, 15, 604, 750, 750, 750,
+        0,
+        0,
+        1,
+        15,
+        604,
+        750,
+        750,
+        750,
     ]
     assert toy().probation == 15
 

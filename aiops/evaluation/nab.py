@@ -671,8 +671,7 @@ def score_detections(
     p = corpus.profile(profile)
     _check_names(corpus, detections, "detections")
     files = tuple(
-        _score_file(f, _as_column(detections[f.name], f, np.bool_, "detections"), p)
-        for f in corpus
+        _score_file(f, _as_column(detections[f.name], f, np.bool_, "detections"), p) for f in corpus
     )
     null, perfect = _normalizers(corpus, p)
     raw = math.fsum(r.raw for r in files)
@@ -753,8 +752,11 @@ class _Curve:
 
     def raw(self, p: Profile) -> FloatArray:
         base = -p.fn_weight * self.n_windows
-        return base + p.fp_weight * self.fp_sum + p.tp_weight * self.tp_sum + (
-            p.fn_weight * self.detected
+        return (
+            base
+            + p.fp_weight * self.fp_sum
+            + p.tp_weight * self.tp_sum
+            + (p.fn_weight * self.detected)
         )
 
 
