@@ -273,10 +273,10 @@ class EnvelopeNovelty(RoundDetector):
         self._profiles = [np.zeros((0, b), dtype=np.float32) for b in self._bins]
         self._hi = np.full((0, self._n_features), -np.inf)
         self._lo = np.full((0, self._n_features), np.inf)
-        # Features, novelty, profile bins and scores of the round just scored, for
+        # Features, novelty, profile bins, scores and ages of the round just scored, for
         # _learn_round.
         self._pending: (
-            tuple[IntArray, FloatArray, FloatArray, list[IntArray], FloatArray] | None
+            tuple[IntArray, FloatArray, FloatArray, list[IntArray], FloatArray, FloatArray] | None
         ) = None
 
     @classmethod
@@ -413,10 +413,9 @@ class EnvelopeNovelty(RoundDetector):
                 hi[j] = max(hi[j], f)
                 lo[j] = min(lo[j], f)
                 count[j] += 1.0
-            if True:
-                for s in range(n_seasons):
-                    p = float(profiles[s][bins[s]])
-                    profiles[s][bins[s]] = x if math.isnan(p) else p + a_p * (x - p)
+            for s in range(n_seasons):
+                p = float(profiles[s][bins[s]])
+                profiles[s][bins[s]] = x if math.isnan(p) else p + a_p * (x - p)
             n += 1
         self._n[i], self._t0[i] = n, t0
         self._last[i], self._level[i], self._vol[i], self._refr[i] = last, level, vol, refr
@@ -458,9 +457,8 @@ class EnvelopeNovelty(RoundDetector):
 
     def _score_round(self, idx: IntArray, timestamps: FloatArray, values: FloatArray) -> FloatArray:
         feats, bins = self._features(idx, timestamps, values)
-        warm = self._n[idx] >= self.warmup
-        if self.warmup_seconds > 0.0:
-            warm &= self._age(idx, timestamps) >= self.warmup_seconds
+        age = self._age(idx, timestamps)
+        warm = (self._n[idx] >= self.warmup) & (age >= self.warmup_seconds)
         novelty = np.zeros(len(idx))
         if warm.any():
             w = np.flatnonzero(warm)
@@ -480,13 +478,12 @@ class EnvelopeNovelty(RoundDetector):
             if len(self._periods):
                 # A seasonal residual counts once its profile and envelope had a
                 # period to settle after the warm-up periods.
-                age = self._age(idx[w], timestamps[w])
-                young = age[:, None] < (self.seasonal_warmup + 1.0) * self._periods
+                young = age[w, None] < (self.seasonal_warmup + 1.0) * self._periods
                 excess[:, _N_BASE:][young] = 0.0
             novelty[w] = -np.expm1(-excess.max(axis=1))
         fresh = np.maximum(novelty - self._refr[idx], 0.0)
         scores: FloatArray = 1.0 - (1.0 - fresh) ** self._gamma
-        self._pending = (idx, feats, novelty, bins, scores)
+        self._pending = (idx, feats, novelty, bins, scores, age)
         return scores
 
     def _learn_round(
@@ -499,9 +496,8 @@ class EnvelopeNovelty(RoundDetector):
             pending = self._pending
             self._pending = None
             assert pending is not None
-        _, feats, novelty, bins, scores = pending
+        _, feats, novelty, bins, scores, age = pending
         n = self._n[idx]
-        age = self._age(idx, timestamps)
         self._t0[idx] = np.where(n > 0, self._t0[idx], timestamps)
         refr = np.maximum(self.refractory * self._refr[idx], novelty)
         self._refr[idx] = np.where(scores >= _ALERT_SCORE, np.maximum(refr, self.alert_hold), refr)

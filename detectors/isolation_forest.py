@@ -14,6 +14,10 @@ from typing import Any
 import numpy as np
 
 from aiops.detector import Detector
+
+# A calibrated score is ``exp(-RARITY * p)`` for a tail probability ``p``, the scale
+# every detector shares: 0.99 means "one ordinary vector in 10,000 is this rare".
+from aiops.detectors.calibration import RARITY
 from aiops.types import BoolArray, FloatArray, IntArray, SeriesKey
 
 __all__ = ["IsolationForestDetector"]
@@ -34,10 +38,6 @@ ABS_MIN_SCALE = 1e-30
 #: tree only compares a value with split points drawn inside the training range, so
 #: anything beyond it scores the same however far out it is.
 CLIP_Z = 1e6
-#: A calibrated score is ``exp(-RARITY * p)`` for a tail probability ``p``: the
-#: engine's default threshold, 0.99, means "one ordinary vector in 10,000 is this
-#: rare", 0.999 one in 100,000; so ``1 - score`` is about ``RARITY * p``.
-RARITY = 100.0
 #: The per-axis tail scale never counts as less than this (in the forest's input units,
 #: about sigmas): an axis that was constant over the window, up to float rounding, must
 #: not turn rounding into a record.
