@@ -83,12 +83,14 @@ class Registry(Generic[T]):
         return self.get(name)(**kwargs)
 
 
-#: The detector of a rule that names none, and of ``aiops score`` / ``aiops eval``.
-DEFAULT_DETECTOR = "envelope_novelty"
+#: The detector of a rule that names none, and of ``aiops score`` / ``aiops eval``:
+#: the one that holds on operations metrics (web-service KPIs), see README "Detectors".
+DEFAULT_DETECTOR = "ewma_z"
 
 DETECTORS: Registry[Any] = Registry(
     "detector",
     {
+        "ewma_z": "aiops.detectors.ewma_z:EwmaZ",
         "ensemble": "aiops.detectors.ensemble:Ensemble",
         "river": "aiops.detectors.river_adapter:RiverAdapter",
         "robust_ewma": "aiops.detectors.robust_ewma:RobustEWMA",

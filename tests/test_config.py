@@ -144,7 +144,7 @@ REAL_PATHS = [(r, dict(r._paths)) for r in (SOURCES, NOTIFIERS, DETECTORS)]
 PINNED_TYPES: list[tuple[Registry[Any], tuple[str, ...]]] = [
     (SOURCES, ("simulator", "file")),
     (NOTIFIERS, ("console", "jsonl")),
-    (DETECTORS, ("envelope_novelty", "robust_ewma")),
+    (DETECTORS, ("ewma_z", "envelope_novelty", "robust_ewma")),
 ]
 _STAND_INS: list[tuple[Registry[Any], str, str]] = [
     (SOURCES, "simulator", "StandInSimulator"),
@@ -327,7 +327,7 @@ def test_rule_values_and_defaults() -> None:
     assert everything.rules[2].query == "sum by (service) (rate(http_requests_total[5m]))"
     assert everything.rules[2].selector is None
     minimal = groups[1].rules[0]
-    assert minimal.detector.type == DEFAULT_DETECTOR == "envelope_novelty"
+    assert minimal.detector.type == DEFAULT_DETECTOR == "ewma_z"
     assert minimal.detector.params == {}
     assert (minimal.threshold, minimal.for_, minimal.min_hits, minimal.hits_window) == (
         0.99,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from aiops.detectors.envelope_novelty import EnvelopeNovelty
-from aiops.scoring import DEFAULT_DETECTOR, score_series
+from aiops.scoring import score_series
 
 #: Measured 70.61 (swept) and 70.37 (own alerts) on NAB v1.1 standard; see
 #: bench/quality/README.md. The floor leaves room for harmless numeric changes only.
@@ -29,13 +29,9 @@ def _incidents(seed: int = 7, n: int = 1500) -> tuple[np.ndarray, np.ndarray]:
 PINNED = [342, 495, 600, 902, 1201]
 
 
-def test_is_the_default() -> None:
-    assert DEFAULT_DETECTOR == "envelope_novelty"
-
-
 def test_pinned_alerts_at_defaults() -> None:
     t, x = _incidents()
-    out = score_series(t, x)
+    out = score_series(t, x, detector="envelope_novelty")
     # The first 18 hours score nothing, a few records follow on day two, then one alert per
     # incident: the spike, the level shift (once, not on every shifted point), the burst.
     assert np.flatnonzero(out.alerts).tolist() == PINNED
@@ -45,7 +41,7 @@ def test_missing_values_change_nothing() -> None:
     t, x = _incidents()
     gappy = x.copy()
     gappy[700:710] = np.nan
-    out = score_series(t, gappy)
+    out = score_series(t, gappy, detector="envelope_novelty")
     assert np.flatnonzero(out.alerts).tolist() == PINNED
     assert (out.scores[700:710] == 0).all()
 
@@ -157,7 +153,7 @@ def test_nab_standard_floor_at_defaults() -> None:
         pytest.fail(f"NAB corpus not found at {root}: set AIOPS_NAB_DIR to the NAB v1.1 root")
     from aiops.evaluation.run import score_nab
 
-    report = score_nab(root, jobs=2, progress=False)
+    report = score_nab(root, detector="envelope_novelty", jobs=2, progress=False)
     assert report.swept["standard"].score >= NAB_STANDARD_FLOOR
     assert report.alerts is not None
     assert report.alerts["standard"].score >= NAB_STANDARD_FLOOR

@@ -1,0 +1,274 @@
+"""EWMA z-score with a per-series tail calibration, compiled as one loop over points.
+
+See :class:`EwmaZ`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numba
+import numpy as np
+
+from aiops.detector import Detector
+from aiops.types import FloatArray, IntArray
+
+__all__ = ["EwmaZ"]
+
+#: A point scoring at or above ``learn_below`` still moves the level and variance, but
+#: with its residual clipped to this many standard deviations (a Huber step): a spike
+#: does not become the new normal, and a permanent level shift is absorbed after a few
+#: dozen points instead of alerting for ever. On the KPI development data, skipping such
+#: points altogether took best F1 from 0.71 to 0.20 (every level shift alerted until the
+#: end of the series); clipping at 3 kept 0.70.
+HELD_CLIP = 3.0
+#: The standard deviation never counts as less than this share of the level (plus an
+#: absolute epsilon): a series constant so far scores its first move as very rare, not
+#: as a division by zero.
+_REL_SD_FLOOR = 1e-6
+_ABS_SD_FLOOR = 1e-9
+
+
+@numba.njit(cache=True, nogil=True)
+def _tail_p(z: float, q: float, m: float, u0: float) -> float:
+    """Tail probability of a deviation ``z``: linear to ``q`` at ``u0``, then exponential."""
+    if z <= u0:
+        return 1.0 - (1.0 - q) * z / u0
+    return q * math.exp(-(z - u0) / m)
+
+
+@numba.njit(cache=True, nogil=True)
+def _score_points(
+    idx: IntArray,
+    values: FloatArray,
+    out: FloatArray,
+    n: IntArray,
+    mu: FloatArray,
+    var: FloatArray,
+    q: FloatArray,
+    m: FloatArray,
+    alpha: float,
+    variance_alpha: float,
+    warmup: int,
+    tail_start: float,
+    tail_alpha: float,
+    learn_below: float,
+) -> None:
+    """Score and learn every point in order; the whole detector is this loop."""
+    for k in range(len(idx)):
+        i = idx[k]
+        x = values[k]
+        out[k] = 0.0
+        if not math.isfinite(x):
+            continue
+        c = n[i]
+        if c == 0:
+            mu[i] = x
+            var[i] = 0.0
+            n[i] = 1
+            continue
+        d = x - mu[i]
+        sd = math.sqrt(var[i]) + _ABS_SD_FLOOR + _REL_SD_FLOOR * abs(mu[i])
+        z = abs(d) / sd
+        score = 0.0
+        if c >= warmup:
+            score = 1.0 - _tail_p(z, q[i], m[i], tail_start)
+        out[k] = score
+        if score >= learn_below:
+            d = max(-HELD_CLIP * sd, min(HELD_CLIP * sd, d))
+        elif c >= warmup:
+            # The tail is that of the series' normal points: held points stay out of it.
+            beyond = 1.0 if z > tail_start else 0.0
+            q[i] += tail_alpha * (beyond - q[i])
+            if beyond:
+                # The mean excess learns from the exceedances only, so its weight is the
+                # tail weight over the exceedance share; capped so that one huge point
+                # cannot triple it.
+                w = min(tail_alpha / max(q[i], tail_alpha), 0.5)
+                m[i] += w * (min(z - tail_start, 10.0 * m[i]) - m[i])
+        # Running means until the exponential weights take over, so that neither the
+        # level nor the variance starts biased towards the series' first point.
+        a = max(alpha, 1.0 / (c + 1))
+        av = max(variance_alpha, 1.0 / c)
+        mu[i] += a * d
+        var[i] = (1.0 - av) * (var[i] + av * d * d)
+        n[i] = c + 1
+
+
+def _gaussian_excess(u0: float) -> tuple[float, float]:
+    """Share of a standard Gaussian beyond ``|z| = u0`` and its mean excess there."""
+    q = math.erfc(u0 / math.sqrt(2.0))
+    density = math.exp(-0.5 * u0 * u0) / math.sqrt(2.0 * math.pi)
+    # E[|Z| - u0 | |Z| > u0] = 2 * phi(u0) / q - u0 (the inverse Mills ratio).
+    return q, 2.0 * density / q - u0
+
+
+class EwmaZ(Detector):
+    """The point's deviation from an exponentially weighted level, in local sigmas.
+
+    Per series: a level ``mu`` (an EWMA of weight ``alpha``) and a variance (an EWMA of
+    weight ``variance_alpha`` of the squared residuals). A point's deviation is
+    ``z = |x - mu| / sigma`` against the level and variance *before* the point. The
+    score is ``1 - p`` with ``p`` the tail probability of ``z`` among the series' own
+    normal points: a peaks-over-threshold model (as in Siffer et al.'s SPOT, 2017) keeps
+    the decayed share ``q`` of deviations beyond ``tail_start`` and their decayed mean
+    excess ``m``, and ``p = q * exp(-(z - tail_start) / m)`` beyond it (linear from 1 at
+    ``z = 0`` to ``q`` below). Both start from a standard Gaussian's values, so a young
+    series is scored as Gaussian until its own tail is known; a heavy-tailed or spiky
+    series learns a larger share and a longer excess, so the same ``z`` is less rare
+    there. A score ``s`` thus means that about a fraction ``1 - s`` of the series'
+    normal points score ``s`` or more.
+
+    Works well on: spikes, dips and level shifts relative to the recent level and
+    volatility, inside the range seen so far too (the web-service KPIs: a 15-line
+    version of this detector is the strong baseline of that benchmark), noisy and
+    quantized series, scrape gaps. Fails on: a daily cycle whose regular steep edges
+    look like shifts on a volatile-free series; slow drifts (the level follows them);
+    changes of shape that keep the level (a stuck or flat value, a missing daily peak:
+    there is no seasonal model); and records on slowly varying series (NAB's
+    "new extreme" anomalies, ``envelope_novelty``'s strength). The level adapts within
+    about ``1 / alpha`` points, so a sustained shift alerts at its start and is normal a
+    few dozen points later.
+
+    ``learn_below``: a point scoring at or above it moves the level and variance with its
+    residual clipped to ``HELD_CLIP`` sigmas and stays out of the tail statistics.
+
+    Cost: one compiled loop over the batch's points in order (no rounds, no scalar
+    copy: the same kernel serves a batch of 100,000 series and one long replay); five
+    numbers per series (40 bytes).
+
+    Parameters
+    ----------
+    alpha
+        EWMA weight of the level; its memory is about ``1 / alpha`` points.
+    variance_alpha
+        EWMA weight of the variance.
+    warmup
+        Points learned before a series scores anything.
+    tail_start
+        Deviation, in sigmas, beyond which the tail is exponential (2.5: 1.2% of Gaussian
+        points lie beyond, so the fit sits where deviations are already unusual).
+    tail_alpha
+        Per-point forgetting weight of the tail statistics (memory about ``1 /
+        tail_alpha`` points).
+
+    >>> det = EwmaZ(warmup=20)
+    >>> rng = np.random.default_rng(0)
+    >>> x = 10.0 + rng.normal(0.0, 1.0, 200)
+    >>> x[150] += 8.0
+    >>> s = det.score(np.zeros(200, dtype=np.int64), np.arange(200.0) * 60, x)
+    >>> int(np.argmax(s)), round(float(s[150]), 6)
+    (150, 1.0)
+    >>> bool(np.mean(s[20:] >= 0.99) < 0.03)
+    True
+    """
+
+    name = "ewma_z"
+
+    def __init__(
+        self,
+        *,
+        alpha: float = 0.05,
+        variance_alpha: float = 0.02,
+        warmup: int = 100,
+        tail_start: float = 2.5,
+        tail_alpha: float = 1e-3,
+        learn_below: float = math.inf,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(learn_below=learn_below, seed=seed)
+        for label, a in (("alpha", alpha), ("variance_alpha", variance_alpha)):
+            if not 0.0 < a <= 1.0:
+                raise ValueError(f"{label} must be in (0, 1], got {a}")
+        if not 0.0 < tail_alpha < 1.0:
+            raise ValueError(f"tail_alpha must be in (0, 1), got {tail_alpha}")
+        if not tail_start > 0.0:
+            raise ValueError(f"tail_start must be positive, got {tail_start}")
+        if warmup < 2:
+            raise ValueError(f"warmup must be at least 2, got {warmup}")
+        self.alpha = alpha
+        self.variance_alpha = variance_alpha
+        self.warmup = warmup
+        self.tail_start = tail_start
+        self.tail_alpha = tail_alpha
+        self._q0, self._m0 = _gaussian_excess(tail_start)
+        self._n = np.zeros(0, dtype=np.int64)
+        self._mu = np.zeros(0)
+        self._var = np.zeros(0)
+        self._q = np.zeros(0)
+        self._m = np.zeros(0)
+
+    @classmethod
+    def check_params(cls) -> dict[str, Any]:
+        """Small parameters for the shared detector check suite."""
+        return {"warmup": 10}
+
+    @property
+    def n_series(self) -> int:
+        """How many series indices the detector holds state for."""
+        return len(self._n)
+
+    def _grow(self, n: int) -> None:
+        cap = max(n, 2 * len(self._n))
+        extra = cap - len(self._n)
+        self._n = np.concatenate([self._n, np.zeros(extra, dtype=np.int64)])
+        self._mu = np.concatenate([self._mu, np.zeros(extra)])
+        self._var = np.concatenate([self._var, np.zeros(extra)])
+        self._q = np.concatenate([self._q, np.full(extra, self._q0)])
+        self._m = np.concatenate([self._m, np.full(extra, self._m0)])
+
+    def score(self, idx: IntArray, timestamps: FloatArray, values: FloatArray) -> FloatArray:
+        """Score and learn from the points; see :mod:`aiops.detector`."""
+        idx = np.ascontiguousarray(idx, dtype=np.int64)
+        values = np.ascontiguousarray(values, dtype=np.float64)
+        if not len(idx) == len(timestamps) == len(values):
+            raise ValueError(
+                f"idx, timestamps and values differ in length: "
+                f"{len(idx)}, {len(timestamps)}, {len(values)}"
+            )
+        out = np.zeros(len(idx))
+        if len(idx) == 0:
+            return out
+        if int(idx.min()) < 0:
+            raise ValueError("series indices must not be negative")
+        need = int(idx.max()) + 1
+        if need > self.n_series:
+            self._grow(need)
+        _score_points(
+            idx,
+            values,
+            out,
+            self._n,
+            self._mu,
+            self._var,
+            self._q,
+            self._m,
+            float(self.alpha),
+            float(self.variance_alpha),
+            int(self.warmup),
+            float(self.tail_start),
+            float(self.tail_alpha),
+            float(self.learn_below),
+        )
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        """Count, level, variance and tail statistics per series, as arrays."""
+        k = self.n_series
+        return {
+            "n": self._n[:k].copy(),
+            "mu": self._mu[:k].copy(),
+            "var": self._var[:k].copy(),
+            "q": self._q[:k].copy(),
+            "m": self._m[:k].copy(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        n = np.asarray(state["n"], dtype=np.int64).copy()
+        arrays = [np.asarray(state[k], dtype=np.float64).copy() for k in ("mu", "var", "q", "m")]
+        if any(a.shape != n.shape for a in arrays):
+            raise ValueError("ewma_z state arrays differ in length")
+        self._n = n
+        self._mu, self._var, self._q, self._m = arrays
