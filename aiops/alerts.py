@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numba
 import numpy as np
 
 from aiops.types import BoolArray, FloatArray, IntArray
@@ -25,19 +26,69 @@ __all__ = ["FIRING", "INACTIVE", "PENDING", "AlertStateMachine", "Transitions"]
 
 INACTIVE, PENDING, FIRING = 0, 1, 2
 _FIELDS = ("state", "active_at", "fired_at", "suppress_until")
+_DTYPES = {
+    "state": np.int8,
+    "active_at": np.float64,
+    "fired_at": np.float64,
+    "suppress_until": np.float64,
+}
 
 
 @dataclass(frozen=True, slots=True)
 class Transitions:
-    """Positions (into the round's arrays) that started firing or resolved."""
+    """Positions (into the arrays of the call) that started firing or resolved."""
 
     fired: IntArray
     resolved: IntArray
     starts_at: FloatArray  # per resolved position: when that alert fired
 
 
+@numba.njit(cache=True, nogil=True)
+def _step_points(
+    idx: IntArray,
+    t: FloatArray,
+    cond: BoolArray,
+    fired: BoolArray,
+    resolved: BoolArray,
+    starts_at: FloatArray,
+    state: np.ndarray[Any, np.dtype[np.int8]],
+    active_at: FloatArray,
+    fired_at: FloatArray,
+    suppress_until: FloatArray,
+    for_seconds: float,
+    suppress_seconds: float,
+) -> None:
+    """Apply every point in order; flag where an alert fired or resolved."""
+    for k in range(len(idx)):
+        i = idx[k]
+        tk = t[k]
+        st = state[i]
+        if not cond[k]:
+            if st == FIRING:
+                resolved[k] = True
+                starts_at[k] = fired_at[i]
+                suppress_until[i] = tk + suppress_seconds
+            if st in (PENDING, FIRING):
+                state[i] = INACTIVE
+            continue
+        if st == INACTIVE:
+            # A NaN time compares false here and below, as it would in numpy.
+            if not tk >= suppress_until[i]:
+                continue
+            active_at[i] = tk
+            state[i] = PENDING
+            st = PENDING
+        if st == PENDING and tk - active_at[i] >= for_seconds:
+            state[i] = FIRING
+            fired_at[i] = tk
+            fired[k] = True
+
+
 class AlertStateMachine:
-    """Per-series alert states for one rule, updated one round at a time.
+    """Per-series alert states for one rule.
+
+    A call takes any number of points of any series; they are applied in order, so one
+    call over a batch gives exactly what feeding its points one at a time gives.
 
     >>> sm = AlertStateMachine(for_seconds=30.0)
     >>> i = np.array([0])
@@ -70,34 +121,32 @@ class AlertStateMachine:
         self.suppress_until = np.concatenate([self.suppress_until, np.full(extra, -np.inf)])
 
     def step(self, idx: IntArray, t: FloatArray, cond: BoolArray) -> Transitions:
-        """Apply one round (distinct series, in time order per series)."""
-        if len(idx) and int(idx.max()) >= len(self.state):
+        """Apply the points in order (``idx`` may repeat; each series in time order)."""
+        idx = np.ascontiguousarray(idx, dtype=np.int64)
+        t = np.ascontiguousarray(t, dtype=np.float64)
+        cond = np.ascontiguousarray(cond, dtype=bool)
+        n = len(idx)
+        fired = np.zeros(n, dtype=bool)
+        resolved = np.zeros(n, dtype=bool)
+        starts_at = np.zeros(n)
+        if n:
             self._grow(int(idx.max()) + 1)
-        st = self.state[idx]
-        inactive, pending, firing = st == INACTIVE, st == PENDING, st == FIRING
-
-        start = inactive & cond & (t >= self.suppress_until[idx])
-        self.active_at[idx[start]] = t[start]
-        active_at = self.active_at[idx]
-        fire = (start | pending) & cond & (t - active_at >= self.for_seconds)
-        to_pending = start & ~fire
-        cancel = pending & ~cond
-        resolve = firing & ~cond
-
-        new = st.copy()
-        new[to_pending] = PENDING
-        new[fire] = FIRING
-        new[cancel | resolve] = INACTIVE
-        self.state[idx] = new
-        self.fired_at[idx[fire]] = t[fire]
-        self.suppress_until[idx[resolve]] = t[resolve] + self.suppress_seconds
-
-        resolved = np.flatnonzero(resolve)
-        return Transitions(
-            fired=np.flatnonzero(fire),
-            resolved=resolved,
-            starts_at=self.fired_at[idx[resolved]],
-        )
+            _step_points(
+                idx,
+                t,
+                cond,
+                fired,
+                resolved,
+                starts_at,
+                self.state,
+                self.active_at,
+                self.fired_at,
+                self.suppress_until,
+                float(self.for_seconds),
+                float(self.suppress_seconds),
+            )
+        where = np.flatnonzero(resolved)
+        return Transitions(fired=np.flatnonzero(fired), resolved=where, starts_at=starts_at[where])
 
     def firing(self) -> IntArray:
         """Indices of the series firing now."""
@@ -110,4 +159,4 @@ class AlertStateMachine:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the per-series arrays."""
         for f in _FIELDS:
-            setattr(self, f, np.asarray(state[f]).copy())
+            setattr(self, f, np.asarray(state[f], dtype=_DTYPES[f]).copy())

@@ -3,8 +3,10 @@
 For each rule that reads a source, a batch goes through: the series registry (which
 series the rule sees; dense indices; the cap), the detector (calibrated scores, state
 per series), the hit window (threshold, min hits) and the alert state machine (``for``,
-suppression, resolution). Everything is vectorized over the batch; Python objects are
-made only for the rare alert transitions.
+suppression, resolution). Each layer takes the whole batch in one call, whatever the
+number of points per series: numpy over the points, or a compiled loop over them in order
+(hit window, alert state machine), so a batch gives what feeding its points one at a time
+gives. Python objects are made only for the rare alert transitions.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from aiops.alerts import AlertStateMachine
-from aiops.detector import Detector, split_rounds
+from aiops.detector import Detector
 from aiops.notify import Alert
 from aiops.postrule import HitWindow
 from aiops.registry import DEFAULT_DETECTOR, DETECTORS
@@ -134,24 +136,28 @@ class RuleRuntime:
         vs = batch.values[positions]
         scores = self.detector.score(idx, ts, vs)
         fired = np.zeros(len(positions), dtype=bool)
+        # A missing value is no point for the post-rules: no hit, no miss, no transition.
+        sel = np.flatnonzero(np.isfinite(vs))
+        if len(sel) == 0:
+            return RuleResult(positions, scores, fired, [])
+        i, t, v, s = idx[sel], ts[sel], vs[sel], scores[sel]
+        tr = self.alerts.step(i, t, self.hits.step(i, s))
+        fired[sel[tr.fired]] = True
         alerts: list[Alert] = []
+        n_fired = len(tr.fired)
+        at = np.concatenate([tr.fired, tr.resolved])
+        for k in np.argsort(at).tolist():  # in point order, as one point at a time gives
+            j = int(at[k])
+            index, value, score, now = int(i[j]), float(v[j]), float(s[j]), float(t[j])
+            if k < n_fired:
+                alerts.append(self._alert(index, "firing", now, None, value, score))
+            else:
+                start = float(tr.starts_at[k - n_fired])
+                alerts.append(self._alert(index, "resolved", start, now, value, score))
         self._ensure(int(idx.max()) + 1)
-        finite = np.isfinite(vs)
-        for sel in split_rounds(idx):
-            sel = sel[finite[sel]]
-            if len(sel) == 0:
-                continue
-            i, t, s = idx[sel], ts[sel], scores[sel]
-            self._last_value[i] = vs[sel]
-            self._last_score[i] = s
-            cond = self.hits.step(i, s)
-            tr = self.alerts.step(i, t, cond)
-            if len(tr.fired):
-                fired[sel[tr.fired]] = True
-                for j in tr.fired:
-                    alerts.append(self._alert(int(i[j]), "firing", float(t[j]), None))
-            for j, start in zip(tr.resolved, tr.starts_at, strict=True):
-                alerts.append(self._alert(int(i[j]), "resolved", float(start), float(t[j])))
+        last = len(i) - 1 - np.unique(i[::-1], return_index=True)[1]  # each series' last point
+        self._last_value[i[last]] = v[last]
+        self._last_score[i[last]] = s[last]
         return RuleResult(positions, scores, fired, alerts)
 
     def _ensure(self, n: int) -> None:
@@ -169,10 +175,16 @@ class RuleRuntime:
         labels["alertname"] = self.spec.alert
         return labels
 
-    def _alert(self, index: int, status: str, starts_at: float, ends_at: float | None) -> Alert:
+    def _alert(
+        self,
+        index: int,
+        status: str,
+        starts_at: float,
+        ends_at: float | None,
+        value: float,
+        score: float,
+    ) -> Alert:
         labels = self.alert_labels(index)
-        value = float(self._last_value[index])
-        score = float(self._last_score[index])
         key = self.registry.key(index)
         context = {"labels": labels, "value": value, "score": score, "series": str(key)}
         annotations = {k: self.render(v, context) for k, v in self.spec.annotations.items()}
