@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 import aiops
+from aiops.detector import DEFAULT_THRESHOLD
 
 __all__ = ["main"]
 
@@ -93,7 +94,10 @@ def check(paths: tuple[Path, ...]) -> None:
 )
 @click.option("--params", default=None, help="Detector parameters as a JSON object.")
 @click.option(
-    "--threshold", default=0.99, show_default=True, type=click.FloatRange(0, 1, min_open=True)
+    "--threshold",
+    default=DEFAULT_THRESHOLD,
+    show_default=True,
+    type=click.FloatRange(0, 1, min_open=True),
 )
 def score(
     csv_path: Path, out_path: Path, detector: str | None, params: str | None, threshold: float
@@ -153,7 +157,10 @@ def eval_group() -> None:
 @click.option("--detector", default=None, help="Registered detector name.")
 @click.option("--params", default=None, help="Detector parameters as a JSON object.")
 @click.option(
-    "--threshold", default=0.99, show_default=True, type=click.FloatRange(0, 1, min_open=True)
+    "--threshold",
+    default=DEFAULT_THRESHOLD,
+    show_default=True,
+    type=click.FloatRange(0, 1, min_open=True),
 )
 @click.option(
     "--jobs", default=1, show_default=True, type=click.IntRange(1), help="Worker processes."

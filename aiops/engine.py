@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from aiops.alerts import AlertStateMachine
-from aiops.detector import Detector
+from aiops.detector import DEFAULT_THRESHOLD, Detector
 from aiops.notify import Alert
 from aiops.postrule import HitWindow
 from aiops.registry import DEFAULT_DETECTOR, DETECTORS
@@ -49,7 +49,7 @@ class RuleSpec:
     matches: Callable[[SeriesKey], bool]
     detector_type: str = DEFAULT_DETECTOR
     detector_params: Mapping[str, Any] = field(default_factory=dict)
-    threshold: float = 0.99
+    threshold: float = DEFAULT_THRESHOLD
     for_seconds: float = 0.0
     min_hits: int = 1
     hits_window: int | None = None

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from aiops.detector import DEFAULT_THRESHOLD
 from aiops.engine import RuleRuntime, RuleSpec
 from aiops.registry import DEFAULT_DETECTOR
 from aiops.timeutil import parse_timestamp
@@ -42,7 +43,7 @@ def score_series(
     *,
     detector: str = DEFAULT_DETECTOR,
     params: Mapping[str, Any] | None = None,
-    threshold: float = 0.99,
+    threshold: float = DEFAULT_THRESHOLD,
     for_seconds: float = 0.0,
     min_hits: int = 1,
     hits_window: int | None = None,

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from aiops.detector import RoundDetector
+from aiops.detector import DEFAULT_THRESHOLD, RoundDetector
 from aiops.types import BoolArray, FloatArray, IntArray
 
 __all__ = ["EnvelopeNovelty"]
@@ -26,8 +26,8 @@ _N_BASE = 3
 #: novelty for its first move instead of a division by zero.
 _REL_WIDTH_FLOOR = 1e-6
 _ABS_WIDTH_FLOOR = 1e-12
-#: The score at which the engine's default threshold (0.99) sits; see ``alert_novelty``.
-_ALERT_SCORE = 0.99
+#: The score at which the engine's default threshold sits; see ``alert_novelty``.
+_ALERT_SCORE = DEFAULT_THRESHOLD
 
 
 class EnvelopeNovelty(RoundDetector):
@@ -67,11 +67,11 @@ class EnvelopeNovelty(RoundDetector):
     score is built from ``max(0, N - M)`` and ``M`` then becomes ``max(refractory * M,
     N)``, so a point must be *more* novel than the recent peak, which is forgotten with
     a half-life of ``ln 2 / -ln(refractory)`` points (34 at the default). After a point
-    scores at or above 0.99 (the engine's default threshold), ``M`` is at least
+    scores at or above the engine's default threshold (0.9995), ``M`` is at least
     ``alert_hold``: at 1, the series cannot alert again until ``M`` has decayed below
     what a new incident's novelty reaches. The score is a monotone map of the fresh
     novelty, ``1 - (1 - fresh) ** gamma``, with ``gamma`` chosen so that a fresh
-    novelty of ``alert_novelty`` scores exactly 0.99.
+    novelty of ``alert_novelty`` scores exactly that threshold.
 
     Learning and ``learn_below``: the smoothers (last value, level, volatility, residual
     EWMAs), the seasonal profiles and the refractory memory follow every finite point:
@@ -125,9 +125,9 @@ class EnvelopeNovelty(RoundDetector):
     refractory
         Per-point decay of the refractory memory, in ``[0, 1)``; 0 disables it.
     alert_novelty
-        The fresh novelty ``max(0, N - M)`` that scores 0.99.
+        The fresh novelty ``max(0, N - M)`` that scores the default threshold.
     alert_hold
-        The refractory memory after a point scored 0.99 or more, in ``[0, 1]``.
+        The refractory memory after a point scored the default threshold or more, in ``[0, 1]``.
     sample_margin
         Widens a young envelope's margin by ``sample_margin / (a * c)`` tolerances
         (see above); 0 disables it.
@@ -158,7 +158,7 @@ class EnvelopeNovelty(RoundDetector):
     >>> t = np.arange(len(x)) * 60.0
     >>> s = det.score(np.zeros(len(x), dtype=np.int64), t, x)
     >>> np.round(s[-6:], 3).tolist()  # a spike up, back to normal, a dip
-    [0.0, 0.0, 1.0, 0.0, 0.0, 0.725]
+    [0.0, 0.0, 1.0, 0.0, 0.0, 0.881]
     """
 
     name = "envelope_novelty"

@@ -43,6 +43,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from aiops.config.translate import show as _show
+from aiops.detector import DEFAULT_THRESHOLD
 from aiops.registry import DEFAULT_DETECTOR
 from aiops.selector import LABEL_NAME_RE, Matcher, Selector, parse_matcher, parse_selector
 from aiops.templates import Template
@@ -336,7 +337,7 @@ class Rule(_Model):
     selector: SelectorField | None = None
     query: NonEmptyStr | None = None
     detector: DetectorSpec = Field(default_factory=DetectorSpec)
-    threshold: Annotated[float, PlainValidator(_threshold)] = 0.99
+    threshold: Annotated[float, PlainValidator(_threshold)] = DEFAULT_THRESHOLD
     for_: Duration = Field(default=0.0, alias="for")
     min_hits: StrictInt = Field(default=1, ge=1)
     hits_window: StrictInt = Field(default=1, ge=1)

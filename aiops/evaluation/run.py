@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from aiops.detector import DEFAULT_THRESHOLD
 from aiops.evaluation.nab import EvaluationReport, evaluate, load_corpus
 from aiops.scoring import DEFAULT_DETECTOR, score_series
 from aiops.types import BoolArray, FloatArray
@@ -33,7 +34,7 @@ def score_nab(
     *,
     detector: str | None = None,
     params: Mapping[str, Any] | None = None,
-    threshold: float = 0.99,
+    threshold: float = DEFAULT_THRESHOLD,
     jobs: int = 1,
     progress: bool = True,
 ) -> EvaluationReport:
