@@ -139,6 +139,10 @@ class RuleRuntime:
         # A missing value is no point for the post-rules: no hit, no miss, no transition.
         sel = np.flatnonzero(np.isfinite(vs))
         if len(sel) == 0:
+            # Still hold post-rule state for the series seen, as a point at a time does.
+            need = int(idx.max()) + 1
+            self.hits._grow(need)
+            self.alerts._grow(need)
             return RuleResult(positions, scores, fired, [])
         i, t, v, s = idx[sel], ts[sel], vs[sel], scores[sel]
         tr = self.alerts.step(i, t, self.hits.step(i, s))
