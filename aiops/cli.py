@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import sys
@@ -109,7 +108,7 @@ def score(
     """
     from aiops.detector import keyword_params
     from aiops.registry import DETECTORS, UnknownTypeError
-    from aiops.scoring import DEFAULT_DETECTOR, read_series_csv, score_series
+    from aiops.scoring import DEFAULT_DETECTOR, read_series_csv, score_series, write_scored_csv
 
     name = detector or DEFAULT_DETECTOR
     try:
@@ -129,11 +128,7 @@ def score(
         result = score_series(ts, vs, detector=name, params=detector_params, threshold=threshold)
     except (TypeError, ValueError) as exc:
         raise click.UsageError(f"detector {name}: {exc}") from None
-    with out_path.open("w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(["timestamp", "value", "anomaly_score", "alert"])
-        for row, s, a in zip(rows, result.scores.tolist(), result.alerts.tolist(), strict=True):
-            w.writerow([row[0] if row else "", row[1] if len(row) > 1 else "", f"{s:.6f}", int(a)])
+    write_scored_csv(out_path, rows, result)
     click.echo(
         f"scored {len(rows)} rows with {name}: {int(result.alerts.sum())} alerts -> {out_path}",
         err=True,

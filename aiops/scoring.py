@@ -8,10 +8,9 @@ would have done live.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,12 +20,21 @@ import numpy as np
 from aiops.detector import DEFAULT_THRESHOLD
 from aiops.engine import RuleRuntime, RuleSpec
 from aiops.registry import DEFAULT_DETECTOR
-from aiops.timeutil import parse_timestamp
+from aiops.timeutil import parse_timestamp, parse_timestamps
 from aiops.types import Batch, BoolArray, FloatArray, SeriesKey
 
-__all__ = ["DEFAULT_DETECTOR", "ScoredSeries", "read_series_csv", "score_series"]
+__all__ = [
+    "DEFAULT_DETECTOR",
+    "ScoredSeries",
+    "read_series_csv",
+    "score_series",
+    "write_scored_csv",
+]
 
 _KEY = SeriesKey.of("value")
+#: Characters that make csv.writer quote a field (or fail on it); without any, joining
+#: the fields with commas writes the same bytes.
+_CSV_SPECIAL = (",", '"', "\r", "\n", "\x00")
 
 
 @dataclass(frozen=True)
@@ -98,26 +106,61 @@ def read_series_csv(path: Path) -> tuple[list[list[str]], FloatArray, FloatArray
     """Read a ``timestamp,value`` CSV leniently: one output row per input row.
 
     Returns the raw rows (for echoing) and the parsed timestamps and values. An empty
-    or unparseable value becomes NaN; an unparseable timestamp takes the previous row's
-    timestamp (so the row is still scored, as missing); the header is optional.
+    or unparseable value becomes NaN, as do infinite ones; an unparseable timestamp takes
+    the previous row's timestamp (so the row is still scored, as missing), 0 before the
+    first parseable one; timestamps are ISO 8601 or unix seconds (see
+    :func:`~aiops.timeutil.parse_timestamp`); blank lines are skipped; the header is
+    optional. Columns after the second are kept in the rows and otherwise ignored.
     """
     with path.open(newline="", encoding="utf-8") as f:
         rows = [r for r in csv.reader(f) if r]
     if rows and not _is_number(rows[0][1] if len(rows[0]) > 1 else "") and not _is_time(rows[0][0]):
         rows = rows[1:]
-    ts = np.empty(len(rows))
-    vs = np.empty(len(rows))
-    last_t = 0.0
-    for i, row in enumerate(rows):
-        with contextlib.suppress(ValueError, IndexError):
-            last_t = parse_timestamp(row[0])
-        ts[i] = last_t
-        try:
-            v = float(row[1])
-            vs[i] = v if math.isfinite(v) else math.nan
-        except (ValueError, IndexError):
-            vs[i] = math.nan
+    n = len(rows)
+    ts, parsed = parse_timestamps([r[0] for r in rows])
+    # Forward fill: each unparseable timestamp takes the last parsed one before it.
+    last = np.maximum.accumulate(np.where(parsed, np.arange(n), -1))
+    ts = np.where(last >= 0, ts[np.maximum(last, 0)], 0.0)
+    # "" is the usual unparseable value; as "nan" it keeps the whole column on the fast path.
+    texts = [(r[1] or "nan") if len(r) > 1 else "nan" for r in rows]
+    try:
+        vs = np.fromiter(map(float, texts), np.float64, n)
+    except ValueError:
+        vs = np.fromiter(map(_float_or_nan, texts), np.float64, n)
+    vs[~np.isfinite(vs)] = np.nan
     return rows, ts, vs
+
+
+def write_scored_csv(path: Path, rows: Sequence[Sequence[str]], scored: ScoredSeries) -> None:
+    """Write ``timestamp,value,anomaly_score,alert``: one row per row of ``rows``.
+
+    The timestamp and value are echoed as read (``""`` where a row has none); the score
+    has six decimals, the alert is ``0`` or ``1``; lines end in LF.
+    """
+    if not len(rows) == len(scored.scores) == len(scored.alerts):
+        raise ValueError(
+            f"rows, scores and alerts differ in length: "
+            f"{len(rows)}, {len(scored.scores)}, {len(scored.alerts)}"
+        )
+    times = [r[0] if r else "" for r in rows]
+    values = [r[1] if len(r) > 1 else "" for r in rows]
+    scores = [f"{s:.6f}" for s in scored.scores.tolist()]
+    alerts = np.where(scored.alerts, "1", "0").tolist()
+    lines = zip(times, values, scores, alerts, strict=True)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        f.write("timestamp,value,anomaly_score,alert\n")
+        echoed = "".join(times) + "".join(values)
+        if any(c in echoed for c in _CSV_SPECIAL):
+            csv.writer(f, lineterminator="\n").writerows(lines)
+        else:  # nothing to quote: the bytes csv.writer would write, several times faster
+            f.writelines(f"{line}\n" for line in map(",".join, lines))
+
+
+def _float_or_nan(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
 
 
 def _is_number(text: str) -> bool:

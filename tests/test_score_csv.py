@@ -1,0 +1,171 @@
+"""`aiops score`'s CSV reading and writing in bulk: exactly the row-by-row results.
+
+``row_by_row_read`` and ``row_by_row_write`` are the per-row code that the bulk versions
+replaced, kept here only as the reference.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from aiops.scoring import ScoredSeries, read_series_csv, write_scored_csv
+from aiops.timeutil import parse_timestamp, parse_timestamps
+
+
+def row_by_row_read(path):
+    with path.open(newline="", encoding="utf-8") as f:
+        rows = [r for r in csv.reader(f) if r]
+
+    def is_number(text):
+        try:
+            float(text)
+        except ValueError:
+            return False
+        return True
+
+    def is_time(text):
+        try:
+            parse_timestamp(text)
+        except ValueError:
+            return False
+        return True
+
+    if rows and not is_number(rows[0][1] if len(rows[0]) > 1 else "") and not is_time(rows[0][0]):
+        rows = rows[1:]
+    ts, vs = np.empty(len(rows)), np.empty(len(rows))
+    last_t = 0.0
+    for i, row in enumerate(rows):
+        with contextlib.suppress(ValueError, IndexError):
+            last_t = parse_timestamp(row[0])
+        ts[i] = last_t
+        try:
+            v = float(row[1])
+            vs[i] = v if math.isfinite(v) else math.nan
+        except (ValueError, IndexError):
+            vs[i] = math.nan
+    return rows, ts, vs
+
+
+def row_by_row_write(path, rows, result):
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["timestamp", "value", "anomaly_score", "alert"])
+        for row, s, a in zip(rows, result.scores.tolist(), result.alerts.tolist(), strict=True):
+            w.writerow([row[0] if row else "", row[1] if len(row) > 1 else "", f"{s:.6f}", int(a)])
+
+
+DATES = ["2014-04-01", "2000-02-29", "1900-02-29", "0001-01-01", "9999-12-31", "2014-13-01"]
+CLOCKS = ["00:05:00", "23:59:59", "24:00:00", "12:60:00", "00:00:60"]
+SEPARATORS = ["T", " ", "t", "_"]
+TAILS = ["", "Z", "z", "+02:00", "-05:30", "+23:59", "+24:00", "-00:00", "+0200", "+02"]
+DECIMALS = ["", ".1", ".25", ".123456", ".1234567", ",5", "."]
+ODD = ["", " ", "x", "nan", "inf", "-inf", "1e9", " 12 ", "1_000", "\uff11\uff12", "12\x00", "-1.5"]
+
+iso = st.builds(
+    lambda d, sep, c, dec, tail: f"{d}{sep}{c}{dec}{tail}",
+    st.sampled_from(DATES),
+    st.sampled_from(SEPARATORS),
+    st.sampled_from(CLOCKS),
+    st.sampled_from(DECIMALS),
+    st.sampled_from(TAILS),
+)
+unix = st.one_of(
+    st.integers(-(10**10), 10**10).map(str),
+    st.floats(allow_nan=False, allow_infinity=False, width=64).map(repr),
+)
+mangled = st.builds(
+    lambda s, i, ch: s[: i % (len(s) + 1)] + ch + s[i % (len(s) + 1) + 1 :],
+    iso,
+    st.integers(0, 40),
+    st.sampled_from(list("0123456789-:TZ+. \x00é,")),
+)
+timestamps = st.one_of(iso, unix, mangled, st.sampled_from(ODD))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(timestamps, max_size=40))
+def test_bulk_timestamps_equal_parse_timestamp_one_by_one(texts):
+    seconds, parsed = parse_timestamps(texts)
+    for k, text in enumerate(texts):
+        try:
+            want = parse_timestamp(text)
+        except ValueError:
+            assert not parsed[k], text
+            continue
+        assert parsed[k], text
+        assert seconds[k] == want or (math.isnan(want) and math.isnan(seconds[k])), text
+
+
+def test_bulk_timestamps_of_a_long_iso_column():
+    t = 1_700_000_000 + 60 * np.arange(10_000)
+    texts = [x + "Z" for x in np.datetime_as_string(t.astype("datetime64[s]")).tolist()]
+    texts[5] = texts[5][:-1] + ".5+01:00"
+    seconds, parsed = parse_timestamps(texts)
+    assert parsed.all()
+    want = t.astype(float)
+    want[5] += 0.5 - 3600
+    assert seconds.tolist() == want.tolist()
+
+
+values = st.one_of(
+    st.floats(width=64).map(repr),
+    st.integers(-1000, 1000).map(str),
+    st.sampled_from(ODD),
+)
+rows = st.lists(
+    st.one_of(
+        st.tuples(timestamps, values).map(list),
+        st.tuples(timestamps).map(list),  # no value column
+        st.tuples(timestamps, values, st.sampled_from(["extra", ""])).map(list),
+        st.just([]),  # a blank line
+    ),
+    max_size=30,
+)
+HEADERS = [[], ["timestamp", "value"], ["time"], ["t", "1"], ["1396310700", "v"]]
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.sampled_from(HEADERS), rows, st.sampled_from(["\n", "\r\n"]), st.booleans(), st.data())
+def test_read_and_write_equal_the_row_by_row_code(tmp_path, header, body, newline, quote, data):
+    buf = io.StringIO()
+    quoting = csv.QUOTE_ALL if quote else csv.QUOTE_MINIMAL
+    w = csv.writer(buf, lineterminator=newline, quoting=quoting)
+    for row in ([header] if header else []) + body:
+        if row:
+            w.writerow(row)
+        else:
+            buf.write(newline)
+    src = tmp_path / "in.csv"
+    src.write_bytes(buf.getvalue().encode("utf-8"))
+
+    got_rows, got_t, got_v = read_series_csv(src)
+    want_rows, want_t, want_v = row_by_row_read(src)
+    assert got_rows == want_rows
+    assert np.array_equal(got_t, want_t, equal_nan=True)
+    assert np.array_equal(got_v, want_v, equal_nan=True)
+    assert got_v.dtype == got_t.dtype == np.float64
+
+    n = len(got_rows)
+    scored = ScoredSeries(
+        scores=np.array(data.draw(st.lists(st.floats(0, 1), min_size=n, max_size=n)), float),
+        alerts=np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)), bool),
+    )
+    write_scored_csv(tmp_path / "bulk.csv", got_rows, scored)
+    row_by_row_write(tmp_path / "rows.csv", want_rows, scored)
+    assert (tmp_path / "bulk.csv").read_bytes() == (tmp_path / "rows.csv").read_bytes()
+
+
+def test_write_refuses_rows_and_scores_of_different_lengths(tmp_path):
+    scored = ScoredSeries(np.zeros(2), np.zeros(2, dtype=bool))
+    with pytest.raises(ValueError, match="differ in length: 1, 2, 2"):
+        write_scored_csv(tmp_path / "o.csv", [["0", "1"]], scored)
