@@ -111,7 +111,8 @@ class AlertStateMachine:
         self.fired_at = np.zeros(0)
         self.suppress_until = np.zeros(0)
 
-    def _grow(self, n: int) -> None:
+    def reserve(self, n: int) -> None:
+        """Hold state for series ``0..n-1`` at least (new series start inactive, no hits)."""
         if n <= len(self.state):
             return
         extra = max(n, 2 * len(self.state)) - len(self.state)
@@ -130,7 +131,7 @@ class AlertStateMachine:
         resolved = np.zeros(n, dtype=bool)
         starts_at = np.zeros(n)
         if n:
-            self._grow(int(idx.max()) + 1)
+            self.reserve(int(idx.max()) + 1)
             _step_points(
                 idx,
                 t,

@@ -136,13 +136,15 @@ class RuleRuntime:
         vs = batch.values[positions]
         scores = self.detector.score(idx, ts, vs)
         fired = np.zeros(len(positions), dtype=bool)
+        # Post-rule state for every series seen, whether its values in this batch are
+        # missing or not, so that the state does not depend on the batch boundaries.
+        need = int(idx.max()) + 1
+        self._ensure(need)
+        self.hits.reserve(need)
+        self.alerts.reserve(need)
         # A missing value is no point for the post-rules: no hit, no miss, no transition.
         sel = np.flatnonzero(np.isfinite(vs))
         if len(sel) == 0:
-            # Still hold post-rule state for the series seen, as a point at a time does.
-            need = int(idx.max()) + 1
-            self.hits._grow(need)
-            self.alerts._grow(need)
             return RuleResult(positions, scores, fired, [])
         i, t, v, s = idx[sel], ts[sel], vs[sel], scores[sel]
         tr = self.alerts.step(i, t, self.hits.step(i, s))
@@ -158,7 +160,6 @@ class RuleRuntime:
             else:
                 start = float(tr.starts_at[k - n_fired])
                 alerts.append(self._alert(index, "resolved", start, now, value, score))
-        self._ensure(int(idx.max()) + 1)
         last = len(i) - 1 - np.unique(i[::-1], return_index=True)[1]  # each series' last point
         self._last_value[i[last]] = v[last]
         self._last_score[i[last]] = s[last]

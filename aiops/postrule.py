@@ -88,7 +88,8 @@ class HitWindow:
         self._mask = np.uint64((1 << window) - 1)
         self._history = np.zeros(0, dtype=np.uint64)
 
-    def _grow(self, n: int) -> None:
+    def reserve(self, n: int) -> None:
+        """Hold state for series ``0..n-1`` at least (new series start inactive, no hits)."""
         if n > len(self._history):
             extra = max(n, 2 * len(self._history)) - len(self._history)
             self._history = np.concatenate([self._history, np.zeros(extra, dtype=np.uint64)])
@@ -104,7 +105,7 @@ class HitWindow:
         out = np.zeros(len(idx), dtype=bool)
         if len(idx) == 0:
             return out
-        self._grow(int(idx.max()) + 1)
+        self.reserve(int(idx.max()) + 1)
         _step_points(
             idx, scores, out, self._history, float(self.threshold), self._mask, self.min_hits
         )

@@ -17,7 +17,7 @@ import itertools
 from typing import Any
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from aiops.alerts import FIRING, INACTIVE, PENDING, AlertStateMachine
@@ -168,8 +168,20 @@ def post_rule_state(rt, n):
     return [hist.tolist()] + [a[:n].tolist() for a in rt.alerts.state_dict().values()]
 
 
+NO_RULES = {
+    "threshold": 0.9,
+    "min_hits": 1,
+    "hits_window": 1,
+    "for_seconds": 0.0,
+    "suppress_seconds": 0.0,
+}
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(streams())
+# A series whose only point is missing, alone in its batch or next to another series.
+@example((np.array([0]), np.array([0.0]), np.array([np.nan]), [], NO_RULES, None))
+@example((np.array([0, 1]), np.array([0.0, 60.0]), np.array([0.5, np.nan]), [], NO_RULES, None))
 def test_batches_give_the_transitions_of_one_point_at_a_time(stream):
     series, t, v, cuts, params, restore_at = stream
     n = int(series.max()) + 1
