@@ -1,0 +1,229 @@
+"""`aiops score` of one long series: end to end, and stage by stage in process.
+
+Usage (from the repository root)::
+
+    .venv/bin/python bench/score_long.py [--points 240000] [--detector NAME]
+        [--baseline robust_ewma] [--time-format iso|unix] [--threshold T] [--repeat 3]
+
+Writes a seeded ``timestamp,value`` CSV (1-minute steps, a daily cycle, Gaussian noise,
+a spike every few days, one empty value in a thousand) to a temporary folder, then:
+
+- end to end, as a user runs it (interpreter start, imports and numba's cached kernels
+  included): ``aiops score CSV --out OUT`` for ``--detector`` (default: the project's
+  default detector) and for the baseline (``robust_ewma``); ``aiops backtest`` of a
+  config whose file source replays the same CSV into one rule on ``--detector``; and
+  the bare start-up (``python -c "import aiops.cli, aiops.scoring"``) for reference;
+- in process: reading the CSV (``read_series_csv``), scoring (``score_series``) and
+  writing the output (``write_scored_csv``), each timed on its own. Scoring is timed for
+  the detector, the baseline and ``Trivial``, a detector defined only here whose score is
+  one numpy expression: its time is the engine around a detector (series registry, hit
+  window, alert state machine, alert objects), so that part can be judged apart from
+  any detector's own cost. ``detector alone`` is the detector's ``score`` over the same
+  chunks without the engine.
+
+Every run uses one threshold (``--threshold``, default: the project's default), for the
+subprocesses too.
+
+Every stage is run ``--repeat`` times and the best time is printed, in seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aiops.detector import DEFAULT_THRESHOLD, Detector
+from aiops.engine import RuleRuntime, RuleSpec
+from aiops.registry import DETECTORS
+from aiops.scoring import DEFAULT_DETECTOR, read_series_csv, score_series, write_scored_csv
+from aiops.types import Batch, FloatArray, IntArray, SeriesKey
+
+START = 1_700_000_000  # 2023-11-14T22:13:20Z
+STEP = 60.0
+DAY = 86_400.0
+CHUNK = 4096  # score_series' default chunk
+
+
+def write_csv(path: Path, n: int, *, seed: int = 0, time_format: str = "iso") -> None:
+    """The benchmark series: level 50, daily amplitude 10, noise 1, spikes of +40."""
+    rng = np.random.default_rng(seed)
+    t = START + STEP * np.arange(n)
+    v = 50.0 + 10.0 * np.sin(2 * np.pi * t / DAY) + rng.normal(0.0, 1.0, n)
+    v[rng.choice(n, size=max(1, n // 5000), replace=False)] += 40.0
+    text_v = np.char.mod("%.4f", v)
+    text_v[rng.random(n) < 1e-3] = ""
+    if time_format == "iso":
+        text_t = np.datetime_as_string(t.astype("datetime64[s]"), unit="s")
+        text_t = np.char.add(text_t, "Z")
+    else:
+        text_t = t.astype(np.int64).astype(str)
+    lines = np.char.add(np.char.add(text_t, ","), text_v)
+    path.write_text("timestamp,value\n" + "\n".join(lines.tolist()) + "\n", encoding="utf-8")
+
+
+class Trivial(Detector):
+    """Distance from the benchmark's known daily cycle in units of 30, clipped to [0, 1].
+
+    No state. Only the spikes (+40) reach 1.0, so alerts fire and resolve a few dozen
+    times: the engine's transition path runs, not only its quiet path.
+    """
+
+    name = "trivial"
+
+    def score(self, idx: IntArray, timestamps: FloatArray, values: FloatArray) -> FloatArray:
+        """One numpy expression over the batch."""
+        cycle = 50.0 + 10.0 * np.sin(2 * np.pi * timestamps / DAY)
+        s = np.clip(np.abs(values - cycle) / 30.0, 0.0, 1.0)
+        out: FloatArray = np.where(np.isfinite(s), s, 0.0)
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        """Nothing is learned."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Nothing to restore."""
+
+    @property
+    def n_series(self) -> int:
+        """Any series."""
+        return 0
+
+
+def best(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
+    """The best wall time of ``repeat`` calls, and the last call's result."""
+    times, out = [], None
+    for _ in range(repeat):
+        started = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - started)
+    return min(times), out
+
+
+def run_engine(detector: Detector, ts: FloatArray, vs: FloatArray, threshold: float) -> int:
+    """``score_series``' loop with a given detector instance; returns the alert count."""
+    spec = RuleSpec(group="b", alert="b", source="b", matches=lambda k: True, threshold=threshold)
+    rt = RuleRuntime(spec)
+    rt.detector = detector
+    key = [SeriesKey.of("value")]
+    fired = 0
+    for lo in range(0, len(vs), CHUNK):
+        hi = min(len(vs), lo + CHUNK)
+        batch = Batch(
+            keys=key,
+            series=np.zeros(hi - lo, dtype=np.int64),
+            timestamps=ts[lo:hi],
+            values=vs[lo:hi],
+        )
+        fired += int(rt.process(batch).fired.sum())
+    return fired
+
+
+def detector_alone(name: str, ts: FloatArray, vs: FloatArray, threshold: float) -> None:
+    """The detector's own ``score`` over the same chunks, without the engine."""
+    det = DETECTORS.create(name, learn_below=threshold)
+    idx = np.zeros(CHUNK, dtype=np.int64)
+    for lo in range(0, len(vs), CHUNK):
+        hi = min(len(vs), lo + CHUNK)
+        det.score(idx[: hi - lo], ts[lo:hi], vs[lo:hi])
+
+
+def subprocess_time(args: list[str], repeat: int) -> float:
+    """Best wall time of ``aiops ARGS`` in a subprocess."""
+    cmd = [sys.executable, "-m", "aiops.cli", *args]
+    return best(lambda: subprocess.run(cmd, check=True, capture_output=True), repeat)[0]
+
+
+def backtest_config(folder: Path, csv_path: Path, detector: str, threshold: float) -> Path:
+    """A config replaying ``csv_path`` through one rule; JSON is YAML."""
+    rule = {"alert": "Long", "source": "rec", "selector": "value", "threshold": threshold}
+    rule["detector"] = {"type": detector}
+    (folder / "rules.yaml").write_text(json.dumps({"groups": [{"name": "g", "rules": [rule]}]}))
+    config = {
+        "sources": {"rec": {"type": "file", "path": str(csv_path), "metric": "value"}},
+        "state": {"dir": str(folder / "state")},
+        "rule_files": ["rules.yaml"],
+    }
+    path = folder / "aiops.yaml"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def main() -> None:
+    """Generate the series, run every stage, print seconds per stage."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--points", type=int, default=240_000)
+    ap.add_argument("--detector", default=DEFAULT_DETECTOR)
+    ap.add_argument("--baseline", default="robust_ewma")
+    ap.add_argument("--time-format", choices=["iso", "unix"], default="iso")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    names = list(dict.fromkeys([args.detector, args.baseline]))
+
+    rows: list[tuple[str, float]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "series.csv", Path(tmp) / "scored.csv"
+        write_csv(src, args.points, seed=args.seed, time_format=args.time_format)
+        size = src.stat().st_size / 1e6
+        print(f"{args.points:,} points, {args.time_format} timestamps, {size:.1f} MB")
+        print(f"threshold {args.threshold}, best of {args.repeat}, seconds")
+
+        def score_args(name: str) -> list[str]:
+            out = ["--out", str(dst), "--threshold", str(args.threshold)]
+            return ["score", str(src), *out, "--detector", name]
+
+        config = backtest_config(Path(tmp), src, args.detector, args.threshold)
+        backtest = ["backtest", "--config", str(config), "--no-progress"]
+        # Warm-up: numba compiles (or loads its cache) and the page cache holds the file.
+        for name in names:
+            subprocess_time(score_args(name), 1)
+        subprocess_time(backtest, 1)
+
+        startup = [sys.executable, "-c", "import aiops.cli, aiops.scoring"]
+        t = best(lambda: subprocess.run(startup, check=True), args.repeat)[0]
+        rows.append(("startup: python -c 'import aiops.cli, aiops.scoring'", t))
+        for name in names:
+            t = subprocess_time(score_args(name), args.repeat)
+            rows.append((f"end to end: aiops score --detector {name}", t))
+        t = subprocess_time(backtest, args.repeat)
+        rows.append((f"end to end: aiops backtest, one file rule on {args.detector}", t))
+
+        t, (raw, ts, vs) = best(lambda: read_series_csv(src), args.repeat)
+        rows.append(("in process: read_series_csv", t))
+        for name in names:  # numba loads its kernels once per process
+            score_series(ts[:500], vs[:500], detector=name)
+        run_engine(Trivial(), ts[:500], vs[:500], args.threshold)
+        scored = None
+        for name in names:
+            t_det = best(lambda name=name: detector_alone(name, ts, vs, args.threshold), 1)[0]
+            t, out = best(
+                lambda name=name: score_series(ts, vs, detector=name, threshold=args.threshold),
+                args.repeat,
+            )
+            scored = out if scored is None else scored
+            rows.append((f"in process: score_series {name} ({int(out.alerts.sum())} alerts)", t))
+            rows.append((f"in process:   {name} detector alone", t_det))
+        t, fired = best(lambda: run_engine(Trivial(), ts, vs, args.threshold), args.repeat)
+        rows.append((f"in process: score_series' loop, Trivial detector ({fired} alerts)", t))
+        assert scored is not None
+        t = best(lambda: write_scored_csv(dst, raw, scored), args.repeat)[0]
+        rows.append(("in process: write_scored_csv", t))
+
+    width = max(len(label) for label, _ in rows)
+    for label, seconds in rows:
+        print(f"{label:<{width}}  {seconds:8.3f} s")
+
+
+if __name__ == "__main__":
+    main()
