@@ -40,6 +40,28 @@ def _parse_params(text: str | None) -> dict[str, Any]:
     return params
 
 
+def _detector_and_params(detector: str | None, params: str | None) -> tuple[str, dict[str, Any]]:
+    """The detector's name (the default one unless named) and its checked parameter names."""
+    from aiops.detector import keyword_params
+    from aiops.registry import DETECTORS, UnknownTypeError
+    from aiops.scoring import DEFAULT_DETECTOR
+
+    name = detector or DEFAULT_DETECTOR
+    try:
+        cls = DETECTORS.get(name)
+    except UnknownTypeError as exc:
+        raise click.BadParameter(str(exc), param_hint="--detector") from None
+    detector_params = _parse_params(params)
+    names = keyword_params(cls)
+    if names is not None:  # None: the detector takes **kwargs and checks them itself
+        valid = [n for n in names if n != "learn_below"]  # set by the rule, not by users
+        unknown = sorted(set(detector_params) - set(valid))
+        if unknown:
+            msg = f"unknown for detector {name}: {', '.join(unknown)} (valid: {', '.join(valid)})"
+            raise click.BadParameter(msg, param_hint="--params")
+    return name, detector_params
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(aiops.__version__, prog_name="aiops")
 @click.option(
@@ -106,23 +128,9 @@ def score(
     Writes timestamp,value,anomaly_score,alert: one row per input row, in input order.
     Timestamps may be ISO 8601 or unix seconds; empty values score 0.
     """
-    from aiops.detector import keyword_params
-    from aiops.registry import DETECTORS, UnknownTypeError
-    from aiops.scoring import DEFAULT_DETECTOR, read_series_csv, score_series, write_scored_csv
+    from aiops.scoring import read_series_csv, score_series, write_scored_csv
 
-    name = detector or DEFAULT_DETECTOR
-    try:
-        cls = DETECTORS.get(name)
-    except UnknownTypeError as exc:
-        raise click.BadParameter(str(exc), param_hint="--detector") from None
-    detector_params = _parse_params(params)
-    names = keyword_params(cls)
-    if names is not None:  # None: the detector takes **kwargs and checks them itself
-        valid = [n for n in names if n != "learn_below"]  # set by the rule, not by users
-        unknown = sorted(set(detector_params) - set(valid))
-        if unknown:
-            msg = f"unknown for detector {name}: {', '.join(unknown)} (valid: {', '.join(valid)})"
-            raise click.BadParameter(msg, param_hint="--params")
+    name, detector_params = _detector_and_params(detector, params)
     rows, ts, vs = read_series_csv(csv_path)
     try:
         result = score_series(ts, vs, detector=name, params=detector_params, threshold=threshold)
@@ -169,6 +177,108 @@ def eval_nab(
     run_nab(
         data_dir, detector=detector, params=_parse_params(params), threshold=threshold, jobs=jobs
     )
+
+
+@eval_group.command(name="labelled")
+@click.option(
+    "--data",
+    "data_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Folder of timestamp,value,label files (*.csv, *.csv.gz).",
+)
+@click.option("--detector", default=None, help="Registered detector name.")
+@click.option("--params", default=None, help="Detector parameters as a JSON object.")
+@click.option(
+    "--threshold",
+    default=DEFAULT_THRESHOLD,
+    show_default=True,
+    type=click.FloatRange(0, 1, min_open=True),
+    help="The rule's threshold: the own-alerts view, and what the detector may learn from.",
+)
+@click.option(
+    "--warmup",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 1, max_open=True),
+    help="Share of each series' slots streamed but not evaluated (0.5: score the 2nd half).",
+)
+@click.option(
+    "--jobs", default=1, show_default=True, type=click.IntRange(1), help="Worker processes."
+)
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Draw the worst series to this PNG.",
+)
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the per-series table to this CSV.",
+)
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def eval_labelled(
+    data_dir: Path,
+    detector: str | None,
+    params: str | None,
+    threshold: float,
+    warmup: float,
+    jobs: int,
+    plot_path: Path | None,
+    out_path: Path | None,
+    no_progress: bool,
+) -> None:
+    """Score a folder of labelled series with the KPI protocol.
+
+    Every *.csv and *.csv.gz file (timestamp,value,label; unix seconds or ISO 8601) goes
+    through the daemon's rule engine. Re-gridded to each series' interval, a labelled
+    segment counts as found when an alarm lies in its first 8 slots; precision, recall and
+    F1 are pooled over all series, at the best threshold and at the daemon's own alerts.
+    """
+    from aiops.evaluation.labelled import evaluate, files_in, plot_series, score_folder
+    from aiops.registry import DETECTORS
+
+    name, detector_params = _detector_and_params(detector, params)
+    if not files_in(data_dir):
+        msg = f"no *.csv or *.csv.gz files in {data_dir}"
+        raise click.BadParameter(msg, param_hint="--data")
+    try:  # bad parameter values, before any worker starts
+        DETECTORS.create(name, **detector_params)
+    except (TypeError, ValueError) as exc:
+        raise click.UsageError(f"detector {name}: {exc}") from None
+    scored = score_folder(
+        data_dir,
+        detector=name,
+        params=detector_params,
+        threshold=threshold,
+        jobs=jobs,
+        progress=not no_progress,
+    )
+    report = evaluate(scored, warmup=warmup)
+    click.echo(report.to_text())
+    if out_path is not None:
+        try:
+            report.write_csv(out_path)
+        except OSError as exc:
+            click.echo(f"aiops eval labelled: cannot write {out_path}: {exc}", err=True)
+            sys.exit(1)
+        click.echo(f"wrote {out_path}", err=True)
+    if plot_path is not None:
+        worst = next((s.name for s in report.series if s.evaluated_slots), None)
+        if worst is None:
+            click.echo("aiops eval labelled: no series with points; no plot", err=True)
+            return
+        try:
+            plot_series(scored, report, plot_path, worst)
+        except ImportError:
+            click.echo("aiops eval labelled: matplotlib is not installed; no plot", err=True)
+            return
+        except OSError as exc:
+            click.echo(f"aiops eval labelled: cannot write {plot_path}: {exc}", err=True)
+            sys.exit(1)
+        click.echo(f"wrote {plot_path} ({worst})", err=True)
 
 
 @cli.command()

@@ -6,6 +6,10 @@ a point is a detection when its score is at or above the threshold. Results are 
 normalized scores (null detector 0, perfect detector 100) for the three NAB profiles,
 both at the threshold NAB's sweep would tune on the labels and at the detector's own
 alerts.
+
+:mod:`aiops.evaluation.labelled` scores any folder of ``timestamp,value,label`` files with
+the protocol of the web-service KPI benchmarks (segments found within a delay, pooled
+F1); import it from there (its ``evaluate`` is not NAB's).
 """
 
 from aiops.evaluation.nab import (
