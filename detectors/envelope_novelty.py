@@ -67,7 +67,7 @@ class EnvelopeNovelty(RoundDetector):
     score is built from ``max(0, N - M)`` and ``M`` then becomes ``max(refractory * M,
     N)``, so a point must be *more* novel than the recent peak, which is forgotten with
     a half-life of ``ln 2 / -ln(refractory)`` points (34 at the default). After a point
-    scores at or above the engine's default threshold (0.9995), ``M`` is at least
+    scores at or above the engine's default threshold (0.998), ``M`` is at least
     ``alert_hold``: at 1, the series cannot alert again until ``M`` has decayed below
     what a new incident's novelty reaches. The score is a monotone map of the fresh
     novelty, ``1 - (1 - fresh) ** gamma``, with ``gamma`` chosen so that a fresh
@@ -158,7 +158,7 @@ class EnvelopeNovelty(RoundDetector):
     >>> t = np.arange(len(x)) * 60.0
     >>> s = det.score(np.zeros(len(x), dtype=np.int64), t, x)
     >>> np.round(s[-6:], 3).tolist()  # a spike up, back to normal, a dip
-    [0.0, 0.0, 1.0, 0.0, 0.0, 0.881]
+    [0.0, 0.0, 1.0, 0.0, 0.0, 0.825]
     """
 
     name = "envelope_novelty"

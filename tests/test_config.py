@@ -330,7 +330,7 @@ def test_rule_values_and_defaults() -> None:
     assert minimal.detector.type == DEFAULT_DETECTOR == "ewma_z"
     assert minimal.detector.params == {}
     assert (minimal.threshold, minimal.for_, minimal.min_hits, minimal.hits_window) == (
-        0.9995,
+        0.998,
         0.0,
         1,
         1,

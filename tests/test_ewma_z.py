@@ -41,17 +41,26 @@ def test_a_level_shift_is_absorbed_not_alerted_for_ever() -> None:
     assert (s[2200:] < 0.999).mean() > 0.99
 
 
-def test_held_points_are_learned_clipped() -> None:
+def test_a_huge_point_is_learned_clipped_and_the_next_incident_still_seen() -> None:
     t, x = _fleet_like()
     x[1000] += 1e6
-    held = EwmaZ(learn_below=0.9999)
-    free = EwmaZ()
+    x[1050] += 10.0  # ten sigmas, twice the daily swing: an incident in its own right
     idx = np.zeros(len(x), dtype=np.int64)
-    s_held, s_free = held.score(idx, t, x), free.score(idx, t, x)
-    assert s_held[1000] == s_free[1000] > 0.9999
-    # The free detector's variance swallowed the spike: it is blind for a while.
-    assert (s_free[1001:1100] < 0.5).all()
-    assert (s_held[1001:1100] >= 0.5).any()
+    for learn_below in (0.9999, np.inf):  # held at min(learn_below, 0.999) either way
+        s = EwmaZ(learn_below=learn_below).score(idx, t, x)
+        assert s[1000] > 0.9999
+        # Level, variance and the long-run deviation behind the materiality gate took
+        # the huge point in clipped, so the next incident still scores.
+        assert s[1050] > 0.9999
+        assert (s[1001:1050] < 0.999).all()
+
+
+def test_deviations_smaller_than_the_long_run_deviation_never_score() -> None:
+    t, x = _fleet_like()
+    x[2000:2100] = x[2000]  # a flat stretch: a tiny local sigma
+    x[2100] += 2.0  # many local sigmas, but inside the daily swing
+    s = EwmaZ().score(np.zeros(len(x), dtype=np.int64), t, x)
+    assert s[2100] == 0.0
 
 
 @pytest.mark.parametrize(
