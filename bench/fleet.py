@@ -10,7 +10,8 @@ routing effects counted). An incident is *found* when a firing alert starts on i
 series between its start and ``--grace`` after its end; a firing alert is *false* when it
 starts on a series outside every incident of that series (with the same grace). The
 simulator changes exactly an incident's series and window, so an alert elsewhere is
-noise. Prints one row per seed and the totals, in Markdown.
+noise. Prints one row per seed and the totals, in Markdown. :func:`run_fleet` returns
+the same totals for one rule set, for other benchmarks (``bench/quality/run.py``).
 
 ``--detector NAME`` (with optional ``--params JSON``) scores every rule of the rule
 files with that detector instead of their own, to compare detectors under the same
@@ -23,7 +24,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,9 @@ from aiops.config import load_config
 from aiops.connectors.simulator import Incident, SimulatorSource
 
 ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_SEEDS = (42, 7, 99)
+DEFAULT_DAYS = 4
+DEFAULT_GRACE = 600.0
 
 
 def _config(tmp: Path, seed: int, days: int) -> Path:
@@ -113,13 +119,59 @@ def evaluate(result: BacktestResult, incidents: list[Incident], grace: float) ->
     }
 
 
+def replay_seed(rules: list[Path], seed: int, days: int, grace: float, tmp: Path) -> dict[str, int]:
+    """One seed's replay: incidents, found, alerts, false alerts, and series replayed."""
+    loaded = with_rules(load_config(_config(tmp, seed, days)), rules)
+    result = run_backtest(loaded, build_router(loaded.alerting))
+    row = evaluate(result, _incidents(seed, days), grace)
+    row["series"] = result.series
+    return row
+
+
+def run_fleet(
+    rule_files: list[Path] | None = None,
+    *,
+    seeds: Sequence[int] = DEFAULT_SEEDS,
+    days: int = DEFAULT_DAYS,
+    grace: float = DEFAULT_GRACE,
+    detector: dict[str, Any] | None = None,
+    threshold: float | None = None,
+    single_hits: bool = False,
+    on_seed: Callable[[int, dict[str, int]], None] | None = None,
+) -> dict[str, int]:
+    """Totals over ``seeds`` of one rule set (``detector`` etc. override every rule).
+
+    Keys: ``incidents``, ``found``, ``alerts``, ``false``, ``series`` (summed over seeds)
+    and ``series_days`` (series times simulated days), for :func:`false_per_100_series_day`.
+    ``on_seed(seed, row)`` is called after each seed.
+    """
+    rule_files = rule_files or [ROOT / "rules" / "fleet.yaml"]
+    totals = {"incidents": 0, "found": 0, "alerts": 0, "false": 0, "series": 0, "series_days": 0}
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        rules = _override(rule_files, tmp, detector, threshold, single_hits)
+        for seed in seeds:
+            row = replay_seed(rules, seed, days, grace, tmp)
+            for key in row:
+                totals[key] += row[key]
+            totals["series_days"] += row["series"] * days
+            if on_seed is not None:
+                on_seed(seed, row)
+    return totals
+
+
+def false_per_100_series_day(totals: dict[str, int]) -> float:
+    """False alerts per 100 series per simulated day, from :func:`run_fleet`'s totals."""
+    return 100.0 * totals["false"] / totals["series_days"] if totals["series_days"] else math.nan
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run every seed and print the table."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rules", type=Path, action="append")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[42, 7, 99])
-    ap.add_argument("--days", type=int, default=4)
-    ap.add_argument("--grace", type=float, default=600.0, help="seconds after an incident")
+    ap.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS))
+    ap.add_argument("--days", type=int, default=DEFAULT_DAYS)
+    ap.add_argument("--grace", type=float, default=DEFAULT_GRACE, help="seconds after an incident")
     ap.add_argument("--detector")
     ap.add_argument("--params", default="{}")
     ap.add_argument("--threshold", type=float)
@@ -128,7 +180,6 @@ def main(argv: list[str] | None = None) -> int:
     rule_files = args.rules or [ROOT / "rules" / "fleet.yaml"]
     detector = {"type": args.detector, "params": json.loads(args.params)} if args.detector else None
 
-    totals = {"incidents": 0, "found": 0, "alerts": 0, "false": 0}
     print(f"rules: {', '.join(str(p) for p in rule_files)}", end="")
     print(f"; detector: {detector}" if detector else "", end="")
     print(f"; threshold: {args.threshold}" if args.threshold else "", end="")
@@ -136,20 +187,24 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("| seed | incidents found | alerts | false alerts | false alerts per day |")
     print("|---|---:|---:|---:|---:|")
-    with tempfile.TemporaryDirectory() as tmp_name:
-        tmp = Path(tmp_name)
-        rules = _override(rule_files, tmp, detector, args.threshold, args.single_hits)
-        for seed in args.seeds:
-            loaded = with_rules(load_config(_config(tmp, seed, args.days)), rules)
-            result = run_backtest(loaded, build_router(loaded.alerting))
-            row = evaluate(result, _incidents(seed, args.days), args.grace)
-            for key in totals:
-                totals[key] += row[key]
-            print(
-                f"| {seed} | {row['found']}/{row['incidents']} | {row['alerts']} | "
-                f"{row['false']} | {row['false'] / args.days:.2f} |",
-                flush=True,
-            )
+
+    def print_row(seed: int, row: dict[str, int]) -> None:
+        print(
+            f"| {seed} | {row['found']}/{row['incidents']} | {row['alerts']} | "
+            f"{row['false']} | {row['false'] / args.days:.2f} |",
+            flush=True,
+        )
+
+    totals = run_fleet(
+        rule_files,
+        seeds=args.seeds,
+        days=args.days,
+        grace=args.grace,
+        detector=detector,
+        threshold=args.threshold,
+        single_hits=args.single_hits,
+        on_seed=print_row,
+    )
     days = args.days * len(args.seeds)
     print(
         f"| all | {totals['found']}/{totals['incidents']} | {totals['alerts']} | "
