@@ -16,8 +16,8 @@ from aiops.types import FloatArray, IntArray
 
 __all__ = ["EwmaZ"]
 
-#: A point scoring at or above ``learn_below`` still moves the level and variance, but
-#: with its residual clipped to this many standard deviations (a Huber step): a spike
+#: A held point (see ``_HOLD_SCORE``) still moves the level and variance, but with its
+#: residual clipped to this many standard deviations (a Huber step): a spike
 #: does not become the new normal, and a permanent level shift is absorbed after a few
 #: dozen points instead of alerting for ever. On the KPI development data, skipping such
 #: points altogether took best F1 from 0.71 to 0.20 (every level shift alerted until the
@@ -189,8 +189,8 @@ class EwmaZ(Detector):
     version of this detector is the strong baseline of that benchmark), noisy and
     quantized series, scrape gaps. Fails on: a daily cycle whose regular steep edges
     look like shifts on a volatile-free series; slow drifts (the level follows them);
-    changes of shape that keep the level (a stuck or flat value, a missing daily peak:
-    there is no seasonal model); and records on slowly varying series (NAB's
+    changes of shape that keep the level (a missing daily peak, a night that stays high:
+    there is no seasonal model; a flat stretch of a count series); and records on slowly varying series (NAB's
     "new extreme" anomalies, ``envelope_novelty``'s strength). The level adapts within
     about ``1 / alpha`` points, so a sustained shift alerts at its start and is normal a
     few dozen points later.
@@ -202,8 +202,8 @@ class EwmaZ(Detector):
     statistics.
 
     Cost: one compiled loop over the batch's points in order (no rounds, no scalar
-    copy: the same kernel serves a batch of 100,000 series and one long replay); seven
-    numbers per series (56 bytes).
+    copy: the same kernel serves a batch of 100,000 series and one long replay); ten
+    numbers per series (80 bytes).
 
     Parameters
     ----------

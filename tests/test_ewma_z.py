@@ -63,6 +63,19 @@ def test_deviations_smaller_than_the_long_run_deviation_never_score() -> None:
     assert s[2100] == 0.0
 
 
+def test_a_stuck_gauge_alerts_but_a_count_series_at_zero_does_not() -> None:
+    t, x = _fleet_like()
+    x[2000:2030] = x[2000]  # the gauge stops updating: the same value 31 times
+    s = EwmaZ().score(np.zeros(len(x), dtype=np.int64), t, x)
+    assert s[:2000].max() < 0.9999
+    assert np.flatnonzero(s[2000:2030] > 0.9999)[0] == 2  # two repeats: 1e-3 ** 2
+    counts = np.random.default_rng(1).poisson(0.5, 3000).astype(float)
+    counts[2000:2030] = 0.0  # zeros repeat all the time there: nothing stuck about it
+    s = EwmaZ().score(np.zeros(len(counts), dtype=np.int64), t, counts)
+    assert s[2000:2030].max() < 0.999
+    assert EwmaZ(stuck=False).score(np.zeros(len(x), dtype=np.int64), t, x)[2002] < 0.5
+
+
 @pytest.mark.parametrize(
     ("kind", "draw"),
     [
