@@ -190,8 +190,9 @@ class EwmaZ(Detector):
     quantized series, scrape gaps. Fails on: a daily cycle whose regular steep edges
     look like shifts on a volatile-free series; slow drifts (the level follows them);
     changes of shape that keep the level (a missing daily peak, a night that stays high:
-    there is no seasonal model; a flat stretch of a count series); and records on slowly varying series (NAB's
-    "new extreme" anomalies, ``envelope_novelty``'s strength). The level adapts within
+    there is no seasonal model; a flat stretch of a count series); and records on
+    slowly varying series (NAB's "new extreme" anomalies, ``envelope_novelty``'s
+    strength). The level adapts within
     about ``1 / alpha`` points, so a sustained shift alerts at its start and is normal a
     few dozen points later.
 
