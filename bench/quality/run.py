@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         [
             "# Detection quality of the registered detectors (defaults)",
             "",
-            f"`{command} --jobs {args.jobs}`; every detector at its defaults through the "
+            f"`{command} --jobs {args.jobs}`; each detector at its defaults through the "
             f"daemon's scoring path, threshold {DEFAULT_THRESHOLD:g} (the default), no `for`, "
             "`min_hits` 1, no suppression, except on the fleet.",
             "",
