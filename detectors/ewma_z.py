@@ -59,17 +59,35 @@ _REPEAT_FLOOR = 1e-3
 #: as a division by zero.
 _REL_SD_FLOOR = 1e-6
 _ABS_SD_FLOOR = 1e-9
+#: numba keys its on-disk cache by source file but records the importing module's name:
+#: this file is both ``aiops.detectors.ewma_z`` (installed) and ``detectors.ewma_z``
+#: (pytest's doctest collection of the source folder), and a cache written under one
+#: name fails to load under the other. Only the installed name caches.
+_CACHE = __name__ == "aiops.detectors.ewma_z"
 
 
-@numba.njit(cache=True, nogil=True)
-def _tail_p(z: float, q: float, m: float, u0: float) -> float:
-    """Tail probability of a deviation ``z``: linear to ``q`` at ``u0``, then exponential."""
+@numba.njit(cache=_CACHE, nogil=True)
+def _tail_p(z: float, q: float, m: float, m2: float, u0: float, shape_max: float) -> float:
+    """Tail probability of a deviation ``z``: linear to ``q`` at ``u0``, then Pareto.
+
+    Beyond ``u0`` the excess follows a generalized Pareto distribution whose scale and
+    shape come from the decayed first and second moments of the excesses (``m``, ``m2``;
+    the method of moments: shape ``(1 - m^2 / var) / 2``), the shape clipped to
+    ``[0, shape_max]``: 0 is the exponential tail of light-tailed noise, a positive shape
+    the power-law tail of latencies and counts with bursts.
+    """
     if z <= u0:
         return 1.0 - (1.0 - q) * z / u0
-    return q * math.exp(-(z - u0) / m)
+    y = z - u0
+    var = max(m2 - m * m, 1e-12)
+    shape = min(shape_max, max(0.0, 0.5 * (1.0 - m * m / var)))
+    if shape < 1e-6:
+        return q * math.exp(-y / m)
+    scale = 0.5 * m * (m * m / var + 1.0)
+    return q * (1.0 + shape * y / scale) ** (-1.0 / shape)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=_CACHE, nogil=True)
 def _score_points(
     idx: IntArray,
     values: FloatArray,
@@ -84,11 +102,13 @@ def _score_points(
     repeat: FloatArray,
     q: FloatArray,
     m: FloatArray,
+    m2: FloatArray,
     alpha: float,
     variance_alpha: float,
     warmup: int,
     tail_start: float,
     tail_alpha: float,
+    tail_shape_max: float,
     learn_below: float,
     stuck: bool,
 ) -> None:
@@ -118,7 +138,7 @@ def _score_points(
         r = run[i] + 1 if same else 0
         p = 1.0
         if c >= warmup and abs(d) >= MATERIALITY * long_dev[i]:
-            p = _tail_p(z, q[i], m[i], tail_start)
+            p = _tail_p(z, q[i], m[i], m2[i], tail_start, tail_shape_max)
         if stuck and c >= warmup and repeat[i] <= STUCK_MAX_REPEAT:
             # Runs of equal values of a series that repeats with rate rho are geometric:
             # ``r`` repeats in a row have probability rho ** r. Two checks: Bonferroni.
@@ -137,7 +157,9 @@ def _score_points(
                 # tail weight over the exceedance share; capped so that one huge point
                 # cannot triple it.
                 w = min(tail_alpha / max(q[i], tail_alpha), 0.5)
-                m[i] += w * (min(z - tail_start, 10.0 * m[i]) - m[i])
+                excess = min(z - tail_start, 10.0 * m[i])
+                m[i] += w * (excess - m[i])
+                m2[i] += w * (excess * excess - m2[i])
         # Running means until the exponential weights take over, so that neither the
         # level nor the variance starts biased towards the series' first point.
         a = max(alpha, 1.0 / (c + 1))
@@ -174,14 +196,16 @@ class EwmaZ(Detector):
     ``z = |x - mu| / sigma`` against the level and variance *before* the point. The
     score is ``1 - p`` with ``p`` the tail probability of ``z`` among the series' own
     normal points: a peaks-over-threshold model (as in Siffer et al.'s SPOT, 2017) keeps
-    the decayed share ``q`` of deviations beyond ``tail_start`` and their decayed mean
-    excess ``m``, and ``p = q * exp(-(z - tail_start) / m)`` beyond it (linear from 1 at
-    ``z = 0`` to ``q`` below). Both start from a standard Gaussian's values, so a young
-    series is scored as Gaussian until its own tail is known; a heavy-tailed or spiky
-    series learns a larger share and a longer excess, so the same ``z`` is less rare
-    there. A deviation smaller than ``MATERIALITY`` times the series' long-run mean
-    absolute deviation never scores (a quiet night of a busy series has a tiny local
-    sigma). A score ``s`` thus means that about a fraction ``1 - s`` of the series'
+    the decayed share ``q`` of deviations beyond ``tail_start`` and the decayed first two
+    moments of their excess, and beyond it ``p`` is ``q`` times the survival function of
+    a generalized Pareto distribution fitted to those moments (exponential when the
+    excesses look exponential; linear from 1 at ``z = 0`` to ``q`` below). They start
+    from a standard Gaussian's values, so a young series is scored as Gaussian until its
+    own tail is known; a heavy-tailed or spiky series learns a larger share, a longer
+    excess and a heavier shape, so the same ``z`` is less rare there. A deviation
+    smaller than ``MATERIALITY`` times the series' long-run mean absolute deviation
+    never scores (a quiet night of a busy series has a tiny local sigma). A score ``s``
+    thus means that about a fraction ``1 - s`` of the series'
     normal points score ``s`` or more.
 
     Works well on: spikes, dips and level shifts relative to the recent level and
@@ -203,8 +227,8 @@ class EwmaZ(Detector):
     statistics.
 
     Cost: one compiled loop over the batch's points in order (no rounds, no scalar
-    copy: the same kernel serves a batch of 100,000 series and one long replay); ten
-    numbers per series (80 bytes).
+    copy: the same kernel serves a batch of 100,000 series and one long replay); eleven
+    numbers per series (88 bytes).
 
     Parameters
     ----------
@@ -225,6 +249,12 @@ class EwmaZ(Detector):
     tail_alpha
         Per-point forgetting weight of the tail statistics (memory about ``1 /
         tail_alpha`` points).
+    tail_shape_max
+        Largest shape of the generalized Pareto tail (0: always exponential; 0.5, the
+        default, keeps the excess' variance finite). On the KPI development data 0.5
+        against 0: best F1 0.713 / 0.696, own-alert F1 0.705 / 0.692; on Student-t(3) and
+        log-normal noise the rate of scores above 0.9999 falls from about 8x to 4x the
+        nominal one.
 
     >>> det = EwmaZ(warmup=20)
     >>> rng = np.random.default_rng(0)
@@ -247,6 +277,7 @@ class EwmaZ(Detector):
         warmup: int = 100,
         tail_start: float = 2.5,
         tail_alpha: float = 1e-3,
+        tail_shape_max: float = 0.5,
         stuck: bool = True,
         learn_below: float = math.inf,
         seed: int = 0,
@@ -257,6 +288,8 @@ class EwmaZ(Detector):
                 raise ValueError(f"{label} must be in (0, 1], got {a}")
         if not 0.0 < tail_alpha < 1.0:
             raise ValueError(f"tail_alpha must be in (0, 1), got {tail_alpha}")
+        if not 0.0 <= tail_shape_max < 1.0:
+            raise ValueError(f"tail_shape_max must be in [0, 1), got {tail_shape_max}")
         if not tail_start > 0.0:
             raise ValueError(f"tail_start must be positive, got {tail_start}")
         if warmup < 2:
@@ -266,6 +299,7 @@ class EwmaZ(Detector):
         self.warmup = warmup
         self.tail_start = tail_start
         self.tail_alpha = tail_alpha
+        self.tail_shape_max = tail_shape_max
         self.stuck = stuck
         self._q0, self._m0 = _gaussian_excess(tail_start)
         self._n = np.zeros(0, dtype=np.int64)
@@ -278,6 +312,7 @@ class EwmaZ(Detector):
         self._repeat = np.zeros(0)
         self._q = np.zeros(0)
         self._m = np.zeros(0)
+        self._m2 = np.zeros(0)
 
     @classmethod
     def check_params(cls) -> dict[str, Any]:
@@ -302,6 +337,8 @@ class EwmaZ(Detector):
         self._repeat = np.concatenate([self._repeat, np.zeros(extra)])
         self._q = np.concatenate([self._q, np.full(extra, self._q0)])
         self._m = np.concatenate([self._m, np.full(extra, self._m0)])
+        # The second moment of an exponential excess: a young series' tail is exponential.
+        self._m2 = np.concatenate([self._m2, np.full(extra, 2.0 * self._m0 * self._m0)])
 
     def score(self, idx: IntArray, timestamps: FloatArray, values: FloatArray) -> FloatArray:
         """Score and learn from the points; see :mod:`aiops.detector`."""
@@ -334,11 +371,13 @@ class EwmaZ(Detector):
             self._repeat,
             self._q,
             self._m,
+            self._m2,
             float(self.alpha),
             float(self.variance_alpha),
             int(self.warmup),
             float(self.tail_start),
             float(self.tail_alpha),
+            float(self.tail_shape_max),
             float(self.learn_below),
             bool(self.stuck),
         )
@@ -358,16 +397,17 @@ class EwmaZ(Detector):
             "repeat": self._repeat[:k].copy(),
             "q": self._q[:k].copy(),
             "m": self._m[:k].copy(),
+            "m2": self._m2[:k].copy(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
         n = np.asarray(state["n"], dtype=np.int64).copy()
-        names = ("mu", "var", "long_mu", "long_dev", "last", "repeat", "q", "m")
+        names = ("mu", "var", "long_mu", "long_dev", "last", "repeat", "q", "m", "m2")
         arrays = [np.asarray(state[k], dtype=np.float64).copy() for k in names]
         run = np.asarray(state["run"], dtype=np.int64).copy()
         if any(a.shape != n.shape for a in [*arrays, run]):
             raise ValueError("ewma_z state arrays differ in length")
         self._n, self._run = n, run
         (self._mu, self._var, self._long_mu, self._long_dev) = arrays[:4]
-        (self._last, self._repeat, self._q, self._m) = arrays[4:]
+        (self._last, self._repeat, self._q, self._m, self._m2) = arrays[4:]

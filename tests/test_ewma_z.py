@@ -119,6 +119,7 @@ def test_state_round_trip_mid_series_and_bad_state() -> None:
         ({"variance_alpha": 1.5}, "variance_alpha must be in"),
         ({"tail_alpha": 1.0}, "tail_alpha must be in"),
         ({"tail_start": 0.0}, "tail_start must be positive"),
+        ({"tail_shape_max": 1.0}, "tail_shape_max must be in"),
         ({"warmup": 1}, "warmup must be at least 2"),
     ],
 )
