@@ -41,7 +41,11 @@ def _parse_params(text: str | None) -> dict[str, Any]:
 
 
 def _detector_and_params(detector: str | None, params: str | None) -> tuple[str, dict[str, Any]]:
-    """The detector's name (the default one unless named) and its checked parameter names."""
+    """The detector's name (the default one unless named) and its checked parameters.
+
+    Unknown names and bad values are usage errors here, before any file is read or any
+    worker process starts.
+    """
     from aiops.detector import keyword_params
     from aiops.registry import DETECTORS, UnknownTypeError
     from aiops.scoring import DEFAULT_DETECTOR
@@ -59,6 +63,10 @@ def _detector_and_params(detector: str | None, params: str | None) -> tuple[str,
         if unknown:
             msg = f"unknown for detector {name}: {', '.join(unknown)} (valid: {', '.join(valid)})"
             raise click.BadParameter(msg, param_hint="--params")
+    try:
+        DETECTORS.create(name, **detector_params)
+    except (TypeError, ValueError) as exc:
+        raise click.UsageError(f"detector {name}: {exc}") from None
     return name, detector_params
 
 
@@ -174,9 +182,8 @@ def eval_nab(
     """Score a detector on the NAB corpus with NAB's own scoring."""
     from aiops.evaluation.run import run_nab
 
-    run_nab(
-        data_dir, detector=detector, params=_parse_params(params), threshold=threshold, jobs=jobs
-    )
+    name, detector_params = _detector_and_params(detector, params)
+    run_nab(data_dir, detector=name, params=detector_params, threshold=threshold, jobs=jobs)
 
 
 @eval_group.command(name="labelled")
@@ -238,16 +245,11 @@ def eval_labelled(
     F1 are pooled over all series, at the best threshold and at the daemon's own alerts.
     """
     from aiops.evaluation.labelled import evaluate, files_in, plot_series, score_folder
-    from aiops.registry import DETECTORS
 
     name, detector_params = _detector_and_params(detector, params)
     if not files_in(data_dir):
         msg = f"no *.csv or *.csv.gz files in {data_dir}"
         raise click.BadParameter(msg, param_hint="--data")
-    try:  # bad parameter values, before any worker starts
-        DETECTORS.create(name, **detector_params)
-    except (TypeError, ValueError) as exc:
-        raise click.UsageError(f"detector {name}: {exc}") from None
     scored = score_folder(
         data_dir,
         detector=name,

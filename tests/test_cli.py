@@ -210,3 +210,14 @@ def test_sigterm_halfway_then_restart_gives_the_alerts_of_an_uninterrupted_run(t
     assert out.returncode == 0, out.stderr
     assert "resumed from checkpoint" in out.stderr
     assert alerts_of(halves) == expected
+
+
+def test_eval_nab_checks_the_detector_before_reading_the_corpus(tmp_path):
+    # An empty folder: the detector error must come first, as one usage line, no traceback.
+    out = aiops("eval", "nab", "--data", str(tmp_path), "--detector", "nope")
+    assert out.returncode == 2
+    assert 'unknown detector type "nope"' in out.stderr
+    assert "Traceback" not in out.stderr
+    out = aiops("eval", "nab", "--data", str(tmp_path), "--params", '{"alpha": 5}')
+    assert out.returncode == 2
+    assert "detector ewma_z: alpha must be in (0, 1], got 5" in out.stderr
