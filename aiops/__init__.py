@@ -2,8 +2,8 @@
 
 Connectors stream metrics and logs from Kafka and Prometheus into online-learning
 detectors; alerts go through an Alertmanager-style router to Slack and incident tools.
-The core contracts live in :mod:`aiops.source`, :mod:`aiops.detector` and
-:mod:`aiops.notify`; connectors and detectors install as :mod:`aiops.connectors` and
+The core contracts live in :mod:`aiops.pipeline.source`, :mod:`aiops.pipeline.detector` and
+:mod:`aiops.alerting.notify`; connectors and detectors install as :mod:`aiops.connectors` and
 :mod:`aiops.detectors`.
 """
 

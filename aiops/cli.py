@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 import aiops
-from aiops.detector import DEFAULT_THRESHOLD
+from aiops.pipeline.detector import DEFAULT_THRESHOLD
 
 __all__ = ["main"]
 
@@ -46,9 +46,9 @@ def _detector_and_params(detector: str | None, params: str | None) -> tuple[str,
     Unknown names and bad values are usage errors here, before any file is read or any
     worker process starts.
     """
-    from aiops.detector import keyword_params
+    from aiops.pipeline.detector import keyword_params
+    from aiops.pipeline.scoring import DEFAULT_DETECTOR
     from aiops.registry import DETECTORS, UnknownTypeError
-    from aiops.scoring import DEFAULT_DETECTOR
 
     name = detector or DEFAULT_DETECTOR
     try:
@@ -99,7 +99,7 @@ def cli(log_level: str) -> None:
 @click.option("--once", is_flag=True, help="Stop when every finite source is exhausted.")
 def run(config_path: Path | None, state_dir: Path | None, once: bool) -> None:
     """Run the daemon (the built-in demo when no --config is given)."""
-    from aiops.app import run_daemon
+    from aiops.service.app import run_daemon
 
     sys.exit(run_daemon(config_path, state_dir=state_dir, until_exhausted=once))
 
@@ -136,7 +136,7 @@ def score(
     Writes timestamp,value,anomaly_score,alert: one row per input row, in input order.
     Timestamps may be ISO 8601 or unix seconds; empty values score 0.
     """
-    from aiops.scoring import read_series_csv, score_series, write_scored_csv
+    from aiops.pipeline.scoring import read_series_csv, score_series, write_scored_csv
 
     name, detector_params = _detector_and_params(detector, params)
     rows, ts, vs = read_series_csv(csv_path)
@@ -426,8 +426,8 @@ def backtest(
     Nothing is sent and the config's state directory is not touched. Prints alerts per
     day per rule and per receiver (after silences, inhibitions, time intervals).
     """
-    from aiops.app import build_router
-    from aiops.backtest import (
+    from aiops.config import ConfigErrors, load_config
+    from aiops.evaluation.backtest import (
         BacktestError,
         BacktestUsageError,
         format_report,
@@ -436,7 +436,7 @@ def backtest(
         with_rules,
         write_outputs,
     )
-    from aiops.config import ConfigErrors, load_config
+    from aiops.service.app import build_router
 
     bounds: list[float | None] = []
     for hint, text in (("--from", start), ("--to", end)):

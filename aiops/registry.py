@@ -104,11 +104,11 @@ DETECTORS: Registry[Any] = Registry(
 SOURCES: Registry[Any] = Registry(
     "source",
     {
-        "simulator": "aiops.connectors.simulator:SimulatorSource",
-        "file": "aiops.connectors.files:FileSource",
-        "prometheus": "aiops.connectors.prometheus:PrometheusSource",
-        "remote_write": "aiops.connectors.remote_write:RemoteWriteSource",
-        "kafka": "aiops.connectors.kafka:KafkaSource",
+        "simulator": "aiops.connectors.sources.simulator:SimulatorSource",
+        "file": "aiops.connectors.sources.files:FileSource",
+        "prometheus": "aiops.connectors.sources.prometheus:PrometheusSource",
+        "remote_write": "aiops.connectors.sources.remote_write:RemoteWriteSource",
+        "kafka": "aiops.connectors.sources.kafka:KafkaSource",
     },
     group="aiops.sources",
 )
@@ -116,9 +116,9 @@ SOURCES: Registry[Any] = Registry(
 NOTIFIERS: Registry[Any] = Registry(
     "notifier",
     {
-        "console": "aiops.connectors.console:ConsoleNotifier",
-        "jsonl": "aiops.connectors.jsonl:JsonlNotifier",
-        "kafka": "aiops.connectors.kafka_notifier:KafkaNotifier",
+        "console": "aiops.connectors.notifiers.console:ConsoleNotifier",
+        "jsonl": "aiops.connectors.notifiers.jsonl:JsonlNotifier",
+        "kafka": "aiops.connectors.notifiers.kafka:KafkaNotifier",
     },
     group="aiops.notifiers",
 )

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from aiops.notify import Delivered, DeliveryResult, Notification, Notifier
-from aiops.source import Source
+from aiops.alerting.notify import Delivered, DeliveryResult, Notification, Notifier
+from aiops.pipeline.source import Source
 from aiops.types import Batch
 
 __all__ = ["FakeClock", "ListNotifier", "MemorySource"]

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiops.connectors.formats import create_decoder
-from aiops.decoder import Decoder
+from aiops.pipeline.decoder import Decoder
 
 T0 = 1_714_564_800
 N_RECORDS = 2000

@@ -4,7 +4,7 @@ Usage (from the repository root)::
 
     .venv/bin/python bench/fleet.py [--rules rules/fleet.yaml] [--seeds 42 7 99] [--days 4]
 
-For each seed, the simulator (``aiops.connectors.simulator``, incidents ``auto``) runs
+For each seed, the simulator (``aiops.connectors.sources.simulator``, incidents ``auto``) runs
 ``--days`` simulated days through ``aiops backtest``'s replay (the real engine, no
 routing effects counted). An incident is *found* when a firing alert starts on its own
 series between its start and ``--grace`` after its end; a firing alert is *false* when it
@@ -30,10 +30,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from aiops.app import build_router
-from aiops.backtest import BacktestResult, run_backtest, with_rules
 from aiops.config import load_config
-from aiops.connectors.simulator import Incident, SimulatorSource
+from aiops.connectors.sources.simulator import Incident, SimulatorSource
+from aiops.evaluation.backtest import BacktestResult, run_backtest, with_rules
+from aiops.service.app import build_router
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SEEDS = (42, 7, 99)

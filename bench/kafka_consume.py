@@ -9,7 +9,7 @@ read three ways in this one process:
 
 - ``raw``: a kafka-python ``KafkaConsumer`` with the partitions assigned directly,
   ``poll()`` until every record is in (the value of each record is touched);
-- ``source``: :class:`aiops.connectors.kafka.KafkaSource` (group member, poller thread,
+- ``source``: :class:`aiops.connectors.sources.kafka.KafkaSource` (group member, poller thread,
   decoding, columnar batches), ``next_batch()`` until every record is in;
 - ``decode``: the format's decoder alone over the same payloads, no Kafka (CPU bound).
 
@@ -33,8 +33,8 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from aiops.connectors.formats import create_decoder
-from aiops.connectors.kafka import KafkaSource
-from aiops.connectors.simulator import SimulatorSource
+from aiops.connectors.sources.kafka import KafkaSource
+from aiops.connectors.sources.simulator import SimulatorSource
 from aiops.simulate import FORMATS, Record, encode_batch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))

@@ -12,7 +12,7 @@ a spike every few days, one empty value in a thousand) to a temporary folder, th
   included): ``aiops score CSV --out OUT`` for ``--detector`` (default: the project's
   default detector) and for the baseline (``robust_ewma``); ``aiops backtest`` of a
   config whose file source replays the same CSV into one rule on ``--detector``; and
-  the bare start-up (``python -c "import aiops.cli, aiops.scoring"``) for reference;
+  the bare start-up (``python -c "import aiops.cli, aiops.pipeline.scoring"``) for reference;
 - in process: reading the CSV (``read_series_csv``), scoring (``score_series``) and
   writing the output (``write_scored_csv``), each timed on its own. Scoring is timed for
   the detector, the baseline and ``Trivial``, a detector defined only here whose score is
@@ -41,10 +41,10 @@ from typing import Any
 
 import numpy as np
 
-from aiops.detector import DEFAULT_THRESHOLD, Detector
-from aiops.engine import RuleRuntime, RuleSpec
+from aiops.pipeline.detector import DEFAULT_THRESHOLD, Detector
+from aiops.pipeline.engine import RuleRuntime, RuleSpec
+from aiops.pipeline.scoring import DEFAULT_DETECTOR, read_series_csv, score_series, write_scored_csv
 from aiops.registry import DETECTORS
-from aiops.scoring import DEFAULT_DETECTOR, read_series_csv, score_series, write_scored_csv
 from aiops.types import Batch, FloatArray, IntArray, SeriesKey
 
 START = 1_700_000_000  # 2023-11-14T22:13:20Z
@@ -190,9 +190,9 @@ def main() -> None:
             subprocess_time(score_args(name), 1)
         subprocess_time(backtest, 1)
 
-        startup = [sys.executable, "-c", "import aiops.cli, aiops.scoring"]
+        startup = [sys.executable, "-c", "import aiops.cli, aiops.pipeline.scoring"]
         t = best(lambda: subprocess.run(startup, check=True), args.repeat)[0]
-        rows.append(("startup: python -c 'import aiops.cli, aiops.scoring'", t))
+        rows.append(("startup: python -c 'import aiops.cli, aiops.pipeline.scoring'", t))
         for name in names:
             t = subprocess_time(score_args(name), args.repeat)
             rows.append((f"end to end: aiops score --detector {name}", t))

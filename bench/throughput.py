@@ -16,8 +16,8 @@ import time
 
 import numpy as np
 
+from aiops.pipeline.scoring import DEFAULT_DETECTOR
 from aiops.registry import DETECTORS
-from aiops.scoring import DEFAULT_DETECTOR
 
 
 def bench_default(n_series: int, n_batches: int, seed: int = 0, warm_batches: int = 200) -> float:

@@ -1,7 +1,8 @@
 """Sources and notifiers.
 
 Sources turn bytes from Kafka, Prometheus, files or the simulator into batches (contract:
-:mod:`aiops.source`); notifiers deliver notifications (contract: :mod:`aiops.notify`).
+:mod:`aiops.pipeline.source`); notifiers deliver notifications (contract:
+:mod:`aiops.alerting.notify`).
 Each module owns at most one optional dependency, declared as an extra of the package.
 """
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from aiops.detector import Detector
+from aiops.pipeline.detector import Detector
 from aiops.types import FloatArray, IntArray, SeriesKey
 
 __all__ = ["Ensemble"]

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from aiops.detector import DEFAULT_THRESHOLD, RoundDetector
+from aiops.pipeline.detector import DEFAULT_THRESHOLD, RoundDetector
 from aiops.types import BoolArray, FloatArray, IntArray
 
 __all__ = ["EnvelopeNovelty"]
@@ -309,7 +309,7 @@ class EnvelopeNovelty(RoundDetector):
         self._lo = np.concatenate([self._lo, np.full((extra, nf), np.inf)])
 
     def score(self, idx: IntArray, timestamps: FloatArray, values: FloatArray) -> FloatArray:
-        """Score and learn from the points; see :mod:`aiops.detector`.
+        """Score and learn from the points; see :mod:`aiops.pipeline.detector`.
 
         A batch of one series (an offline replay) takes a scalar loop with the same
         arithmetic as the vectorized rounds, which would each hold a single point.

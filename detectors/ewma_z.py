@@ -11,7 +11,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from aiops.detector import Detector
+from aiops.pipeline.detector import Detector
 from aiops.types import FloatArray, IntArray
 
 __all__ = ["EwmaZ"]
@@ -341,7 +341,7 @@ class EwmaZ(Detector):
         self._m2 = np.concatenate([self._m2, np.full(extra, 2.0 * self._m0 * self._m0)])
 
     def score(self, idx: IntArray, timestamps: FloatArray, values: FloatArray) -> FloatArray:
-        """Score and learn from the points; see :mod:`aiops.detector`."""
+        """Score and learn from the points; see :mod:`aiops.pipeline.detector`."""
         idx = np.ascontiguousarray(idx, dtype=np.int64)
         values = np.ascontiguousarray(values, dtype=np.float64)
         if not len(idx) == len(timestamps) == len(values):

@@ -13,11 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from aiops.detector import Detector
-
 # A calibrated score is ``exp(-RARITY * p)`` for a tail probability ``p``, the scale
 # every detector shares: 0.99 means "one ordinary vector in 10,000 is this rare".
 from aiops.detectors.calibration import RARITY
+from aiops.pipeline.detector import Detector
 from aiops.types import BoolArray, FloatArray, IntArray, SeriesKey
 
 __all__ = ["IsolationForestDetector"]

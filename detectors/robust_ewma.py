@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from aiops.detector import RoundDetector
 from aiops.detectors.calibration import Refractory, TailCalibrator, rarity_score
+from aiops.pipeline.detector import RoundDetector
 from aiops.types import BoolArray, FloatArray, IntArray
 
 __all__ = ["RobustEWMA"]
@@ -50,7 +50,7 @@ class RobustEWMA(RoundDetector):
     the default threshold, against 0 and -652 with a Gaussian calibration.
 
     Cost: O(1) memory and time per point, 7 numbers per series; a batch is a few dozen
-    numpy operations per round (see :class:`aiops.detector.RoundDetector`).
+    numpy operations per round (see :class:`aiops.pipeline.detector.RoundDetector`).
 
     Parameters
     ----------

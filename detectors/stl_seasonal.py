@@ -7,8 +7,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from aiops.detector import RoundDetector
 from aiops.detectors.calibration import Refractory, TailCalibrator, rarity_score
+from aiops.pipeline.detector import RoundDetector
 from aiops.types import BoolArray, FloatArray, IntArray
 
 __all__ = ["STLSeasonal"]

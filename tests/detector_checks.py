@@ -7,7 +7,7 @@ from the class's optional ``check_params()`` classmethod (small, fast parameters
 test ids ``"{detector}:{check}"``. Family tests reuse the same checks on other parameter
 sets (``run_all(factory)``).
 
-The checks pin the contract of :mod:`aiops.detector`:
+The checks pin the contract of :mod:`aiops.pipeline.detector`:
 
 - ``batch_boundaries``: one batch, one point per call, random splits: the same scores.
 - ``state_round_trip``: ``state_dict()`` goes through a strict plain-data encoder (JSON
@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from aiops.detector import Detector
+from aiops.pipeline.detector import Detector
 
 __all__ = [
     "CHECKS",

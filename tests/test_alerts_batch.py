@@ -20,11 +20,11 @@ import numpy as np
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from aiops.alerts import FIRING, INACTIVE, PENDING, AlertStateMachine
-from aiops.detector import Detector, split_rounds
-from aiops.engine import RuleRuntime, RuleSpec
-from aiops.postrule import HitWindow
-from aiops.state import dumps, loads
+from aiops.pipeline.alerts import FIRING, INACTIVE, PENDING, AlertStateMachine
+from aiops.pipeline.detector import Detector, split_rounds
+from aiops.pipeline.engine import RuleRuntime, RuleSpec
+from aiops.pipeline.postrule import HitWindow
+from aiops.state.envelope import dumps, loads
 from aiops.types import Batch, SeriesKey
 
 KEYS = [SeriesKey.of("m", {"s": str(i)}) for i in range(4)]

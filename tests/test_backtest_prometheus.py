@@ -31,11 +31,11 @@ from test_backtest import (
     write_csv,
 )
 
-from aiops.app import build_router
-from aiops.backtest import BacktestError, BacktestUsageError, run_backtest
 from aiops.config import load_config
-from aiops.connectors.prometheus import PrometheusSource
-from aiops.source import QuerySpec
+from aiops.connectors.sources.prometheus import PrometheusSource
+from aiops.evaluation.backtest import BacktestError, BacktestUsageError, run_backtest
+from aiops.pipeline.source import QuerySpec
+from aiops.service.app import build_router
 from aiops.timeutil import to_rfc3339
 
 END = T0 + 3 * 86_400

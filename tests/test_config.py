@@ -23,6 +23,8 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
+from aiops.alerting.selector import Matcher
+from aiops.alerting.templates import Template, go_format_float, humanize
 from aiops.config import (
     DEFAULT_ALERTING,
     AlertingConfig,
@@ -41,8 +43,6 @@ from aiops.config import (
 )
 from aiops.config.yamlpos import load_yaml
 from aiops.registry import DEFAULT_DETECTOR, DETECTORS, NOTIFIERS, SOURCES, Registry
-from aiops.selector import Matcher
-from aiops.templates import Template, go_format_float, humanize
 from aiops.types import SeriesKey
 
 REPO = Path(__file__).resolve().parents[1]

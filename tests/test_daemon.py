@@ -5,12 +5,12 @@ import threading
 
 import numpy as np
 
-from aiops.checkpoint import Checkpointer
-from aiops.daemon import Daemon, DeadLetterFile
-from aiops.engine import Engine, RuleSpec
-from aiops.routing import Dispatcher, RouteNode, Router
-from aiops.source import Source, SourceError
-from aiops.state import FileStateStore
+from aiops.alerting.routing import Dispatcher, RouteNode, Router
+from aiops.pipeline.engine import Engine, RuleSpec
+from aiops.pipeline.source import Source, SourceError
+from aiops.service.daemon import Daemon, DeadLetterFile
+from aiops.state.checkpoint import Checkpointer
+from aiops.state.envelope import FileStateStore
 from aiops.testing import FakeClock, ListNotifier, MemorySource
 from aiops.types import Batch, Reject, SeriesKey
 

@@ -20,7 +20,7 @@ from aiops.connectors.formats import (
     PrometheusJsonDecoder,
     create_decoder,
 )
-from aiops.decoder import REJECT_REASONS, Decoded, Decoder
+from aiops.pipeline.decoder import REJECT_REASONS, Decoded, Decoder
 from aiops.types import LogRecord, SeriesKey
 
 

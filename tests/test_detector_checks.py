@@ -25,8 +25,8 @@ from detector_checks import (
     roc_auc,
 )
 
-from aiops.detector import Detector, RoundDetector
 from aiops.detectors.calibration import gaussian_score
+from aiops.pipeline.detector import Detector, RoundDetector
 from aiops.registry import DETECTORS
 
 CASES = [(name, check) for name in DETECTORS.names() for check in CHECKS]

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from aiops.engine import Engine, RuleSpec
-from aiops.state import dumps, loads
+from aiops.pipeline.engine import Engine, RuleSpec
+from aiops.state.envelope import dumps, loads
 from aiops.types import Batch, SeriesKey
 
 KEYS = [SeriesKey.of("latency", {"host": f"h{i}"}) for i in range(3)]

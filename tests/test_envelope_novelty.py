@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from aiops.detectors.envelope_novelty import EnvelopeNovelty
-from aiops.scoring import score_series
+from aiops.pipeline.scoring import score_series
 
 #: Measured 70.61 (swept) and 70.37 (own alerts) on NAB v1.1 standard; see
 #: bench/quality/README.md. The floor leaves room for harmless numeric changes only.

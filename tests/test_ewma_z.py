@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from aiops.detectors.ewma_z import EwmaZ
+from aiops.pipeline.scoring import score_series
 from aiops.registry import DEFAULT_DETECTOR, DETECTORS
-from aiops.scoring import score_series
 
 
 def _fleet_like(seed: int = 7, n: int = 3000) -> tuple[np.ndarray, np.ndarray]:

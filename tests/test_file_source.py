@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from aiops.connectors.files import FileSource, parse_timestamps, parse_values
+from aiops.connectors.sources.files import FileSource, parse_timestamps, parse_values
+from aiops.pipeline.source import SourceError
 from aiops.registry import SOURCES
-from aiops.source import SourceError
 from aiops.timeutil import parse_timestamp
 from aiops.types import Batch, Reject
 

@@ -25,16 +25,16 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from aiops.app import build_daemon
-from aiops.checkpoint import Checkpointer
+from aiops.alerting.routing import Dispatcher, RouteNode, Router
 from aiops.config import load_config
-from aiops.daemon import Daemon
-from aiops.engine import Engine, RuleSpec
-from aiops.http import HttpRequest, HttpResponse, HttpServer, NullListener
-from aiops.metrics import PrometheusMetrics
-from aiops.routing import Dispatcher, RouteNode, Router
-from aiops.source import Source, SourceError
-from aiops.state import FileStateStore
+from aiops.pipeline.engine import Engine, RuleSpec
+from aiops.pipeline.source import Source, SourceError
+from aiops.service.app import build_daemon
+from aiops.service.daemon import Daemon
+from aiops.service.http import HttpRequest, HttpResponse, HttpServer, NullListener
+from aiops.service.metrics import PrometheusMetrics
+from aiops.state.checkpoint import Checkpointer
+from aiops.state.envelope import FileStateStore
 from aiops.testing import ListNotifier, MemorySource
 from aiops.types import Batch, Reject, SeriesKey
 

@@ -23,8 +23,8 @@ from detector_checks import assert_same_scores, encode_state
 
 from aiops.config import load_rule_files
 from aiops.detectors.isolation_forest import IsolationForestDetector, _PackedForest
-from aiops.engine import Engine, RuleSpec
-from aiops.state import dumps, loads
+from aiops.pipeline.engine import Engine, RuleSpec
+from aiops.state.envelope import dumps, loads
 from aiops.types import Batch, SeriesKey
 
 HOSTS = ("h1", "h2")

@@ -18,10 +18,10 @@ from kafka.errors import (
 from pydantic import ValidationError
 from servers import free_port, unique
 
+from aiops.alerting.notify import Alert, Delivered, Notification, PermanentFailure, RetryAfter
 from aiops.config import load_alerting
-from aiops.connectors.jsonl import JsonlNotifier
-from aiops.connectors.kafka_notifier import KafkaNotifier, classify_error, record_key
-from aiops.notify import Alert, Delivered, Notification, PermanentFailure, RetryAfter
+from aiops.connectors.notifiers.jsonl import JsonlNotifier
+from aiops.connectors.notifiers.kafka import KafkaNotifier, classify_error, record_key
 from aiops.registry import NOTIFIERS
 
 FAST = {"request_timeout": "5s", "reconnect_backoff_max": "1s", "connect_timeout": "2s"}

@@ -28,21 +28,21 @@ import pytest
 from pydantic import ValidationError
 from servers import KafkaBroker, unique
 
-from aiops.checkpoint import Checkpointer
-from aiops.connectors.kafka import OUTAGE_GRACE, KafkaSource
+from aiops.alerting.routing import Dispatcher, RouteNode, Router
 from aiops.connectors.kafka_common import (
     KafkaClientConfig,
     SecretError,
     client_options,
 )
-from aiops.connectors.simulator import SimulatorSource
-from aiops.daemon import Daemon
-from aiops.engine import Engine
+from aiops.connectors.sources.kafka import OUTAGE_GRACE, KafkaSource
+from aiops.connectors.sources.simulator import SimulatorSource
+from aiops.pipeline.engine import Engine
+from aiops.pipeline.source import SourceError
 from aiops.registry import NOTIFIERS, SOURCES
-from aiops.routing import Dispatcher, RouteNode, Router
+from aiops.service.daemon import Daemon
 from aiops.simulate import Record, encode_batch
-from aiops.source import SourceError
-from aiops.state import FileStateStore, MemoryStateStore
+from aiops.state.checkpoint import Checkpointer
+from aiops.state.envelope import FileStateStore, MemoryStateStore
 from aiops.types import Batch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -519,8 +519,8 @@ def reference_alerts(batches: list[Batch]) -> list[tuple[str, str, str, str | No
     uninterrupted run over the topic must give.
     """
     if "alerts" not in _REFERENCE:
-        from aiops.app import build_receivers, build_router, render_template, rule_specs
         from aiops.config import load_config
+        from aiops.service.app import build_receivers, build_router, render_template, rule_specs
         from aiops.testing import MemorySource
 
         d = Path(tempfile.mkdtemp(prefix="kafka-ref-"))
@@ -552,8 +552,8 @@ def reference_alerts(batches: list[Batch]) -> list[tuple[str, str, str, str | No
 
 def run_in_process(cfg: Path, stop_after: int | None, total: int) -> list[tuple[str, float]]:
     """Run the daemon until ``stop_after`` points (or ``total``) are scored; return them."""
-    from aiops.app import build_daemon
     from aiops.config import load_config
+    from aiops.service.app import build_daemon
 
     loaded = load_config(cfg)
     daemon = build_daemon(loaded, state_dir=loaded.daemon.state.dir)

@@ -16,8 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 PROBE = """
 import importlib.util, json, sys
-import aiops, aiops.cli, aiops.connectors.simulator, aiops.detectors
-from aiops.app import demo_config_path
+import aiops, aiops.cli, aiops.connectors.sources.simulator, aiops.detectors
+from aiops.service.app import demo_config_path
 print(json.dumps({
     "aiops": aiops.__file__,
     "connectors": aiops.connectors.__file__,

@@ -16,10 +16,10 @@ import pytest
 from servers import HistorySeries
 from test_http import start_daemon, wait_until, write_config
 
-from aiops.checkpoint import Checkpointer
-from aiops.connectors.prometheus import PrometheusSource, QueryError
-from aiops.source import QuerySpec, SourceError
-from aiops.state import FileStateStore
+from aiops.connectors.sources.prometheus import PrometheusSource, QueryError
+from aiops.pipeline.source import QuerySpec, SourceError
+from aiops.state.checkpoint import Checkpointer
+from aiops.state.envelope import FileStateStore
 from aiops.timeutil import to_rfc3339
 
 

@@ -18,14 +18,14 @@ from prometheus_client import CollectorRegistry, Gauge, start_http_server
 from servers import free_port
 from test_http import start_daemon, wait_until, write_config
 
-from aiops.connectors.remote_write import (
+from aiops.connectors.sources.remote_write import (
     STALE_NAN_BITS,
     RemoteWriteSource,
     decode_write_request,
     encode_write_request,
     message_classes,
 )
-from aiops.http import HttpRequest, HttpServer
+from aiops.service.http import HttpRequest, HttpServer
 from aiops.types import SeriesKey
 
 PATH = "/api/v1/write"

@@ -1,7 +1,7 @@
 from dataclasses import dataclass
 
-from aiops.notify import Alert, Notification, PermanentFailure, RetryAfter
-from aiops.routing import Dispatcher, Inhibition, RouteNode, Router, SilenceWindow
+from aiops.alerting.notify import Alert, Notification, PermanentFailure, RetryAfter
+from aiops.alerting.routing import Dispatcher, Inhibition, RouteNode, Router, SilenceWindow
 from aiops.testing import FakeClock, ListNotifier
 
 

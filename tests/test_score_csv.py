@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aiops.scoring import ScoredSeries, read_series_csv, write_scored_csv
+from aiops.pipeline.scoring import ScoredSeries, read_series_csv, write_scored_csv
 from aiops.timeutil import parse_timestamp, parse_timestamps
 
 

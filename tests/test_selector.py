@@ -6,7 +6,13 @@ import re
 
 import pytest
 
-from aiops.selector import Matcher, Selector, compile_anchored, parse_matcher, parse_selector
+from aiops.alerting.selector import (
+    Matcher,
+    Selector,
+    compile_anchored,
+    parse_matcher,
+    parse_selector,
+)
 from aiops.types import SeriesKey
 
 CPU_WEB = SeriesKey.of("cpu_usage_ratio", {"host": "web-1", "service": "web"})

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from servers import free_port, unique
 
 from aiops.connectors.formats import create_decoder
-from aiops.connectors.simulator import SimulatorSource
-from aiops.decoder import Decoded
+from aiops.connectors.sources.simulator import SimulatorSource
+from aiops.pipeline.decoder import Decoded
 from aiops.simulate import (
     FORMATS,
     FileSink,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from aiops.connectors.simulator import (
+from aiops.connectors.sources.simulator import (
     INCIDENT_KINDS,
     METRICS,
     Incident,
@@ -344,7 +344,7 @@ def test_config_validation() -> None:
 
 
 def test_every_config_field_is_documented() -> None:
-    from aiops.connectors.simulator import IncidentSpec
+    from aiops.connectors.sources.simulator import IncidentSpec
 
     for model in (Config, IncidentSpec):
         for name, field in model.model_fields.items():

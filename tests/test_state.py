@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from aiops.checkpoint import Checkpoint, Checkpointer
-from aiops.state import (
+from aiops.state.checkpoint import Checkpoint, Checkpointer
+from aiops.state.envelope import (
     HMAC_KEY_ENV,
     FileStateStore,
     MemoryStateStore,

@@ -48,7 +48,7 @@ from aiops.config.translate import (
     translate,
 )
 from aiops.config.yamlpos import Loc, YamlDoc, load_yaml
-from aiops.detector import keyword_params
+from aiops.pipeline.detector import keyword_params
 from aiops.registry import DEFAULT_DETECTOR, DETECTORS, NOTIFIERS, SOURCES, Registry
 
 __all__ = [

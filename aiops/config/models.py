@@ -4,8 +4,8 @@ Every model is frozen and forbids unknown keys. Field names are the YAML keys (`
 and ``continue`` are spelled ``for_`` and ``continue_`` in Python; both spellings are
 accepted when building a model in code). Durations are float seconds, times are
 timezone-aware UTC datetimes, selectors, matchers and templates are parsed objects
-(:class:`~aiops.selector.Selector`, :class:`~aiops.selector.Matcher`,
-:class:`~aiops.templates.Template`) that serialize back to their text.
+(:class:`~aiops.alerting.selector.Selector`, :class:`~aiops.alerting.selector.Matcher`,
+:class:`~aiops.alerting.templates.Template`) that serialize back to their text.
 
 The models check what one section can check on its own. What needs the registries
 (source, notifier and detector settings) or the whole set of files (undefined
@@ -42,11 +42,11 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from aiops.alerting.selector import LABEL_NAME_RE, Matcher, Selector, parse_matcher, parse_selector
+from aiops.alerting.templates import Template
 from aiops.config.translate import show as _show
-from aiops.detector import DEFAULT_THRESHOLD
+from aiops.pipeline.detector import DEFAULT_THRESHOLD
 from aiops.registry import DEFAULT_DETECTOR
-from aiops.selector import LABEL_NAME_RE, Matcher, Selector, parse_matcher, parse_selector
-from aiops.templates import Template
 from aiops.timeutil import format_duration, parse_duration
 
 __all__ = [

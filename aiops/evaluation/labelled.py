@@ -3,7 +3,7 @@
 Input: every ``*.csv`` and ``*.csv.gz`` file of a folder, sorted by name, with columns
 ``timestamp,value,label`` (timestamps in unix seconds or ISO 8601, labels 0 or 1; a header
 naming the columns is optional). Each series is scored by the daemon's own rule engine
-(:func:`aiops.scoring.score_series`: detector, hit window, alert state machine), its
+(:func:`aiops.pipeline.scoring.score_series`: detector, hit window, alert state machine), its
 points fed in file order, gaps kept. The protocol is the one that results on the web-service
 KPIs of the AIOps Challenge 2018 are usually reported with
 (``shared/datasets/kpi/SOURCE.md``):
@@ -55,8 +55,8 @@ from typing import IO, Any
 import numpy as np
 import numpy.typing as npt
 
-from aiops.detector import DEFAULT_THRESHOLD
-from aiops.scoring import DEFAULT_DETECTOR, score_series
+from aiops.pipeline.detector import DEFAULT_THRESHOLD
+from aiops.pipeline.scoring import DEFAULT_DETECTOR, score_series
 from aiops.timeutil import parse_timestamps
 from aiops.types import BoolArray, FloatArray, IntArray
 
@@ -481,7 +481,7 @@ def warmup_slots(warmup: float, n_slots: int) -> int:
 class ScoredFile:
     """One file read and scored: its grid, what its input held, and the scoring time.
 
-    ``seconds`` is the CPU time of the process in :func:`~aiops.scoring.score_series`
+    ``seconds`` is the CPU time of the process in :func:`~aiops.pipeline.scoring.score_series`
     (detector and post-rules), so other load on the machine does not inflate it.
     """
 
@@ -558,7 +558,7 @@ class ScoredFolder:
 
     @property
     def detector_seconds(self) -> float:
-        """CPU time spent in :func:`~aiops.scoring.score_series`, summed over files."""
+        """CPU time spent in :func:`~aiops.pipeline.scoring.score_series`, summed over files."""
         return sum(f.seconds for f in self.files)
 
     def file(self, name: str) -> ScoredFile:

@@ -9,9 +9,9 @@ from typing import Any
 
 import click
 
-from aiops.detector import DEFAULT_THRESHOLD
 from aiops.evaluation.nab import EvaluationReport, evaluate, load_corpus
-from aiops.scoring import DEFAULT_DETECTOR, score_series
+from aiops.pipeline.detector import DEFAULT_THRESHOLD
+from aiops.pipeline.scoring import DEFAULT_DETECTOR, score_series
 from aiops.types import BoolArray, FloatArray
 
 __all__ = ["run_nab", "score_nab"]

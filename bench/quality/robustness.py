@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from aiops.evaluation.nab import evaluate, load_corpus
-from aiops.scoring import DEFAULT_DETECTOR, score_series
+from aiops.pipeline.scoring import DEFAULT_DETECTOR, score_series
 from aiops.types import BoolArray, FloatArray
 
 PROFILES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")

@@ -34,11 +34,11 @@ import time
 from pathlib import Path
 from types import ModuleType
 
-from aiops.detector import DEFAULT_THRESHOLD
 from aiops.evaluation.labelled import evaluate, files_in, score_folder
 from aiops.evaluation.run import score_nab
+from aiops.pipeline.detector import DEFAULT_THRESHOLD
+from aiops.pipeline.scoring import DEFAULT_DETECTOR
 from aiops.registry import DETECTORS
-from aiops.scoring import DEFAULT_DETECTOR
 
 HERE = Path(__file__).resolve().parent
 HEADER = (

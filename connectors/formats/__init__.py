@@ -1,7 +1,7 @@
 """Record formats: decoders from the bytes of one Kafka record (or file chunk) to data.
 
-Contract (:mod:`aiops.decoder`): ``decode(payload, *, origin, timestamp)`` returns a
-:class:`~aiops.decoder.Decoded` (columnar points, log records, rejects, counted skips)
+Contract (:mod:`aiops.pipeline.decoder`): ``decode(payload, *, origin, timestamp)`` returns a
+:class:`~aiops.pipeline.decoder.Decoded` (columnar points, log records, rejects, counted skips)
 and never raises because of the payload; malformed items become rejects with a stable
 reason word.
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from aiops.decoder import Decoder, DecoderConfig
+from aiops.pipeline.decoder import Decoder, DecoderConfig
 
 from .generic_json import GenericJsonDecoder
 from .influx_line import InfluxLineDecoder

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from datetime import date
 from typing import Any, Literal
 
-from aiops.decoder import Decoded, Decoder
+from aiops.pipeline.decoder import Decoded, Decoder
 from aiops.types import SeriesKey
 
 __all__ = [

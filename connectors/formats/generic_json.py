@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from aiops.decoder import Decoded, DecoderConfig
+from aiops.pipeline.decoder import Decoded, DecoderConfig
 
 from ._common import (
     MISSING,

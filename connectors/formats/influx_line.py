@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from aiops.decoder import Decoded, Decoder, DecoderConfig
+from aiops.pipeline.decoder import Decoded, Decoder, DecoderConfig
 from aiops.types import SeriesKey
 
 __all__ = ["InfluxLineDecoder"]

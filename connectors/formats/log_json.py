@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from aiops.decoder import Decoded, DecoderConfig
+from aiops.pipeline.decoder import Decoded, DecoderConfig
 from aiops.types import LogRecord
 
 from ._common import (

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from aiops.decoder import Decoded, Decoder, DecoderConfig
+from aiops.pipeline.decoder import Decoded, Decoder, DecoderConfig
 from aiops.types import LogRecord
 
 __all__ = ["LogLinesDecoder"]

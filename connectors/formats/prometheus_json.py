@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from aiops.decoder import Decoded, DecoderConfig
+from aiops.pipeline.decoder import Decoded, DecoderConfig
 
 from ._common import (
     MISSING,

@@ -53,7 +53,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from aiops.source import Source
+from aiops.pipeline.source import Source
 from aiops.timeutil import parse_duration, parse_timestamp, to_rfc3339
 from aiops.types import Batch, FloatArray, IntArray, LogRecord, SeriesKey
 

@@ -49,7 +49,7 @@ accept cold-started series after a rebalance).
 Failures: the constructor never connects (``aiops check`` builds no clients). The
 poller starts with the first ``next_batch()``; while it cannot bootstrap (within
 ``connect_timeout`` per attempt, retried with back-off) or cannot read a secret,
-``next_batch()`` raises :class:`~aiops.source.SourceError`. Later, when no broker
+``next_batch()`` raises :class:`~aiops.pipeline.source.SourceError`. Later, when no broker
 connection has existed for :data:`OUTAGE_GRACE` seconds, ``next_batch()`` raises
 ``SourceError`` (the daemon backs off and shows it in health) while the client keeps
 reconnecting on its own; errors the client raises while polling (authorization, a
@@ -81,12 +81,12 @@ from kafka.errors import KafkaError, KafkaTimeoutError
 from kafka.structs import OffsetAndMetadata
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
-from aiops.decoder import Decoded, Decoder
-from aiops.source import Source, SourceError
+from aiops.pipeline.decoder import Decoded, Decoder
+from aiops.pipeline.source import Source, SourceError
 from aiops.types import Batch, LogRecord, Reject, SeriesKey
 
-from .formats import FORMATS, create_decoder
-from .kafka_common import KafkaClientConfig, Seconds, client_options, ms, topic_name
+from ..formats import FORMATS, create_decoder
+from ..kafka_common import KafkaClientConfig, Seconds, client_options, ms, topic_name
 
 __all__ = ["FLUSH_TIMEOUT", "OUTAGE_GRACE", "KafkaSource"]
 

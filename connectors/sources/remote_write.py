@@ -65,8 +65,8 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError, Message
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from aiops.http import HttpRequest, HttpResponse
-from aiops.source import Source
+from aiops.pipeline.source import Source
+from aiops.service.http import HttpRequest, HttpResponse
 from aiops.types import Batch, FloatArray, Reject, SeriesKey
 
 __all__ = [

@@ -1,7 +1,7 @@
 """Kafka notifier: each notification as one JSON record on a topic.
 
 The record value is the JSON document that the ``jsonl`` notifier writes per line
-(:func:`aiops.notify.notification_to_json`: receiver, status, idempotency key, group
+(:func:`aiops.alerting.notify.notification_to_json`: receiver, status, idempotency key, group
 labels, alerts in Alertmanager's shape), UTF-8, keys sorted. The record key is the
 alert fingerprint, so every transition of one alert lands in one partition, in order;
 a notification grouping several alerts is keyed by its receiver and group labels
@@ -12,11 +12,11 @@ stay ordered too). Headers: ``aiops-idempotency-key``, ``aiops-receiver``,
 Delivery: ``send`` waits up to ``timeout`` for the broker's acknowledgement (``acks``
 from all in-sync replicas, idempotent producer) and answers
 
-- :class:`~aiops.notify.Delivered` with ``topic/partition@offset``;
-- :class:`~aiops.notify.RetryAfter` when the broker cannot be reached, a time-out
+- :class:`~aiops.alerting.notify.Delivered` with ``topic/partition@offset``;
+- :class:`~aiops.alerting.notify.RetryAfter` when the broker cannot be reached, a time-out
   expires, a secret file or variable is missing, or the error is one Kafka calls
   retriable (no leader, not enough replicas, unknown topic while it is being created);
-- :class:`~aiops.notify.PermanentFailure` when retrying cannot help: the record is too
+- :class:`~aiops.alerting.notify.PermanentFailure` when retrying cannot help: the record is too
   large (``max_request_size`` or the broker's ``message.max.bytes``), authentication or
   authorization failed, the topic name is invalid.
 
@@ -49,7 +49,7 @@ from kafka.errors import (
 )
 from pydantic import Field, field_validator
 
-from aiops.notify import (
+from aiops.alerting.notify import (
     Delivered,
     DeliveryResult,
     Notification,
@@ -59,7 +59,7 @@ from aiops.notify import (
     notification_to_json,
 )
 
-from .kafka_common import KafkaClientConfig, Seconds, SecretError, client_options, ms, topic_name
+from ..kafka_common import KafkaClientConfig, Seconds, SecretError, client_options, ms, topic_name
 
 __all__ = ["KafkaNotifier", "classify_error", "record_key"]
 
@@ -191,7 +191,7 @@ class KafkaNotifier(Notifier):
 def record_key(notification: Notification) -> str:
     """The record key: the alert's fingerprint, or the group's key for several alerts.
 
-    >>> from aiops.notify import Alert
+    >>> from aiops.alerting.notify import Alert
     >>> a = Alert("f00d", "firing", {"alertname": "X"}, {}, 0.0)
     >>> record_key(Notification("ops", [a]))
     'f00d'

@@ -1,7 +1,7 @@
 """Offline scoring of one series through the daemon's own rule engine.
 
 ``aiops score``, ``aiops eval nab`` and the benchmarks call :func:`score_series`, which
-feeds points through exactly the :class:`~aiops.engine.RuleRuntime` the daemon uses
+feeds points through exactly the :class:`~aiops.pipeline.engine.RuleRuntime` the daemon uses
 (detector, hit window, alert state machine), so offline numbers are what the daemon
 would have done live.
 """
@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from aiops.detector import DEFAULT_THRESHOLD
-from aiops.engine import RuleRuntime, RuleSpec
+from aiops.pipeline.detector import DEFAULT_THRESHOLD
+from aiops.pipeline.engine import RuleRuntime, RuleSpec
 from aiops.registry import DEFAULT_DETECTOR
 from aiops.timeutil import parse_timestamp, parse_timestamps
 from aiops.types import Batch, BoolArray, FloatArray, SeriesKey

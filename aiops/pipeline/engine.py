@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from aiops.alerts import AlertStateMachine
-from aiops.detector import DEFAULT_THRESHOLD, Detector
-from aiops.notify import Alert
-from aiops.postrule import HitWindow
+from aiops.alerting.notify import Alert
+from aiops.pipeline.alerts import AlertStateMachine
+from aiops.pipeline.detector import DEFAULT_THRESHOLD, Detector
+from aiops.pipeline.postrule import HitWindow
+from aiops.pipeline.series import SeriesRegistry
 from aiops.registry import DEFAULT_DETECTOR, DETECTORS
-from aiops.series import SeriesRegistry
 from aiops.types import Batch, BoolArray, FloatArray, IntArray, SeriesKey
 
 __all__ = ["Engine", "RuleResult", "RuleRuntime", "RuleSpec", "alert_fingerprint"]

@@ -16,7 +16,7 @@ Formats:
 
 A line that cannot be decoded becomes a :class:`~aiops.types.Reject` in the batch, with
 ``origin="{path}:{line number}"`` (line 1 is the CSV header) and the raw line. Reasons are
-those of :data:`aiops.decoder.REJECT_REASONS`: ``bad_utf8``, ``bad_line`` (CSV syntax),
+those of :data:`aiops.pipeline.decoder.REJECT_REASONS`: ``bad_utf8``, ``bad_line`` (CSV syntax),
 ``bad_json``, ``bad_shape`` (a JSON line that is not an object), ``missing_field`` (too few
 CSV fields, an empty metric name, no ``timestamp`` or ``value``), ``bad_labels``,
 ``bad_timestamp``, ``bad_value``; plus ``file_truncated`` (see below). Blank lines are
@@ -31,7 +31,7 @@ replay starts again from the beginning; the same happens when a followed file sh
 
 Missing file: the constructor never touches the file system (``aiops check`` can
 validate a configuration anywhere); ``next_batch()`` raises
-:class:`~aiops.source.SourceError` while the file cannot be opened, in both modes, so the
+:class:`~aiops.pipeline.source.SourceError` while the file cannot be opened, in both modes, so the
 daemon backs off, retries and reports it in health. A CSV header that lacks a configured
 column raises the same error.
 
@@ -63,7 +63,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from aiops.source import Source, SourceError
+from aiops.pipeline.source import Source, SourceError
 from aiops.timeutil import parse_timestamp
 from aiops.types import Batch, BoolArray, FloatArray, IntArray, Reject, SeriesKey
 

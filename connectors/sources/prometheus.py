@@ -1,7 +1,7 @@
 """Prometheus pull source: each rule's PromQL, evaluated on the rule group's interval.
 
 A rule that names this source sets ``query:`` instead of ``selector:``; the daemon
-hands every such rule to the source as a :class:`~aiops.source.QuerySpec`. Each answer
+hands every such rule to the source as a :class:`~aiops.pipeline.source.QuerySpec`. Each answer
 becomes a :class:`~aiops.types.Batch` for that rule only (``Batch.rule``), one point per
 series per evaluation time; a series is named by its ``__name__`` label or, when the
 query drops it (``rate(...)``, ``sum by``), by the rule's alert name.
@@ -33,7 +33,7 @@ a back-off (1 s, doubling, at most ``max_backoff``; in between its interval runs
 skipped) and continues from where it stopped, so nothing is skipped. Other rules are
 not affected. ``problems()`` lists the failing rules (the daemon shows them in
 ``/healthz`` as ``degraded``); ``next_batch()`` raises
-:class:`~aiops.source.SourceError` only when every rule is failing and nothing is
+:class:`~aiops.pipeline.source.SourceError` only when every rule is failing and nothing is
 queued (Prometheus is down), so the daemon reports the source as ``failing``.
 
 History (backtests): ``history(start, end)`` returns a :class:`PrometheusHistory`, a
@@ -67,7 +67,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from aiops import __version__
 from aiops.config.models import Duration, PositiveDuration
-from aiops.source import QuerySpec, Source, SourceError
+from aiops.pipeline.source import QuerySpec, Source, SourceError
 from aiops.timeutil import format_duration, to_rfc3339
 from aiops.types import Batch, SeriesKey
 
@@ -240,7 +240,7 @@ class PrometheusSource(Source):
     def next_batch(self) -> Batch:
         """The next queued answer (one rule's points), or an empty batch; never waits.
 
-        Raises :class:`~aiops.source.SourceError` when every rule is failing and
+        Raises :class:`~aiops.pipeline.source.SourceError` when every rule is failing and
         nothing is queued.
         """
         if self._scheduler is None and not self._closed:

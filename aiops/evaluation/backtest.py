@@ -3,10 +3,10 @@
 ``aiops backtest`` reads the sources of a daemon config that have a past to replay:
 *finite* sources (file sources that are not followed, the simulator with a
 ``duration``) from their start, and *pull* sources (Prometheus) over ``--from`` /
-``--to``, through their :meth:`~aiops.source.Source.history` (each rule's query at the
+``--to``, through their :meth:`~aiops.pipeline.source.Source.history` (each rule's query at the
 evaluation times live evaluation would have used, in range queries small enough for
-Prometheus). The points go through the real :class:`~aiops.engine.Engine` and the real
-:class:`~aiops.routing.Router` (route tree, silences, inhibitions, time intervals).
+Prometheus). The points go through the real :class:`~aiops.pipeline.engine.Engine` and the real
+:class:`~aiops.alerting.routing.Router` (route tree, silences, inhibitions, time intervals).
 Nothing is sent and nothing is written to the config's state directory: there are no
 notifiers, no checkpoints and no dead letters.
 
@@ -35,13 +35,13 @@ from typing import Any
 
 import numpy as np
 
-from aiops.app import render_template, resolve_paths, rule_queries, rule_specs
+from aiops.alerting.notify import Alert
+from aiops.alerting.routing import Router
 from aiops.config import LoadedConfig, load_rule_files
-from aiops.engine import Engine
-from aiops.notify import Alert
+from aiops.pipeline.engine import Engine
+from aiops.pipeline.source import Source, SourceError
 from aiops.registry import SOURCES
-from aiops.routing import Router
-from aiops.source import Source, SourceError
+from aiops.service.app import render_template, resolve_paths, rule_queries, rule_specs
 from aiops.timeutil import parse_timestamp, to_rfc3339
 from aiops.types import Batch
 

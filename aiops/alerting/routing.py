@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from aiops.notify import (
+from aiops.alerting.notify import (
     Alert,
     Delivered,
     DeliveryResult,

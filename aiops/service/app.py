@@ -15,7 +15,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from aiops.checkpoint import Checkpointer
+from aiops.alerting.notify import Notifier, NullNotifier
+from aiops.alerting.routing import Dispatcher, Inhibition, RouteNode, Router, SilenceWindow
+from aiops.alerting.templates import Template
 from aiops.config import (
     AlertingConfig,
     ConfigErrors,
@@ -24,16 +26,14 @@ from aiops.config import (
     TimeInterval,
     load_config,
 )
-from aiops.daemon import Daemon, DeadLetterFile
-from aiops.engine import Engine, RuleSpec
-from aiops.http import HttpServer, ListenError
-from aiops.metrics import NULL_METRICS, Metrics, PrometheusMetrics
-from aiops.notify import Notifier, NullNotifier
+from aiops.pipeline.engine import Engine, RuleSpec
+from aiops.pipeline.source import QuerySpec, Source
 from aiops.registry import NOTIFIERS, SOURCES
-from aiops.routing import Dispatcher, Inhibition, RouteNode, Router, SilenceWindow
-from aiops.source import QuerySpec, Source
-from aiops.state import FileStateStore
-from aiops.templates import Template
+from aiops.service.daemon import Daemon, DeadLetterFile
+from aiops.service.http import HttpServer, ListenError
+from aiops.service.metrics import NULL_METRICS, Metrics, PrometheusMetrics
+from aiops.state.checkpoint import Checkpointer
+from aiops.state.envelope import FileStateStore
 from aiops.types import SeriesKey
 
 __all__ = ["DEMO_CONFIG", "build_daemon", "demo_config_path", "run_daemon"]

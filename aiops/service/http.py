@@ -15,7 +15,7 @@ Endpoints:
 - ``GET /readyz``: 200 once the daemon has loaded its checkpoint, opened its sources
   and its loop is turning; 503 while starting, stopping, or when the loop has not
   completed an iteration for :data:`STALL_SECONDS`.
-- ``GET /metrics``: the daemon's metrics (:mod:`aiops.metrics`) in the Prometheus or
+- ``GET /metrics``: the daemon's metrics (:mod:`aiops.service.metrics`) in the Prometheus or
   OpenMetrics text format (content negotiation and gzip by prometheus-client).
 - Push receivers (sources implementing :class:`HttpReceiver`, such as the remote-write
   source on ``POST /api/v1/write``) are mounted at their ``http_path`` when the
@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from aiops.metrics import NULL_METRICS, Metrics
+from aiops.service.metrics import NULL_METRICS, Metrics
 
 __all__ = [
     "MAX_REQUEST_BYTES",
@@ -137,7 +137,7 @@ class DaemonView(Protocol):
 
     @property
     def health_report(self) -> Mapping[str, Mapping[str, Any]]:
-        """Per source id, its JSON-ready health (see :class:`aiops.daemon.SourceHealth`)."""
+        """Per source id, its JSON-ready health (see :class:`aiops.service.daemon.SourceHealth`)."""
         ...
 
     @property

@@ -7,7 +7,7 @@ from typing import TextIO
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from aiops.notify import Delivered, DeliveryResult, Notification, Notifier, RetryAfter
+from aiops.alerting.notify import Delivered, DeliveryResult, Notification, Notifier, RetryAfter
 from aiops.timeutil import to_rfc3339
 
 __all__ = ["ConsoleNotifier"]
@@ -20,7 +20,7 @@ class ConsoleNotifier(Notifier):
     """Writes ``TIME STATUS alertname series score=... value=... summary`` lines.
 
     >>> import io
-    >>> from aiops.notify import Alert
+    >>> from aiops.alerting.notify import Alert
     >>> out = io.StringIO()
     >>> n = ConsoleNotifier(ConsoleNotifier.Config(color="never"), stream=out)
     >>> a = Alert("f1", "firing", {"alertname": "HighCPU", "host": "a"},

@@ -9,7 +9,7 @@ from typing import IO
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from aiops.notify import (
+from aiops.alerting.notify import (
     Delivered,
     DeliveryResult,
     Notification,

@@ -163,10 +163,10 @@ def unseal(blob: bytes, *, kind: str) -> tuple[dict[str, Any], bytes]:
     >>> header, payload = unseal(seal(b"abc", kind="test"), kind="test")
     >>> payload, header["format"]
     (b'abc', 1)
-    >>> unseal(seal(b"abc", kind="test")[:-1] + b"x", kind="test")
+    >>> unseal(seal(b"abc", kind="test")[:-1] + b"x", kind="test")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    aiops.state.SnapshotRefused: test snapshot refused: content hash mismatch (corrupt or truncated)
+    aiops.state.envelope.SnapshotRefused: test snapshot refused: content hash mismatch (corrupt ...)
     """
     prefix = _MAGIC + b" "
     head, sep, payload = blob.partition(b"\n")

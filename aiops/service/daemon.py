@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from aiops.checkpoint import Checkpoint, Checkpointer
-from aiops.engine import Engine
-from aiops.http import HttpReceiver, Listener, NullListener
-from aiops.metrics import NULL_METRICS, Metrics
-from aiops.routing import Dispatcher, Router
-from aiops.source import Source
+from aiops.alerting.routing import Dispatcher, Router
+from aiops.pipeline.engine import Engine
+from aiops.pipeline.source import Source
+from aiops.service.http import HttpReceiver, Listener, NullListener
+from aiops.service.metrics import NULL_METRICS, Metrics
+from aiops.state.checkpoint import Checkpoint, Checkpointer
 from aiops.types import Batch, Reject
 
 __all__ = ["Daemon", "DeadLetterFile", "SourceHealth", "source_problems"]
@@ -151,7 +151,7 @@ class Daemon:
         self.alerts_sent = 0
         self._sequence = 0
         self._last_checkpoint = clock()
-        # --- HTTP listener and metrics (aiops.http, aiops.metrics) ---
+        # --- HTTP listener and metrics (aiops.service.http, aiops.service.metrics) ---
         self.metrics = metrics
         #: Serves /healthz, /readyz, /metrics and push receivers; set by the app.
         self.listener: Listener = NullListener()

@@ -1,4 +1,4 @@
-"""The daemon's own metrics, exposed on ``/metrics`` by :mod:`aiops.http`.
+"""The daemon's own metrics, exposed on ``/metrics`` by :mod:`aiops.service.http`.
 
 :class:`Metrics` is the null object: every hook is a no-op, so the data path calls its
 hooks unconditionally and costs nothing when no listener is configured.
@@ -47,7 +47,7 @@ from collections import Counter as _Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from aiops.notify import (
+from aiops.alerting.notify import (
     Alert,
     Delivered,
     DeliveryResult,
@@ -61,7 +61,7 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
     from prometheus_client.metrics_core import Metric
 
-    from aiops.engine import RuleRuntime
+    from aiops.pipeline.engine import RuleRuntime
 
 __all__ = ["NULL_METRICS", "CountingNotifier", "Metrics", "PrometheusMetrics"]
 

@@ -1,6 +1,6 @@
 """Checkpoints: detector states, registries, alert states and source positions, as one unit.
 
-A checkpoint is written atomically through a :class:`~aiops.state.StateStore` inside a
+A checkpoint is written atomically through a :class:`~aiops.state.envelope.StateStore` inside a
 versioned envelope. The previous checkpoint is kept as a fallback: if the newest one is
 refused (corrupt, unknown version), the daemon says so loudly and loads the one before,
 so it replays a little more rather than starting from nothing. A refused blob is kept
@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiops.state import SnapshotRefused, StateStore, dumps, loads, seal, unseal
+from aiops.state.envelope import SnapshotRefused, StateStore, dumps, loads, seal, unseal
 
 __all__ = ["Checkpoint", "Checkpointer"]
 

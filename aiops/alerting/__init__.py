@@ -1,0 +1,1 @@
+"""From alerts to notifications: routing, templates, selectors and notifiers' contract."""

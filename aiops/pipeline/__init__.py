@@ -1,0 +1,1 @@
+"""The data path: decoded batches -> series registry -> detectors -> post-rules -> alerts."""

@@ -1,0 +1,1 @@
+"""Durable state: sealed snapshot envelopes and the daemon's checkpoints."""

@@ -1,0 +1,1 @@
+"""Notifiers: where notifications go."""

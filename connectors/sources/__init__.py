@@ -1,0 +1,1 @@
+"""Sources: where points and log records come from."""
