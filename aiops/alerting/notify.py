@@ -11,6 +11,12 @@ API has such a field (PagerDuty ``dedup_key``, Opsgenie ``alias``) so that a not
 sent twice after a crash pages once.
 
 Notifiers never raise for a delivery problem; they return a result. Raising is a bug.
+
+Optional context for richer receivers (Slack): the rule that raised the alert
+(``rule``, ``group/alert``), its detector type and model version, and an
+:class:`AlertWindow` of the series' recent points with the expected band and the points
+that scored at or above the threshold. They default to empty, so an alert built with
+only the Alertmanager fields is complete.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from typing import Any, Literal
 
 __all__ = [
     "Alert",
+    "AlertWindow",
     "Delivered",
     "DeliveryResult",
     "Notification",
@@ -34,6 +41,63 @@ __all__ = [
 ]
 
 AlertStatus = Literal["firing", "resolved"]
+
+
+@dataclass(frozen=True, slots=True)
+class AlertWindow:
+    """The recent points of an alert's series, oldest first, for a chart.
+
+    ``lo`` and ``hi`` bound the expected band at each point (NaN where none is known
+    yet); ``anomalous`` marks the points that scored at or above ``threshold``. All
+    sequences have one entry per point.
+
+    >>> w = AlertWindow((0.0, 60.0), (1.0, 9.0), (0.5, 0.5), (1.5, 1.5), (False, True), 0.99)
+    >>> AlertWindow.from_json(w.to_json()) == w
+    True
+    """
+
+    timestamps: tuple[float, ...]
+    values: tuple[float, ...]
+    lo: tuple[float, ...]
+    hi: tuple[float, ...]
+    anomalous: tuple[bool, ...]
+    threshold: float = float("nan")
+
+    def __post_init__(self) -> None:
+        n = len(self.timestamps)
+        if not all(len(x) == n for x in (self.values, self.lo, self.hi, self.anomalous)):
+            raise ValueError("AlertWindow: every sequence must have one entry per point")
+
+    def __len__(self) -> int:
+        return len(self.timestamps)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain lists; NaN as ``null``."""
+        return {
+            "timestamps": list(self.timestamps),
+            "values": [_json_float(v) for v in self.values],
+            "lo": [_json_float(v) for v in self.lo],
+            "hi": [_json_float(v) for v in self.hi],
+            "anomalous": list(self.anomalous),
+            "threshold": _json_float(self.threshold),
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> AlertWindow:
+        """Inverse of :meth:`to_json` (``null`` back to NaN)."""
+
+        def floats(key: str) -> tuple[float, ...]:
+            return tuple(float("nan") if v is None else float(v) for v in doc.get(key) or ())
+
+        threshold = doc.get("threshold")
+        return cls(
+            floats("timestamps"),
+            floats("values"),
+            floats("lo"),
+            floats("hi"),
+            tuple(bool(v) for v in doc.get("anomalous") or ()),
+            float("nan") if threshold is None else float(threshold),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +113,10 @@ class Alert:
     value: float = float("nan")
     score: float = float("nan")
     series: str = ""
+    rule: str = ""
+    detector: str = ""
+    model_version: str = ""
+    window: AlertWindow | None = None
 
     @property
     def alertname(self) -> str:
@@ -62,10 +130,14 @@ class Alert:
         return hashlib.sha256(raw.encode()).hexdigest()[:32]
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict with RFC 3339 times, like Alertmanager's API."""
+        """A JSON-ready dict with RFC 3339 times, like Alertmanager's API.
+
+        The optional context (``rule``, ``detector``, ``modelVersion``, ``window``) is
+        included only when set.
+        """
         from aiops.timeutil import to_rfc3339
 
-        return {
+        doc: dict[str, Any] = {
             "fingerprint": self.fingerprint,
             "status": self.status,
             "labels": dict(self.labels),
@@ -76,6 +148,16 @@ class Alert:
             "score": _json_float(self.score),
             "series": self.series,
         }
+        for key, text in (
+            ("rule", self.rule),
+            ("detector", self.detector),
+            ("modelVersion", self.model_version),
+        ):
+            if text:
+                doc[key] = text
+        if self.window is not None:
+            doc["window"] = self.window.to_json()
+        return doc
 
 
 def _json_float(x: float) -> float | None:
