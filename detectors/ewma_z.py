@@ -167,9 +167,10 @@ def _score_points(
         mu[i] += a * d
         var[i] = (1.0 - av) * (var[i] + av * d * d)
         al = max(_LONG_ALPHA, 1.0 / (c + 1))
-        # One huge point may not blind the gate for a thousand points: its step is capped.
+        # One huge point may not blind the gate for a thousand points: its step is capped
+        # (but not at zero: a series flat through its warm-up must still learn a scale).
         step = x - long_mu[i]
-        if c >= warmup:
+        if c >= warmup and long_dev[i] > 0.0:
             cap = _LONG_CAP * long_dev[i]
             step = max(-cap, min(cap, step))
         long_dev[i] += al * (abs(step) - long_dev[i])

@@ -63,6 +63,17 @@ def test_deviations_smaller_than_the_long_run_deviation_never_score() -> None:
     assert s[2100] == 0.0
 
 
+def test_the_materiality_gate_learns_on_a_series_that_was_flat_through_its_warm_up() -> None:
+    # Zero for the warm-up, then bursts: the long-run deviation starts at 0, and a step
+    # capped at a multiple of 0 would keep it there for ever (every burst "material").
+    rng = np.random.default_rng(3)
+    x = np.zeros(4000)
+    x[200:] = np.where(rng.random(3800) < 0.05, rng.uniform(5e6, 5e7, 3800), 0.0)
+    det = EwmaZ()
+    det.score(np.zeros(len(x), dtype=np.int64), np.arange(4000) * 300.0, x)
+    assert det.state_dict()["long_dev"][0] > 1e5
+
+
 def test_a_stuck_gauge_alerts_but_a_count_series_at_zero_does_not() -> None:
     t, x = _fleet_like()
     x[2000:2030] = x[2000]  # the gauge stops updating: the same value 31 times
