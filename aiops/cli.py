@@ -476,6 +476,39 @@ def backtest(
             click.echo("aiops backtest: matplotlib is not installed; no plot", err=True)
 
 
+@cli.group(name="logs")
+def logs_group() -> None:
+    """Inspect the log template miner."""
+
+
+@logs_group.command(name="templates")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["lines", "log_json"]),
+    default="lines",
+    show_default=True,
+    help="lines: one message a line; log_json: one JSON log event a line.",
+)
+def logs_templates(path: Path, out_path: Path, fmt: str) -> None:
+    """Mine PATH and write line,template_id,template (one row per input line) to --out."""
+    from aiops.logs.templates import mine_file
+
+    try:
+        summary = mine_file(path, out_path, fmt="log_json" if fmt == "log_json" else "lines")
+    except OSError as exc:
+        click.echo(f"aiops logs templates: {exc}", err=True)
+        sys.exit(1)
+    skipped = ", ".join(f"{k}={v}" for k, v in sorted(summary.skipped.items()))
+    click.echo(
+        f"{summary.lines} lines, {summary.mined} mined into {summary.templates} templates"
+        + (f"; without a template: {skipped}" if skipped else ""),
+        err=True,
+    )
+
+
 def main() -> None:
     """Entry point of the ``aiops`` console script."""
     cli()

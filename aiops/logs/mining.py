@@ -1,0 +1,357 @@
+"""Streaming log template mining: masking, then Drain (the Drain3 implementation).
+
+A :class:`LogMiner` turns each log message into the id of its template. It first masks
+the variable parts that any system writes the same way (IP addresses, numbers, UUIDs, hex
+ids, paths, durations, e-mail addresses, URLs, times) with one combined compiled regex,
+then hands the masked text to a :class:`drain3.drain.Drain` prefix tree, which groups
+messages of the same length and prefix whose tokens agree enough (``sim_th``).
+
+Costs: masking is one regex pass per distinct message; a message seen before (raw or once
+masked) skips the regex and the tree through two bounded caches, so repetitive streams
+cost a dictionary look-up per line. The caches are derived data and are not saved.
+
+State: :meth:`LogMiner.state_dict` is plain JSON-able data (versioned): the clusters (id,
+template tokens, size), the prefix tree (token paths and cluster ids at the leaves) and
+the settings it was built with. Loading rebuilds the Drain object from that data; no
+pickle is ever read (Drain3's own ``TemplateMiner`` persistence uses jsonpickle, which
+can run code from a crafted snapshot).
+
+>>> m = LogMiner()
+>>> m.mask("connect from 10.0.0.7:5432 took 12ms, id 0x1f3a")
+'connect from <IP> took <DURATION>, id <HEX>'
+>>> [m.add(f"user {u} logged in from 10.1.2.{u}").cluster_id for u in (3, 4)]
+[1, 1]
+>>> m.template(1)
+'user <NUM> logged in from <IP>'
+>>> m2 = LogMiner.from_state(m.state_dict())
+>>> m2.add("user 9 logged in from 10.1.2.9").created
+False
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from drain3.drain import Drain, LogCluster, Node
+
+__all__ = [
+    "DEFAULT_MASKS",
+    "LogMiner",
+    "Mask",
+    "Masker",
+    "MineResult",
+    "MinerSettings",
+    "STATE_VERSION",
+]
+
+#: Version of :meth:`LogMiner.state_dict`; a state of another version is refused.
+STATE_VERSION = 1
+
+_HEXD = "0-9a-fA-F"
+
+
+@dataclass(frozen=True, slots=True)
+class Mask:
+    """Replace what ``regex`` matches with ``mask`` (a text such as ``<IP>``)."""
+
+    regex: str
+    mask: str
+
+
+#: The built-in masks, tried left to right at each position of a message (the first
+#: that matches there wins, so the specific ones come before the generic number).
+#: They are written for any system's logs, not fitted to one benchmark system.
+DEFAULT_MASKS: tuple[Mask, ...] = (
+    Mask(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s\"'<>]+", "<URL>"),
+    Mask(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+", "<EMAIL>"),
+    Mask(rf"(?<![\w-])[{_HEXD}]{{8}}-(?:[{_HEXD}]{{4}}-){{3}}[{_HEXD}]{{12}}(?![\w-])", "<UUID>"),
+    # Dates and times before numbers and IPv6 (12:30:45 looks like both).
+    Mask(
+        r"(?<!\d)\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2})?(?:[.,]\d+)?)?"
+        r"(?:Z|[+-]\d{2}:?\d{2})?(?!\d)",
+        "<TIME>",
+    ),
+    Mask(r"(?<![\d:])\d{1,2}:\d{2}:\d{2}(?:[.,]\d+)?(?![\d:])", "<TIME>"),
+    Mask(rf"(?<![\w:])[{_HEXD}]{{2}}(?::[{_HEXD}]{{2}}){{5}}(?![\w:])", "<MAC>"),
+    Mask(
+        r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?::\d{1,5})?(?![\w]|\.\d)",
+        "<IP>",
+    ),
+    Mask(
+        rf"(?<![\w:])(?=[{_HEXD}:]*[{_HEXD}])(?:(?:[{_HEXD}]{{1,4}}:){{7}}[{_HEXD}]{{1,4}}"
+        rf"|(?:[{_HEXD}]{{1,4}}:){{0,6}}[{_HEXD}]{{0,4}}::(?:[{_HEXD}]{{1,4}}:){{0,6}}"
+        rf"[{_HEXD}]{{0,4}})(?![\w:])",
+        "<IP>",
+    ),
+    Mask(
+        r"(?<![\w])\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h)(?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))*"
+        r"(?![\w])",
+        "<DURATION>",
+    ),
+    Mask(rf"(?<![\w])0[xX][{_HEXD}]+(?![\w])", "<HEX>"),
+    # A long hex word with both digits and letters (a hash, a request or trace id).
+    Mask(
+        rf"(?<![\w])(?=[{_HEXD}]*\d)(?=[{_HEXD}]*[a-fA-F])[{_HEXD}]{{8,}}(?![\w])",
+        "<HEX>",
+    ),
+    Mask(r"(?<![\w/.~-])(?:[a-zA-Z]:\\|~?/)(?:[\w.@%+~-]+[/\\]){1,}[\w.@%+~-]*", "<PATH>"),
+    # Any other run of digits, also inside a word (blk_123 -> blk_<NUM>), so ids that
+    # embed counters keep their constant prefix and group together.
+    Mask(r"\d+(?:\.\d+)*", "<NUM>"),
+)
+
+
+class Masker:
+    r"""Apply a list of masks in one pass of one compiled alternation.
+
+    ``masks`` come first (in order), then the built-in ones unless ``defaults`` is
+    False. Each regex is compiled alone first, so a bad one is reported by index.
+
+    >>> Masker([Mask(r"req-\w+", "<REQ>")]).mask("req-ab12 failed after 3 tries")
+    '<REQ> failed after <NUM> tries'
+    """
+
+    def __init__(self, masks: Sequence[Mask] = (), *, defaults: bool = True) -> None:
+        self.masks = (*masks, *(DEFAULT_MASKS if defaults else ()))
+        parts = []
+        for i, m in enumerate(self.masks):
+            try:
+                compiled = re.compile(m.regex)
+            except re.error as exc:
+                raise ValueError(f"mask {i + 1} ({m.regex!r}): invalid regex: {exc}") from None
+            if compiled.groups:
+                # Groups of the user's regex would shift ours: make them non-capturing.
+                parts.append(f"(?P<m{i}>{_no_capture(m.regex)})")
+            else:
+                parts.append(f"(?P<m{i}>{m.regex})")
+        self._replacements = {f"m{i}": m.mask for i, m in enumerate(self.masks)}
+        self._regex = re.compile("|".join(parts)) if parts else None
+
+    def _replace(self, match: re.Match[str]) -> str:
+        return self._replacements[match.lastgroup or ""]
+
+    def mask(self, text: str) -> str:
+        """The message with every masked part replaced."""
+        if self._regex is None:
+            return text
+        return self._regex.sub(self._replace, text)
+
+
+def _no_capture(regex: str) -> str:
+    """Turn ``(`` groups into ``(?:`` (named ones too), keeping escapes and classes."""
+    out: list[str] = []
+    i, n, in_class = 0, len(regex), False
+    while i < n:
+        c = regex[i]
+        if c == "\\":
+            out.append(regex[i : i + 2])
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+            if regex[i + 1 : i + 2] == "]":
+                out.append("[]")
+                i += 2
+                continue
+        elif c == "(" and regex[i + 1 : i + 2] != "?":
+            out.append("(?:")
+            i += 1
+            continue
+        elif c == "(" and regex[i + 1 : i + 3] == "?P" and regex[i + 3 : i + 4] == "<":
+            end = regex.index(">", i)
+            out.append("(?:")
+            i = end + 1
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class MinerSettings:
+    """Drain's settings and the masks; one set for every system (see README "Logs").
+
+    ``depth`` 4 and ``sim_th`` 0.4 are Drain3's defaults; with the masks above they
+    group the Loghub benchmark systems best on average of the settings tried
+    (``bench/log_templates.py``). ``max_clusters`` bounds memory: past it the least
+    recently matched template is forgotten.
+    """
+
+    depth: int = 4
+    sim_th: float = 0.4
+    max_children: int = 100
+    max_clusters: int = 10_000
+    masks: tuple[Mask, ...] = ()
+    default_masks: bool = True
+    extra_delimiters: tuple[str, ...] = ()
+
+    def as_json(self) -> dict[str, Any]:
+        """The settings as plain JSON data."""
+        return {
+            "depth": self.depth,
+            "sim_th": self.sim_th,
+            "max_children": self.max_children,
+            "max_clusters": self.max_clusters,
+            "masks": [[m.regex, m.mask] for m in self.masks],
+            "default_masks": self.default_masks,
+            "extra_delimiters": list(self.extra_delimiters),
+        }
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> MinerSettings:
+        """Inverse of :meth:`as_json`."""
+        return cls(
+            depth=int(doc["depth"]),
+            sim_th=float(doc["sim_th"]),
+            max_children=int(doc["max_children"]),
+            max_clusters=int(doc["max_clusters"]),
+            masks=tuple(Mask(str(r), str(m)) for r, m in doc["masks"]),
+            default_masks=bool(doc["default_masks"]),
+            extra_delimiters=tuple(str(d) for d in doc["extra_delimiters"]),
+        )
+
+    def digest(self) -> str:
+        """A short hash: miners with equal settings may be shared between rules."""
+        text = json.dumps(self.as_json(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+class MineResult(NamedTuple):
+    """The template a message fell into, and whether this message created it."""
+
+    cluster_id: int
+    created: bool
+
+
+_CACHE_MAX = 50_000
+
+
+@dataclass
+class LogMiner:
+    """One Drain tree with its masking; see the module docstring."""
+
+    settings: MinerSettings = field(default_factory=MinerSettings)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        if s.depth < 3:
+            raise ValueError(f"depth must be at least 3, got {s.depth}")
+        if not 0.0 < s.sim_th <= 1.0:
+            raise ValueError(f"sim_th must be in (0, 1], got {s.sim_th}")
+        self.masker = Masker(s.masks, defaults=s.default_masks)
+        self.drain = _new_drain(s)
+        self._raw: dict[str, str] = {}
+        self._masked: dict[str, LogCluster] = {}
+
+    def mask(self, message: str) -> str:
+        """The masked message, as Drain sees it."""
+        masked = self._raw.get(message)
+        if masked is None:
+            masked = self.masker.mask(message)
+            if len(self._raw) >= _CACHE_MAX:
+                self._raw.clear()
+            self._raw[message] = masked
+        return masked
+
+    def add(self, message: str) -> MineResult:
+        """Mine one message: its template's id, and whether it is a new template."""
+        masked = self.mask(message)
+        cluster = self._masked.get(masked)
+        if cluster is not None and cluster.cluster_id in self.drain.id_to_cluster:
+            cluster.size += 1
+            return MineResult(cluster.cluster_id, False)
+        cluster, change = self.drain.add_log_message(masked)
+        if len(self._masked) >= _CACHE_MAX:
+            self._masked.clear()
+        self._masked[masked] = cluster
+        return MineResult(cluster.cluster_id, change == "cluster_created")
+
+    def add_many(self, messages: Iterable[str]) -> list[int]:
+        """Mine messages in order; their template ids."""
+        return [self.add(m).cluster_id for m in messages]
+
+    def template(self, cluster_id: int) -> str:
+        """The current template text of a cluster ("" if it was forgotten)."""
+        cluster = self.drain.id_to_cluster.get(cluster_id)
+        return "" if cluster is None else str(cluster.get_template())
+
+    def __len__(self) -> int:
+        return len(self.drain.id_to_cluster)
+
+    # -- state ------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain JSON-able data: version, settings, clusters, prefix tree, id counter."""
+        clusters = [
+            [c.cluster_id, list(c.log_template_tokens), c.size]
+            for c in self.drain.id_to_cluster.values()
+        ]
+        return {
+            "version": STATE_VERSION,
+            "settings": self.settings.as_json(),
+            "counter": self.drain.clusters_counter,
+            "clusters": clusters,
+            "tree": _tree_to_json(self.drain.root_node),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> LogMiner:
+        """Rebuild a miner from :meth:`state_dict` data; ``ValueError`` if it is not one."""
+        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+            version = state.get("version") if isinstance(state, dict) else None
+            raise ValueError(f"miner state version {version!r} is not {STATE_VERSION}; not loaded")
+        try:
+            miner = cls(MinerSettings.from_json(state["settings"]))
+            drain = miner.drain
+            for cid, tokens, size in state["clusters"]:
+                cluster = LogCluster([str(t) for t in tokens], int(cid))
+                cluster.size = int(size)
+                drain.id_to_cluster[cluster.cluster_id] = cluster
+            drain.clusters_counter = int(state["counter"])
+            drain.root_node = _tree_from_json(state["tree"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"invalid miner state: {type(exc).__name__}: {exc}") from None
+        return miner
+
+
+def _new_drain(s: MinerSettings) -> Drain:
+    return Drain(
+        depth=s.depth,
+        sim_th=s.sim_th,
+        max_children=s.max_children,
+        max_clusters=s.max_clusters,
+        extra_delimiters=s.extra_delimiters,
+    )
+
+
+def _tree_to_json(node: Node) -> list[Any]:
+    """``[cluster_ids, {token: child}]``, iteratively (a deep tree must not recurse)."""
+    root: list[Any] = [list(node.cluster_ids), {}]
+    stack = [(node, root)]
+    while stack:
+        n, out = stack.pop()
+        for token, child in n.key_to_child_node.items():
+            doc: list[Any] = [list(child.cluster_ids), {}]
+            out[1][token] = doc
+            stack.append((child, doc))
+    return root
+
+
+def _tree_from_json(doc: list[Any]) -> Node:
+    root = Node()
+    stack = [(root, doc)]
+    while stack:
+        node, (ids, children) = stack.pop()
+        node.cluster_ids = [int(i) for i in ids]
+        for token, child_doc in children.items():
+            child = Node()
+            node.key_to_child_node[str(token)] = child
+            stack.append((child, child_doc))
+    return root
