@@ -1,0 +1,883 @@
+"""The durable outbox: notifications wait here until their receiver has accepted them.
+
+The data loop only *appends* (:meth:`Outbox.append`, :meth:`Outbox.submit`): one SQLite
+transaction per call, committed with ``synchronous=FULL`` so a row is on disk before the
+checkpoint that covers the alert is written. Delivery happens elsewhere: one worker
+thread per receiver integration (a ``<type>_configs`` entry of a receiver) takes the due
+rows of its integration in order and calls the notifier. A slow or dead receiver holds
+up only its own worker, never the data loop and never another receiver.
+
+Exactly once in effect, across crashes and restarts:
+
+- a row is unique on (receiver, integration, idempotency key), so the notifications a
+  restarted daemon replays from its last checkpoint are not queued twice (a key already
+  delivered, pending or dead-lettered is ignored);
+- a row is marked delivered only after the notifier returned
+  :class:`~aiops.alerting.notify.Delivered`. A crash between the two sends the row again
+  after the restart, with the same idempotency key, which each notifier passes to its
+  remote end (PagerDuty ``dedup_key``, Opsgenie ``alias``, a webhook's
+  ``Idempotency-Key`` header) so the second copy pages nobody.
+
+Retries (:class:`DeliveryPolicy`): after a failure worth retrying the row waits
+``uniform(0, min(max_delay, base_delay * 2 ** (attempts - 1)))`` seconds ("full jitter",
+so receivers coming back are not hit by every daemon at once), or at least what the
+remote end asked for (:attr:`RetryAfter.seconds <aiops.alerting.notify.RetryAfter>`, from
+``Retry-After``), which then also holds back the integration's other rows. The delay is
+computed here rather than by tenacity or backoff: those libraries own an in-process
+retry loop, while here the retry state (attempts, next attempt time) lives in the
+database and survives restarts; what remains of them is this one formula.
+
+A :class:`CircuitBreaker` per integration opens after ``breaker_failures`` consecutive
+failures; while open nothing is attempted (rows keep their attempt counts), and after
+``breaker_cooldown`` one attempt probes (half open): success closes it, failure opens it
+again. Each attempt is bounded by ``attempt_timeout``: a notifier that has not answered
+by then counts as a failure (its late answer is ignored; the row is sent again later).
+
+A :class:`~aiops.alerting.notify.PermanentFailure`, or a row past ``max_attempts`` or
+``max_age``, moves to the ``dead_letter`` table with its reason. ``aiops alerts failed``
+lists them and ``aiops alerts retry`` puts them back. Delivered rows are kept for
+``retention`` (the history of ``aiops alerts history``, and the memory that
+de-duplicates a replay), then deleted.
+
+The schema is versioned (:data:`SCHEMA_VERSION` in table ``meta``). An older file is
+migrated in place; a newer one, or a file that is not an outbox, is refused with
+:class:`OutboxSchemaError` and left untouched.
+
+Threads: every thread uses its own SQLite connection (WAL: readers never wait for the
+writer; writers wait up to ``busy_timeout``). No transaction is held across a send.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import random
+import sqlite3
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from aiops.alerting.notify import (
+    Alert,
+    AlertWindow,
+    Delivered,
+    DeliveryResult,
+    Notification,
+    Notifier,
+    PermanentFailure,
+    RetryAfter,
+)
+
+__all__ = [
+    "OUTBOX_FILE",
+    "SCHEMA_VERSION",
+    "CircuitBreaker",
+    "DeadLetter",
+    "DeliveryPolicy",
+    "Entry",
+    "Integration",
+    "Outbox",
+    "OutboxSchemaError",
+    "ReceiverStats",
+    "backoff_delay",
+    "decode_notification",
+    "encode_notification",
+]
+
+log = logging.getLogger(__name__)
+
+#: The outbox's file name inside the state directory.
+OUTBOX_FILE = "outbox.sqlite"
+#: Version of the tables below; bump it and add a step to ``_MIGRATIONS`` to change them.
+SCHEMA_VERSION = 1
+
+_SCHEMA_V1 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    receiver TEXT NOT NULL,
+    integration TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'delivered')),
+    status TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt REAL NOT NULL,
+    last_error TEXT NOT NULL DEFAULT '',
+    delivered_at REAL,
+    detail TEXT NOT NULL DEFAULT '',
+    UNIQUE (receiver, integration, idempotency_key)
+);
+CREATE INDEX outbox_due ON outbox (state, receiver, integration, next_attempt, id);
+CREATE INDEX outbox_delivered ON outbox (state, delivered_at);
+CREATE TABLE dead_letter (
+    id INTEGER PRIMARY KEY,
+    receiver TEXT NOT NULL,
+    integration TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL,
+    status TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created REAL NOT NULL,
+    attempts INTEGER NOT NULL,
+    failed_at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    UNIQUE (receiver, integration, idempotency_key)
+);
+"""
+
+#: ``version -> SQL`` that upgrades a file of ``version - 1``; version 1 creates it.
+_MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1}
+
+DeadKind = Literal["permanent", "max_attempts", "max_age"]
+
+
+class OutboxSchemaError(RuntimeError):
+    """The outbox file has a schema this version cannot use (newer, or not an outbox)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryPolicy:
+    """How an integration's worker retries.
+
+    ``base_delay`` and ``max_delay`` shape the back-off (:func:`backoff_delay`);
+    a row moves to the dead letters after ``max_attempts`` attempts or once it is
+    ``max_age`` seconds old; ``attempt_timeout`` bounds one send; the circuit breaker
+    opens after ``breaker_failures`` consecutive failures for ``breaker_cooldown``;
+    delivered rows are kept ``retention`` seconds; an idle worker looks for due rows
+    every ``poll_interval`` (an append wakes it at once).
+    """
+
+    base_delay: float = 1.0
+    max_delay: float = 300.0
+    max_attempts: int = 50
+    max_age: float = 86_400.0
+    attempt_timeout: float = 30.0
+    breaker_failures: int = 5
+    breaker_cooldown: float = 60.0
+    retention: float = 7 * 86_400.0
+    poll_interval: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("base_delay", "max_delay", "max_age", "attempt_timeout", "poll_interval"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("breaker_cooldown", "retention"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.max_attempts < 1 or self.breaker_failures < 1:
+            raise ValueError("max_attempts and breaker_failures must be >= 1")
+
+
+def backoff_delay(attempts: int, policy: DeliveryPolicy, rng: random.Random) -> float:
+    """Seconds to wait after the ``attempts``-th failed attempt: full jitter.
+
+    A uniform draw from ``[0, min(max_delay, base_delay * 2 ** (attempts - 1))]``.
+
+    >>> p = DeliveryPolicy(base_delay=1.0, max_delay=8.0)
+    >>> rng = random.Random(0)
+    >>> [round(backoff_delay(n, p, rng), 3) for n in (1, 2, 3, 4, 10)]
+    [0.844, 1.516, 1.682, 2.071, 4.09]
+    """
+    ceiling = min(policy.max_delay, policy.base_delay * 2.0 ** min(attempts - 1, 60))
+    return rng.uniform(0.0, ceiling)
+
+
+class CircuitBreaker:
+    """Closed, open after ``failures`` consecutive failures, half open after ``cooldown``.
+
+    Time comes from the caller (``now``), so a fake clock drives it in tests.
+
+    >>> b = CircuitBreaker(failures=2, cooldown=10.0)
+    >>> b.failure(0.0); b.failure(1.0); b.state(1.0), b.allows(5.0)
+    ('open', False)
+    >>> b.state(11.0), b.allows(11.0)
+    ('half_open', True)
+    >>> b.failure(11.0); b.state(12.0)
+    'open'
+    >>> b.success(); b.state(12.0)
+    'closed'
+    """
+
+    def __init__(self, failures: int, cooldown: float) -> None:
+        self.failures = failures
+        self.cooldown = cooldown
+        self.consecutive = 0
+        self.opened_at: float | None = None
+        #: Nothing is attempted before this time (a ``Retry-After`` or the open period).
+        self.hold_until = 0.0
+
+    def state(self, now: float) -> str:
+        """``closed``, ``open`` or ``half_open`` (the next attempt is a probe)."""
+        if self.opened_at is None:
+            return "closed"
+        return "half_open" if now >= self.opened_at + self.cooldown else "open"
+
+    def allows(self, now: float) -> bool:
+        """True if an attempt may start now."""
+        return now >= self.hold_until and self.state(now) != "open"
+
+    def resume_at(self) -> float:
+        """When :meth:`allows` may next be true."""
+        opened = self.opened_at + self.cooldown if self.opened_at is not None else 0.0
+        return max(self.hold_until, opened)
+
+    def success(self) -> None:
+        """The remote end answered: close."""
+        self.consecutive = 0
+        self.opened_at = None
+
+    def failure(self, now: float) -> None:
+        """One more failure in a row; open (again) at the threshold or after a probe."""
+        self.consecutive += 1
+        if self.consecutive >= self.failures or self.opened_at is not None:
+            self.opened_at = now
+
+    def hold(self, until: float) -> None:
+        """Attempt nothing before ``until`` (the remote end asked to wait)."""
+        self.hold_until = max(self.hold_until, until)
+
+
+@dataclass(frozen=True, slots=True)
+class Integration:
+    """One notifier of one receiver: ``name`` is like ``pagerduty[0]``."""
+
+    receiver: str
+    name: str
+    notifier: Notifier
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One outbox row, as ``aiops alerts history`` shows it."""
+
+    id: int
+    receiver: str
+    integration: str
+    idempotency_key: str
+    state: str
+    status: str
+    alertnames: str
+    created: float
+    attempts: int
+    next_attempt: float
+    last_error: str
+    delivered_at: float | None
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One dead-lettered row, as ``aiops alerts failed`` shows it."""
+
+    id: int
+    receiver: str
+    integration: str
+    idempotency_key: str
+    status: str
+    alertnames: str
+    created: float
+    attempts: int
+    failed_at: float
+    kind: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiverStats:
+    """Pending rows of one receiver, the creation time of the oldest, dead letters."""
+
+    pending: int
+    oldest_created: float | None
+    dead: int
+
+
+def encode_notification(notification: Notification) -> str:
+    """The notification as JSON text, every field kept (floats exactly; NaN allowed).
+
+    >>> a = Alert("f1", "firing", {"alertname": "X"}, {}, starts_at=1.5, value=2.0, score=0.9)
+    >>> n = Notification("ops", [a], group_labels={"alertname": "X"})
+    >>> decode_notification(encode_notification(n)) == n
+    True
+    """
+    doc: dict[str, Any] = {}
+    for f in dataclasses.fields(notification):
+        value = getattr(notification, f.name)
+        if f.name == "alerts":
+            value = [_alert_doc(a) for a in value]
+        elif isinstance(value, Mapping):
+            value = dict(value)
+        doc[f.name] = value
+    return json.dumps(doc, sort_keys=True)
+
+
+def _alert_doc(alert: Alert) -> dict[str, Any]:
+    doc: dict[str, Any] = {}
+    for f in dataclasses.fields(alert):
+        value = getattr(alert, f.name)
+        if isinstance(value, AlertWindow):
+            value = value.to_json()
+        elif isinstance(value, Mapping):
+            value = dict(value)
+        doc[f.name] = value
+    return doc
+
+
+def _alert(doc: dict[str, Any]) -> Alert:
+    if doc.get("window") is not None:
+        doc["window"] = AlertWindow.from_json(doc["window"])
+    return Alert(**doc)
+
+
+def decode_notification(text: str) -> Notification:
+    """The :class:`Notification` that :func:`encode_notification` wrote."""
+    doc = json.loads(text)
+    doc["alerts"] = [_alert(a) for a in doc["alerts"]]
+    return Notification(**doc)
+
+
+def _alertnames(notification: Notification) -> str:
+    return ",".join(sorted({a.alertname for a in notification.alerts}))
+
+
+class Outbox:
+    """The durable queue between the data loop and the receivers; see the module doc.
+
+    ``integrations`` are the notifiers to deliver to (none for a read-only use such as
+    the ``aiops alerts`` commands); ``clock`` is wall-clock unix time (rows outlive the
+    process); ``on_outcome(receiver, outcome)`` is told ``delivered``, ``retry``,
+    ``permanent`` or ``dead`` after each attempt.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        integrations: Sequence[Integration] = (),
+        *,
+        policy: DeliveryPolicy | None = None,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        on_outcome: Callable[[str, str], None] | None = None,
+        busy_timeout: float = 10.0,
+    ) -> None:
+        self.path = Path(path)
+        self.integrations = list(integrations)
+        self.policy = policy or DeliveryPolicy()
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.on_outcome = on_outcome or (lambda receiver, outcome: None)
+        self.busy_timeout = busy_timeout
+        #: Outcomes since start, summed over receivers.
+        self.results: Counter[str] = Counter()
+        self._by_receiver: dict[str, list[Integration]] = {}
+        for integ in self.integrations:
+            self._by_receiver.setdefault(integ.receiver, []).append(integ)
+        self._breakers = {
+            (i.receiver, i.name): CircuitBreaker(
+                self.policy.breaker_failures, self.policy.breaker_cooldown
+            )
+            for i in self.integrations
+        }
+        self._inflight: dict[tuple[str, str], threading.Thread] = {}
+        self._wake = {key: threading.Event() for key in self._breakers}
+        self._local = threading.local()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._open_schema()
+
+    # -- connections and schema ------------------------------------------------------
+
+    def _connect(self, *, durable: bool = False) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        # FULL on the appending connection: the row is on disk before the checkpoint
+        # that covers its alert. Workers' updates may be lost on power loss: a resend.
+        conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+        return conn
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect(durable=True)
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _tx(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _open_schema(self) -> None:
+        conn = self._conn()
+        with self._tx(conn):
+            tables = {
+                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            }
+            if not tables:
+                version = 0
+            elif "meta" not in tables:
+                raise OutboxSchemaError(
+                    f"{self.path} is not an aiopsd outbox (no meta table); "
+                    "move it aside to start a new one"
+                )
+            else:
+                row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+                try:
+                    version = int(row[0])
+                except (TypeError, ValueError):
+                    raise OutboxSchemaError(
+                        f"{self.path}: no readable schema_version in its meta table; "
+                        "move it aside to start a new one"
+                    ) from None
+            if version > SCHEMA_VERSION:
+                raise OutboxSchemaError(
+                    f"{self.path} has outbox schema version {version}, newer than this "
+                    f"aiopsd's {SCHEMA_VERSION}; refusing to touch it (run the newer "
+                    "version, or move the file aside and lose its pending notifications)"
+                )
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[step].split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                    (str(step),),
+                )
+                if version:
+                    log.info("outbox %s migrated to schema version %d", self.path, step)
+
+    # -- the data loop's side --------------------------------------------------------
+
+    def append(self, notification: Notification) -> int:
+        """Queue one notification for every integration of its receiver; never blocks on one.
+
+        Returns how many rows were added (0 when every integration already has this
+        idempotency key: a replay after a restart).
+        """
+        return self.submit([notification])
+
+    def submit(self, notifications: Iterable[Notification]) -> int:
+        """Queue several notifications in one transaction; returns the rows added."""
+        rows = []
+        now = self.clock()
+        for n in notifications:
+            integrations = self._by_receiver.get(n.receiver)
+            if not integrations:
+                log.warning("outbox: no receiver %r configured; notification dropped", n.receiver)
+                continue
+            payload = encode_notification(n)
+            key = n.idempotency_key
+            for integ in integrations:
+                rows.append((n.receiver, integ.name, key, n.status, payload, now, now))
+        if not rows:
+            return 0
+        conn = self._conn()
+        added = 0
+        with self._tx(conn):
+            for r in rows:
+                cur = conn.execute(
+                    "INSERT OR IGNORE INTO outbox (receiver, integration, idempotency_key, "
+                    "state, status, payload, created, next_attempt) "
+                    "SELECT ?, ?, ?, 'pending', ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM "
+                    "dead_letter WHERE receiver=? AND integration=? AND idempotency_key=?)",
+                    (*r, r[0], r[1], r[2]),
+                )
+                added += cur.rowcount
+        for r in rows:
+            wake = self._wake.get((r[0], r[1]))
+            if wake is not None:
+                wake.set()
+        return added
+
+    def pump(self) -> None:
+        """Nothing: workers deliver (the data loop's hook of the in-memory dispatcher)."""
+
+    # -- delivery ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start one worker thread per integration (they deliver what is already queued)."""
+        self._gc()
+        self._warn_orphans()
+        self._stop.clear()
+        for integ in self.integrations:
+            t = threading.Thread(
+                target=self._worker,
+                args=(integ,),
+                name=f"outbox-{integ.receiver}-{integ.name}",
+                daemon=True,
+            )
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop the workers after their current attempt; pending rows stay for next time."""
+        self._stop.set()
+        for e in self._wake.values():
+            e.set()
+        limit = self.policy.attempt_timeout + 2.0 if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+            if t.is_alive():
+                log.warning("outbox: worker %s still busy at shutdown", t.name)
+        self._threads = []
+
+    def close(self) -> None:
+        """Stop the workers and close every notifier."""
+        self.stop()
+        for integ in self.integrations:
+            try:
+                integ.notifier.close()
+            except Exception:
+                log.exception("closing notifier %s/%s failed", integ.receiver, integ.name)
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def deliver_due(self, receiver: str | None = None) -> int:
+        """Attempt every due row now, in this thread (tests and one-shot use).
+
+        Returns the number of attempts made. Honours back-off, holds and breakers at
+        the outbox clock.
+        """
+        attempts = 0
+        for integ in self.integrations:
+            if receiver is not None and integ.receiver != receiver:
+                continue
+            while self._attempt_next(integ):
+                attempts += 1
+        return attempts
+
+    def _worker(self, integ: Integration) -> None:
+        wake = self._wake[(integ.receiver, integ.name)]
+        last_gc = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                if self._attempt_next(integ):
+                    continue
+                delay = self._idle_delay(integ)
+            except Exception:  # a database problem: log, wait, try again
+                log.exception("outbox worker %s/%s", integ.receiver, integ.name)
+                delay = self.policy.poll_interval
+            wake.wait(delay)
+            wake.clear()
+            if time.monotonic() - last_gc > 600.0:
+                last_gc = time.monotonic()
+                self._gc()
+
+    def _idle_delay(self, integ: Integration) -> float:
+        now = self.clock()
+        breaker = self._breakers[(integ.receiver, integ.name)]
+        if not breaker.allows(now):
+            return max(0.01, min(self.policy.poll_interval * 60, breaker.resume_at() - now))
+        row = (
+            self._conn()
+            .execute(
+                "SELECT MIN(next_attempt) FROM outbox WHERE state='pending' AND receiver=? "
+                "AND integration=?",
+                (integ.receiver, integ.name),
+            )
+            .fetchone()
+        )
+        if row[0] is None:
+            return self.policy.poll_interval
+        return max(0.01, min(self.policy.poll_interval, float(row[0]) - now))
+
+    def _attempt_next(self, integ: Integration) -> bool:
+        """Attempt the first due row of ``integ``; False if there is none or it must wait."""
+        key = (integ.receiver, integ.name)
+        breaker = self._breakers[key]
+        now = self.clock()
+        if not breaker.allows(now):
+            return False
+        conn = self._conn()
+        row = conn.execute(
+            "SELECT id, payload, attempts, created FROM outbox WHERE state='pending' AND "
+            "receiver=? AND integration=? AND next_attempt<=? ORDER BY next_attempt, id LIMIT 1",
+            (integ.receiver, integ.name, now),
+        ).fetchone()
+        if row is None:
+            return False
+        try:
+            notification = decode_notification(row["payload"])
+        except (ValueError, TypeError, KeyError) as exc:
+            self._dead(conn, row["id"], row["attempts"], "permanent", f"unreadable row: {exc}")
+            self._outcome(integ.receiver, "dead")
+            return True
+        result = self._send(integ, notification)
+        self._record(conn, integ, breaker, row, result)
+        return True
+
+    def _send(self, integ: Integration, notification: Notification) -> DeliveryResult:
+        key = (integ.receiver, integ.name)
+        previous = self._inflight.get(key)
+        if previous is not None and previous.is_alive():
+            return RetryAfter("the previous attempt has not answered yet")
+        # A daemon thread per attempt: a notifier stuck past its own time-outs can
+        # neither hold up this worker nor keep the process from exiting.
+        box: list[DeliveryResult] = []
+        t = threading.Thread(
+            target=lambda: box.append(self._call(integ.notifier, notification)),
+            name=f"send-{integ.receiver}-{integ.name}",
+            daemon=True,
+        )
+        self._inflight[key] = t
+        t.start()
+        timeout = self.policy.attempt_timeout
+        t.join(timeout)
+        if box:
+            return box[0]
+        return RetryAfter(f"no answer within {timeout:g}s")
+
+    @staticmethod
+    def _call(notifier: Notifier, notification: Notification) -> DeliveryResult:
+        try:
+            return notifier.send(notification)
+        except Exception as exc:  # a notifier bug must not stop delivery
+            log.exception("notifier %s raised", type(notifier).__name__)
+            return RetryAfter(f"notifier raised {type(exc).__name__}: {exc}")
+
+    def _record(
+        self,
+        conn: sqlite3.Connection,
+        integ: Integration,
+        breaker: CircuitBreaker,
+        row: sqlite3.Row,
+        result: DeliveryResult,
+    ) -> None:
+        now = self.clock()
+        attempts = int(row["attempts"]) + 1
+        rid = int(row["id"])
+        where = f"{integ.receiver}/{integ.name}"
+        if isinstance(result, Delivered):
+            breaker.success()
+            conn.execute(
+                "UPDATE outbox SET state='delivered', delivered_at=?, attempts=?, detail=?, "
+                "last_error='' WHERE id=?",
+                (now, attempts, result.detail[:1000], rid),
+            )
+            self._outcome(integ.receiver, "delivered")
+            return
+        if isinstance(result, PermanentFailure):
+            breaker.success()  # the remote end answered; it refused this one
+            log.error("receiver %s: permanent failure: %s", where, result.reason)
+            self._dead(conn, rid, attempts, "permanent", result.reason)
+            self._outcome(integ.receiver, "permanent")
+            return
+        breaker.failure(now)
+        if result.seconds is not None and result.seconds > 0:
+            breaker.hold(now + result.seconds)
+        kind: DeadKind | None = None
+        if attempts >= self.policy.max_attempts:
+            kind = "max_attempts"
+        elif now - float(row["created"]) >= self.policy.max_age:
+            kind = "max_age"
+        if kind is not None:
+            log.error(
+                "receiver %s: giving up after %d attempts (%s): %s",
+                where,
+                attempts,
+                kind,
+                result.reason,
+            )
+            self._dead(conn, rid, attempts, kind, result.reason)
+            self._outcome(integ.receiver, "dead")
+            return
+        delay = backoff_delay(attempts, self.policy, self.rng)
+        if result.seconds is not None:
+            delay = max(delay, result.seconds)
+        conn.execute(
+            "UPDATE outbox SET attempts=?, next_attempt=?, last_error=? WHERE id=?",
+            (attempts, now + delay, result.reason[:1000], rid),
+        )
+        log.warning(
+            "receiver %s: %s; attempt %d, next in %.1fs", where, result.reason, attempts, delay
+        )
+        self._outcome(integ.receiver, "retry")
+
+    def _dead(
+        self, conn: sqlite3.Connection, rid: int, attempts: int, kind: str, reason: str
+    ) -> None:
+        with self._tx(conn):
+            conn.execute(
+                "INSERT OR REPLACE INTO dead_letter (id, receiver, integration, idempotency_key, "
+                "status, payload, created, attempts, failed_at, kind, reason) SELECT id, "
+                "receiver, integration, idempotency_key, status, payload, created, ?, ?, ?, ? "
+                "FROM outbox WHERE id=?",
+                (attempts, self.clock(), kind, reason[:1000], rid),
+            )
+            conn.execute("DELETE FROM outbox WHERE id=?", (rid,))
+
+    def _outcome(self, receiver: str, outcome: str) -> None:
+        self.results[outcome] += 1
+        try:
+            self.on_outcome(receiver, outcome)
+        except Exception:
+            log.exception("outbox outcome hook failed")
+
+    def _gc(self) -> None:
+        cutoff = self.clock() - self.policy.retention
+        try:
+            cur = self._conn().execute(
+                "DELETE FROM outbox WHERE state='delivered' AND delivered_at < ?", (cutoff,)
+            )
+        except sqlite3.Error as exc:
+            log.warning("outbox: removing old delivered rows failed: %s", exc)
+            return
+        if cur.rowcount:
+            log.info("outbox: removed %d delivered rows older than retention", cur.rowcount)
+
+    def _warn_orphans(self) -> None:
+        known = {(i.receiver, i.name) for i in self.integrations}
+        for r in self._conn().execute(
+            "SELECT receiver, integration, COUNT(*) FROM outbox WHERE state='pending' "
+            "GROUP BY receiver, integration"
+        ):
+            if (r[0], r[1]) not in known:
+                log.warning(
+                    "outbox: %d pending notifications for %s/%s, which is no longer "
+                    "configured; they stay queued",
+                    r[2],
+                    r[0],
+                    r[1],
+                )
+
+    # -- inspection (CLI, metrics) -----------------------------------------------------
+
+    def stats(self) -> dict[str, ReceiverStats]:
+        """Per receiver: pending rows, creation time of the oldest, dead letters."""
+        conn = self._connect()
+        try:
+            pending = {
+                r[0]: (int(r[1]), r[2])
+                for r in conn.execute(
+                    "SELECT receiver, COUNT(*), MIN(created) FROM outbox WHERE state='pending' "
+                    "GROUP BY receiver"
+                )
+            }
+            dead = {
+                r[0]: int(r[1])
+                for r in conn.execute(
+                    "SELECT receiver, COUNT(*) FROM dead_letter GROUP BY receiver"
+                )
+            }
+        finally:
+            conn.close()
+        names = set(pending) | set(dead) | set(self._by_receiver)
+        return {
+            name: ReceiverStats(
+                pending.get(name, (0, None))[0], pending.get(name, (0, None))[1], dead.get(name, 0)
+            )
+            for name in sorted(names)
+        }
+
+    def history(self, receiver: str | None = None, limit: int = 50) -> list[Entry]:
+        """The newest rows (pending and delivered), newest first."""
+        sql = "SELECT * FROM outbox"
+        args: tuple[Any, ...] = ()
+        if receiver is not None:
+            sql += " WHERE receiver=?"
+            args = (receiver,)
+        sql += " ORDER BY id DESC LIMIT ?"
+        out = []
+        for r in self._conn().execute(sql, (*args, limit)):
+            out.append(
+                Entry(
+                    id=r["id"],
+                    receiver=r["receiver"],
+                    integration=r["integration"],
+                    idempotency_key=r["idempotency_key"],
+                    state=r["state"],
+                    status=r["status"],
+                    alertnames=_safe_alertnames(r["payload"]),
+                    created=r["created"],
+                    attempts=r["attempts"],
+                    next_attempt=r["next_attempt"],
+                    last_error=r["last_error"],
+                    delivered_at=r["delivered_at"],
+                    detail=r["detail"],
+                )
+            )
+        return out
+
+    def dead_letters(self, receiver: str | None = None) -> list[DeadLetter]:
+        """Every dead-lettered row, oldest failure first."""
+        sql = "SELECT * FROM dead_letter"
+        args: tuple[Any, ...] = ()
+        if receiver is not None:
+            sql += " WHERE receiver=?"
+            args = (receiver,)
+        rows = self._conn().execute(sql + " ORDER BY failed_at, id", args)
+        return [
+            DeadLetter(
+                id=r["id"],
+                receiver=r["receiver"],
+                integration=r["integration"],
+                idempotency_key=r["idempotency_key"],
+                status=r["status"],
+                alertnames=_safe_alertnames(r["payload"]),
+                created=r["created"],
+                attempts=r["attempts"],
+                failed_at=r["failed_at"],
+                kind=r["kind"],
+                reason=r["reason"],
+            )
+            for r in rows
+        ]
+
+    def retry(self, ids: Sequence[int] | None = None) -> int:
+        """Move dead letters back to the queue (all when ``ids`` is None), due now.
+
+        Their attempt count and age start again from zero. Returns how many moved.
+        """
+        conn = self._conn()
+        now = self.clock()
+        with self._tx(conn):
+            if ids is None:
+                chosen = [int(r[0]) for r in conn.execute("SELECT id FROM dead_letter")]
+            else:
+                chosen = [
+                    int(r[0])
+                    for i in ids
+                    for r in conn.execute("SELECT id FROM dead_letter WHERE id=?", (i,))
+                ]
+            for rid in chosen:
+                conn.execute(
+                    "INSERT INTO outbox (id, receiver, integration, idempotency_key, state, "
+                    "status, payload, created, attempts, next_attempt, last_error) SELECT id, "
+                    "receiver, integration, idempotency_key, 'pending', status, payload, ?, 0, "
+                    "?, 'retried by operator: ' || reason FROM dead_letter WHERE id=?",
+                    (now, now, rid),
+                )
+                conn.execute("DELETE FROM dead_letter WHERE id=?", (rid,))
+        for e in self._wake.values():
+            e.set()
+        return len(chosen)
+
+    def breaker_state(self, receiver: str, integration: str) -> str:
+        """The circuit breaker state of one integration at the outbox clock."""
+        return self._breakers[(receiver, integration)].state(self.clock())
+
+
+def _safe_alertnames(payload: str) -> str:
+    try:
+        return _alertnames(decode_notification(payload))
+    except (ValueError, TypeError, KeyError):
+        return "?"

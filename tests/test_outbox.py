@@ -1,0 +1,340 @@
+"""The durable outbox: dedupe, back-off, Retry-After, breaker, dead letters, schema."""
+
+import random
+import sqlite3
+import threading
+import time
+
+import pytest
+
+from aiops.alerting.notify import (
+    Alert,
+    Delivered,
+    Notification,
+    Notifier,
+    PermanentFailure,
+    RetryAfter,
+)
+from aiops.alerting.outbox import (
+    SCHEMA_VERSION,
+    DeliveryPolicy,
+    Integration,
+    Outbox,
+    OutboxSchemaError,
+    backoff_delay,
+)
+from aiops.testing import FakeClock, ListNotifier
+
+
+def note(i=0, status="firing", receiver="ops"):
+    a = Alert(
+        f"fp{i}", status, {"alertname": "Lat", "host": f"h{i}"}, {}, 100.0 + i, value=2.0, score=1.0
+    )
+    return Notification(receiver, [a])
+
+
+def make(tmp_path, notifier, clock=None, **policy):
+    clock = clock or FakeClock(1000.0)
+    outcomes = []
+    box = Outbox(
+        tmp_path / "outbox.sqlite",
+        [Integration("ops", "test[0]", notifier)],
+        policy=DeliveryPolicy(**policy),
+        clock=clock,
+        rng=random.Random(7),
+        on_outcome=lambda r, o: outcomes.append((r, o)),
+    )
+    return box, clock, outcomes
+
+
+def test_append_delivers_once_and_a_replayed_notification_is_not_queued_again(tmp_path):
+    sink = ListNotifier()
+    box, _, outcomes = make(tmp_path, sink)
+    assert box.append(note(1)) == 1
+    assert box.append(note(1)) == 0  # same idempotency key
+    assert box.deliver_due() == 1
+    assert [n.idempotency_key for n in sink.sent] == [note(1).idempotency_key]
+    assert sink.sent[0] == note(1)  # the whole notification survives the round trip
+    assert outcomes == [("ops", "delivered")]
+    box.close()
+    # After a restart (a new Outbox on the same file) the replayed key is still known.
+    box2, _, _ = make(tmp_path, sink)
+    assert box2.append(note(1)) == 0
+    assert box2.append(note(1, "resolved")) == 1
+    assert box2.deliver_due() == 1
+    hist = box2.history()
+    assert [(e.status, e.state) for e in hist] == [
+        ("resolved", "delivered"),
+        ("firing", "delivered"),
+    ]
+
+
+def test_every_integration_of_a_receiver_gets_its_own_row(tmp_path):
+    a, b = ListNotifier(), ListNotifier()
+    box = Outbox(
+        tmp_path / "o.sqlite",
+        [Integration("ops", "x[0]", a), Integration("ops", "x[1]", b)],
+        clock=FakeClock(10.0),
+    )
+    assert box.submit([note(1), note(2)]) == 4
+    box.deliver_due()
+    assert len(a.sent) == len(b.sent) == 2
+    assert box.append(note(3, receiver="nobody")) == 0
+
+
+def test_back_off_is_full_jitter_on_the_fake_clock(tmp_path):
+    sink = ListNotifier([RetryAfter("down"), RetryAfter("down"), Delivered()])
+    box, clock, outcomes = make(tmp_path, sink, base_delay=2.0, max_delay=60.0)
+    box.append(note(1))
+    expected = random.Random(7)
+    box.deliver_due()
+    first = backoff_delay(1, box.policy, expected)
+    (entry,) = box.history()
+    assert entry.attempts == 1
+    assert entry.next_attempt == pytest.approx(1000.0 + first)
+    assert entry.last_error == "down"
+    assert 0 <= first <= 2.0
+    clock.advance(first - 0.001)
+    assert box.deliver_due() == 0  # not due yet
+    clock.advance(0.002)
+    assert box.deliver_due() == 1
+    second = backoff_delay(2, box.policy, expected)
+    assert 0 <= second <= 4.0
+    clock.advance(second + 0.001)
+    assert box.deliver_due() == 1
+    assert [o for _, o in outcomes] == ["retry", "retry", "delivered"]
+    assert box.history()[0].state == "delivered"
+
+
+def test_backoff_ceiling_doubles_up_to_max_delay():
+    p = DeliveryPolicy(base_delay=1.0, max_delay=10.0)
+    rng = random.Random(1)
+    for attempt, ceiling in [(1, 1), (2, 2), (3, 4), (4, 8), (5, 10), (40, 10), (500, 10)]:
+        draws = [backoff_delay(attempt, p, rng) for _ in range(300)]
+        assert min(draws) >= 0
+        assert max(draws) <= ceiling
+        assert max(draws) > 0.8 * ceiling  # jitter spans the whole range
+
+
+def test_retry_after_is_honoured_and_holds_the_integrations_other_rows(tmp_path):
+    sink = ListNotifier([RetryAfter("429 too many requests", seconds=30.0)])
+    box, clock, _ = make(tmp_path, sink, base_delay=0.1)
+    box.submit([note(1), note(2)])
+    assert box.deliver_due() == 1  # the first answers 429; the second must wait too
+    clock.advance(29.0)
+    assert box.deliver_due() == 0
+    clock.advance(1.5)
+    assert box.deliver_due() == 2
+    assert len(sink.sent) == 3
+
+
+def test_permanent_failure_goes_to_the_dead_letters_and_retry_brings_it_back(tmp_path):
+    sink = ListNotifier([PermanentFailure("400 invalid routing key")])
+    box, _, outcomes = make(tmp_path, sink)
+    box.append(note(1))
+    box.deliver_due()
+    assert outcomes == [("ops", "permanent")]
+    (dead,) = box.dead_letters()
+    assert (dead.kind, dead.reason, dead.attempts) == ("permanent", "400 invalid routing key", 1)
+    assert dead.alertnames == "Lat"
+    assert box.history() == []
+    assert box.append(note(1)) == 0  # a replay does not revive it
+    assert box.stats()["ops"].dead == 1
+    assert box.retry([dead.id + 100]) == 0
+    assert box.retry([dead.id]) == 1
+    assert box.dead_letters() == []
+    box.deliver_due()
+    assert len(sink.sent) == 2
+    assert box.history()[0].state == "delivered"
+
+
+def test_max_attempts_and_max_age_dead_letter(tmp_path):
+    sink = ListNotifier([RetryAfter("down")] * 10)
+    box, clock, outcomes = make(tmp_path, sink, max_attempts=3, base_delay=1.0, breaker_failures=99)
+    box.append(note(1))
+    for _ in range(5):
+        box.deliver_due()
+        clock.advance(5.0)
+    assert [o for _, o in outcomes] == ["retry", "retry", "dead"]
+    assert box.dead_letters()[0].kind == "max_attempts"
+
+    box2, clock2, outcomes2 = make(
+        tmp_path / "b", ListNotifier([RetryAfter("down")] * 10), max_age=60.0, breaker_failures=99
+    )
+    box2.append(note(2))
+    box2.deliver_due()
+    clock2.advance(61.0)
+    box2.deliver_due()
+    assert [o for _, o in outcomes2] == ["retry", "dead"]
+    assert box2.dead_letters()[0].kind == "max_age"
+
+
+def test_circuit_breaker_opens_then_probes_half_open(tmp_path):
+    sink = ListNotifier([RetryAfter("down")] * 4)
+    box, clock, _ = make(
+        tmp_path, sink, breaker_failures=3, breaker_cooldown=100.0, base_delay=0.01, max_delay=0.01
+    )
+    box.submit([note(i) for i in range(5)])
+    for _ in range(3):
+        box.deliver_due()
+        clock.advance(0.02)
+    assert len(sink.sent) == 3
+    assert box.breaker_state("ops", "test[0]") == "open"
+    clock.advance(50.0)
+    assert box.deliver_due() == 0  # open: nothing attempted, attempts not spent
+    clock.advance(50.0)
+    assert box.breaker_state("ops", "test[0]") == "half_open"
+    assert box.deliver_due() == 1  # one probe; it fails: open again
+    assert len(sink.sent) == 4
+    assert box.breaker_state("ops", "test[0]") == "open"
+    clock.advance(100.0)
+    assert box.deliver_due() == 5  # the probe succeeds: closed, the rest goes
+    assert box.breaker_state("ops", "test[0]") == "closed"
+    assert box.stats()["ops"].pending == 0
+
+
+class Raising(Notifier):
+    def send(self, notification):
+        raise RuntimeError("bug")
+
+
+class Blocking(Notifier):
+    def __init__(self):
+        self.release = threading.Event()
+        self.started = threading.Event()
+        self.sent = []
+
+    def send(self, notification):
+        self.started.set()
+        self.release.wait(10)
+        self.sent.append(notification)
+        return Delivered()
+
+
+def test_a_raising_notifier_is_a_retry(tmp_path):
+    box, _, outcomes = make(tmp_path, Raising())
+    box.append(note(1))
+    box.deliver_due()
+    assert outcomes == [("ops", "retry")]
+    assert "notifier raised RuntimeError: bug" in box.history()[0].last_error
+
+
+def test_an_attempt_past_its_timeout_is_a_retry_and_not_sent_twice_at_once(tmp_path):
+    slow = Blocking()
+    box, clock, _ = make(tmp_path, slow, attempt_timeout=0.2, base_delay=0.01)
+    box.append(note(1))
+    box.deliver_due()
+    assert box.history()[0].last_error == "no answer within 0.2s"
+    clock.advance(1.0)
+    box.deliver_due()  # the first send still runs: no second send in parallel
+    assert "previous attempt" in box.history()[0].last_error
+    slow.release.set()
+    time.sleep(0.1)
+    clock.advance(10.0)
+    box.deliver_due()
+    assert box.history()[0].state == "delivered"
+    assert len(slow.sent) == 2  # the late first answer is ignored; the row was resent
+
+
+def test_unreadable_row_is_dead_lettered_not_a_crash(tmp_path):
+    box, _, outcomes = make(tmp_path, ListNotifier())
+    box.append(note(1))
+    con = sqlite3.connect(tmp_path / "outbox.sqlite")
+    con.execute("UPDATE outbox SET payload='{not json'")
+    con.commit()
+    con.close()
+    box.deliver_due()
+    assert outcomes == [("ops", "dead")]
+    assert box.dead_letters()[0].reason.startswith("unreadable row")
+
+
+def test_workers_deliver_in_the_background_and_append_never_waits_for_them(tmp_path):
+    slow = Blocking()
+    box = Outbox(
+        tmp_path / "o.sqlite",
+        [Integration("ops", "slow[0]", slow), Integration("fast", "l[0]", ListNotifier())],
+        policy=DeliveryPolicy(poll_interval=0.05),
+    )
+    box.start()
+    try:
+        box.append(note(1))
+        assert slow.started.wait(5)
+        # The worker is stuck in a send; the data loop's appends still return.
+        for i in range(2, 50):
+            box.append(note(i))
+        box.append(note(1, receiver="fast"))
+        assert not slow.release.is_set()
+        deadline = time.monotonic() + 5
+        while box.stats()["fast"].pending and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert box.stats()["fast"].pending == 0  # another receiver is not held up
+        assert box.stats()["ops"].pending == 49
+    finally:
+        slow.release.set()
+        box.stop()
+    stats = box.stats()["ops"]
+    assert stats.pending < 49
+
+
+def test_stop_leaves_pending_rows_for_the_next_start(tmp_path):
+    always_down = ListNotifier([RetryAfter("down")] * 1000)
+    box = Outbox(
+        tmp_path / "o.sqlite",
+        [Integration("ops", "x[0]", always_down)],
+        policy=DeliveryPolicy(poll_interval=0.05, base_delay=0.01, max_delay=0.05),
+    )
+    box.start()
+    box.submit([note(i) for i in range(3)])
+    time.sleep(0.3)
+    box.close()
+    assert box.stats()["ops"].pending == 3
+    sink = ListNotifier()
+    box2 = Outbox(
+        tmp_path / "o.sqlite",
+        [Integration("ops", "x[0]", sink)],
+        policy=DeliveryPolicy(poll_interval=0.05),
+    )
+    box2.start()
+    deadline = time.monotonic() + 5
+    while len(sink.sent) < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    box2.close()
+    assert sorted(n.alerts[0].fingerprint for n in sink.sent) == ["fp0", "fp1", "fp2"]
+
+
+def test_a_newer_schema_is_refused_and_left_untouched(tmp_path):
+    path = tmp_path / "outbox.sqlite"
+    Outbox(path).close()
+    con = sqlite3.connect(path)
+    con.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION + 1),))
+    con.commit()
+    con.close()
+    before = path.read_bytes()
+    with pytest.raises(OutboxSchemaError, match=r"schema version 2, newer than this aiopsd's 1"):
+        Outbox(path)
+    assert path.read_bytes() == before
+
+
+def test_a_foreign_sqlite_file_is_refused(tmp_path):
+    path = tmp_path / "outbox.sqlite"
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE something (x)")
+    con.commit()
+    con.close()
+    with pytest.raises(OutboxSchemaError, match="not an aiopsd outbox"):
+        Outbox(path)
+
+
+def test_the_file_is_in_wal_mode_with_its_schema_version(tmp_path):
+    path = tmp_path / "outbox.sqlite"
+    Outbox(path).close()
+    con = sqlite3.connect(path)
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "1"
+
+
+def test_policy_validation():
+    with pytest.raises(ValueError, match="base_delay must be > 0"):
+        DeliveryPolicy(base_delay=0)
+    with pytest.raises(ValueError, match="max_attempts"):
+        DeliveryPolicy(max_attempts=0)
