@@ -7,6 +7,13 @@ suppression, resolution). Each layer takes the whole batch in one call, whatever
 number of points per series: numpy over the points, or a compiled loop over them in order
 (hit window, alert state machine), so a batch gives what feeding its points one at a time
 gives. Python objects are made only for the rare alert transitions.
+
+Each series also keeps its last :data:`WINDOW_POINTS` points (time, value, score) so
+that an alert carries the recent window (:class:`aiops.alerting.notify.AlertWindow`) for
+receivers that draw it. Operator feedback reaches a rule through two hooks:
+:meth:`RuleRuntime.raise_threshold` (a false positive: that series needs a higher score
+to alert) and :meth:`RuleRuntime.reset_series` (an expected change: the series'
+detector state starts afresh and relearns).
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from aiops.alerting.notify import Alert
+from aiops.alerting.notify import Alert, AlertWindow
 from aiops.pipeline.alerts import AlertStateMachine
 from aiops.pipeline.detector import DEFAULT_THRESHOLD, Detector
 from aiops.pipeline.postrule import HitWindow
@@ -28,9 +35,26 @@ from aiops.pipeline.series import SeriesRegistry
 from aiops.registry import DEFAULT_DETECTOR, DETECTORS
 from aiops.types import Batch, BoolArray, FloatArray, IntArray, SeriesKey
 
-__all__ = ["Engine", "RuleResult", "RuleRuntime", "RuleSpec", "alert_fingerprint"]
+__all__ = [
+    "WINDOW_POINTS",
+    "Engine",
+    "RuleResult",
+    "RuleRuntime",
+    "RuleSpec",
+    "alert_fingerprint",
+    "expected_band",
+]
 
 log = logging.getLogger(__name__)
+
+#: Points of each series kept for the window an alert carries (an hour at one point a
+#: minute); about 1 kB per series (time as float64, value and score as float32).
+WINDOW_POINTS = 60
+#: The expected band of a window point: median +- this many robust standard deviations
+#: (1.4826 MAD) of the earlier points of the window that scored below the threshold.
+BAND_SIGMAS = 3.0
+#: ... once at least this many such points exist (NaN before).
+BAND_MIN_POINTS = 5
 
 Renderer = Callable[[str, Mapping[str, Any]], str]
 
@@ -105,10 +129,7 @@ class RuleRuntime:
         self.spec = spec
         self.render = render
         self.registry = SeriesRegistry(spec.matches, max_series=spec.max_series)
-        params = dict(spec.detector_params)
-        if spec.protect_baseline:
-            params.setdefault("learn_below", spec.threshold)
-        self.detector: Detector = DETECTORS.create(spec.detector_type, **params)
+        self.detector: Detector = DETECTORS.create(spec.detector_type, **self._detector_params())
         self.hits = HitWindow(
             threshold=spec.threshold, min_hits=spec.min_hits, window=spec.hits_window
         )
@@ -118,6 +139,14 @@ class RuleRuntime:
         self._last_value = np.zeros(0)
         self._last_score = np.zeros(0)
         self._bound = 0  # registry size last told to the detector (bind_series)
+        # Recent window: a ring of WINDOW_POINTS per series; _win_n counts points ever.
+        self._win_ts = np.zeros((0, WINDOW_POINTS))
+        self._win_v = np.zeros((0, WINDOW_POINTS), dtype=np.float32)
+        self._win_s = np.zeros((0, WINDOW_POINTS), dtype=np.float32)
+        self._win_n = np.zeros(0, dtype=np.int64)
+        # Per-series threshold raised by feedback (0: the rule's threshold).
+        self._min_threshold = np.zeros(0)
+        self._raised = 0  # how many series have a raised threshold
 
     def process(self, batch: Batch) -> RuleResult:
         """Score the batch's points of this rule's series and advance their alerts."""
@@ -147,19 +176,29 @@ class RuleRuntime:
         if len(sel) == 0:
             return RuleResult(positions, scores, fired, [])
         i, t, v, s = idx[sel], ts[sel], vs[sel], scores[sel]
-        tr = self.alerts.step(i, t, self.hits.step(i, s))
+        hit_scores = s
+        if self._raised:
+            # A point below its series' raised threshold cannot be a hit.
+            floor = self._min_threshold[i]
+            below = np.nextafter(self.hits.threshold, 0.0)
+            hit_scores = np.where(s < floor, np.minimum(s, below), s)
+        tr = self.alerts.step(i, t, self.hits.step(i, hit_scores))
         fired[sel[tr.fired]] = True
         alerts: list[Alert] = []
         n_fired = len(tr.fired)
         at = np.concatenate([tr.fired, tr.resolved])
+        order = np.argsort(i, kind="stable")  # each series' points together, in order
+        by_series = (i[order], order)
         for k in np.argsort(at).tolist():  # in point order, as one point at a time gives
             j = int(at[k])
             index, value, score, now = int(i[j]), float(v[j]), float(s[j]), float(t[j])
+            window = self._window(index, j, by_series, t, v, s)
             if k < n_fired:
-                alerts.append(self._alert(index, "firing", now, None, value, score))
+                alerts.append(self._alert(index, "firing", now, None, value, score, window))
             else:
                 start = float(tr.starts_at[k - n_fired])
-                alerts.append(self._alert(index, "resolved", start, now, value, score))
+                alerts.append(self._alert(index, "resolved", start, now, value, score, window))
+        self._record(i, t, v, s, order)
         last = len(i) - 1 - np.unique(i[::-1], return_index=True)[1]  # each series' last point
         self._last_value[i[last]] = v[last]
         self._last_score[i[last]] = s[last]
@@ -170,6 +209,130 @@ class RuleRuntime:
             extra = max(n, 2 * len(self._last_value)) - len(self._last_value)
             self._last_value = np.concatenate([self._last_value, np.full(extra, np.nan)])
             self._last_score = np.concatenate([self._last_score, np.zeros(extra)])
+        self._grow_extras(len(self._last_value))
+
+    def _grow_extras(self, n: int) -> None:
+        """Grow the window rings and raised thresholds to ``n`` series."""
+        extra = n - len(self._win_n)
+        if extra > 0:
+            w = WINDOW_POINTS
+            self._win_ts = np.concatenate([self._win_ts, np.zeros((extra, w))])
+            self._win_v = np.concatenate([self._win_v, np.zeros((extra, w), np.float32)])
+            self._win_s = np.concatenate([self._win_s, np.zeros((extra, w), np.float32)])
+            self._win_n = np.concatenate([self._win_n, np.zeros(extra, np.int64)])
+        extra = n - len(self._min_threshold)
+        if extra > 0:
+            self._min_threshold = np.concatenate([self._min_threshold, np.zeros(extra)])
+
+    def _record(
+        self, i: IntArray, t: FloatArray, v: FloatArray, s: FloatArray, order: IntArray
+    ) -> None:
+        """Append the points (in order) to their series' rings; ``order`` sorts by series."""
+        w = WINDOW_POINTS
+        si = i[order]
+        starts = np.flatnonzero(np.r_[True, si[1:] != si[:-1]])
+        counts = np.diff(np.r_[starts, len(si)])
+        rank = np.arange(len(si)) - np.repeat(starts, counts)  # position within its series
+        keep = rank >= np.repeat(counts, counts) - w  # only the last w of each series count
+        pos, series, r = order[keep], si[keep], rank[keep]
+        slot = (self._win_n[series] + r) % w
+        self._win_ts[series, slot] = t[pos]
+        self._win_v[series, slot] = v[pos]
+        self._win_s[series, slot] = s[pos]
+        self._win_n[si[starts]] += counts
+
+    def _window(
+        self,
+        index: int,
+        j: int,
+        by_series: tuple[IntArray, IntArray],
+        t: FloatArray,
+        v: FloatArray,
+        s: FloatArray,
+    ) -> AlertWindow:
+        """The last WINDOW_POINTS points of series ``index`` up to batch point ``j``."""
+        w = WINDOW_POINTS
+        sorted_idx, order = by_series
+        a, b = np.searchsorted(sorted_idx, [index, index + 1])
+        mine = order[a:b]
+        mine = mine[mine <= j][-w:]
+        total = int(self._win_n[index])
+        older = min(total, w - len(mine))
+        slots = (total - older + np.arange(older)) % w
+        ts = np.concatenate([self._win_ts[index, slots], t[mine]])
+        vs = np.concatenate([self._win_v[index, slots].astype(np.float64), v[mine]])
+        ss = np.concatenate([self._win_s[index, slots].astype(np.float64), s[mine]])
+        threshold = self.threshold_of(index)
+        anomalous = ss >= threshold
+        lo, hi = expected_band(vs, anomalous)
+        return AlertWindow(
+            tuple(ts.tolist()),
+            tuple(vs.tolist()),
+            tuple(lo.tolist()),
+            tuple(hi.tolist()),
+            tuple(anomalous.tolist()),
+            threshold,
+        )
+
+    # -- feedback hooks ---------------------------------------------------------------
+
+    def threshold_of(self, index: int) -> float:
+        """The score series ``index`` needs to hit: the rule's, or higher after feedback."""
+        raised = float(self._min_threshold[index]) if index < len(self._min_threshold) else 0.0
+        return max(self.hits.threshold, raised)
+
+    def series_index(self, series: str) -> int | None:
+        """The index of the series whose text form (``str(SeriesKey)``) is ``series``."""
+        for k, key in enumerate(self.registry.keys):
+            if str(key) == series:
+                return k
+        return None
+
+    def raise_threshold(self, index: int, threshold: float) -> float:
+        """Make series ``index`` need at least ``threshold`` to hit; returns the new one.
+
+        A threshold is only ever raised (the larger of the old and the new one), so a
+        repeated or replayed request changes nothing.
+        """
+        self._ensure(index + 1)
+        if self._min_threshold[index] == 0.0 and threshold > 0.0:
+            self._raised += 1
+        self._min_threshold[index] = max(float(self._min_threshold[index]), float(threshold))
+        return self.threshold_of(index)
+
+    def reset_series(self, indices: Sequence[int]) -> bool:
+        """Start the detector state and hit history of these series afresh.
+
+        The detector's rows are replaced by those of a new detector of the same type
+        and parameters (every state array with one row per series); the other series
+        keep theirs. Returns False (and changes nothing) when the detector keeps no
+        per-series rows that can be told apart.
+        """
+        idx = np.asarray(sorted({int(k) for k in indices}), dtype=np.int64)
+        n = self.detector.n_series
+        if len(idx) == 0 or n == 0:
+            return len(idx) == 0
+        idx = idx[idx < n]
+        fresh: Detector = DETECTORS.create(self.spec.detector_type, **self._detector_params())
+        fresh.score(np.array([n - 1]), np.array([0.0]), np.array([np.nan]))  # grows, learns nothing
+        fresh.bind_series(self.registry.keys)
+        if fresh.n_series != n:
+            return False
+        copied = [0]
+        state = _copy_rows(self.detector.state_dict(), fresh.state_dict(), idx, n, copied)
+        if not copied[0]:
+            return False
+        self.detector.load_state_dict(state)
+        hits = self.hits.state_dict()["history"]
+        hits[idx[idx < len(hits)]] = 0
+        self.hits.load_state_dict({"history": hits})
+        return True
+
+    def _detector_params(self) -> dict[str, Any]:
+        params = dict(self.spec.detector_params)
+        if self.spec.protect_baseline:
+            params.setdefault("learn_below", self.spec.threshold)
+        return params
 
     def alert_labels(self, index: int) -> dict[str, str]:
         """The labels of the alert of series ``index``: series labels, rule labels, name."""
@@ -188,6 +351,7 @@ class RuleRuntime:
         ends_at: float | None,
         value: float,
         score: float,
+        window: AlertWindow | None = None,
     ) -> Alert:
         labels = self.alert_labels(index)
         key = self.registry.key(index)
@@ -203,6 +367,10 @@ class RuleRuntime:
             value=value,
             score=score,
             series=str(key),
+            rule=self.spec.key,
+            detector=self.spec.detector_type,
+            model_version=self.spec.model_hash(),
+            window=window,
         )
 
     def state_dict(self) -> dict[str, Any]:
@@ -216,6 +384,13 @@ class RuleRuntime:
             "alerts": self.alerts.state_dict(),
             "last_value": self._last_value[:n].copy(),
             "last_score": self._last_score[:n].copy(),
+            "window": {
+                "ts": self._win_ts[:n].copy(),
+                "value": self._win_v[:n].copy(),
+                "score": self._win_s[:n].copy(),
+                "count": self._win_n[:n].copy(),
+            },
+            "min_threshold": self._min_threshold[:n].copy(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -235,6 +410,74 @@ class RuleRuntime:
         self.alerts.load_state_dict(state["alerts"])
         self._last_value = np.asarray(state["last_value"], dtype=np.float64).copy()
         self._last_score = np.asarray(state["last_score"], dtype=np.float64).copy()
+        n = len(self._last_value)
+        win = state.get("window")  # absent in checkpoints from before the window
+        if isinstance(win, dict) and np.shape(win.get("ts", ()))[1:] == (WINDOW_POINTS,):
+            self._win_ts = np.asarray(win["ts"], dtype=np.float64).copy()
+            self._win_v = np.asarray(win["value"], dtype=np.float32).copy()
+            self._win_s = np.asarray(win["score"], dtype=np.float32).copy()
+            self._win_n = np.asarray(win["count"], dtype=np.int64).copy()
+        else:
+            self._win_ts = np.zeros((0, WINDOW_POINTS))
+            self._win_v = np.zeros((0, WINDOW_POINTS), dtype=np.float32)
+            self._win_s = np.zeros((0, WINDOW_POINTS), dtype=np.float32)
+            self._win_n = np.zeros(0, dtype=np.int64)
+        self._min_threshold = np.asarray(state.get("min_threshold", ()), dtype=np.float64).copy()
+        self._raised = int(np.count_nonzero(self._min_threshold))
+        # The rings and thresholds may be shorter than the value arrays: grow to match.
+        self._grow_extras(n)
+
+
+def expected_band(values: FloatArray, anomalous: BoolArray) -> tuple[FloatArray, FloatArray]:
+    """The expected band at each point of a window, from the points before it.
+
+    Median +- :data:`BAND_SIGMAS` robust standard deviations (1.4826 MAD, or the
+    standard deviation where the MAD is 0) of the earlier points that were not
+    anomalous; NaN until :data:`BAND_MIN_POINTS` of them exist. It pictures the recent
+    normal for a reader; the alert decision is the detector's score, not this band.
+
+    >>> values = np.array([1.0, 2, 1, 2, 1, 2, 9])
+    >>> lo, hi = expected_band(values, values > 5)
+    >>> lo[:5].tolist(), round(float(lo[6]), 3), round(float(hi[6]), 3)
+    ([nan, nan, nan, nan, nan], -0.724, 3.724)
+    """
+    n = len(values)
+    lo = np.full(n, np.nan)
+    hi = np.full(n, np.nan)
+    for k in range(n):
+        prior = values[:k][~anomalous[:k] & np.isfinite(values[:k])]
+        if len(prior) < BAND_MIN_POINTS:
+            continue
+        mid = float(np.median(prior))
+        sd = 1.4826 * float(np.median(np.abs(prior - mid))) or float(np.std(prior))
+        lo[k], hi[k] = mid - BAND_SIGMAS * sd, mid + BAND_SIGMAS * sd
+    return lo, hi
+
+
+def _copy_rows(current: Any, fresh: Any, idx: IntArray, n: int, copied: list[int]) -> Any:
+    """``current`` with rows ``idx`` of every per-series array (first axis ``n``) from ``fresh``."""
+    if isinstance(current, dict) and isinstance(fresh, dict):
+        return {
+            k: _copy_rows(v, fresh[k], idx, n, copied) if k in fresh else v
+            for k, v in current.items()
+        }
+    if isinstance(current, list | tuple) and isinstance(fresh, list | tuple):
+        if len(current) != len(fresh):
+            return current
+        out = [_copy_rows(a, b, idx, n, copied) for a, b in zip(current, fresh, strict=True)]
+        return type(current)(out) if isinstance(current, tuple) else out
+    if (
+        isinstance(current, np.ndarray)
+        and isinstance(fresh, np.ndarray)
+        and current.ndim >= 1
+        and current.shape[0] == n
+        and fresh.shape == current.shape
+    ):
+        arr = current.copy()
+        arr[idx] = fresh[idx]
+        copied[0] += 1
+        return arr
+    return current
 
 
 class Engine:
@@ -262,6 +505,10 @@ class Engine:
             if batch.rule and batch.rule != rt.spec.key:
                 continue
             yield rt, rt.process(batch).alerts
+
+    def rule(self, key: str) -> RuleRuntime | None:
+        """The rule called ``key`` (``group/alert``), if configured."""
+        return self.rules.get(key)
 
     def state_dict(self) -> dict[str, Any]:
         """Every rule's state, by rule key."""

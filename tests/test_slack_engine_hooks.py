@@ -1,0 +1,173 @@
+"""The engine side of Slack feedback: the alert's recent window, raised thresholds, resets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from aiops.pipeline.engine import WINDOW_POINTS, RuleRuntime, RuleSpec
+from aiops.registry import DETECTORS
+from aiops.types import Batch, SeriesKey
+
+A = SeriesKey.of("latency", {"host": "a"})
+B = SeriesKey.of("latency", {"host": "b"})
+
+
+def _spec(**kw: object) -> RuleSpec:
+    base: dict[str, object] = {
+        "group": "g",
+        "alert": "Latency",
+        "source": "s",
+        "matches": lambda k: True,
+        "threshold": 0.99,
+    }
+    base.update(kw)
+    return RuleSpec(**base)  # type: ignore[arg-type]
+
+
+def _noise(n: int, seed: int = 1) -> np.ndarray:
+    return 10.0 + np.random.default_rng(seed).normal(0.0, 1.0, n)
+
+
+def _batch(keys: list[SeriesKey], series: list[int], ts: list[float], vs: list[float]) -> Batch:
+    return Batch(
+        keys=keys,
+        series=np.asarray(series, dtype=np.int64),
+        timestamps=np.asarray(ts, dtype=np.float64),
+        values=np.asarray(vs, dtype=np.float64),
+    )
+
+
+def _feed(rt: RuleRuntime, values: np.ndarray, t0: float = 0.0, key: SeriesKey = A) -> list:
+    alerts = []
+    for k, v in enumerate(values):
+        alerts += rt.process(_batch([key], [0], [t0 + 60.0 * k], [float(v)])).alerts
+    return alerts
+
+
+@pytest.mark.parametrize("per_batch", [1, 7, 500], ids=["point", "batch7", "one-batch"])
+def test_alert_carries_the_recent_window_ending_at_its_point(per_batch: int) -> None:
+    values = _noise(400)
+    values[300] = 40.0
+    rt = RuleRuntime(_spec())
+    alerts = []
+    for lo in range(0, len(values), per_batch):
+        chunk = values[lo : lo + per_batch]
+        ts = [60.0 * (lo + k) for k in range(len(chunk))]
+        alerts += rt.process(_batch([A], [0] * len(chunk), ts, chunk.tolist())).alerts
+    firing = [a for a in alerts if a.status == "firing" and a.starts_at == 300 * 60.0]
+    assert len(firing) == 1
+    w = firing[0].window
+    assert w is not None
+    assert len(w) == WINDOW_POINTS
+    # the last WINDOW_POINTS points up to and including the alert's, whatever the batches
+    assert w.timestamps == tuple(60.0 * k for k in range(301 - WINDOW_POINTS, 301))
+    np.testing.assert_allclose(w.values, values[301 - WINDOW_POINTS : 301], rtol=1e-6)
+    assert w.anomalous[-1] is True
+    assert w.threshold == 0.99
+    # the band at the spike comes from the earlier normal points and excludes it
+    assert w.lo[-1] < 10.0 < w.hi[-1] < 40.0
+    assert firing[0].rule == "g/Latency"
+    assert firing[0].detector == "ewma_z"
+    assert firing[0].model_version == rt.spec.model_hash()
+
+
+def test_window_survives_a_state_round_trip() -> None:
+    rt = RuleRuntime(_spec())
+    _feed(rt, _noise(100))
+    other = RuleRuntime(_spec())
+    other.load_state_dict(rt.state_dict())
+    values = _noise(30, seed=2)
+    values[-1] = 50.0
+    a1 = [a for a in _feed(rt, values, 6000.0) if a.status == "firing"]
+    a2 = [a for a in _feed(other, values, 6000.0) if a.status == "firing"]
+    assert a1
+    assert a2
+    w1, w2 = a1[-1].window, a2[-1].window
+    assert w1 is not None
+    assert w2 is not None
+    for name in ("timestamps", "values", "lo", "hi", "anomalous"):
+        np.testing.assert_array_equal(getattr(w1, name), getattr(w2, name))
+
+
+def test_raised_threshold_stops_alerts_at_the_same_score_only_for_that_series() -> None:
+    values = _noise(300)
+    values[250] = 14.0
+    rt = RuleRuntime(_spec())
+    first = [a for a in _feed(rt, values) if a.status == "firing"]
+    spike = [a for a in first if a.starts_at == 250 * 60.0]
+    assert len(spike) == 1
+    score = spike[0].score
+    new = rt.raise_threshold(0, 1.0 - (1.0 - score) / 10.0)
+    assert new > score
+    # the same history replayed with the raised threshold: nothing at or below that score
+    again = RuleRuntime(_spec())
+    again.raise_threshold(0, new)
+    replayed = [a for a in _feed(again, values) if a.status == "firing"]
+    assert all(a.score >= new for a in replayed)
+    assert not [a for a in replayed if a.starts_at == 250 * 60.0]
+    # another series of the same rule still alerts at that score
+    two = RuleRuntime(_spec())
+    two.process(_batch([A, B], [0, 1], [-60.0, -60.0], [10.0, 10.0]))
+    index = two.series_index(str(A))
+    assert index == 0
+    two.raise_threshold(index, new)
+    fired = [a for a in _feed(two, values, key=B) if a.starts_at == 250 * 60.0]
+    assert [a.status for a in fired] == ["firing", "resolved"]
+    assert fired[0].series == str(B)
+    # raising is monotone: a lower request changes nothing
+    assert rt.raise_threshold(0, 0.5) == new
+    assert rt.threshold_of(0) == new
+
+
+def test_raised_threshold_is_checkpointed() -> None:
+    rt = RuleRuntime(_spec())
+    _feed(rt, _noise(10))
+    rt.raise_threshold(0, 0.9999)
+    other = RuleRuntime(_spec())
+    other.load_state_dict(rt.state_dict())
+    assert other.threshold_of(0) == 0.9999
+
+
+def test_series_index_finds_registered_series_only() -> None:
+    rt = RuleRuntime(_spec())
+    rt.process(_batch([A, B], [0, 1], [0.0, 0.0], [1.0, 2.0]))
+    assert rt.series_index(str(B)) == 1
+    assert rt.series_index('latency{host="zzz"}') is None
+
+
+@pytest.mark.parametrize("detector", ["ewma_z", "robust_ewma", "envelope_novelty"])
+def test_reset_series_makes_that_series_fresh_and_leaves_the_others(detector: str) -> None:
+    assert detector in DETECTORS
+    rt = RuleRuntime(_spec(detector_type=detector))
+    values = _noise(200)
+    n = len(values)
+    both = _batch([A, B], [0, 1] * n, [60.0 * (k // 2) for k in range(2 * n)], [0.0] * (2 * n))
+    vals = np.empty(2 * n)
+    vals[0::2] = values
+    vals[1::2] = values * 3.0
+    rt.process(Batch(keys=both.keys, series=both.series, timestamps=both.timestamps, values=vals))
+    before_b = RuleRuntime(_spec(detector_type=detector))
+    before_b.load_state_dict(rt.state_dict())
+    assert rt.reset_series([0]) is True
+    # series A now scores exactly like a brand-new detector fed the same points
+    later = 20.0 + _noise(50, seed=3)
+    ts = [60.0 * (n + k) for k in range(50)]
+    fresh = RuleRuntime(_spec(detector_type=detector))
+    got = rt.process(_batch([A], [0] * 50, ts, later.tolist())).scores
+    want = fresh.process(_batch([A], [0] * 50, ts, later.tolist())).scores
+    np.testing.assert_allclose(got, want)
+    # series B kept what it learned
+    later_b = (values[:50] * 3.0).tolist()
+    got_b = rt.process(_batch([A, B], [1] * 50, ts, later_b)).scores
+    want_b = before_b.process(_batch([A, B], [1] * 50, ts, later_b)).scores
+    np.testing.assert_allclose(got_b, want_b)
+
+
+def test_reset_of_nothing_and_of_unknown_series() -> None:
+    rt = RuleRuntime(_spec())
+    assert rt.reset_series([]) is True
+    _feed(rt, _noise(5))
+    state = rt.state_dict()
+    assert rt.reset_series([7]) is True  # beyond the registry: nothing to reset
+    np.testing.assert_array_equal(rt.state_dict()["detector"]["mu"], state["detector"]["mu"])
