@@ -5,11 +5,15 @@ It follows PromQL's instant-vector selector syntax, ``name{label="v", l2!="v",
 l3=~"re", l4!~"re"}``: the metric name is optional when a matcher is given, and
 ``{__name__=~"..."}`` selects by name pattern. A :class:`Matcher` is one
 ``label op value`` condition; the alerting file's ``matchers:`` lists (routes, inhibit
-rules, silences) use it in Alertmanager's syntax, where the value may be unquoted.
+rules, silences) use it in Alertmanager's syntax (:func:`parse_matchers`): one entry
+may hold several matchers (``foo=bar,dings!=bums``, ``{a="b", c="d"}``), and values
+may be unquoted.
 
-Regular expressions are fully anchored, as in Prometheus: ``job=~"api"`` matches
-``api`` but not ``api-2``. A missing label has the empty value, so ``env=""`` matches
-series without an ``env`` label. Compiled patterns are cached.
+Regular expressions run on RE2 (the engine of Prometheus and Alertmanager), fully
+anchored: ``job=~"api"`` matches ``api`` but not ``api-2``; ``(?i)`` flags and POSIX
+classes such as ``[[:alpha:]]`` work, and ``.`` does not match a newline. A missing
+label has the empty value, so ``env=""`` matches series without an ``env`` label.
+Compiled patterns are cached.
 
 >>> from aiops.types import SeriesKey
 >>> sel = parse_selector('http_request_duration_seconds{service=~"api|web"}')
@@ -19,6 +23,8 @@ True
 False
 >>> Matcher.parse("severity=page").matches({"severity": "page"})
 True
+>>> [str(m) for m in parse_matchers('{team=~"db|infra", severity!=info}')]
+['team=~"db|infra"', 'severity!="info"']
 """
 
 from __future__ import annotations
@@ -27,7 +33,9 @@ import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
+
+import re2
 
 from aiops.types import METRIC_NAME_LABEL, SeriesKey
 
@@ -39,6 +47,7 @@ __all__ = [
     "Selector",
     "compile_anchored",
     "parse_matcher",
+    "parse_matchers",
     "parse_selector",
 ]
 
@@ -48,6 +57,17 @@ LABEL_NAME_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 """A valid label name (Prometheus' classic charset)."""
 METRIC_NAME_RE = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 """A valid metric name (Prometheus' classic charset)."""
+_AM_NAME_RE = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+"""A label name Alertmanager's matcher syntax takes unquoted; others are double-quoted."""
+
+# Alertmanager's matcher: name, operator, value; Go's \s is [\t\n\f\r ], not Unicode's.
+_WS = "[\t\n\f\r ]"
+_AM_MATCHER_RE = re.compile(
+    rf"^{_WS}*(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*){_WS}*(?P<op>=~|=|!=|!~){_WS}*"
+    rf"(?P<value>.*?){_WS}*$",
+    re.DOTALL,
+)
+_AM_REST_RE = re.compile(rf"^{_WS}*(?P<op>=~|=|!=|!~){_WS}*(?P<value>.*?){_WS}*$", re.DOTALL)
 
 _OPS: tuple[MatchOp, ...] = ("=~", "!~", "!=", "=")  # longest first
 _ESCAPES = {
@@ -64,34 +84,47 @@ _ESCAPES = {
 }
 
 
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # the error comes back as an exception; no stderr noise
+
+
 @functools.lru_cache(maxsize=4096)
-def compile_anchored(pattern: str) -> re.Pattern[str]:
-    """Compile ``pattern`` for full-string matching (``^(?:pattern)$``), cached.
+def compile_anchored(pattern: str) -> Any:
+    r"""Compile ``pattern`` with RE2 as ``^(?:pattern)$`` (whole-value matching), cached.
 
-    Raises :class:`ValueError` naming the pattern when it does not compile.
+    Returns an RE2 pattern object (``fullmatch``, ``search`` as in :mod:`re`). Raises
+    :class:`ValueError` naming the pattern when it does not compile; RE2's message
+    quotes the pattern with the anchors, as Alertmanager's does.
 
-    >>> bool(compile_anchored("api|web").fullmatch("web"))
+    >>> bool(compile_anchored("(?i)disk.*").fullmatch("DiskFull"))
     True
+    >>> bool(compile_anchored("[[:alpha:]]+").fullmatch("abc"))
+    True
+    >>> bool(compile_anchored("a.b").fullmatch("a\nb"))
+    False
     >>> compile_anchored("(api")
     Traceback (most recent call last):
     ...
-    ValueError: invalid regex "(api": missing ), unterminated subpattern at position 0
+    ValueError: invalid regex "(api": missing ): ^(?:(api)$
     """
     try:
-        re.compile(pattern)  # alone first: error positions refer to the pattern as written
-        return re.compile(f"(?:{pattern})", re.DOTALL)
-    except re.error as exc:
-        raise ValueError(f"invalid regex {_quote(pattern)}: {exc}") from None
+        return re2.compile(f"^(?:{pattern})$", options=_RE2_OPTIONS)
+    except re2.error as exc:
+        detail = exc.args[0] if exc.args else ""
+        if isinstance(detail, bytes):
+            detail = detail.decode("utf-8", "replace")
+        raise ValueError(f"invalid regex {_quote(pattern)}: {detail}") from None
 
 
 @dataclass(frozen=True, slots=True)
 class Matcher:
-    """One condition on one label: ``name op value``.
+    r"""One condition on one label: ``name op value``.
 
     ``op`` is ``=`` (equal), ``!=`` (not equal), ``=~`` (regex matches the whole value)
     or ``!~`` (regex does not match). A label that is absent has the value ``""``.
-    Building a regex matcher compiles its pattern, so a bad pattern fails early with
-    :class:`ValueError`.
+    Building a regex matcher compiles its pattern (RE2), so a bad pattern fails early
+    with :class:`ValueError`. The name may be any non-empty text; ``str()`` quotes it
+    when it is outside ``[a-zA-Z_:][a-zA-Z0-9_:]*``.
 
     >>> m = Matcher("team", "=~", "db|infra")
     >>> m.matches({"team": "db"}), m.matches({"team": "dbx"}), m.matches({})
@@ -100,16 +133,18 @@ class Matcher:
     'team=~"db|infra"'
     >>> Matcher("env", "=", "").matches({})
     True
+    >>> str(Matcher("service.name", "=", 'say "hi"'))
+    '"service.name"="say \\"hi\\""'
     """
 
     name: str
     op: MatchOp
     value: str
-    _regex: re.Pattern[str] | None = field(default=None, init=False, repr=False, compare=False)
+    _regex: Any = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if not LABEL_NAME_RE.fullmatch(self.name):
-            raise ValueError(f"invalid label name {_quote(self.name)}")
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError("a label name must not be empty")
         if self.op not in _OPS:
             raise ValueError(f"invalid match operator {_quote(self.op)}; use =, !=, =~ or !~")
         if self.op in ("=~", "!~"):
@@ -117,17 +152,14 @@ class Matcher:
 
     @classmethod
     def parse(cls, text: str) -> Matcher:
-        """Parse Alertmanager matcher syntax: ``name op value``.
-
-        The value may be double-quoted (with Go escapes) or unquoted (taken up to the
-        end, surrounding spaces removed).
+        """Parse exactly one matcher in Alertmanager's syntax (see :func:`parse_matchers`).
 
         >>> Matcher.parse('severity="page"') == Matcher.parse("severity = page")
         True
         >>> Matcher.parse("severity")
         Traceback (most recent call last):
         ...
-        ValueError: expected an operator (=, !=, =~, !~) after "severity" at column 9
+        ValueError: bad matcher format: severity
         """
         return parse_matcher(text)
 
@@ -142,7 +174,8 @@ class Matcher:
         return self.matches_value(labels.get(self.name, ""))
 
     def __str__(self) -> str:
-        return f"{self.name}{self.op}{_quote(self.value)}"
+        name = self.name if _AM_NAME_RE.fullmatch(self.name) else _am_quote(self.name)
+        return f"{name}{self.op}{_am_quote(self.value)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,7 +247,7 @@ def parse_selector(text: str) -> Selector:
         p.pos += 1
         p.skip_ws()
         while p.peek() != "}":
-            matchers.append(p.matcher(quoted_only=True))
+            matchers.append(p.matcher())
             p.skip_ws()
             if p.peek() == ",":
                 p.pos += 1
@@ -237,19 +270,144 @@ def parse_selector(text: str) -> Selector:
     return Selector(metric, tuple(matchers))
 
 
+def parse_matchers(text: str) -> list[Matcher]:
+    r"""Parse one entry of a ``matchers:`` list in Alertmanager's syntax: zero or more matchers.
+
+    The grammar is Alertmanager's (``pkg/labels``, the one its config files use):
+
+    - optional braces: one leading ``{`` and one trailing ``}`` are removed;
+    - matchers are separated by commas outside double quotes (a trailing comma is fine);
+    - a matcher is ``name op value`` with ``op`` one of ``=``, ``!=``, ``=~``, ``!~``
+      and spaces allowed around the operator;
+    - the value is double-quoted or unquoted. In both, ``\"`` is a quote, ``\\`` a
+      backslash and ``\n`` a newline; any other backslash is kept as written. An
+      unquoted value may not contain an unescaped ``"``;
+    - a name is ``[a-zA-Z_:][a-zA-Z0-9_:]*``, or any UTF-8 text in double quotes
+      (``{"service.name"="api"}``, as Alertmanager 0.27+ takes it).
+
+    >>> [str(m) for m in parse_matchers("foo=bar,dings!=bums")]
+    ['foo="bar"', 'dings!="bums"']
+    >>> parse_matchers("{}")
+    []
+    >>> parse_matchers('job=value"')
+    Traceback (most recent call last):
+    ...
+    ValueError: matcher value contains unescaped double quote: value"
+    """
+    if text.startswith("{"):
+        text = text[1:]
+    if text.endswith("}"):
+        text = text[:-1]
+    tokens: list[str] = []
+    token: list[str] = []
+    in_quotes = escaped = False
+    for c in text:
+        if c == "," and not in_quotes:
+            tokens.append("".join(token))
+            token = []
+            continue
+        if c == '"':
+            if escaped:
+                escaped = False
+            else:
+                in_quotes = not in_quotes
+        elif c == "\\":
+            escaped = not escaped
+        else:
+            escaped = False
+        token.append(c)
+    last = "".join(token).strip(" \t\n\f\r")
+    if last:
+        tokens.append(last)
+    return [_am_matcher(t) for t in tokens]
+
+
 def parse_matcher(text: str) -> Matcher:
-    """Parse one Alertmanager matcher such as ``severity="page"`` or ``team=~db|infra``.
+    """Parse exactly one Alertmanager matcher such as ``severity="page"`` or ``team=~db|infra``.
 
     >>> parse_matcher('alertname!~"Watchdog|InfoInhibitor"')
     Matcher(name='alertname', op='!~', value='Watchdog|InfoInhibitor')
+    >>> parse_matcher("a=b,c=d")
+    Traceback (most recent call last):
+    ...
+    ValueError: expected one matcher, got 2 in "a=b,c=d"
     """
-    p = _Parser(text)
-    p.skip_ws()
-    m = p.matcher(quoted_only=False, where=False)
-    p.skip_ws()
-    if not p.at_end():
-        p.fail("the end of the matcher")
-    return m
+    found = parse_matchers(text)
+    if len(found) != 1:
+        raise ValueError(f"expected one matcher, got {len(found)} in {_quote(text)}")
+    return found[0]
+
+
+def _am_matcher(token: str) -> Matcher:
+    stripped = token.lstrip(" \t\n\f\r")
+    if stripped.startswith('"'):
+        end = _closing_quote(stripped)
+        rest = _AM_REST_RE.match(stripped[end + 1 :]) if end > 0 else None
+        if rest is None:
+            raise ValueError(f"bad matcher format: {token}")
+        name, op, raw = _am_unescape(stripped[1:end]), rest["op"], rest["value"]
+    else:
+        m = _AM_MATCHER_RE.match(token)
+        if m is None:
+            raise ValueError(f"bad matcher format: {token}")
+        name, op, raw = m["name"], m["op"], m["value"]
+    quoted = raw.startswith('"')
+    body = raw[1:] if quoted else raw
+    out: list[str] = []
+    escaped = False
+    for i, c in enumerate(body):
+        if escaped:
+            escaped = False
+            out.append(c if c in ('"', "\\") else "\n" if c == "n" else "\\" + c)
+        elif c == "\\":
+            if i < len(body) - 1:
+                escaped = True
+            else:
+                out.append(c)  # a backslash at the very end stands for itself
+        elif c == '"':
+            if not quoted or i < len(body) - 1:
+                raise ValueError(f"matcher value contains unescaped double quote: {raw}")
+            quoted = False
+        else:
+            out.append(c)
+    if quoted:
+        raise ValueError(f"matcher value contains unescaped double quote: {raw}")
+    op_: MatchOp = op  # type: ignore[assignment]  # the pattern only admits the four
+    return Matcher(name, op_, "".join(out))
+
+
+def _closing_quote(text: str) -> int:
+    """Index of the unescaped ``"`` closing the one at ``text[0]``, or -1."""
+    escaped = False
+    for i in range(1, len(text)):
+        c = text[i]
+        if escaped:
+            escaped = False
+        elif c == "\\":
+            escaped = True
+        elif c == '"':
+            return i
+    return -1
+
+
+def _am_unescape(text: str) -> str:
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c == "\\" and i + 1 < len(text):
+            nxt = text[i + 1]
+            out.append(nxt if nxt in ('"', "\\") else "\n" if nxt == "n" else c + nxt)
+            i += 2
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def _am_quote(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
 
 
 class _Parser:
@@ -281,7 +439,7 @@ class _Parser:
         self.pos = m.end()
         return m.group()
 
-    def matcher(self, *, quoted_only: bool, where: bool = True) -> Matcher:
+    def matcher(self) -> Matcher:
         start = self.pos
         name = self.take(LABEL_NAME_RE, "a label name")
         self.skip_ws()
@@ -293,19 +451,12 @@ class _Parser:
             )
         self.pos += len(op)
         self.skip_ws()
-        if self.peek() in ('"', "'", "`"):
-            value = self.string()
-        elif quoted_only:
+        if self.peek() not in ('"', "'", "`"):
             self.fail("a quoted string")
-            raise AssertionError  # pragma: no cover - fail() raises
-        else:
-            value = self.text[self.pos :].strip()
-            self.pos = len(self.text)
+        value = self.string()
         try:
             return Matcher(name, op, value)
         except ValueError as exc:
-            if not where:
-                raise
             raise ValueError(f"{exc} (matcher at column {start + 1})") from None
 
     def string(self) -> str:

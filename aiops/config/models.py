@@ -42,7 +42,14 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from aiops.alerting.selector import LABEL_NAME_RE, Matcher, Selector, parse_matcher, parse_selector
+from aiops.alerting.selector import (
+    LABEL_NAME_RE,
+    Matcher,
+    Selector,
+    parse_matcher,
+    parse_matchers,
+    parse_selector,
+)
 from aiops.alerting.templates import Template
 from aiops.config.translate import show as _show
 from aiops.pipeline.detector import DEFAULT_THRESHOLD
@@ -73,6 +80,7 @@ __all__ = [
     "TimeInterval",
     "TimeRange",
     "TimeSpec",
+    "LEGACY_MATCH_KEYS",
     "config_error",
 ]
 
@@ -211,6 +219,81 @@ def _matcher(value: Any) -> Matcher:
 
 
 MatcherField = Annotated[Matcher, PlainValidator(_matcher), PlainSerializer(str)]
+"""One matcher; in a ``matchers:`` list one YAML entry may hold several (see below)."""
+
+LEGACY_MATCH_KEYS: dict[str, tuple[str, str]] = {
+    "match": ("matchers", "="),
+    "match_re": ("matchers", "=~"),
+    "source_match": ("source_matchers", "="),
+    "source_match_re": ("source_matchers", "=~"),
+    "target_match": ("target_matchers", "="),
+    "target_match_re": ("target_matchers", "=~"),
+}
+"""Alertmanager's deprecated label maps: key -> (the ``matchers`` list it joins, operator)."""
+
+
+def _expand_matchers(data: Any, lists: tuple[str, ...], legacy: tuple[str, ...] = ()) -> Any:
+    """Before validation: legacy maps become matchers; entries holding several split.
+
+    ``foo=bar,dings!=bums`` is two matchers, ``{}`` none, as in Alertmanager. When an
+    entry does not parse, the list keeps its positions (each good entry stands for its
+    first matcher) so that the error is reported at the right entry.
+    """
+    if not isinstance(data, dict):
+        return data
+    out = dict(data)
+    for old_key in legacy:
+        target, op = LEGACY_MATCH_KEYS[old_key]
+        if old_key not in out:
+            continue
+        mapping = out.pop(old_key)
+        if mapping is None:
+            continue
+        if not isinstance(mapping, dict):
+            raise config_error(
+                f'"{old_key}" must be a mapping of label names to values, got {_show(mapping)}',
+                old_key,
+            )
+        extra: list[Matcher] = []
+        for name, value in mapping.items():
+            if not isinstance(name, str) or not LABEL_NAME_RE.fullmatch(name):
+                raise config_error(f'"{old_key}": invalid label name {_show(name)}', old_key)
+            if not isinstance(value, str):
+                raise config_error(
+                    f'"{old_key}.{name}" must be a string, got {_show(value)}', old_key, name
+                )
+            try:
+                extra.append(Matcher(name, op, value))  # type: ignore[arg-type]
+            except ValueError as exc:
+                raise config_error(f'"{old_key}.{name}": {exc}', old_key, name) from None
+        current = out.get(target) or []
+        out[target] = [*current, *extra] if isinstance(current, list | tuple) else current
+    for key in lists:
+        entries = out.get(key)
+        if not isinstance(entries, list | tuple):
+            continue
+        parsed: list[list[Matcher] | None] = []
+        for entry in entries:
+            if isinstance(entry, Matcher):
+                parsed.append([entry])
+            elif isinstance(entry, str):
+                try:
+                    parsed.append(parse_matchers(entry))
+                except ValueError:
+                    parsed.append(None)
+            else:
+                parsed.append(None)
+        if all(p is not None for p in parsed):
+            out[key] = [m for p in parsed if p is not None for m in p]
+        else:
+            out[key] = [_first(p, e) for p, e in zip(parsed, entries, strict=True)]
+    return out
+
+
+def _first(parsed: list[Matcher] | None, entry: Any) -> Any:
+    if parsed is None:
+        return entry  # the field validator reports it
+    return parsed[0] if parsed else Matcher(".empty", "=", "")  # stands in; never kept
 
 
 def _template(value: Any) -> Template:
@@ -494,6 +577,11 @@ class Route(_Model):
     active_time_intervals: tuple[NonEmptyStr, ...] = ()
     routes: tuple[Route, ...] = ()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _matcher_lists(cls, data: Any) -> Any:
+        return _expand_matchers(data, ("matchers",), ("match", "match_re"))
+
     def walk(self) -> list[Route]:
         """Return this route and all routes below it, depth first."""
         out = [self]
@@ -565,6 +653,12 @@ def _silence_matchers(matchers: tuple[Matcher, ...]) -> tuple[Matcher, ...]:
         raise ValueError("must have at least one matcher that does not match the empty string")
     return matchers
 
+    @model_validator(mode="before")
+    @classmethod
+    def _matcher_lists(cls, data: Any) -> Any:
+        legacy = ("source_match", "source_match_re", "target_match", "target_match_re")
+        return _expand_matchers(data, ("source_matchers", "target_matchers"), legacy)
+
 
 class Silence(_Model):
     """Mute alerts whose labels match every matcher between ``starts_at`` and ``ends_at``."""
@@ -574,6 +668,11 @@ class Silence(_Model):
     ends_at: UtcDatetime
     created_by: NonEmptyStr
     comment: NonEmptyStr
+
+    @model_validator(mode="before")
+    @classmethod
+    def _matcher_lists(cls, data: Any) -> Any:
+        return _expand_matchers(data, ("matchers",))
 
     @model_validator(mode="after")
     def _ordered(self) -> Silence:
