@@ -353,7 +353,8 @@ class Outbox:
     ``integrations`` are the notifiers to deliver to (none for a read-only use such as
     the ``aiops alerts`` commands); ``clock`` is wall-clock unix time (rows outlive the
     process); ``on_outcome(receiver, outcome)`` is told ``delivered``, ``retry``,
-    ``permanent`` or ``dead`` after each attempt.
+    ``permanent`` or ``dead`` after each attempt; :meth:`close` first waits up to
+    ``drain_timeout`` seconds for the workers to send what is due.
     """
 
     def __init__(
@@ -366,6 +367,7 @@ class Outbox:
         rng: random.Random | None = None,
         on_outcome: Callable[[str, str], None] | None = None,
         busy_timeout: float = 10.0,
+        drain_timeout: float = 5.0,
     ) -> None:
         self.path = Path(path)
         self.integrations = list(integrations)
@@ -374,6 +376,7 @@ class Outbox:
         self.rng = rng or random.Random()
         self.on_outcome = on_outcome or (lambda receiver, outcome: None)
         self.busy_timeout = busy_timeout
+        self.drain_timeout = drain_timeout
         #: Outcomes since start, summed over receivers.
         self.results: Counter[str] = Counter()
         self._by_receiver: dict[str, list[Integration]] = {}
@@ -538,8 +541,41 @@ class Outbox:
                 log.warning("outbox: worker %s still busy at shutdown", t.name)
         self._threads = []
 
+    def drain(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until no row can be attempted now.
+
+        Rows waiting for a back-off, a ``Retry-After`` or an open breaker do not count:
+        they stay queued. True if nothing was left to attempt.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self._threads or self._due_now() == 0:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            for e in self._wake.values():
+                e.set()
+            time.sleep(0.02)
+
+    def _due_now(self) -> int:
+        now = self.clock()
+        conn = self._conn()
+        due = 0
+        for (receiver, name), breaker in self._breakers.items():
+            if not breaker.allows(now):
+                continue
+            row = conn.execute(
+                "SELECT COUNT(*) FROM outbox WHERE state='pending' AND receiver=? AND "
+                "integration=? AND next_attempt<=?",
+                (receiver, name, now),
+            ).fetchone()
+            due += int(row[0])
+        return due
+
     def close(self) -> None:
-        """Stop the workers and close every notifier."""
+        """Give the workers ``drain_timeout`` to send what is due, stop them, close notifiers."""
+        if self._threads and self.drain_timeout > 0:
+            self.drain(self.drain_timeout)
         self.stop()
         for integ in self.integrations:
             try:

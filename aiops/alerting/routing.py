@@ -236,6 +236,9 @@ class Dispatcher:
         self._queue: list[_Pending] = []
         self._seq = 0
 
+    def start(self) -> None:
+        """Nothing to start: this dispatcher sends from :meth:`submit` and :meth:`pump`."""
+
     def submit(self, notifications: Sequence[Notification]) -> None:
         """Try each notification now on every notifier of its receiver."""
         now = self.clock()

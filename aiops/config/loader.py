@@ -714,6 +714,6 @@ def _where_alerting(doc: YamlDoc, loc: Loc) -> Where:
 def _where_daemon(doc: YamlDoc, loc: Loc) -> Where:
     if len(loc) >= 2 and loc[0] == "sources":
         return Where(context=f'source "{loc[1]}"')
-    if len(loc) >= 2 and loc[0] in ("state", "limits", "http"):
+    if len(loc) >= 2 and loc[0] in ("state", "limits", "http", "delivery"):
         return Where(context=str(loc[0]))
     return Where()

@@ -77,6 +77,7 @@ __all__ = [
     "Silence",
     "SourceSpec",
     "StateSettings",
+    "DeliverySettings",
     "TimeInterval",
     "TimeRange",
     "TimeSpec",
@@ -506,6 +507,19 @@ class StateSettings(_Model):
     checkpoint_interval: PositiveDuration = 30.0
 
 
+class DeliverySettings(_Model):
+    """``delivery:``: how the outbox retries notifications (see :mod:`aiops.alerting.outbox`)."""
+
+    base_delay: PositiveDuration = 1.0
+    max_delay: PositiveDuration = 300.0
+    max_attempts: StrictInt = Field(default=50, ge=1)
+    max_age: PositiveDuration = 86_400.0
+    attempt_timeout: PositiveDuration = 30.0
+    breaker_failures: StrictInt = Field(default=5, ge=1)
+    breaker_cooldown: PositiveDuration = 60.0
+    retention: PositiveDuration = 7 * 86_400.0
+
+
 class LimitsSettings(_Model):
     """``limits:``: caps that protect the daemon from runaway cardinality."""
 
@@ -536,6 +550,7 @@ class DaemonConfig(_Model):
     state: StateSettings = Field(default_factory=StateSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     rule_files: tuple[NonEmptyStr, ...] = ("rules/*.yaml",)
     alerting_file: NonEmptyStr | None = None
 

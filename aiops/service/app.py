@@ -16,7 +16,14 @@ from typing import Any
 from pydantic import BaseModel
 
 from aiops.alerting.notify import Notifier, NullNotifier
-from aiops.alerting.routing import Dispatcher, Inhibition, RouteNode, Router, SilenceWindow
+from aiops.alerting.outbox import (
+    OUTBOX_FILE,
+    DeliveryPolicy,
+    Integration,
+    Outbox,
+    OutboxSchemaError,
+)
+from aiops.alerting.routing import Inhibition, RouteNode, Router, SilenceWindow
 from aiops.alerting.templates import Template
 from aiops.config import (
     AlertingConfig,
@@ -145,6 +152,56 @@ def build_receivers(alerting: AlertingConfig, *, base_dir: Path) -> dict[str, li
     return out
 
 
+def build_integrations(
+    alerting: AlertingConfig, *, base_dir: Path, metrics: Metrics = NULL_METRICS
+) -> list[Integration]:
+    """One outbox integration per ``<type>_configs`` entry, named ``<type>[<index>]``.
+
+    A receiver with no entries gets one ``null[0]`` integration (delivers nowhere).
+    """
+    out: list[Integration] = []
+    for r in alerting.receivers:
+        seen: dict[str, int] = {}
+        for spec in r.notifiers:
+            index = seen.get(spec.type, 0)
+            seen[spec.type] = index + 1
+            notifier = NOTIFIERS.get(spec.type)(spec.config, base_dir=base_dir)
+            name = f"{spec.type}[{index}]"
+            out.append(Integration(r.name, name, metrics.wrap_notifier(r.name, notifier)))
+        if not r.notifiers:
+            out.append(Integration(r.name, "null[0]", NullNotifier()))
+    return out
+
+
+def build_outbox(
+    loaded: LoadedConfig, *, state_dir: Path, metrics: Metrics = NULL_METRICS
+) -> Outbox:
+    """The durable outbox in ``state_dir`` with every receiver's integrations.
+
+    Raises :class:`aiops.alerting.outbox.OutboxSchemaError` for an outbox file this
+    version cannot use.
+    """
+    d = loaded.daemon.delivery
+    policy = DeliveryPolicy(
+        base_delay=d.base_delay,
+        max_delay=d.max_delay,
+        max_attempts=d.max_attempts,
+        max_age=d.max_age,
+        attempt_timeout=d.attempt_timeout,
+        breaker_failures=d.breaker_failures,
+        breaker_cooldown=d.breaker_cooldown,
+        retention=d.retention,
+    )
+    outbox = Outbox(
+        state_dir / OUTBOX_FILE,
+        build_integrations(loaded.alerting, base_dir=state_dir, metrics=metrics),
+        policy=policy,
+        on_outcome=metrics.outbox_outcome,
+    )
+    metrics.watch_outbox(outbox.stats)
+    return outbox
+
+
 #: Evaluation interval of a query rule whose group sets none (Prometheus' default).
 DEFAULT_QUERY_INTERVAL = 60.0
 
@@ -199,15 +256,11 @@ def build_daemon(loaded: LoadedConfig, *, state_dir: Path) -> Daemon:
     engine = Engine(rule_specs(loaded), render=render_template)
     listen = loaded.daemon.http.listen
     metrics: Metrics = PrometheusMetrics() if listen else NULL_METRICS
-    receivers = {
-        name: [metrics.wrap_notifier(name, n) for n in notifiers]
-        for name, notifiers in build_receivers(loaded.alerting, base_dir=state_dir).items()
-    }
     daemon = Daemon(
         sources=functools.partial(build_sources, loaded),
         engine=engine,
         router=build_router(loaded.alerting),
-        dispatcher=Dispatcher(receivers),
+        dispatcher=build_outbox(loaded, state_dir=state_dir, metrics=metrics),
         checkpointer=Checkpointer(FileStateStore(state_dir)),
         checkpoint_interval=loaded.daemon.state.checkpoint_interval,
         dead_letters=DeadLetterFile(state_dir / "rejects.jsonl"),
@@ -234,7 +287,7 @@ def run_daemon(
     state = state_dir or (DEMO_STATE_DIR.resolve() if demo else loaded.daemon.state.dir)
     try:
         daemon = build_daemon(loaded, state_dir=state)
-    except ImportError as exc:
+    except (ImportError, OutboxSchemaError) as exc:
         log.error("%s", exc)
         return 1
     stop = threading.Event()

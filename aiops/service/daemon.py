@@ -16,9 +16,10 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
-from aiops.alerting.routing import Dispatcher, Router
+from aiops.alerting.notify import Notification
+from aiops.alerting.routing import Router
 from aiops.pipeline.engine import Engine
 from aiops.pipeline.source import Source
 from aiops.service.http import HttpReceiver, Listener, NullListener
@@ -26,9 +27,34 @@ from aiops.service.metrics import NULL_METRICS, Metrics
 from aiops.state.checkpoint import Checkpoint, Checkpointer
 from aiops.types import Batch, Reject
 
-__all__ = ["Daemon", "DeadLetterFile", "SourceHealth", "source_problems"]
+__all__ = ["Daemon", "DeadLetterFile", "Delivery", "SourceHealth", "source_problems"]
 
 log = logging.getLogger(__name__)
+
+
+class Delivery(Protocol):
+    """Where the data loop hands notifications.
+
+    The durable outbox (:class:`aiops.alerting.outbox.Outbox`, whose workers deliver)
+    or, in tests, the in-memory :class:`aiops.alerting.routing.Dispatcher`.
+
+    ``submit`` must not wait for any receiver; ``pump`` is called once per loop turn;
+    ``start`` after the checkpoint is loaded; ``close`` at shutdown.
+    """
+
+    results: Counter[str]
+
+    def start(self) -> None:
+        """Begin delivering (workers)."""
+
+    def submit(self, notifications: Sequence[Notification]) -> object:
+        """Take these notifications; return without waiting for a receiver."""
+
+    def pump(self) -> None:
+        """Called once per loop turn."""
+
+    def close(self) -> None:
+        """Stop delivering; keep what is pending."""
 
 
 class DeadLetterFile:
@@ -129,7 +155,7 @@ class Daemon:
         sources: Mapping[str, Source] | Callable[[Mapping[str, Any]], Mapping[str, Source]],
         engine: Engine,
         router: Router,
-        dispatcher: Dispatcher,
+        dispatcher: Delivery,
         checkpointer: Checkpointer,
         checkpoint_interval: float = 30.0,
         dead_letters: DeadLetterFile | None = None,
@@ -166,6 +192,7 @@ class Daemon:
         positions: Mapping[str, Any] = {}
         if ckpt is not None:
             self.engine.load_state_dict(ckpt.rules)
+            self.metrics.state_refused(self.engine.refused_states)
             self.router.load_state_dict(ckpt.router)
             positions = ckpt.sources
             self._sequence = ckpt.sequence
@@ -176,6 +203,7 @@ class Daemon:
         self.sources = factory(positions) if callable(factory) else factory
         self.health = {sid: SourceHealth() for sid in self.sources}
         self._last_checkpoint = self.clock()
+        self.dispatcher.start()
         self.listener.attach(self.sources)
         self.metrics.watch_sources(self.sources)
         self._publish_health()

@@ -26,12 +26,19 @@ name                                            type       labels
 ``source_queued_samples``                       gauge      source (push receivers' queues)
 ``alerts_total``                                counter    alertname, status
 ``notifications_total``                         counter    receiver, result
+``outbox_outcomes_total``                       counter    receiver, outcome (delivered,
+                                                           retry, permanent, dead)
+``outbox_pending``                              gauge      receiver (at scrape time)
+``outbox_oldest_pending_age_seconds``           gauge      receiver (at scrape time)
+``outbox_dead_letters``                         gauge      receiver (at scrape time)
 ``checkpoint_duration_seconds``                 histogram
 ``checkpoint_size_bytes``                       gauge
 ``checkpoint_last_success_timestamp_seconds``   gauge
 ``checkpoint_age_seconds``                      gauge      (at scrape time)
 ``rule_series``                                 gauge      rule (series the rule tracks)
 ``rule_dropped_series``                         gauge      rule (over the cap, cumulative)
+``rule_state_refused``                          gauge      rule (checkpointed states refused
+                                                           at start: the rule started fresh)
 ``http_requests_total``                         counter    handler, code
 ``http_request_duration_seconds``               histogram  handler
 ``build_info``                                  gauge      version
@@ -96,6 +103,9 @@ class Metrics:
     def rules(self, runtimes: Iterable[RuleRuntime]) -> None:
         """Series counts of rules that just processed a batch."""
 
+    def state_refused(self, refused: Mapping[str, int]) -> None:
+        """Rules whose checkpointed state was refused at start, and how often."""
+
     def notification(self, receiver: str, result: str) -> None:
         """One delivery attempt to a notifier of ``receiver`` ended with ``result``."""
 
@@ -108,6 +118,12 @@ class Metrics:
     def wrap_notifier(self, receiver: str, notifier: Notifier) -> Notifier:
         """The notifier to use for ``receiver``: itself, or one that counts results."""
         return notifier
+
+    def outbox_outcome(self, receiver: str, outcome: str) -> None:
+        """An outbox attempt for ``receiver`` ended: delivered, retry, permanent or dead."""
+
+    def watch_outbox(self, stats: Callable[[], Mapping[str, Any]]) -> None:
+        """Read the outbox's per-receiver ``pending``/``oldest_created``/``dead`` at scrape."""
 
 
 #: The shared null object.
@@ -244,6 +260,13 @@ class PrometheusMetrics(Metrics):
             ["rule"],
             registry=reg,
         )
+        self._state_refused = pc.Gauge(
+            "aiops_rule_state_refused",
+            "Checkpointed rule states refused at start (bad signature, unknown format, "
+            "content that does not fit): the rule started fresh.",
+            ["rule"],
+            registry=reg,
+        )
         self._http = pc.Counter(
             "aiops_http_requests_total",
             "Requests answered by the daemon's listener, by handler and status code.",
@@ -262,6 +285,15 @@ class PrometheusMetrics(Metrics):
         ).labels(version or __version__).set(1)
         self._sources: Mapping[str, object] = {}
         reg.register(_QueuedSamples(lambda: self._sources))
+        self._outbox_outcomes = pc.Counter(
+            "aiops_outbox_outcomes_total",
+            "Outbox delivery attempts, by receiver and outcome (delivered, retry, permanent "
+            "failure, dead: moved to the dead letters after max attempts or age).",
+            ["receiver", "outcome"],
+            registry=reg,
+        )
+        self._outbox_stats: Callable[[], Mapping[str, Any]] = dict
+        reg.register(_OutboxGauges(lambda: self._outbox_stats()))
 
     def _checkpoint_age(self) -> float:
         last = self._last_checkpoint
@@ -305,6 +337,11 @@ class PrometheusMetrics(Metrics):
             self._series.labels(key).set(len(rt.registry))
             self._dropped.labels(key).set(rt.registry.dropped)
 
+    def state_refused(self, refused: Mapping[str, int]) -> None:
+        """Set the refused-state gauge of each rule that had one."""
+        for key, count in refused.items():
+            self._state_refused.labels(key).set(count)
+
     def notification(self, receiver: str, result: str) -> None:
         """Count one delivery attempt."""
         self._notifications.labels(receiver, result).inc()
@@ -321,6 +358,60 @@ class PrometheusMetrics(Metrics):
     def wrap_notifier(self, receiver: str, notifier: Notifier) -> Notifier:
         """A :class:`CountingNotifier` around ``notifier``."""
         return CountingNotifier(notifier, receiver, self)
+
+    def outbox_outcome(self, receiver: str, outcome: str) -> None:
+        """Count one outbox outcome (called from the outbox's worker threads)."""
+        self._outbox_outcomes.labels(receiver, outcome).inc()
+
+    def watch_outbox(self, stats: Callable[[], Mapping[str, Any]]) -> None:
+        """Report outbox depth, oldest pending age and dead letters at scrape time."""
+        self._outbox_stats = stats
+
+
+class _OutboxGauges:
+    """Outbox depth, age of the oldest pending row and dead letters, read at scrape time."""
+
+    def __init__(self, stats: Callable[[], Mapping[str, Any]]) -> None:
+        self._stats = stats
+
+    def describe(self) -> list[Metric]:
+        return list(self._families({}))
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            stats = self._stats()
+        except Exception:  # a locked or broken file must not break /metrics
+            stats = {}
+        return self._families(stats)
+
+    @staticmethod
+    def _families(stats: Mapping[str, Any]) -> Iterator[Metric]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        pending = GaugeMetricFamily(
+            "aiops_outbox_pending",
+            "Notifications waiting in the outbox for a receiver.",
+            labels=["receiver"],
+        )
+        age = GaugeMetricFamily(
+            "aiops_outbox_oldest_pending_age_seconds",
+            "Age of the oldest notification waiting for a receiver (0 when none waits).",
+            labels=["receiver"],
+        )
+        dead = GaugeMetricFamily(
+            "aiops_outbox_dead_letters",
+            "Notifications in the dead-letter table (aiops alerts failed), by receiver.",
+            labels=["receiver"],
+        )
+        now = time.time()
+        for receiver, s in stats.items():
+            pending.add_metric([receiver], float(s.pending))
+            oldest = s.oldest_created
+            age.add_metric([receiver], max(0.0, now - oldest) if oldest is not None else 0.0)
+            dead.add_metric([receiver], float(s.dead))
+        yield pending
+        yield age
+        yield dead
 
 
 class _QueuedSamples:
