@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
+from aiops.alerting.selector import Matcher
 from aiops.config.errors import ConfigError, sort_errors
 from aiops.config.loader import _Session
-from aiops.config.yamlpos import YamlDoc
+from aiops.config.models import LEGACY_MATCH_KEYS
+from aiops.config.yamlpos import Loc, YamlDoc
 
-__all__ = ["check_paths", "detect_kind", "run_check"]
+__all__ = ["check_paths", "check_warnings", "detect_kind", "deprecations", "run_check"]
 
 _SUFFIXES = (".yaml", ".yml")
 _KINDS = (
@@ -43,20 +45,74 @@ def check_paths(paths: list[Path]) -> list[ConfigError]:
     return _check(paths)[0]
 
 
+def check_warnings(paths: list[Path]) -> list[ConfigError]:
+    """What is accepted but deprecated in the given files (see :func:`deprecations`)."""
+    return _check(paths)[2]
+
+
 def run_check(paths: list[Path], out: TextIO) -> int:
-    """Print every error, one per line, and a summary; return the exit code (0 or 1)."""
-    errors, n_files = _check(paths)
-    for e in errors:
+    """Print every error and warning, one per line, and a summary; return the exit code.
+
+    Warnings (deprecated keys) do not fail the check: the exit code is 1 only for errors.
+    """
+    errors, n_files, warnings = _check(paths)
+    for e in sort_errors([*errors, *warnings]):
         print(e, file=out)
     files = f"{n_files} file" + ("" if n_files == 1 else "s")
+    noted = f", {_count(len(warnings), 'warning')}" if warnings else ""
     if errors:
-        print(f"checked {files}: {len(errors)} error" + ("" if len(errors) == 1 else "s"), file=out)
+        print(f"checked {files}: {_count(len(errors), 'error')}{noted}", file=out)
         return 1
-    print(f"checked {files}: OK", file=out)
+    print(f"checked {files}: OK{noted}", file=out)
     return 0
 
 
-def _check(paths: list[Path]) -> tuple[list[ConfigError], int]:
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def deprecations(doc: YamlDoc) -> list[ConfigError]:
+    """Alertmanager's deprecated matcher maps in an alerting file, with their replacement.
+
+    ``match``/``match_re`` (routes), ``source_match*``/``target_match*`` (inhibit rules)
+    still load (converted to matchers), as in Alertmanager, which deprecated them in
+    0.22; each is reported with the ``matchers`` entries that replace it.
+    """
+    out: list[ConfigError] = []
+    data = doc.data if isinstance(doc.data, dict) else {}
+
+    def note(item: Any, loc: Loc, context: str) -> None:
+        if not isinstance(item, dict):
+            return
+        for key, (target, op) in LEGACY_MATCH_KEYS.items():
+            mapping = item.get(key)
+            if key not in item or not isinstance(mapping, dict):
+                continue
+            try:
+                written = [str(Matcher(str(k), op, str(v))) for k, v in mapping.items()]  # type: ignore[arg-type]
+            except ValueError:
+                written = []  # the loader reports the bad entry
+            line, col = doc.key_pos((*loc, key))
+            hint = f" {target}: [{', '.join(repr(w) for w in written)}]" if written else ""
+            message = (
+                f'warning: "{key}" is deprecated (Alertmanager 0.22); use{hint or f" {target}"}'
+            )
+            out.append(ConfigError(doc.file, line, col, message, context=context))
+
+    def walk(route: Any, loc: Loc) -> None:
+        note(route, loc, "route")
+        if isinstance(route, dict) and isinstance(route.get("routes"), list):
+            for i, child in enumerate(route["routes"]):
+                walk(child, (*loc, "routes", i))
+
+    walk(data.get("route"), ("route",))
+    rules = data.get("inhibit_rules")
+    for i, rule in enumerate(rules if isinstance(rules, list) else []):
+        note(rule, ("inhibit_rules", i), f"inhibit_rules[{i}]")
+    return out
+
+
+def _check(paths: list[Path]) -> tuple[list[ConfigError], int, list[ConfigError]]:
     session = _Session()
     files: list[Path] = []
     for path in paths:
@@ -81,7 +137,13 @@ def _check(paths: list[Path]) -> tuple[list[ConfigError], int]:
         else:
             what = "empty file" if doc.empty else "cannot tell what kind of file this is"
             session.errors.append(ConfigError(doc.file, 1, 1, f"{what}: {_KINDS}"))
-    return sort_errors(session.errors), len(session.docs)
+    warnings = [
+        w
+        for doc in session.docs.values()
+        if doc.syntax_error is None and detect_kind(doc) == "alerting"
+        for w in deprecations(doc)
+    ]
+    return sort_errors(session.errors), len(session.docs), sort_errors(warnings)
 
 
 def _yaml_files(directory: Path) -> list[Path]:

@@ -22,7 +22,7 @@ import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -67,6 +67,9 @@ __all__ = [
     "HttpSettings",
     "InhibitRule",
     "LimitsSettings",
+    "LogMining",
+    "LogRule",
+    "MaskSpec",
     "NotifierSpec",
     "Receiver",
     "Retrain",
@@ -408,6 +411,74 @@ class Retrain(_Model):
     on_drift: StrictBool = False
 
 
+def _regex(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"must be a non-empty regular expression, got {_show(value)}")
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression {_show(value)}: {exc}") from None
+    return value
+
+
+RegexField = Annotated[str, PlainValidator(_regex)]
+
+
+class MaskSpec(_Model):
+    """One ``log.mining.masks`` entry: text matching ``regex`` is mined as ``mask``."""
+
+    regex: RegexField
+    mask: NonEmptyStr
+
+
+class LogMining(_Model):
+    """``log.mining:``: the template miner's settings (Drain) and extra masks."""
+
+    depth: StrictInt = Field(default=4, ge=3, le=10)
+    sim_th: Annotated[float, PlainValidator(_threshold)] = 0.4
+    max_clusters: StrictInt = Field(default=10_000, ge=1)
+    masks: tuple[MaskSpec, ...] = ()
+    default_masks: StrictBool = True
+
+
+_LOG_ONLY = {
+    "new_template": ("learn_for", "max_alerts", "per", "resolve_after"),
+    "template_rate": ("interval",),
+    "error_burst": ("interval", "levels", "pattern"),
+}
+
+
+class LogRule(_Model):
+    """``log:``: makes the rule a log rule of one ``type`` (see README "Log rules").
+
+    The rule's ``selector`` (optional) then picks log streams by their labels.
+    """
+
+    type: Literal["new_template", "template_rate", "error_burst"]
+    partition_by: tuple[LabelName, ...] = ("service",)
+    interval: PositiveDuration = 60.0
+    learn_for: Duration = 3600.0
+    max_alerts: StrictInt = Field(default=3, ge=1)
+    per: PositiveDuration = 600.0
+    resolve_after: PositiveDuration = 600.0
+    levels: tuple[NonEmptyStr, ...] = ()
+    pattern: RegexField | None = None
+    examples: StrictInt = Field(default=3, ge=0, le=20)
+    mining: LogMining = Field(default_factory=LogMining)
+
+    @model_validator(mode="after")
+    def _options_of_type(self) -> LogRule:
+        allowed = set(_LOG_ONLY[self.type])
+        for key in sorted(set().union(*_LOG_ONLY.values()) - allowed):
+            if key in self.model_fields_set:
+                raise config_error(f'"{key}" does not apply to log rules of type {self.type}', key)
+        return self
+
+
+#: Keys of a rule that a ``new_template`` log rule does not use (it has no detector).
+_NO_SCORING = ("detector", "threshold", "for_", "min_hits", "suppress")
+
+
 class Rule(_Model):
     """One alerting rule: which series, which detector, and when a score becomes an alert.
 
@@ -420,6 +491,7 @@ class Rule(_Model):
     source: SourceId
     selector: SelectorField | None = None
     query: NonEmptyStr | None = None
+    log: LogRule | None = None
     detector: DetectorSpec = Field(default_factory=DetectorSpec)
     threshold: Annotated[float, PlainValidator(_threshold)] = DEFAULT_THRESHOLD
     for_: Duration = Field(default=0.0, alias="for")
@@ -444,7 +516,17 @@ class Rule(_Model):
     def _cross_checks(self) -> Rule:
         if self.selector is not None and self.query is not None:
             raise config_error('give either "selector" or "query", not both', "query")
-        if self.selector is None and self.query is None:
+        if self.log is not None:
+            if self.query is not None:
+                raise config_error('a log rule takes no "query" (use "selector")', "query")
+            if self.log.type == "new_template":
+                for name in _NO_SCORING:
+                    if name in self.model_fields_set:
+                        key = name.rstrip("_")
+                        raise config_error(
+                            f'"{key}" does not apply to log rules of type new_template', key
+                        )
+        elif self.selector is None and self.query is None:
             raise config_error('missing required key "selector" (or "query" for PromQL sources)')
         if self.hits_window < self.min_hits:
             raise config_error(

@@ -23,7 +23,7 @@ import json
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -34,6 +34,9 @@ from aiops.pipeline.postrule import HitWindow
 from aiops.pipeline.series import SeriesRegistry
 from aiops.registry import DEFAULT_DETECTOR, DETECTORS
 from aiops.types import Batch, BoolArray, FloatArray, IntArray, SeriesKey
+
+if TYPE_CHECKING:
+    from aiops.logs.rules import LogEngine
 
 __all__ = [
     "WINDOW_POINTS",
@@ -46,6 +49,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: The checkpoint key of the log rules' state (no rule key lacks a "/").
+LOG_STATE_KEY = "_logs"
 
 #: Points of each series kept for the window an alert carries (an hour at one point a
 #: minute); about 1 kB per series (time as float64, value and score as float32).
@@ -483,8 +489,18 @@ def _copy_rows(current: Any, fresh: Any, idx: IntArray, n: int, copied: list[int
 class Engine:
     """All rules, grouped by the source they read."""
 
-    def __init__(self, specs: Sequence[RuleSpec], *, render: Renderer = _plain_render) -> None:
-        keys = [s.key for s in specs]
+    def __init__(
+        self,
+        specs: Sequence[RuleSpec],
+        *,
+        render: Renderer = _plain_render,
+        logs: LogEngine | None = None,
+    ) -> None:
+        from aiops.logs.rules import LogEngine  # here: aiops.logs imports this module
+
+        #: The log rules (:mod:`aiops.logs.rules`); without any, log records are ignored.
+        self.logs = logs if logs is not None else LogEngine(render=render)
+        keys = [s.key for s in specs] + list(self.logs.rules)
         dupes = sorted({k for k in keys if keys.count(k) > 1})
         if dupes:
             raise ValueError(f"duplicate rules: {', '.join(dupes)}")
@@ -494,8 +510,14 @@ class Engine:
             self.by_source.setdefault(rt.spec.source, []).append(rt)
 
     def process(self, source_id: str, batch: Batch) -> list[Alert]:
-        """Run a batch from ``source_id`` through every rule reading that source."""
-        return [a for _, alerts in self.process_by_rule(source_id, batch) for a in alerts]
+        """Run a batch from ``source_id`` through every rule reading that source.
+
+        Log records go to the log rules first, so that the metric alerts of the same
+        batch already carry the templates they made notable (``log_templates``).
+        """
+        log_alerts = self.logs.process(source_id, batch) if batch.logs else []
+        alerts = [a for _, alerts in self.process_by_rule(source_id, batch) for a in alerts]
+        return [*self.logs.annotate(alerts), *log_alerts]
 
     def process_by_rule(
         self, source_id: str, batch: Batch
@@ -511,8 +533,11 @@ class Engine:
         return self.rules.get(key)
 
     def state_dict(self) -> dict[str, Any]:
-        """Every rule's state, by rule key."""
-        return {k: rt.state_dict() for k, rt in self.rules.items()}
+        """Every rule's state, by rule key; the log rules' under :data:`LOG_STATE_KEY`."""
+        state = {k: rt.state_dict() for k, rt in self.rules.items()}
+        if self.logs.rules:
+            state[LOG_STATE_KEY] = self.logs.state_dict()
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore rules present in both; rules new since the checkpoint start fresh."""
@@ -521,6 +546,11 @@ class Engine:
                 rt.load_state_dict(state[k])
             else:
                 log.info("rule %s: not in the checkpoint, starts fresh", k)
-        gone = sorted(set(state) - set(self.rules))
+        if LOG_STATE_KEY in state:
+            try:
+                self.logs.load_state_dict(state[LOG_STATE_KEY])
+            except Exception as exc:  # bad log state: the log rules relearn, nothing else
+                log.error("log rules: checkpointed state refused, they start fresh: %s", exc)
+        gone = sorted(set(state) - set(self.rules) - {LOG_STATE_KEY})
         if gone:
             log.info("checkpoint rules no longer configured, dropped: %s", ", ".join(gone))
