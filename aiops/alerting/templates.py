@@ -11,6 +11,7 @@ piped value becomes the last argument::
     {{ $value | humanizePercentage }}      0.123 -> 12.3%
     {{ printf "%.2f" $value }}             Go printf verbs: %v %s %d %f %e %g %x %q %%
     {{ $labels.service | toUpper }}        toUpper, toLower
+    {{ $series | urlquery }}               escaped for a URL query (Go's urlquery)
     {{- ... -}}  {{/* comment */}}         whitespace trimming and comments, as in Go
 
 :class:`Template` parses eagerly, so a rule file with a broken template fails to load
@@ -27,6 +28,7 @@ import difflib
 import json
 import math
 import re
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -181,6 +183,7 @@ FUNCTIONS: Mapping[str, _Function] = {
     "printf": _Function(_printf, 1, None),
     "toUpper": _Function(lambda s: _to_str(s).upper(), 1, 1),
     "toLower": _Function(lambda s: _to_str(s).lower(), 1, 1),
+    "urlquery": _Function(lambda s: urllib.parse.quote_plus(_to_str(s)), 1, 1),
 }
 """The functions a template may call, by name."""
 

@@ -33,6 +33,7 @@ from aiops.config import (
     TimeInterval,
     load_config,
 )
+from aiops.logs.rules import LogEngine, log_rule_specs
 from aiops.pipeline.engine import Engine, RuleSpec
 from aiops.pipeline.source import QuerySpec, Source
 from aiops.registry import NOTIFIERS, SOURCES
@@ -79,6 +80,8 @@ def rule_specs(loaded: LoadedConfig) -> list[RuleSpec]:
     cap = loaded.daemon.limits.max_series_per_rule
     for group in loaded.groups:
         for rule in group.rules:
+            if rule.log is not None:
+                continue  # log rules: log_rule_specs
             selector = rule.selector
             # Query rules (Prometheus pull) see exactly the series their query returns.
             matches = _match_all if selector is None else selector.matches
@@ -253,7 +256,11 @@ def build_daemon(loaded: LoadedConfig, *, state_dir: Path) -> Daemon:
     records metrics; that needs the ``server`` extra (:class:`ImportError` otherwise).
     """
     state_dir.mkdir(parents=True, exist_ok=True)
-    engine = Engine(rule_specs(loaded), render=render_template)
+    logs = LogEngine(
+        log_rule_specs(loaded.groups, loaded.daemon.limits.max_series_per_rule),
+        render=render_template,
+    )
+    engine = Engine(rule_specs(loaded), render=render_template, logs=logs)
     listen = loaded.daemon.http.listen
     metrics: Metrics = PrometheusMetrics() if listen else NULL_METRICS
     daemon = Daemon(
