@@ -106,6 +106,7 @@ SOURCES: Registry[Any] = Registry(
     {
         "simulator": "aiops.connectors.sources.simulator:SimulatorSource",
         "file": "aiops.connectors.sources.files:FileSource",
+        "log_file": "aiops.connectors.sources.logfile:LogFileSource",
         "prometheus": "aiops.connectors.sources.prometheus:PrometheusSource",
         "remote_write": "aiops.connectors.sources.remote_write:RemoteWriteSource",
         "kafka": "aiops.connectors.sources.kafka:KafkaSource",

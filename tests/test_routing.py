@@ -169,3 +169,68 @@ def test_mute_and_active_time_intervals_use_the_alert_time():
     assert r.route([alert(team="b", t=3 * 3600.0)]) == []
     assert receivers(r.route([alert(team="b", t=7 * 3600.0)])) == ["not-at-night"]
     assert r.muted["time interval"] == 2
+
+
+# --- time intervals: which day-of-month ranges load, checked against the real amtool ---
+
+DAY_RANGES = [
+    "1", "-1", "31", "1:31", "1:-1", "5:-15", "-15:-5", "-1:-1", "-31:-1",
+    "0", "32", "-32", "10:5", "-15:5", "-2:2", "-31:31", "-5:-15", "31:-1", "30:-1",
+    "29:-2", "2:-30", "1:-31",
+]  # fmt: skip
+
+
+def test_days_of_month_ranges_load_exactly_when_alertmanager_loads_them(tmp_path):
+    import json
+    import subprocess
+
+    from pydantic import ValidationError
+
+    from aiops.config.models import TimeSpec
+    from tests.servers import require_binary
+
+    files = []
+    for i, text in enumerate(DAY_RANGES):
+        config = {
+            "route": {"receiver": "r", "routes": [{"receiver": "r", "mute_time_intervals": ["t"]}]},
+            "receivers": [{"name": "r"}],
+            "time_intervals": [{"name": "t", "time_intervals": [{"days_of_month": [text]}]}],
+        }
+        f = tmp_path / f"t{i:02d}.yml"
+        f.write_text(json.dumps(config))
+        files.append(f)
+    run = subprocess.run(
+        [require_binary("amtool"), "check-config", *map(str, files)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    verdicts = {
+        line.split("'")[1]: "SUCCESS" in line
+        for line in (run.stdout + run.stderr).splitlines()
+        if line.startswith("Checking '")
+    }
+    ours = {}
+    for f, text in zip(files, DAY_RANGES, strict=True):
+        try:
+            TimeSpec.model_validate({"days_of_month": [text]})
+            ours[str(f)] = True
+        except ValidationError:
+            ours[str(f)] = False
+    assert ours == verdicts
+    assert sum(verdicts.values()) == 9  # both kinds occur
+
+
+def test_day_of_month_arithmetic_counts_negative_days_from_the_real_month_end():
+    from datetime import UTC, datetime
+
+    from aiops.config.models import TimeSpec
+
+    last_week = TimeSpec.model_validate({"days_of_month": ["-7:-1"]})
+    assert last_week.contains(datetime(2026, 2, 22, tzinfo=UTC).timestamp())  # Feb: 28 days
+    assert not last_week.contains(datetime(2026, 2, 21, tzinfo=UTC).timestamp())
+    assert last_week.contains(datetime(2026, 1, 25, tzinfo=UTC).timestamp())
+    assert not last_week.contains(datetime(2026, 1, 24, tzinfo=UTC).timestamp())
+    mixed = TimeSpec.model_validate({"days_of_month": ["5:-15"]})
+    assert mixed.contains(datetime(2026, 1, 17, tzinfo=UTC).timestamp())  # 31 - 15 + 1
+    assert not mixed.contains(datetime(2026, 1, 18, tzinfo=UTC).timestamp())

@@ -96,7 +96,7 @@ def test_bad_legacy_entries_are_errors(tmp_path: Path) -> None:
     f = str(path)
     assert [str(e) for e in check_paths([path])] == [
         f'{f}:5:27: route: "match_re.service": invalid regex "(db": missing ): ^(?:(db)$',
-        f'{f}:7:14: route: "match" must be a mapping of label names to values, got ["severity"]',
+        f'{f}:7:14: route: "match" must be a mapping of label names to values, got a list',
         f'{f}:9:14: route: "match": invalid label name "bad-name"',
     ]
     out = io.StringIO()

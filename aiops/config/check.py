@@ -91,11 +91,11 @@ def deprecations(doc: YamlDoc) -> list[ConfigError]:
             try:
                 written = [str(Matcher(str(k), op, str(v))) for k, v in mapping.items()]  # type: ignore[arg-type]
             except ValueError:
-                written = []  # the loader reports the bad entry
+                continue  # an error, which the loader reports
             line, col = doc.key_pos((*loc, key))
-            hint = f" {target}: [{', '.join(repr(w) for w in written)}]" if written else ""
+            listed = ", ".join(repr(w) for w in written)
             message = (
-                f'warning: "{key}" is deprecated (Alertmanager 0.22); use{hint or f" {target}"}'
+                f'warning: "{key}" is deprecated (Alertmanager 0.22); use {target}: [{listed}]'
             )
             out.append(ConfigError(doc.file, line, col, message, context=context))
 

@@ -742,6 +742,12 @@ class InhibitRule(_Model):
     target_matchers: tuple[MatcherField, ...] = ()
     equal: tuple[LabelName, ...] = ()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _matcher_lists(cls, data: Any) -> Any:
+        legacy = ("source_match", "source_match_re", "target_match", "target_match_re")
+        return _expand_matchers(data, ("source_matchers", "target_matchers"), legacy)
+
 
 def _silence_matchers(matchers: tuple[Matcher, ...]) -> tuple[Matcher, ...]:
     if not matchers:
@@ -749,12 +755,6 @@ def _silence_matchers(matchers: tuple[Matcher, ...]) -> tuple[Matcher, ...]:
     if all(m.matches_value("") for m in matchers):
         raise ValueError("must have at least one matcher that does not match the empty string")
     return matchers
-
-    @model_validator(mode="before")
-    @classmethod
-    def _matcher_lists(cls, data: Any) -> Any:
-        legacy = ("source_match", "source_match_re", "target_match", "target_match_re")
-        return _expand_matchers(data, ("source_matchers", "target_matchers"), legacy)
 
 
 class Silence(_Model):
@@ -836,11 +836,37 @@ def _range_parser(
         for v in (start, end):
             if not lo <= v <= hi or (kind == "day of month" and v == 0):
                 raise ValueError(f"invalid {kind} range {_show(value)}: out of range")
-        if (start > end) and not (kind == "day of month" and start > 0 > end):
+        if kind == "day of month":
+            _check_day_range(value, start, end)
+        elif start > end:
             raise ValueError(f"invalid {kind} range {_show(value)}: start is after end")
         return (start, end)
 
     return parse
+
+
+#: Alertmanager's stand-in month length for checking ranges that mix signs: a range
+#: that ends before it starts in a 30-day month is rejected (``'31:-1'``, ``'2:-30'``).
+_CHECK_MONTH_DAYS = 30
+
+
+def _check_day_range(value: Any, start: int, end: int) -> None:
+    """Reject day-of-month ranges that can never match, as Alertmanager does.
+
+    A negative start needs a negative end (``'-15:5'`` is rejected); with negative days
+    counted from a 30-day month's end, the start must not come after the end.
+    """
+    if start < 0 < end:
+        raise ValueError(
+            f"invalid day of month range {_show(value)}: the end must be negative "
+            "if the start is negative"
+        )
+    first = start + _CHECK_MONTH_DAYS if start < 0 else start
+    last = end + _CHECK_MONTH_DAYS if end < 0 else end
+    if first > last:
+        raise ValueError(
+            f"invalid day of month range {_show(value)}: the end is always before the start"
+        )
 
 
 def _weekday(text: str) -> int:
