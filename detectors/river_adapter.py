@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 import pickle
 from collections.abc import Mapping, Sequence
@@ -12,9 +13,15 @@ import numpy as np
 
 from aiops.detectors.calibration import EmpiricalCalibrator, Refractory, rarity_score
 from aiops.pipeline.detector import RoundDetector
+from aiops.state.signing import SigningKeyMissing, sign_blobs, verify_blobs
 from aiops.types import BoolArray, FloatArray, IntArray
 
 __all__ = ["RiverAdapter"]
+
+log = logging.getLogger(__name__)
+
+#: What the models' signature covers: a tag made for other blobs does not verify here.
+_SIGNED_PURPOSE = "river.models"
 
 #: Points an online model learns before its raw scores count (and enter the calibrator):
 #: its first predictions are noise and would inflate the calibration window for a while.
@@ -171,6 +178,7 @@ class RiverAdapter(RoundDetector):
         self._cal = EmpiricalCalibrator(window=calibration_window, min_count=calibration_min)
         self._refr = Refractory(decay=refractory)  # validates refractory
         self._models: list[Any] = []  # per series: (scaler, feature map, model) or None
+        self._warned_unsigned = False
         self._prev = np.zeros(0)
         self._seen = np.zeros(0, dtype=np.int64)
         self._raw = np.zeros(0)
@@ -267,12 +275,26 @@ class RiverAdapter(RoundDetector):
         self._refr.grow(n)
 
     def state_dict(self) -> dict[str, Any]:
-        """Per-series pickled river models (bytes, or None), counters, calibrator, memory."""
+        """Per-series pickled river models (bytes, or None), counters, calibrator, memory.
+
+        The pickles are signed (:mod:`aiops.state.signing`): :meth:`load_state_dict`
+        unpickles nothing whose tag does not verify. Without a signing key the models are
+        left out (logged once): after a restart they learn again from nothing, rather than
+        load from a blob that anyone who can write the state directory could have made.
+        """
+        models = [
+            None if m is None else pickle.dumps(m, protocol=PICKLE_PROTOCOL) for m in self._models
+        ]
+        try:
+            tag = sign_blobs(models, purpose=_SIGNED_PURPOSE) if any(models) else ""
+        except SigningKeyMissing as exc:
+            if not self._warned_unsigned:
+                log.warning("river models are not checkpointed: %s", exc)
+                self._warned_unsigned = True
+            models, tag = [None] * len(models), ""
         return {
-            "models": [
-                None if m is None else pickle.dumps(m, protocol=PICKLE_PROTOCOL)
-                for m in self._models
-            ],
+            "models": models,
+            "models_hmac": tag,
             "prev": self._prev.copy(),
             "seen": self._seen.copy(),
             "calibrator": self._cal.state_dict(),
@@ -282,9 +304,14 @@ class RiverAdapter(RoundDetector):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned.
 
-        Unpickling runs code: pass only states whose signature the state store verified.
+        Unpickling runs code, so the models' signature is checked first and a state
+        whose pickles are unsigned or signed with another key is refused
+        (:class:`~aiops.state.envelope.SnapshotRefused`) before anything is unpickled.
         """
-        self._models = [None if b is None else pickle.loads(b) for b in state["models"]]
+        blobs = [None if b is None else bytes(b) for b in state["models"]]
+        if any(blobs):
+            verify_blobs(blobs, state.get("models_hmac"), purpose=_SIGNED_PURPOSE)
+        self._models = [None if b is None else pickle.loads(b) for b in blobs]
         self._prev = np.asarray(state["prev"], dtype=np.float64).copy()
         self._seen = np.asarray(state["seen"], dtype=np.int64).copy()
         cal = EmpiricalCalibrator(window=self.calibration_window, min_count=self.calibration_min)

@@ -36,6 +36,13 @@ from servers import (
 S = TypeVar("S", PrometheusServer, AlertmanagerServer, KafkaBroker)
 
 
+@pytest.fixture(autouse=True)
+def _state_signing_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Pickled third-party models are checkpointed only when signed (aiops.state.signing);
+    # tests run with a key, as a deployment would. Tests of the keyless case delete it.
+    monkeypatch.setenv("AIOPS_STATE_HMAC_KEY", "test-suite-signing-key")
+
+
 def _require_servers_marker(request: pytest.FixtureRequest) -> None:
     # Keeps `-m "not servers"` honest: a test that starts real servers must say so.
     node = request.node

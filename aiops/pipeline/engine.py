@@ -19,6 +19,7 @@ detector state starts afresh and relearns).
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -96,15 +97,26 @@ class RuleSpec:
         return f"{self.group}/{self.alert}"
 
     def model_hash(self) -> str:
-        """A hash of everything that shapes the detector state; state is reused only if equal."""
+        """A hash of everything that shapes the detector state; state is reused only if equal.
+
+        It covers the *effective* parameters (the rule's, over the detector's defaults, so
+        a default changed by a new release counts as a change) and the detector's state
+        format version.
+        """
+        cached: str | None = self.__dict__.get("_model_hash")
+        if cached is not None:
+            return cached
         doc = {
             "detector": self.detector_type,
-            "params": dict(self.detector_params),
+            "params": effective_params(self.detector_type, self.detector_params),
+            "state_format": getattr(DETECTORS.get(self.detector_type), "state_format", 1),
             "selector": self.selector_text,
         }
-        return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[
-            :16
-        ]
+        digest = hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode())
+        # A frozen dataclass: memoized past __setattr__ (it is a pure function of fields).
+        value = digest.hexdigest()[:16]
+        self.__dict__["_model_hash"] = value
+        return value
 
 
 @dataclass
@@ -115,6 +127,23 @@ class RuleResult:
     scores: FloatArray
     fired: BoolArray  # per selected point: the alert started firing at this point
     alerts: list[Alert]
+
+
+def effective_params(detector_type: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` over the keyword defaults of the detector's constructor.
+
+    >>> p = effective_params("ewma_z", {"alpha": 0.1})
+    >>> p["alpha"], p["warmup"]
+    (0.1, 100)
+    """
+    cls = DETECTORS.get(detector_type)
+    out = {
+        name: p.default
+        for name, p in inspect.signature(cls.__init__).parameters.items()
+        if p.default is not inspect.Parameter.empty and name != "learn_below"
+    }
+    out.update(params)
+    return out
 
 
 def alert_fingerprint(labels: Mapping[str, str]) -> str:
@@ -508,6 +537,16 @@ class Engine:
         self.by_source: dict[str, list[RuleRuntime]] = {}
         for rt in self.rules.values():
             self.by_source.setdefault(rt.spec.source, []).append(rt)
+        #: Rules whose checkpointed state could not be loaded, and how often (a metric).
+        self.refused_states: dict[str, int] = {}
+
+    def _replace(self, old: RuleRuntime) -> RuleRuntime:
+        """Put a fresh runtime of ``old``'s rule in its place (a half-loaded state is gone)."""
+        new = RuleRuntime(old.spec, render=old.render)
+        self.rules[old.spec.key] = new
+        peers = self.by_source[old.spec.source]
+        peers[peers.index(old)] = new
+        return new
 
     def process(self, source_id: str, batch: Batch) -> list[Alert]:
         """Run a batch from ``source_id`` through every rule reading that source.
@@ -541,11 +580,22 @@ class Engine:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore rules present in both; rules new since the checkpoint start fresh."""
-        for k, rt in self.rules.items():
-            if k in state:
-                rt.load_state_dict(state[k])
-            else:
+        for k, rt in list(self.rules.items()):
+            if k not in state:
                 log.info("rule %s: not in the checkpoint, starts fresh", k)
+                continue
+            try:
+                rt.load_state_dict(state[k])
+            except Exception as exc:  # one rule's bad state stops nothing else
+                self.refused_states[k] = self.refused_states.get(k, 0) + 1
+                log.error(
+                    "rule %s: its checkpointed state was refused and it starts fresh "
+                    "(the other rules keep theirs): %s: %s",
+                    k,
+                    type(exc).__name__,
+                    exc,
+                )
+                self._replace(rt)
         if LOG_STATE_KEY in state:
             try:
                 self.logs.load_state_dict(state[LOG_STATE_KEY])
