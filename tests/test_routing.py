@@ -234,3 +234,66 @@ def test_day_of_month_arithmetic_counts_negative_days_from_the_real_month_end():
     mixed = TimeSpec.model_validate({"days_of_month": ["5:-15"]})
     assert mixed.contains(datetime(2026, 1, 17, tzinfo=UTC).timestamp())  # 31 - 15 + 1
     assert not mixed.contains(datetime(2026, 1, 18, tzinfo=UTC).timestamp())
+
+
+# --- Alertmanager's documented example: our routing tree against amtool's ---------------
+
+EXAMPLE_LABELS = [
+    {"service": "foo1", "severity": "critical"},
+    {"service": "foo2"},
+    {"service": "baz", "severity": "warning"},
+    {"service": "foo12"},  # anchored: not foo1
+    {"service": "files", "severity": "critical"},
+    {"service": "files"},
+    {"service": "database"},
+    {"service": "database", "owner": "team-X"},
+    {"service": "database", "owner": "team-Y"},
+    {"service": "database", "owner": "team-Z"},
+    {"service": "other"},
+    {},
+]
+
+
+def amtool_receivers(config_path, labels):
+    import subprocess
+
+    from tests.servers import require_binary
+
+    args = [f"{k}={v}" for k, v in labels.items()] or ["alertname=x"]
+    run = subprocess.run(
+        [
+            require_binary("amtool"),
+            "config",
+            "routes",
+            "test",
+            f"--config.file={config_path}",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert run.returncode == 0, run.stderr
+    return run.stdout.strip().split(",")
+
+
+def test_alertmanagers_example_routes_like_alertmanager(tmp_path):
+    import json
+
+    from aiops.config.loader import load_alerting
+    from aiops.service.app import build_router
+    from tests.test_config import TESTDATA
+
+    legacy = TESTDATA.parent / "alertmanager_examples" / "simple_legacy.yml"
+    for source in (TESTDATA / "alertmanager_simple.good.yaml", legacy):
+        name = source.name
+        config = load_alerting(source)
+        router = build_router(config)
+        # amtool gets the same tree with receivers that have no integrations.
+        am = config.model_dump(mode="json", exclude={"silences", "time_intervals"})
+        am["receivers"] = [{"name": r.name} for r in config.receivers]
+        path = tmp_path / f"{name}.yml"
+        path.write_text(json.dumps(am))
+        for labels in EXAMPLE_LABELS:
+            ours = [n.receiver for n in router.root.match(labels)]
+            assert ours == amtool_receivers(path, labels), (name, labels)

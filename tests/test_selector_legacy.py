@@ -101,3 +101,11 @@ def test_bad_legacy_entries_are_errors(tmp_path: Path) -> None:
     ]
     out = io.StringIO()
     assert run_check([path], out) == 1
+
+
+def test_alertmanagers_legacy_example_checks_with_warnings_only() -> None:
+    path = Path(__file__).parent / "alertmanager_examples" / "simple_legacy.yml"
+    assert check_paths([path]) == []
+    out = io.StringIO()
+    assert run_check([path], out) == 0
+    assert out.getvalue().splitlines()[-1] == "checked 1 file: OK, 9 warnings"
