@@ -54,6 +54,7 @@ def test_registry_lists_every_format():
         "generic_json",
         "log_lines",
         "log_json",
+        "journald",
     }
     for name, cls in FORMATS.items():
         assert cls.type == name

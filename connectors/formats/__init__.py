@@ -12,6 +12,7 @@ Formats, by the ``format:`` name used in config files:
 - ``generic_json``: any JSON, with dot paths for name, value, time and labels.
 - ``log_lines``: plain text, one log record per line.
 - ``log_json``: JSON log events (Filebeat, Fluent Bit, Vector presets).
+- ``journald``: ``journalctl -o json`` entries.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from aiops.pipeline.decoder import Decoder, DecoderConfig
 
 from .generic_json import GenericJsonDecoder
 from .influx_line import InfluxLineDecoder
+from .journald import JournaldDecoder
 from .log_json import LogJsonDecoder
 from .log_lines import LogLinesDecoder
 from .prometheus_json import PrometheusJsonDecoder
@@ -31,6 +33,7 @@ __all__ = [
     "FORMATS",
     "GenericJsonDecoder",
     "InfluxLineDecoder",
+    "JournaldDecoder",
     "LogJsonDecoder",
     "LogLinesDecoder",
     "PrometheusJsonDecoder",
@@ -48,6 +51,7 @@ FORMATS: dict[str, type[Decoder]] = {
         GenericJsonDecoder,
         LogLinesDecoder,
         LogJsonDecoder,
+        JournaldDecoder,
     )
 }
 

@@ -1,0 +1,655 @@
+"""Log rules: log records in, alerts out (new templates, template rates, error bursts).
+
+For each source, every log record goes once through a template miner per *partition*:
+the source, the rule's ``partition_by`` labels (default ``service``) and its mining
+settings, so rules with the same settings share miners. Then each rule that selects the
+record's stream sees ``(time, partition, template id, created?, message)``:
+
+- ``new_template``: a template created after the partition's learning period
+  (``learn_for``, counted in log time from the first record the rule saw of that
+  partition) fires an alert labelled with its ``template_id``; at most ``max_alerts`` per
+  ``per`` and partition (the others are counted, and the next alert says how many were
+  held back), so one deploy does not page fifty times. The alert resolves
+  ``resolve_after`` later.
+- ``template_rate``: each template's count per ``interval`` becomes a point of the series
+  ``log_template_count{<partition labels>, template_id="N"}``; ``error_burst``: the count
+  of error lines per interval becomes ``log_error_count{<partition labels>}``. Both run
+  through the rule's detector and post-rules (:class:`aiops.pipeline.engine.RuleRuntime`),
+  so bursts and silences score like any metric. A series seen once gets a point every
+  interval (0 when silent) until it has been silent for ``FORGET_INTERVALS`` intervals.
+  An interval closes when a record of a later interval arrives on the source; records
+  older than the open interval count in it.
+
+Log alerts carry the annotations ``template`` and ``examples`` (a few lines). The engine
+also keeps the recent new and bursting templates so that a metric alert of the same
+``service``, ``host`` or ``instance`` gets them as its ``log_templates`` annotation
+(:meth:`LogEngine.annotate`); logs that arrive after the metric alert are not in it.
+
+State (:meth:`LogEngine.state_dict`) is plain data: miners as
+:meth:`aiops.logs.mining.LogMiner.state_dict`, each rule's clocks, counts and examples,
+and the scoring rules' :meth:`~aiops.pipeline.engine.RuleRuntime.state_dict`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import re
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from aiops.alerting.notify import Alert
+from aiops.config.models import RuleGroup
+from aiops.logs.mining import LogMiner, Mask, MinerSettings
+from aiops.pipeline.engine import RuleRuntime, RuleSpec, alert_fingerprint
+from aiops.types import Batch, LogRecord, SeriesKey
+
+__all__ = [
+    "CONTEXT_LABELS",
+    "DEFAULT_ERROR_LEVELS",
+    "FORGET_INTERVALS",
+    "LOG_RULE_TYPES",
+    "LogEngine",
+    "LogRuleSpec",
+    "log_rule_specs",
+]
+
+log = logging.getLogger(__name__)
+
+LOG_RULE_TYPES = ("new_template", "template_rate", "error_burst")
+#: Values of a record's ``level`` label (any case) that make it an error line.
+DEFAULT_ERROR_LEVELS = ("emerg", "alert", "crit", "critical", "err", "error", "fatal", "panic")
+#: Without a ``level`` label, a message with one of these words (upper case, as loggers
+#: write levels) is an error line.
+_ERROR_WORDS = re.compile(r"\b(?:EMERG|ALERT|CRIT|CRITICAL|ERR|ERROR|FATAL|PANIC|SEVERE)\b")
+#: A count series silent for this many intervals is forgotten (no more zero points).
+FORGET_INTERVALS = 1440
+#: At most this many intervals of zeros are scored after a gap in the records.
+_MAX_GAP_INTERVALS = 60
+#: At most this many miners per engine; records of further partitions share one miner.
+MAX_MINERS = 1000
+#: Labels that tie a metric alert to log streams (:meth:`LogEngine.annotate`).
+CONTEXT_LABELS = ("service", "host", "instance")
+#: How far before a metric alert's start its log context reaches (seconds).
+CONTEXT_WINDOW = 900.0
+_NOTABLE_MAX = 1000
+_STATE_VERSION = 1
+
+Renderer = Callable[[str, Mapping[str, Any]], str]
+Partition = tuple[tuple[str, str], ...]
+
+
+def _plain(template: str, context: Mapping[str, Any]) -> str:
+    return template
+
+
+def _match_all(key: SeriesKey) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class LogRuleSpec:
+    """What the log engine needs of one log rule; built from a validated rule file entry.
+
+    ``scoring`` (``template_rate``, ``error_burst``) holds the detector and post-rule
+    settings of the count series; its ``matches`` is ignored (the rule makes the series).
+    """
+
+    group: str
+    alert: str
+    source: str
+    kind: str
+    matches: Callable[[SeriesKey], bool] = _match_all
+    partition_by: tuple[str, ...] = ("service",)
+    mining: MinerSettings = field(default_factory=MinerSettings)
+    interval: float = 60.0
+    learn_for: float = 3600.0
+    max_alerts: int = 3
+    per: float = 600.0
+    resolve_after: float = 600.0
+    levels: tuple[str, ...] = DEFAULT_ERROR_LEVELS
+    pattern: str | None = None
+    examples: int = 3
+    scoring: RuleSpec | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in LOG_RULE_TYPES:
+            raise ValueError(f"unknown log rule type {self.kind!r}; valid: {LOG_RULE_TYPES}")
+        if self.kind != "new_template" and self.scoring is None:
+            raise ValueError(f"log rule {self.key}: {self.kind} needs scoring settings")
+
+    @property
+    def key(self) -> str:
+        """``group/alert``, as for metric rules."""
+        return f"{self.group}/{self.alert}"
+
+
+def _pkey(partition: Partition) -> str:
+    return json.dumps(partition)
+
+
+class _Rule:
+    """Base of the per-rule state machines."""
+
+    def __init__(self, spec: LogRuleSpec, engine: LogEngine) -> None:
+        self.spec = spec
+        self.engine = engine
+
+    def observe(
+        self, rec: LogRecord, part: Partition, miner: LogMiner, cid: int, created: bool
+    ) -> list[Alert]:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _labels(self, part: Partition, **extra: str) -> dict[str, str]:
+        labels = dict(part)
+        labels.update(extra)
+        labels.update(self.spec.labels)
+        labels["alertname"] = self.spec.alert
+        return labels
+
+
+class _NewTemplate(_Rule):
+    def __init__(self, spec: LogRuleSpec, engine: LogEngine) -> None:
+        super().__init__(spec, engine)
+        self.started: dict[str, float] = {}  # partition -> first record time
+        self.sent: dict[str, list[float]] = {}  # partition -> recent alert times
+        self.held: dict[str, int] = {}  # partition -> new templates held back since last
+        self.pending: list[dict[str, Any]] = []  # firing alerts waiting to resolve
+        self.suppressed = 0
+
+    def observe(
+        self, rec: LogRecord, part: Partition, miner: LogMiner, cid: int, created: bool
+    ) -> list[Alert]:
+        out = self._resolve(rec.timestamp) if self.pending else []
+        pk = _pkey(part)
+        start = self.started.setdefault(pk, rec.timestamp)
+        if not created or rec.timestamp < start + self.spec.learn_for:
+            return out
+        template = miner.template(cid)
+        self.engine.note(rec.timestamp, part, "new template", template, [rec.message])
+        sent = [t for t in self.sent.get(pk, ()) if t > rec.timestamp - self.spec.per]
+        if len(sent) >= self.spec.max_alerts:
+            self.sent[pk] = sent
+            self.held[pk] = self.held.get(pk, 0) + 1
+            self.suppressed += 1
+            log.info("rule %s: new template held back (rate limit): %s", self.spec.key, template)
+            return out
+        sent.append(rec.timestamp)
+        self.sent[pk] = sent
+        labels = self._labels(part, template_id=str(cid))
+        annotations = self.engine.render_annotations(
+            self.spec, labels, 1.0, template, [rec.message]
+        )
+        held = self.held.pop(pk, 0)
+        if held:
+            annotations["held_back"] = f"{held} more new templates in the last {self.spec.per:g}s"
+        alert = Alert(
+            fingerprint=alert_fingerprint(labels),
+            status="firing",
+            labels=labels,
+            annotations=annotations,
+            starts_at=rec.timestamp,
+            value=1.0,
+            score=1.0,
+            series=template,
+        )
+        self.pending.append(
+            {
+                "labels": labels,
+                "annotations": annotations,
+                "starts_at": rec.timestamp,
+                "template": template,
+            }
+        )
+        out.append(alert)
+        return out
+
+    def _resolve(self, now: float) -> list[Alert]:
+        out, keep = [], []
+        for p in self.pending:
+            end = p["starts_at"] + self.spec.resolve_after
+            if now < end:
+                keep.append(p)
+                continue
+            out.append(
+                Alert(
+                    fingerprint=alert_fingerprint(p["labels"]),
+                    status="resolved",
+                    labels=p["labels"],
+                    annotations=p["annotations"],
+                    starts_at=p["starts_at"],
+                    ends_at=end,
+                    value=1.0,
+                    score=1.0,
+                    series=p["template"],
+                )
+            )
+        self.pending = keep
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "started": dict(self.started),
+            "sent": {k: list(v) for k, v in self.sent.items()},
+            "held": dict(self.held),
+            "pending": list(self.pending),
+            "suppressed": self.suppressed,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.started = {str(k): float(v) for k, v in state["started"].items()}
+        self.sent = {str(k): [float(t) for t in v] for k, v in state["sent"].items()}
+        self.held = {str(k): int(v) for k, v in state["held"].items()}
+        self.pending = list(state["pending"])
+        self.suppressed = int(state["suppressed"])
+
+
+class _Counts(_Rule):
+    """template_rate and error_burst: counts per interval scored by a RuleRuntime."""
+
+    def __init__(self, spec: LogRuleSpec, engine: LogEngine) -> None:
+        super().__init__(spec, engine)
+        assert spec.scoring is not None
+        self.runtime = RuleRuntime(spec.scoring, render=engine.render)
+        self.metric = "log_template_count" if spec.kind == "template_rate" else "log_error_count"
+        self.pattern = re.compile(spec.pattern) if spec.pattern else None
+        self.levels = frozenset(lv.lower() for lv in spec.levels)
+        self.bucket: float | None = None  # start of the open interval
+        self.counts: dict[str, int] = {}  # series text -> count in the open interval
+        # series text -> [labels, partition, template id or -1, last interval seen]
+        self.tracked: dict[str, list[Any]] = {}
+        self.examples: dict[str, list[str]] = {}
+        self._names: dict[tuple[Partition, int], str] = {}
+
+    def _series_name(self, part: Partition, tid: int) -> str:
+        labels = dict(part)
+        if tid >= 0:
+            labels["template_id"] = str(tid)
+        return str(SeriesKey.of(self.metric, labels))
+
+    def is_error(self, rec: LogRecord) -> bool:
+        if self.pattern is not None:
+            return self.pattern.search(rec.message) is not None
+        for k, v in rec.labels:
+            if k == "level":
+                return v.lower() in self.levels
+        return _ERROR_WORDS.search(rec.message) is not None
+
+    def observe(
+        self, rec: LogRecord, part: Partition, miner: LogMiner, cid: int, created: bool
+    ) -> list[Alert]:
+        out: list[Alert] = []
+        ts = rec.timestamp
+        if self.bucket is None:
+            self.bucket = math.floor(ts / self.spec.interval) * self.spec.interval
+        elif ts >= self.bucket + self.spec.interval:
+            out = self.roll(ts)
+        if self.spec.kind == "error_burst":
+            if not self.is_error(rec):
+                return out
+            tid = -1
+        else:
+            tid = cid
+        series = self._names.get((part, tid))
+        if series is None:
+            if len(self._names) >= 100_000:
+                self._names.clear()
+            series = self._names[(part, tid)] = self._series_name(part, tid)
+        entry = self.tracked.get(series)
+        if entry is None:
+            labels = dict(part)
+            if tid >= 0:
+                labels["template_id"] = str(tid)
+            entry = self.tracked[series] = [labels, [list(p) for p in part], tid, 0.0]
+        entry[3] = self.bucket
+        self.counts[series] = self.counts.get(series, 0) + 1
+        if self.spec.examples:
+            ex = self.examples.setdefault(series, [])
+            ex.append(rec.message)
+            del ex[: -self.spec.examples]
+        return out
+
+    def roll(self, now: float) -> list[Alert]:
+        """Close every interval that ended before ``now``; score their counts."""
+        assert self.bucket is not None
+        step = self.spec.interval
+        n = int((now - self.bucket) // step)
+        if n > _MAX_GAP_INTERVALS:  # a long gap: score the first intervals, skip the rest
+            ends = [self.bucket + step * (k + 1) for k in range(_MAX_GAP_INTERVALS)]
+        else:
+            ends = [self.bucket + step * (k + 1) for k in range(n)]
+        alerts: list[Alert] = []
+        for k, end in enumerate(ends):
+            alerts += self._score(end, self.counts if k == 0 else {})
+        self.counts = {}
+        self.bucket = self.bucket + step * n
+        forget = self.bucket - FORGET_INTERVALS * step
+        for s in [s for s, e in self.tracked.items() if e[3] < forget]:
+            del self.tracked[s]
+            self.examples.pop(s, None)
+        return alerts
+
+    def _score(self, end: float, counts: Mapping[str, int]) -> list[Alert]:
+        if not self.tracked:
+            return []
+        names = list(self.tracked)
+        keys = [SeriesKey.of(self.metric, self.tracked[s][0]) for s in names]
+        batch = Batch(
+            keys=keys,
+            series=np.arange(len(keys), dtype=np.int64),
+            timestamps=np.full(len(keys), end),
+            values=np.asarray([float(counts.get(s, 0)) for s in names]),
+        )
+        out = []
+        for alert in self.runtime.process(batch).alerts:
+            out.append(self._enrich(alert))
+        return out
+
+    def _enrich(self, alert: Alert) -> Alert:
+        entry = self.tracked.get(alert.series)
+        examples = self.examples.get(alert.series, [])
+        template = ""
+        part: Partition = ()
+        if entry is not None:
+            part = tuple((str(k), str(v)) for k, v in entry[1])
+            if entry[2] >= 0:
+                miner = self.engine.miner_for(self.spec, part)
+                template = miner.template(int(entry[2])) if miner is not None else ""
+        annotations = dict(alert.annotations)
+        if template:
+            annotations["template"] = template
+        if examples:
+            annotations["examples"] = "\n".join(examples)
+        if alert.status == "firing":
+            what = "template" if self.spec.kind == "template_rate" else "error"
+            what += " silence" if alert.value == 0 else " burst"
+            self.engine.note(alert.starts_at, part, what, template or alert.series, examples)
+        return dataclasses.replace(alert, annotations=annotations)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "bucket": self.bucket,
+            "counts": dict(self.counts),
+            "tracked": {k: list(v) for k, v in self.tracked.items()},
+            "examples": {k: list(v) for k, v in self.examples.items()},
+            "runtime": self.runtime.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.bucket = None if state["bucket"] is None else float(state["bucket"])
+        self.counts = {str(k): int(v) for k, v in state["counts"].items()}
+        self.tracked = {str(k): list(v) for k, v in state["tracked"].items()}
+        self.examples = {str(k): [str(x) for x in v] for k, v in state["examples"].items()}
+        self.runtime.load_state_dict(state["runtime"])
+
+
+class LogEngine:
+    """Every log rule, grouped by source; the miners they share; recent notable templates.
+
+    An engine with no rules is the null object: it ignores log records and annotates
+    nothing.
+    """
+
+    def __init__(self, specs: Sequence[LogRuleSpec] = (), *, render: Renderer = _plain) -> None:
+        self.render = render
+        self.rules: dict[str, _Rule] = {}
+        for s in specs:
+            if s.key in self.rules:
+                raise ValueError(f"duplicate log rule {s.key}")
+            self.rules[s.key] = (
+                _NewTemplate(s, self) if s.kind == "new_template" else _Counts(s, self)
+            )
+        # source -> [(settings digest, partition_by, [rules])]: records are mined once per
+        # group, whatever the number of rules in it.
+        self.by_source: dict[str, list[tuple[MinerSettings, tuple[str, ...], list[_Rule]]]] = {}
+        for rule in self.rules.values():
+            groups = self.by_source.setdefault(rule.spec.source, [])
+            for settings, part_by, members in groups:
+                if settings == rule.spec.mining and part_by == rule.spec.partition_by:
+                    members.append(rule)
+                    break
+            else:
+                groups.append((rule.spec.mining, rule.spec.partition_by, [rule]))
+        self.miners: dict[tuple[str, str, Partition], LogMiner] = {}
+        self.notable: deque[dict[str, Any]] = deque(maxlen=_NOTABLE_MAX)
+        self._select: dict[tuple[int, tuple[tuple[str, str], ...]], list[_Rule]] = {}
+        self.records = 0
+        self._overflow_warned = False
+
+    # -- the data path ----------------------------------------------------------------
+
+    def process(self, source_id: str, batch: Batch) -> list[Alert]:
+        """Mine the batch's log records and run them through the source's log rules."""
+        groups = self.by_source.get(source_id)
+        if not groups or not batch.logs:
+            return []
+        alerts: list[Alert] = []
+        self.records += len(batch.logs)
+        for gi, (settings, part_by, members) in enumerate(groups):
+            digest = settings.digest()
+            select = self._select
+            for rec in batch.logs:
+                labels = rec.labels
+                chosen = select.get((gi, labels))
+                if chosen is None:
+                    key = SeriesKey.of("log", dict(labels))
+                    chosen = [r for r in members if r.spec.matches(key)]
+                    if len(select) >= 10_000:
+                        select.clear()
+                    select[(gi, labels)] = chosen
+                if not chosen:
+                    continue
+                part = _partition(labels, part_by)
+                miner = self._miner(source_id, digest, part, settings)
+                cid, created = miner.add(rec.message)
+                for rule in chosen:
+                    alerts += rule.observe(rec, part, miner, cid, created)
+        return alerts
+
+    def _miner(
+        self, source: str, digest: str, part: Partition, settings: MinerSettings
+    ) -> LogMiner:
+        key = (source, digest, part)
+        miner = self.miners.get(key)
+        if miner is None:
+            if len(self.miners) >= MAX_MINERS:
+                if not self._overflow_warned:
+                    log.warning("more than %d log partitions: the rest share one miner", MAX_MINERS)
+                    self._overflow_warned = True
+                key = (source, digest, (("partition", "overflow"),))
+                miner = self.miners.get(key)
+            if miner is None:
+                miner = self.miners[key] = LogMiner(settings)
+        return miner
+
+    def miner_for(self, spec: LogRuleSpec, part: Partition) -> LogMiner | None:
+        """The miner of a rule's partition, if it exists."""
+        return self.miners.get((spec.source, spec.mining.digest(), part))
+
+    def render_annotations(
+        self,
+        spec: LogRuleSpec,
+        labels: Mapping[str, str],
+        value: float,
+        template: str,
+        examples: Sequence[str],
+    ) -> dict[str, str]:
+        """The rule's annotations rendered, plus ``template`` and ``examples``."""
+        context = {
+            "labels": labels,
+            "value": value,
+            "score": 1.0,
+            "series": template,
+            "template": template,
+            "examples": list(examples),
+        }
+        out = {k: self.render(v, context) for k, v in spec.annotations.items()}
+        out["template"] = template
+        if examples:
+            out["examples"] = "\n".join(examples)
+        return out
+
+    # -- context for metric alerts ------------------------------------------------------
+
+    def note(
+        self, ts: float, part: Partition, what: str, template: str, examples: Sequence[str]
+    ) -> None:
+        """Remember a new or bursting template for the context of metric alerts."""
+        self.notable.append(
+            {
+                "ts": ts,
+                "labels": dict(part),
+                "what": what,
+                "template": template,
+                "examples": list(examples)[:3],
+            }
+        )
+
+    def context(self, labels: Mapping[str, str], start: float) -> list[dict[str, Any]]:
+        """The notable templates of the alert's service/host/instance near ``start``."""
+        wanted = {(k, labels[k]) for k in CONTEXT_LABELS if k in labels}
+        if not wanted:
+            return []
+        out = []
+        for ev in self.notable:
+            if not start - CONTEXT_WINDOW <= ev["ts"] <= start + 60.0:
+                continue
+            if any((k, v) in wanted for k, v in ev["labels"].items()):
+                out.append(ev)
+        return out[-5:]
+
+    def annotate(self, alerts: list[Alert]) -> list[Alert]:
+        """Firing metric alerts get their ``log_templates`` annotation (when any match)."""
+        if not self.notable:
+            return alerts
+        out = []
+        for a in alerts:
+            events = self.context(a.labels, a.starts_at) if a.status == "firing" else []
+            if events:
+                lines = []
+                for ev in events:
+                    text = f"{ev['what']}: {ev['template']}"
+                    if ev["examples"]:
+                        text += f" (e.g. {ev['examples'][0]})"
+                    lines.append(text)
+                a = dataclasses.replace(
+                    a, annotations={**a.annotations, "log_templates": "\n".join(lines)}
+                )
+            out.append(a)
+        return out
+
+    # -- state ------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Miners, rule states and notable templates, as plain data."""
+        return {
+            "version": _STATE_VERSION,
+            "miners": [
+                [src, digest, [list(p) for p in part], m.state_dict()]
+                for (src, digest, part), m in self.miners.items()
+            ],
+            "rules": {k: r.state_dict() for k, r in self.rules.items()},
+            "notable": list(self.notable),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore; miners whose settings changed and rules new since then start fresh."""
+        if state.get("version") != _STATE_VERSION:
+            log.warning("log state version %r unknown; log rules start fresh", state.get("version"))
+            return
+        digests = {g[0].digest() for groups in self.by_source.values() for g in groups}
+        for src, digest, part, mstate in state["miners"]:
+            if digest not in digests:
+                continue
+            try:
+                miner = LogMiner.from_state(mstate)
+            except ValueError as exc:
+                log.warning("log miner of %s not restored: %s", src, exc)
+                continue
+            self.miners[(src, digest, tuple((str(k), str(v)) for k, v in part))] = miner
+        for key, rule in self.rules.items():
+            if key in state["rules"]:
+                rule.load_state_dict(state["rules"][key])
+        self.notable.extend(state.get("notable", ()))
+
+
+def _partition(labels: tuple[tuple[str, str], ...], part_by: tuple[str, ...]) -> Partition:
+    if not part_by:
+        return ()
+    return tuple((k, v) for k, v in labels if k in part_by)
+
+
+def log_rule_specs(groups: Sequence[RuleGroup], max_series: int = 100_000) -> list[LogRuleSpec]:
+    """The log rules (rules with ``log:``) of validated rule groups, as engine specs."""
+    specs = []
+    for group in groups:
+        for rule in group.rules:
+            lr = rule.log
+            if lr is None:
+                continue
+            matches = _match_all if rule.selector is None else rule.selector.matches
+            annotations = {k: str(v) for k, v in rule.annotations.items()}
+            scoring = None
+            if lr.type != "new_template":
+                scoring = RuleSpec(
+                    group=group.name,
+                    alert=rule.alert,
+                    source=rule.source,
+                    matches=_match_all,
+                    detector_type=rule.detector.type,
+                    detector_params=dict(rule.detector.params),
+                    threshold=rule.threshold,
+                    for_seconds=rule.for_,
+                    min_hits=rule.min_hits,
+                    hits_window=rule.hits_window,
+                    suppress_seconds=rule.suppress,
+                    protect_baseline=rule.protect_baseline,
+                    labels=dict(rule.labels),
+                    annotations=annotations,
+                    max_series=max_series,
+                    selector_text=f"log:{lr.type}:{rule.selector or ''}",
+                )
+            mining = MinerSettings(
+                depth=lr.mining.depth,
+                sim_th=lr.mining.sim_th,
+                max_clusters=lr.mining.max_clusters,
+                masks=tuple(Mask(m.regex, m.mask) for m in lr.mining.masks),
+                default_masks=lr.mining.default_masks,
+            )
+            specs.append(
+                LogRuleSpec(
+                    group=group.name,
+                    alert=rule.alert,
+                    source=rule.source,
+                    kind=lr.type,
+                    matches=matches,
+                    partition_by=tuple(lr.partition_by),
+                    mining=mining,
+                    interval=lr.interval,
+                    learn_for=lr.learn_for,
+                    max_alerts=lr.max_alerts,
+                    per=lr.per,
+                    resolve_after=lr.resolve_after,
+                    levels=tuple(lr.levels) or DEFAULT_ERROR_LEVELS,
+                    pattern=lr.pattern,
+                    examples=lr.examples,
+                    scoring=scoring,
+                    labels=dict(rule.labels),
+                    annotations=annotations,
+                )
+            )
+    return specs

@@ -1,0 +1,317 @@
+"""Follow a log file like ``tail -F``: across rotation and truncation, resumably.
+
+Each complete line is one log record, decoded by ``format``: ``lines`` (the line is the
+message, timed when read), ``log_json`` or ``journald`` (see :mod:`aiops.connectors.formats`;
+their ``settings`` go in ``format_settings``). ``path: "-"`` reads standard input (no
+position: a restart does not resume it).
+
+Position: ``snapshot()`` is ``{"inode", "device", "offset", "line"}`` of the file being
+read, after the last line emitted. Rotation by rename (logrotate's default): the source
+keeps reading the renamed file to its end, then opens the new file at ``path`` from its
+start, so no line is lost. If the daemon was stopped across a rotation, the renamed file
+is found by its inode in the same folder and read to its end first. Truncation in place
+(``copytruncate``): when the file is shorter than the position, a ``file_truncated``
+reject says so and reading starts again at its beginning (lines written and truncated
+between two polls are gone; that is ``copytruncate``'s own race). While the file cannot
+be opened, ``next_batch()`` raises :class:`~aiops.pipeline.source.SourceError`: the daemon
+backs off, retries and shows it in health.
+
+A line without its newline is not read until the newline arrives. A line longer than
+``max_line_bytes`` is cut there (the rest is skipped up to the newline) and counted as a
+``line_too_long`` reject with the start of the line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from typing import Any, BinaryIO, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from aiops.pipeline.decoder import Decoder
+from aiops.pipeline.source import Source, SourceError
+from aiops.types import Batch, LogRecord, Reject
+
+from ..formats import create_decoder
+
+__all__ = ["LogFileSource"]
+
+_CHUNK = 1 << 16
+
+
+class LogFileSource(Source):
+    r"""Log records from a followed file; see the module docstring.
+
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "app.log"
+    >>> _ = path.write_text("started\nlistening on 8080\npartial")
+    >>> src = LogFileSource("app", LogFileSource.Config(path=str(path), labels={"service": "api"}))
+    >>> [r.message for r in src.next_batch().logs]
+    ['started', 'listening on 8080']
+    >>> src.snapshot()["offset"], src.snapshot()["line"]
+    (26, 2)
+    >>> src.close()
+    >>> import shutil; shutil.rmtree(path.parent)
+    """
+
+    class Config(BaseModel):
+        """Settings of a ``type: log_file`` source."""
+
+        model_config = ConfigDict(extra="forbid", frozen=True)
+
+        path: str = Field(min_length=1, description='The file to follow, or "-" for stdin.')
+        format: Literal["lines", "log_json", "journald"] = Field(
+            default="lines", description="How each line is decoded."
+        )
+        format_settings: dict[str, Any] = Field(
+            default_factory=dict, description="Settings of the log_json or journald decoder."
+        )
+        labels: dict[str, str] = Field(
+            default_factory=dict, description="lines: stream labels of every record."
+        )
+        batch_size: int = Field(default=5000, ge=1, description="At most this many lines a batch.")
+        start_at: Literal["beginning", "end"] = Field(
+            default="beginning", description="Without a checkpoint: read from here."
+        )
+        max_line_bytes: int = Field(default=1 << 20, ge=64, description="Longer lines are cut.")
+
+    def __init__(
+        self, source_id: str, config: Config, *, resume: dict[str, Any] | None = None
+    ) -> None:
+        self.source_id = source_id
+        self.config = config
+        self._decoder: Decoder | None = None
+        if config.format != "lines":
+            self._decoder = create_decoder(config.format, config.format_settings)
+        elif config.format_settings:
+            raise ValueError(
+                f"log_file source {source_id!r}: format_settings needs log_json or journald"
+            )
+        self._labels = tuple(sorted(config.labels.items()))
+        self._stdin = config.path == "-"
+        self._fh: BinaryIO | None = None
+        self._inode = self._device = 0
+        self._offset = self._line = 0
+        self._resume = resume
+        self._fresh = resume is None
+        if resume is not None:
+            try:
+                self._inode = int(resume["inode"])
+                self._device = int(resume["device"])
+                self._offset = int(resume["offset"])
+                self._line = int(resume["line"])
+            except (KeyError, TypeError, ValueError):
+                expected = "expected inode, device, offset, line"
+                msg = f"invalid log_file resume state {resume!r}: {expected}"
+                raise ValueError(msg) from None
+        self._pending = b""  # stdin: a line not complete yet
+
+    # -- the contract -----------------------------------------------------------------
+
+    def next_batch(self) -> Batch:
+        """Up to ``batch_size`` new complete lines, decoded; empty when none are ready."""
+        if self._stdin:
+            return self._stdin_batch()
+        rejects: list[Reject] = []
+        fh = self._current(rejects)
+        if fh is None:
+            return Batch(rejects=rejects)
+        lines, consumed = self._read_lines(fh, self._offset)
+        if not lines and self._rotated():
+            # The renamed file is read to its end: go on with the new one from its start.
+            self._switch(rejects)
+            fh = self._fh
+            assert fh is not None
+            lines, consumed = self._read_lines(fh, 0)
+        start_line = self._line
+        self._offset += consumed
+        self._line += len(lines)
+        return self._decode(lines, start_line, rejects)
+
+    def snapshot(self) -> dict[str, Any]:
+        """``{"inode", "device", "offset", "line"}`` after the last line emitted."""
+        return {
+            "inode": self._inode,
+            "device": self._device,
+            "offset": self._offset,
+            "line": self._line,
+        }
+
+    def close(self) -> None:
+        """Close the file."""
+        if self._fh is not None and not self._stdin:
+            self._fh.close()
+        self._fh = None
+
+    # -- files ------------------------------------------------------------------------
+
+    def _current(self, rejects: list[Reject]) -> BinaryIO | None:
+        """The open file to read, after checking for truncation; opens it if needed."""
+        if self._fh is None:
+            self._open_initial(rejects)
+        fh = self._fh
+        if fh is None:
+            return None
+        size = os.fstat(fh.fileno()).st_size
+        if size < self._offset:
+            detail = (
+                f"{self.config.path} has {size} bytes but the position was byte {self._offset} "
+                f"(line {self._line}): truncated; reading it again from the start"
+            )
+            rejects.append(Reject("file_truncated", detail, origin=self.config.path))
+            self._offset = self._line = 0
+        return fh
+
+    def _open_initial(self, rejects: list[Reject]) -> None:
+        path = self.config.path
+        try:
+            fh = open(path, "rb")  # noqa: SIM115 - kept open across polls
+        except OSError as e:
+            raise SourceError(f"log_file source {self.source_id!r}: cannot open {path}: {e}") from e
+        st = os.fstat(fh.fileno())
+        if self._fresh:
+            self._fresh = False
+            self._inode, self._device = st.st_ino, st.st_dev
+            self._offset = st.st_size if self.config.start_at == "end" else 0
+            if self._offset:
+                self._offset = self._line_start(fh, self._offset)
+            self._fh = fh
+            return
+        if (st.st_ino, st.st_dev) == (self._inode, self._device):
+            self._fh = fh
+            return
+        # Rotated while we were stopped: finish the renamed file first, if it is there.
+        old = self._find_inode()
+        if old is not None:
+            fh.close()
+            self._fh = old
+            return
+        detail = (
+            f"{path} is a new file and the one read before (inode {self._inode}) is gone; "
+            f"lines after its byte {self._offset} were not read"
+        )
+        rejects.append(Reject("file_rotated_away", detail, origin=path))
+        self._inode, self._device = st.st_ino, st.st_dev
+        self._offset = self._line = 0
+        self._fh = fh
+
+    def _line_start(self, fh: BinaryIO, offset: int) -> int:
+        fh.seek(max(0, offset - _CHUNK))
+        data = fh.read(min(offset, _CHUNK))
+        cut = data.rfind(b"\n")
+        return offset - len(data) + cut + 1 if cut >= 0 else offset - len(data)
+
+    def _find_inode(self) -> BinaryIO | None:
+        folder = os.path.dirname(os.path.abspath(self.config.path))
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            return None
+        for entry in entries:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if (st.st_ino, st.st_dev) == (self._inode, self._device) and entry.is_file():
+                try:
+                    return open(entry.path, "rb")
+                except OSError:
+                    return None
+        return None
+
+    def _rotated(self) -> bool:
+        """True when ``path`` now names another file than the one open (at its end)."""
+        try:
+            st = os.stat(self.config.path)
+        except OSError:
+            return False  # renamed, the new one not created yet: wait
+        return (st.st_ino, st.st_dev) != (self._inode, self._device)
+
+    def _switch(self, rejects: list[Reject]) -> None:
+        assert self._fh is not None
+        self._fh.close()
+        self._fh = None
+        try:
+            fh = open(self.config.path, "rb")  # noqa: SIM115 - kept open across polls
+        except OSError as e:
+            raise SourceError(
+                f"log_file source {self.source_id!r}: cannot open {self.config.path}: {e}"
+            ) from e
+        st = os.fstat(fh.fileno())
+        self._fh = fh
+        self._inode, self._device = st.st_ino, st.st_dev
+        self._offset = self._line = 0
+
+    def _read_lines(self, fh: BinaryIO, offset: int) -> tuple[list[bytes], int]:
+        """Complete lines from ``offset`` (without newlines) and the bytes they took."""
+        fh.seek(offset)
+        want = self.config.batch_size
+        chunks: list[bytes] = []
+        newlines = 0
+        while newlines < want:
+            data = fh.read(_CHUNK)
+            if not data:
+                break
+            chunks.append(data)
+            newlines += data.count(b"\n")
+        buf = b"".join(chunks)
+        if newlines > want:
+            cut = -1
+            for _ in range(want):
+                cut = buf.index(b"\n", cut + 1)
+            buf = buf[: cut + 1]
+        else:
+            buf = buf[: buf.rfind(b"\n") + 1]
+        if not buf:
+            return [], 0
+        return buf[:-1].split(b"\n"), len(buf)
+
+    def _stdin_batch(self) -> Batch:
+        if self._fh is None:
+            self._fh = sys.stdin.buffer
+            with contextlib.suppress(OSError, ValueError):
+                os.set_blocking(self._fh.fileno(), False)
+        try:
+            data = os.read(self._fh.fileno(), _CHUNK * 16)
+        except BlockingIOError:
+            return Batch()
+        buf = self._pending + data
+        cut = buf.rfind(b"\n")
+        self._pending = buf[cut + 1 :]
+        lines = buf[:cut].split(b"\n") if cut >= 0 else []
+        start = self._line
+        self._line += len(lines)
+        return self._decode(lines, start, [])
+
+    # -- decoding ---------------------------------------------------------------------
+
+    def _decode(self, lines: list[bytes], start_line: int, rejects: list[Reject]) -> Batch:
+        now = time.time()
+        logs: list[LogRecord] = []
+        limit = self.config.max_line_bytes
+        path = self.config.path
+        for i, raw in enumerate(lines):
+            if raw.endswith(b"\r"):
+                raw = raw[:-1]
+            if len(raw) > limit:
+                rejects.append(
+                    Reject(
+                        "line_too_long",
+                        f"{len(raw)} bytes",
+                        raw[:200],
+                        f"{path}:{start_line + i + 1}",
+                    )
+                )
+                raw = raw[:limit]
+            if not raw.strip():
+                continue
+            if self._decoder is None:
+                logs.append(LogRecord(now, raw.decode("utf-8", "replace"), self._labels))
+                continue
+            out = self._decoder.decode(raw, origin=f"{path}:{start_line + i + 1}", timestamp=now)
+            logs.extend(out.logs)
+            rejects.extend(out.rejects)
+        return Batch(logs=logs, rejects=rejects)

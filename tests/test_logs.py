@@ -1,0 +1,405 @@
+"""Log template mining, log rules, the followed log file, journald, alert context."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from aiops.alerting.routing import Dispatcher, RouteNode, Router
+from aiops.config.models import RuleFile
+from aiops.connectors.formats import create_decoder
+from aiops.connectors.sources.logfile import LogFileSource
+from aiops.logs.mining import LogMiner, Mask, Masker, MinerSettings
+from aiops.logs.rules import LogEngine, log_rule_specs
+from aiops.pipeline.engine import Engine, RuleSpec
+from aiops.service.daemon import Daemon
+from aiops.state.checkpoint import Checkpointer
+from aiops.state.envelope import FileStateStore
+from aiops.testing import FakeClock, ListNotifier
+from aiops.types import Batch, LogRecord, SeriesKey
+
+# -- masking and mining -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("from 10.1.2.3:8080 ok", "from <IP> ok"),
+        ("peer fe80::1ff:fe23:4567:890a down", "peer <IP> down"),
+        ("req 123e4567-e89b-12d3-a456-426614174000", "req <UUID>"),
+        ("obj 0x7f3a and 9f86d081884c7d65", "obj <HEX> and <HEX>"),
+        ("open /var/lib/app/data.db", "open <PATH>"),
+        ("took 350ms then 1h2m", "took <DURATION> then <DURATION>"),
+        ("to ops@example.com via https://x.example/a?b=1", "to <EMAIL> via <URL>"),
+        ("at 2024-05-01T12:00:00Z, 12:30:45", "at <TIME>, <TIME>"),
+        ("retry 3 of 5", "retry <NUM> of <NUM>"),
+        ("blk_-1608 replica", "blk_-<NUM> replica"),
+    ],
+)
+def test_default_masks(text, masked):
+    assert Masker().mask(text) == masked
+
+
+def test_custom_masks_come_first_and_a_bad_regex_is_named():
+    m = Masker([Mask(r"(ord|inv)-\w+", "<DOC>")])
+    assert m.mask("ord-77a paid 12") == "<DOC> paid <NUM>"
+    with pytest.raises(ValueError, match=r"mask 1 \('\(x'\): invalid regex"):
+        Masker([Mask("(x", "<X>")])
+
+
+def test_miner_state_is_json_and_resumes_exactly():
+    rng = np.random.default_rng(1)
+    lines = [
+        f"{rng.choice(['GET', 'PUT'])} /api/{rng.integers(9)} from 10.0.0.{rng.integers(255)} "
+        f"in {rng.integers(900)}ms status {rng.choice([200, 500])} user u{rng.integers(50)}"
+        for _ in range(400)
+    ] + [f"worker {i} {w} restarted" for i in range(50) for w in ("cleanly", "after crash")]
+    rng.shuffle(lines)
+    whole = LogMiner()
+    expected = whole.add_many(lines)
+    first = LogMiner()
+    got = first.add_many(lines[:250])
+    state = json.loads(json.dumps(first.state_dict()))  # plain JSON, no pickle
+    second = LogMiner.from_state(state)
+    got += second.add_many(lines[250:])
+    assert got == expected
+    assert second.state_dict() == whole.state_dict()
+
+
+def test_miner_refuses_unknown_state():
+    state = LogMiner().state_dict()
+    with pytest.raises(ValueError, match="version 99 is not 1"):
+        LogMiner.from_state({**state, "version": 99})
+    with pytest.raises(ValueError, match="invalid miner state"):
+        LogMiner.from_state({**state, "clusters": [["x"]]})
+
+
+# -- log rules ----------------------------------------------------------------------------
+
+RULES = {
+    "groups": [
+        {
+            "name": "logs",
+            "rules": [
+                {
+                    "alert": "NewLogTemplate",
+                    "source": "logs",
+                    "log": {"type": "new_template", "learn_for": "1h", "max_alerts": 2},
+                },
+                {
+                    "alert": "ErrorBurst",
+                    "source": "logs",
+                    "log": {"type": "error_burst", "interval": "1m"},
+                    "detector": {"type": "ewma_z", "params": {"warmup": 30}},
+                    "threshold": 0.999,
+                },
+            ],
+        }
+    ]
+}
+START = 28_333_333 * 60.0  # a whole minute
+NEW_AT, BURST_AT = 120, 150  # minutes
+NEW_LINE = "ERROR payment gateway timeout after {n}ms for order {o}"
+
+
+def stream(minutes=180, seed=7, service="payments"):
+    """Per minute: normal traffic, a rare known error; a new error template; a burst."""
+    rng = np.random.default_rng(seed)
+    per_minute = []
+    for m in range(minutes):
+        recs = []
+        t0 = START + m * 60
+        for _ in range(int(rng.poisson(20))):
+            recs.append(f"GET /orders/{rng.integers(1000)} 200 in {rng.integers(5, 90)}ms")
+        for _ in range(int(rng.poisson(5))):
+            recs.append(f"user {rng.integers(500)} logged in from 10.0.{rng.integers(9)}.7")
+        n_err = int(rng.poisson(1)) + (150 if BURST_AT <= m < BURST_AT + 2 else 0)
+        recs += [f"ERROR db connection reset by peer id={rng.integers(1e6)}"] * n_err
+        if m == NEW_AT:
+            recs.append(NEW_LINE.format(n=rng.integers(900), o=rng.integers(1e5)))
+        ts = t0 + np.sort(rng.uniform(0, 60, len(recs)))
+        per_minute.append(
+            [LogRecord(float(t), r, (("service", service),)) for t, r in zip(ts, recs, strict=True)]
+        )
+    return per_minute
+
+
+def log_engine():
+    return LogEngine(log_rule_specs(RuleFile.model_validate(RULES).groups))
+
+
+def test_a_new_error_template_and_an_error_burst_give_two_alerts():
+    engine = Engine([], logs=log_engine())
+    alerts = []
+    for recs in stream():
+        alerts += engine.process("logs", Batch(logs=recs))
+    firing = [a for a in alerts if a.status == "firing"]
+    assert [a.alertname for a in firing] == ["NewLogTemplate", "ErrorBurst"]
+    new, burst = firing
+    assert new.labels["service"] == "payments"
+    assert new.annotations["template"] == (
+        "ERROR payment gateway timeout after <DURATION> for order <NUM>"
+    )
+    assert new.annotations["examples"].startswith("ERROR payment gateway timeout")
+    assert START + NEW_AT * 60 <= new.starts_at < START + (NEW_AT + 1) * 60
+    assert burst.starts_at == START + (BURST_AT + 1) * 60  # the end of the burst's minute
+    assert burst.value >= 150
+    assert "ERROR db connection reset" in burst.annotations["examples"]
+    resolved = [a.alertname for a in alerts if a.status == "resolved"]
+    assert "NewLogTemplate" in resolved
+
+
+def test_new_templates_are_rate_limited_per_partition():
+    engine = LogEngine(log_rule_specs(RuleFile.model_validate(RULES).groups[:1]))
+    recs = [LogRecord(START, "boot ok", (("service", "a"),))]
+    recs += [
+        LogRecord(START + 4000 + i, f"deploy step {w} finished", (("service", "a"),))
+        for i, w in enumerate(["alpha", "bravo", "charlie", "delta", "echo"])
+    ]
+    # Distinct first words: five new templates in one minute of one deploy.
+    recs = [recs[0]] + [
+        LogRecord(r.timestamp, f"{w} {r.message}", r.labels)
+        for w, r in zip(["init", "copy", "link", "warm", "swap"], recs[1:], strict=True)
+    ]
+    alerts = engine.process("logs", Batch(logs=recs))
+    assert len(alerts) == 2  # max_alerts: 2 per 10m
+    rule = engine.rules["logs/NewLogTemplate"]
+    assert rule.suppressed == 3
+
+
+def test_a_metric_alert_carries_the_log_templates_of_its_service():
+    spec = RuleSpec(
+        group="m",
+        alert="Latency",
+        source="metrics",
+        matches=lambda k: True,
+        detector_type="ewma_z",
+        detector_params={"warmup": 30},
+        threshold=0.999,
+    )
+    engine = Engine([spec], logs=log_engine())
+    key = SeriesKey.of("latency", {"service": "payments"})
+    rng = np.random.default_rng(3)
+    metric_alerts = []
+    for m, recs in enumerate(stream()):
+        engine.process("logs", Batch(logs=recs))
+        v = 50 + rng.normal(0, 1) + (40 if BURST_AT + 1 <= m < BURST_AT + 4 else 0)
+        batch = Batch.from_points([(key, START + m * 60 + 59, v)])
+        metric_alerts += [a for a in engine.process("metrics", batch) if a.status == "firing"]
+    assert len(metric_alerts) == 1
+    context = metric_alerts[0].annotations["log_templates"]
+    assert "error burst" in context
+    assert "ERROR db connection reset" in context
+
+
+# -- daemon restart over a followed file ----------------------------------------------
+
+
+def write_jsonl(path, recs, mode="a"):
+    with open(path, mode) as fh:
+        for r in recs:
+            fh.write(
+                json.dumps({"message": r.message, "timestamp": r.timestamp, "service": "payments"})
+                + "\n"
+            )
+
+
+def make_daemon(tmp_path, path):
+    cfg = LogFileSource.Config(
+        path=str(path),
+        format="log_json",
+        format_settings={"label_fields": {"service": "service"}},
+    )
+    daemon = Daemon(
+        sources=lambda pos: {"logs": LogFileSource("logs", cfg, resume=pos.get("logs"))},
+        engine=Engine([], logs=log_engine()),
+        router=Router(RouteNode("r")),
+        dispatcher=Dispatcher({"r": [ListNotifier()]}),
+        checkpointer=Checkpointer(FileStateStore(tmp_path / "state")),
+        checkpoint_interval=1e9,
+        clock=FakeClock(),
+    )
+    seen = []
+    process = daemon.engine.process
+
+    def recording(sid, batch):
+        out = process(sid, batch)
+        seen.extend((a.alertname, a.status, a.starts_at) for a in out)
+        return out
+
+    daemon.engine.process = recording
+    return daemon, seen
+
+
+def drain(daemon):
+    while daemon.step():
+        pass
+
+
+def test_restart_resumes_the_file_and_the_miner_without_alerting_again(tmp_path):
+    minutes = stream()
+    whole_path = tmp_path / "whole.log"
+    write_jsonl(whole_path, [r for m in minutes for r in m])
+    whole, expected = make_daemon(tmp_path / "a", whole_path)
+    whole.start()
+    drain(whole)
+    whole.shutdown()
+    assert ("NewLogTemplate", "firing") in {(a, s) for a, s, _ in expected}
+
+    path = tmp_path / "app.log"
+    write_jsonl(path, [r for m in minutes[: NEW_AT + 5] for r in m])
+    first, seen = make_daemon(tmp_path / "b", path)
+    first.start()
+    drain(first)
+    first.shutdown()  # final checkpoint: file position, miners, rule states
+    write_jsonl(path, [r for m in minutes[NEW_AT + 5 :] for r in m])
+    second, seen2 = make_daemon(tmp_path / "b", path)
+    second.start()
+    drain(second)
+    second.shutdown()
+    assert seen + seen2 == expected
+    assert [a for a, s, _ in seen2 if s == "firing"] == ["ErrorBurst"]  # no second new one
+
+
+# -- the followed file ------------------------------------------------------------------
+
+
+def lines(n, start=0, prefix="line"):
+    return "".join(f"{prefix} {i}\n" for i in range(start, start + n))
+
+
+def messages(src):
+    out = []
+    for _ in range(10):
+        out += [r.message for r in src.next_batch().logs]
+    return out
+
+
+def test_rotation_by_rename_loses_no_line(tmp_path):
+    path = tmp_path / "app.log"
+    path.write_text(lines(5))
+    src = LogFileSource("f", LogFileSource.Config(path=str(path), batch_size=3))
+    got = messages(src)
+    with open(path, "a") as fh:  # the writer appends before it reopens the log
+        fh.write(lines(2, 5))
+    os.rename(path, tmp_path / "app.log.1")
+    with open(tmp_path / "app.log.1", "a") as fh:
+        fh.write(lines(1, 7))
+    path.write_text(lines(4, 8))
+    got += messages(src)
+    assert got == [f"line {i}" for i in range(12)]
+
+
+def test_restart_across_a_rotation_finishes_the_renamed_file_first(tmp_path):
+    path = tmp_path / "app.log"
+    path.write_text(lines(3))
+    src = LogFileSource("f", LogFileSource.Config(path=str(path)))
+    got = messages(src)
+    pos = src.snapshot()
+    src.close()
+    with open(path, "a") as fh:
+        fh.write(lines(2, 3))
+    os.rename(path, tmp_path / "app.log.1")
+    path.write_text(lines(2, 5))
+    src = LogFileSource("f", LogFileSource.Config(path=str(path)), resume=pos)
+    got += messages(src)
+    assert got == [f"line {i}" for i in range(7)]
+
+
+def test_truncation_is_reported_and_reading_restarts(tmp_path):
+    path = tmp_path / "app.log"
+    path.write_text(lines(4))
+    src = LogFileSource("f", LogFileSource.Config(path=str(path)))
+    assert len(src.next_batch().logs) == 4
+    with open(path, "w") as fh:  # copytruncate
+        fh.write(lines(2, 10))
+    batch = src.next_batch()
+    assert [r.reason for r in batch.rejects] == ["file_truncated"]
+    assert [r.message for r in batch.logs] == ["line 10", "line 11"]
+
+
+def test_a_partial_last_line_waits_for_its_newline(tmp_path):
+    path = tmp_path / "app.log"
+    path.write_text("one\ntw")
+    src = LogFileSource("f", LogFileSource.Config(path=str(path)))
+    assert [r.message for r in src.next_batch().logs] == ["one"]
+    with open(path, "a") as fh:
+        fh.write("o\n")
+    assert [r.message for r in src.next_batch().logs] == ["two"]
+
+
+# -- journald ----------------------------------------------------------------------------
+
+
+def test_journald_json_with_byte_array_messages_and_bad_lines(tmp_path):
+    path = tmp_path / "journal.json"
+    entries = [
+        {
+            "MESSAGE": "Started nginx",
+            "PRIORITY": "6",
+            "_SYSTEMD_UNIT": "nginx.service",
+            "_HOSTNAME": "web-1",
+            "__REALTIME_TIMESTAMP": "1700000000000001",
+        },
+        {"MESSAGE": list(b"caf\xc3\xa9 \x1b[31merr"), "PRIORITY": 3, "SYSLOG_IDENTIFIER": "app"},
+    ]
+    text = "".join(json.dumps(e) + "\n" for e in entries)
+    text += '{"MESSAGE": null}\n[1, 2]\nnot json\n{"MESSAGE": [300]}\n'
+    path.write_text(text)
+    src = LogFileSource("j", LogFileSource.Config(path=str(path), format="journald"))
+    batch = src.next_batch()
+    assert [r.message for r in batch.logs] == ["Started nginx", "café \x1b[31merr"]
+    assert batch.logs[0].timestamp == 1700000000.000001
+    assert dict(batch.logs[0].labels) == {
+        "host": "web-1",
+        "level": "info",
+        "service": "nginx",
+        "unit": "nginx.service",
+    }
+    assert dict(batch.logs[1].labels) == {"level": "err", "service": "app"}
+    assert [(r.reason, r.origin) for r in batch.rejects] == [
+        ("missing_field", f"{path}:3"),
+        ("bad_shape", f"{path}:4"),
+        ("bad_json", f"{path}:5"),
+        ("bad_value", f"{path}:6"),
+    ]
+    assert batch.rejects[2].raw == b"not json"
+
+
+def test_journald_decoder_is_a_registered_format():
+    out = create_decoder("journald").decode(b'{"MESSAGE": "x"}', timestamp=5.0)
+    assert out.logs[0].timestamp == 5.0
+
+
+# -- rule file validation -----------------------------------------------------------------
+
+
+def rule(**extra):
+    return {"groups": [{"name": "g", "rules": [{"alert": "A", "source": "logs", **extra}]}]}
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"log": {"type": "new_template"}, "threshold": 0.99}, '"threshold" does not apply'),
+        ({"log": {"type": "error_burst", "learn_for": "1h"}}, '"learn_for" does not apply'),
+        ({"log": {"type": "template_rate", "levels": ["err"]}}, '"levels" does not apply'),
+        ({"log": {"type": "nope"}}, "new_template"),
+        ({"log": {"type": "error_burst", "pattern": "(x"}}, "invalid regular expression"),
+        (
+            {"log": {"type": "new_template", "mining": {"masks": [{"regex": "[", "mask": "<X>"}]}}},
+            "invalid regular expression",
+        ),
+        ({"log": {"type": "new_template"}, "query": "up"}, 'takes no "query"'),
+    ],
+)
+def test_log_rule_validation(extra, message):
+    with pytest.raises(ValueError, match=message):
+        RuleFile.model_validate(rule(**extra))
+
+
+def test_log_rule_defaults():
+    lr = RuleFile.model_validate(rule(log={"type": "template_rate"})).groups[0].rules[0].log
+    assert (lr.interval, lr.partition_by, lr.mining.sim_th) == (60.0, ("service",), 0.4)
+    assert MinerSettings().depth == lr.mining.depth
