@@ -120,6 +120,11 @@ NOTIFIERS: Registry[Any] = Registry(
         "console": "aiops.connectors.notifiers.console:ConsoleNotifier",
         "jsonl": "aiops.connectors.notifiers.jsonl:JsonlNotifier",
         "kafka": "aiops.connectors.notifiers.kafka:KafkaNotifier",
+        "slack": "aiops.connectors.notifiers.slack:SlackNotifier",
+        "pagerduty": "aiops.connectors.notifiers.pagerduty:PagerDutyNotifier",
+        "opsgenie": "aiops.connectors.notifiers.opsgenie:OpsgenieNotifier",
+        "webhook": "aiops.connectors.notifiers.webhook:WebhookNotifier",
+        "alertmanager": "aiops.connectors.notifiers.alertmanager:AlertmanagerNotifier",
     },
     group="aiops.notifiers",
 )
