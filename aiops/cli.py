@@ -145,8 +145,11 @@ def score(
     except (TypeError, ValueError) as exc:
         raise click.UsageError(f"detector {name}: {exc}") from None
     write_scored_csv(out_path, rows, result)
+    unusable = int((vs != vs).sum())  # NaN: empty, unparseable or infinite
+    note = f" ({unusable} rows without a usable value, scored as missing)" if unusable else ""
     click.echo(
-        f"scored {len(rows)} rows with {name}: {int(result.alerts.sum())} alerts -> {out_path}",
+        f"scored {len(rows)} rows with {name}: {int(result.alerts.sum())} alerts -> "
+        f"{out_path}{note}",
         err=True,
     )
 
@@ -507,6 +510,125 @@ def logs_templates(path: Path, out_path: Path, fmt: str) -> None:
         + (f"; without a template: {skipped}" if skipped else ""),
         err=True,
     )
+
+
+@cli.group(name="alerts")
+def alerts_group() -> None:
+    """The notification outbox: history, dead letters, retry (offline, on the state dir)."""
+
+
+_STATE_OPTIONS = [
+    click.option(
+        "--config",
+        "config_path",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="Daemon config whose state.dir holds the outbox.",
+    ),
+    click.option(
+        "--state-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="State directory (default: the config's, else the demo's ./aiops-state).",
+    ),
+]
+
+
+def _state_options(f: Any) -> Any:
+    for option in reversed(_STATE_OPTIONS):
+        f = option(f)
+    return f
+
+
+def _open_outbox(config_path: Path | None, state_dir: Path | None) -> Any:
+    from aiops.alerting.outbox import OUTBOX_FILE, Outbox, OutboxSchemaError
+    from aiops.config import ConfigErrors, load_config
+
+    if state_dir is None and config_path is not None:
+        try:
+            state_dir = load_config(config_path).daemon.state.dir
+        except ConfigErrors as exc:
+            for err in exc.errors:
+                click.echo(str(err), err=True)
+            click.echo(f"aiops alerts: configuration invalid: {len(exc.errors)} errors", err=True)
+            sys.exit(1)
+    if state_dir is None:
+        from aiops.service.app import DEMO_STATE_DIR
+
+        state_dir = DEMO_STATE_DIR
+    path = state_dir / OUTBOX_FILE
+    if not path.exists():
+        click.echo(f"aiops alerts: no outbox at {path}", err=True)
+        sys.exit(1)
+    try:
+        return Outbox(path)
+    except OutboxSchemaError as exc:
+        click.echo(f"aiops alerts: {exc}", err=True)
+        sys.exit(1)
+
+
+def _when(ts: float | None) -> str:
+    from aiops.timeutil import to_rfc3339
+
+    return "-" if ts is None else to_rfc3339(round(ts))
+
+
+@alerts_group.command(name="history")
+@_state_options
+@click.option("--receiver", default=None, help="Only this receiver.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1), help="Rows.")
+def alerts_history(
+    config_path: Path | None, state_dir: Path | None, receiver: str | None, limit: int
+) -> None:
+    """Recent notifications in the outbox, newest first: pending and delivered."""
+    box = _open_outbox(config_path, state_dir)
+    rows = box.history(receiver, limit)
+    click.echo(
+        "ID\tRECEIVER\tINTEGRATION\tSTATE\tSTATUS\tALERTS\tCREATED\tATTEMPTS\tDONE/NEXT\tNOTE"
+    )
+    for e in rows:
+        done = _when(e.delivered_at) if e.state == "delivered" else _when(e.next_attempt)
+        note = e.detail if e.state == "delivered" else e.last_error
+        click.echo(
+            f"{e.id}\t{e.receiver}\t{e.integration}\t{e.state}\t{e.status}\t{e.alertnames}\t"
+            f"{_when(e.created)}\t{e.attempts}\t{done}\t{note}"
+        )
+    stats = box.stats()
+    summary = ", ".join(f"{r}: {s.pending} pending, {s.dead} dead" for r, s in stats.items())
+    click.echo(summary or "outbox empty", err=True)
+
+
+@alerts_group.command(name="failed")
+@_state_options
+@click.option("--receiver", default=None, help="Only this receiver.")
+def alerts_failed(config_path: Path | None, state_dir: Path | None, receiver: str | None) -> None:
+    """Dead letters: notifications that failed permanently or ran out of attempts or age."""
+    box = _open_outbox(config_path, state_dir)
+    rows = box.dead_letters(receiver)
+    click.echo("ID\tRECEIVER\tINTEGRATION\tSTATUS\tALERTS\tCREATED\tFAILED\tATTEMPTS\tKIND\tREASON")
+    for d in rows:
+        click.echo(
+            f"{d.id}\t{d.receiver}\t{d.integration}\t{d.status}\t{d.alertnames}\t"
+            f"{_when(d.created)}\t{_when(d.failed_at)}\t{d.attempts}\t{d.kind}\t{d.reason}"
+        )
+    click.echo(f"{len(rows)} dead letters", err=True)
+
+
+@alerts_group.command(name="retry")
+@_state_options
+@click.argument("ids", nargs=-1, type=int)
+@click.option("--all", "retry_all", is_flag=True, help="Every dead letter.")
+def alerts_retry(
+    config_path: Path | None, state_dir: Path | None, ids: tuple[int, ...], retry_all: bool
+) -> None:
+    """Queue dead letters again (by ID, or --all); a running daemon sends them within a second."""
+    if retry_all == bool(ids):
+        raise click.UsageError("give dead-letter IDs or --all (not both)")
+    box = _open_outbox(config_path, state_dir)
+    moved = box.retry(None if retry_all else list(ids))
+    missing = len(ids) - moved if ids else 0
+    click.echo(f"queued {moved} notifications again", err=True)
+    if missing:
+        click.echo(f"aiops alerts retry: {missing} IDs are not dead letters", err=True)
+        sys.exit(1)
 
 
 def main() -> None:
