@@ -6,9 +6,10 @@ ids, paths, durations, e-mail addresses, URLs, times) with one combined compiled
 then hands the masked text to a :class:`drain3.drain.Drain` prefix tree, which groups
 messages of the same length and prefix whose tokens agree enough (``sim_th``).
 
-Costs: masking is one regex pass per distinct message; a message seen before (raw or once
-masked) skips the regex and the tree through two bounded caches, so repetitive streams
-cost a dictionary look-up per line. The caches are derived data and are not saved.
+Costs: masking looks each token up in a bounded cache (the regex runs on new tokens
+only); a masked message seen before skips the Drain tree through a second bounded cache,
+so most lines cost a split, a few dictionary look-ups and a join. The caches are
+derived data and are not saved.
 
 State: :meth:`LogMiner.state_dict` is plain JSON-able data (versioned): the clusters (id,
 template tokens, size), the prefix tree (token paths and cluster ids at the leaves) and
@@ -53,6 +54,7 @@ __all__ = [
 STATE_VERSION = 1
 
 _HEXD = "0-9a-fA-F"
+_CACHE_MAX = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,39 +109,82 @@ DEFAULT_MASKS: tuple[Mask, ...] = (
 
 
 class Masker:
-    r"""Apply a list of masks in one pass of one compiled alternation.
+    r"""Apply a list of masks: the given ones on the whole message, then the built-in ones.
 
-    ``masks`` come first (in order), then the built-in ones unless ``defaults`` is
-    False. Each regex is compiled alone first, so a bad one is reported by index.
+    ``masks`` (from the rule file) run first, in order, as one compiled alternation over
+    the whole message. The built-in ones (unless ``defaults`` is False) then run on each
+    whitespace-separated token, through a bounded cache of tokens: words repeat, so the
+    regex runs only on tokens never seen before, and only on those with a digit, ``/``,
+    ``\``, ``@`` or ``:`` (no built-in mask matches a token without one). The result is
+    the tokens joined by single spaces, which is what Drain splits anyway. Each regex is
+    compiled alone first, so a bad one is reported by its index.
 
     >>> Masker([Mask(r"req-\w+", "<REQ>")]).mask("req-ab12 failed after 3 tries")
     '<REQ> failed after <NUM> tries'
     """
 
     def __init__(self, masks: Sequence[Mask] = (), *, defaults: bool = True) -> None:
-        self.masks = (*masks, *(DEFAULT_MASKS if defaults else ()))
+        self.masks = tuple(masks)
+        self.defaults = defaults
+        self._replacements: dict[str, str] = {}
+        self._custom = self._compile(self.masks, 0)
+        self._builtin = self._compile(DEFAULT_MASKS, len(self.masks)) if defaults else None
+        self._tokens: dict[str, str] = {}
+
+    def _compile(self, masks: Sequence[Mask], first: int) -> re.Pattern[str] | None:
         parts = []
-        for i, m in enumerate(self.masks):
+        for i, m in enumerate(masks, first):
             try:
                 compiled = re.compile(m.regex)
             except re.error as exc:
                 raise ValueError(f"mask {i + 1} ({m.regex!r}): invalid regex: {exc}") from None
-            if compiled.groups:
-                # Groups of the user's regex would shift ours: make them non-capturing.
-                parts.append(f"(?P<m{i}>{_no_capture(m.regex)})")
-            else:
-                parts.append(f"(?P<m{i}>{m.regex})")
-        self._replacements = {f"m{i}": m.mask for i, m in enumerate(self.masks)}
-        self._regex = re.compile("|".join(parts)) if parts else None
+            # Groups of the user's regex would shift ours: make them non-capturing.
+            body = _no_capture(m.regex) if compiled.groups else m.regex
+            parts.append(f"(?P<m{i}>{body})")
+            self._replacements[f"m{i}"] = m.mask
+        return re.compile("|".join(parts)) if parts else None
 
     def _replace(self, match: re.Match[str]) -> str:
         return self._replacements[match.lastgroup or ""]
 
     def mask(self, text: str) -> str:
-        """The message with every masked part replaced."""
-        if self._regex is None:
+        """The message with every masked part replaced (tokens joined by one space)."""
+        if self._custom is not None:
+            text = self._custom.sub(self._replace, text)
+        builtin = self._builtin
+        if builtin is None:
             return text
-        return self._regex.sub(self._replace, text)
+        cache = self._tokens
+        out = []
+        for tok in text.split():
+            masked = cache.get(tok)
+            if masked is None:
+                masked = self._token(tok, builtin)
+            out.append(masked)
+        return " ".join(out)
+
+    def _token(self, tok: str, builtin: re.Pattern[str]) -> str:
+        cache = self._tokens
+        if len(cache) >= _CACHE_MAX:
+            cache.clear()
+        if not _MAY_MASK.search(tok):
+            cache[tok] = tok
+            return tok
+        # Every digit of a token ends up inside a mask (<NUM> takes any left), and no
+        # built-in mask looks at digit values, only at where digits are: tokens of one
+        # shape (digits as 0) mask alike. Keyed by shape, unique ids share an entry.
+        shape = tok.translate(_ZEROS)
+        masked = cache.get(shape)
+        if masked is None:
+            masked = builtin.sub(self._replace, shape)
+            cache[shape] = masked
+        if shape == tok:
+            cache[tok] = masked
+        return masked
+
+
+_MAY_MASK = re.compile(r"[\d/\\@:]")
+_ZEROS = str.maketrans("123456789", "000000000")
 
 
 def _no_capture(regex: str) -> str:
@@ -230,9 +275,6 @@ class MineResult(NamedTuple):
     created: bool
 
 
-_CACHE_MAX = 50_000
-
-
 @dataclass
 class LogMiner:
     """One Drain tree with its masking; see the module docstring."""
@@ -247,27 +289,28 @@ class LogMiner:
             raise ValueError(f"sim_th must be in (0, 1], got {s.sim_th}")
         self.masker = Masker(s.masks, defaults=s.default_masks)
         self.drain = _new_drain(s)
-        self._raw: dict[str, str] = {}
         self._masked: dict[str, LogCluster] = {}
+        self._clusters = self.drain.id_to_cluster
+        self._full = False
 
     def mask(self, message: str) -> str:
         """The masked message, as Drain sees it."""
-        masked = self._raw.get(message)
-        if masked is None:
-            masked = self.masker.mask(message)
-            if len(self._raw) >= _CACHE_MAX:
-                self._raw.clear()
-            self._raw[message] = masked
-        return masked
+        return self.masker.mask(message)
 
     def add(self, message: str) -> MineResult:
         """Mine one message: its template's id, and whether it is a new template."""
-        masked = self.mask(message)
+        masked = self.masker.mask(message)
         cluster = self._masked.get(masked)
-        if cluster is not None and cluster.cluster_id in self.drain.id_to_cluster:
+        # Once full, Drain forgets clusters: a cached one must still be there.
+        if cluster is not None and (not self._full or cluster.cluster_id in self._clusters):
             cluster.size += 1
-            return MineResult(cluster.cluster_id, False)
+            return (
+                _NOT_NEW[cluster.cluster_id]
+                if cluster.cluster_id < 4096
+                else MineResult(cluster.cluster_id, False)
+            )
         cluster, change = self.drain.add_log_message(masked)
+        self._full = len(self._clusters) >= self.settings.max_clusters
         if len(self._masked) >= _CACHE_MAX:
             self._masked.clear()
         self._masked[masked] = cluster
@@ -316,9 +359,13 @@ class LogMiner:
                 drain.id_to_cluster[cluster.cluster_id] = cluster
             drain.clusters_counter = int(state["counter"])
             drain.root_node = _tree_from_json(state["tree"])
+            miner._full = len(drain.id_to_cluster) >= miner.settings.max_clusters
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"invalid miner state: {type(exc).__name__}: {exc}") from None
         return miner
+
+
+_NOT_NEW = [MineResult(i, False) for i in range(4096)]
 
 
 def _new_drain(s: MinerSettings) -> Drain:

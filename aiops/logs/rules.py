@@ -144,8 +144,15 @@ class _Rule:
         self.engine = engine
 
     def observe(
-        self, rec: LogRecord, part: Partition, miner: LogMiner, cid: int, created: bool
-    ) -> list[Alert]:
+        self,
+        rec: LogRecord,
+        part: Partition,
+        miner: LogMiner,
+        cid: int,
+        created: bool,
+        out: list[Alert],
+    ) -> None:
+        """Take one mined record; append the alerts it causes to ``out``."""
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:
@@ -170,15 +177,26 @@ class _NewTemplate(_Rule):
         self.held: dict[str, int] = {}  # partition -> new templates held back since last
         self.pending: list[dict[str, Any]] = []  # firing alerts waiting to resolve
         self.suppressed = 0
+        self._seen: set[Partition] = set()  # partitions whose start is recorded
 
     def observe(
-        self, rec: LogRecord, part: Partition, miner: LogMiner, cid: int, created: bool
-    ) -> list[Alert]:
-        out = self._resolve(rec.timestamp) if self.pending else []
+        self,
+        rec: LogRecord,
+        part: Partition,
+        miner: LogMiner,
+        cid: int,
+        created: bool,
+        out: list[Alert],
+    ) -> None:
+        if self.pending and rec.timestamp >= self.pending[0]["starts_at"] + self.spec.resolve_after:
+            out += self._resolve(rec.timestamp)
+        if not created and part in self._seen:
+            return  # only a new template, or a partition's first record, does anything
+        self._seen.add(part)
         pk = _pkey(part)
         start = self.started.setdefault(pk, rec.timestamp)
         if not created or rec.timestamp < start + self.spec.learn_for:
-            return out
+            return
         template = miner.template(cid)
         self.engine.note(rec.timestamp, part, "new template", template, [rec.message])
         sent = [t for t in self.sent.get(pk, ()) if t > rec.timestamp - self.spec.per]
@@ -187,7 +205,7 @@ class _NewTemplate(_Rule):
             self.held[pk] = self.held.get(pk, 0) + 1
             self.suppressed += 1
             log.info("rule %s: new template held back (rate limit): %s", self.spec.key, template)
-            return out
+            return
         sent.append(rec.timestamp)
         self.sent[pk] = sent
         labels = self._labels(part, template_id=str(cid))
@@ -216,7 +234,6 @@ class _NewTemplate(_Rule):
             }
         )
         out.append(alert)
-        return out
 
     def _resolve(self, now: float) -> list[Alert]:
         out, keep = [], []
@@ -274,6 +291,8 @@ class _Counts(_Rule):
         self.tracked: dict[str, list[Any]] = {}
         self.examples: dict[str, list[str]] = {}
         self._names: dict[tuple[Partition, int], str] = {}
+        self._bucket_end = -math.inf  # first record: open its interval
+        self._errors_only = spec.kind == "error_burst"
 
     def _series_name(self, part: Partition, tid: int) -> str:
         labels = dict(part)
@@ -290,17 +309,24 @@ class _Counts(_Rule):
         return _ERROR_WORDS.search(rec.message) is not None
 
     def observe(
-        self, rec: LogRecord, part: Partition, miner: LogMiner, cid: int, created: bool
-    ) -> list[Alert]:
-        out: list[Alert] = []
+        self,
+        rec: LogRecord,
+        part: Partition,
+        miner: LogMiner,
+        cid: int,
+        created: bool,
+        out: list[Alert],
+    ) -> None:
         ts = rec.timestamp
-        if self.bucket is None:
-            self.bucket = math.floor(ts / self.spec.interval) * self.spec.interval
-        elif ts >= self.bucket + self.spec.interval:
-            out = self.roll(ts)
-        if self.spec.kind == "error_burst":
+        if ts >= self._bucket_end:
+            if self.bucket is None:
+                self.bucket = math.floor(ts / self.spec.interval) * self.spec.interval
+            else:
+                out += self.roll(ts)
+            self._bucket_end = self.bucket + self.spec.interval
+        if self._errors_only:
             if not self.is_error(rec):
-                return out
+                return
             tid = -1
         else:
             tid = cid
@@ -318,10 +344,12 @@ class _Counts(_Rule):
         entry[3] = self.bucket
         self.counts[series] = self.counts.get(series, 0) + 1
         if self.spec.examples:
-            ex = self.examples.setdefault(series, [])
+            ex = self.examples.get(series)
+            if ex is None:
+                ex = self.examples[series] = []
             ex.append(rec.message)
-            del ex[: -self.spec.examples]
-        return out
+            if len(ex) > self.spec.examples:
+                del ex[0]
 
     def roll(self, now: float) -> list[Alert]:
         """Close every interval that ended before ``now``; score their counts."""
@@ -391,6 +419,7 @@ class _Counts(_Rule):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.bucket = None if state["bucket"] is None else float(state["bucket"])
+        self._bucket_end = -math.inf if self.bucket is None else self.bucket + self.spec.interval
         self.counts = {str(k): int(v) for k, v in state["counts"].items()}
         self.tracked = {str(k): list(v) for k, v in state["tracked"].items()}
         self.examples = {str(k): [str(x) for x in v] for k, v in state["examples"].items()}
@@ -426,7 +455,9 @@ class LogEngine:
                 groups.append((rule.spec.mining, rule.spec.partition_by, [rule]))
         self.miners: dict[tuple[str, str, Partition], LogMiner] = {}
         self.notable: deque[dict[str, Any]] = deque(maxlen=_NOTABLE_MAX)
-        self._select: dict[tuple[int, tuple[tuple[str, str], ...]], list[_Rule]] = {}
+        self._route: dict[
+            tuple[int, tuple[tuple[str, str], ...]], tuple[list[_Rule], Partition, LogMiner]
+        ] = {}
         self.records = 0
         self._overflow_warned = False
 
@@ -441,24 +472,40 @@ class LogEngine:
         self.records += len(batch.logs)
         for gi, (settings, part_by, members) in enumerate(groups):
             digest = settings.digest()
-            select = self._select
+            route = self._route
             for rec in batch.logs:
-                labels = rec.labels
-                chosen = select.get((gi, labels))
-                if chosen is None:
-                    key = SeriesKey.of("log", dict(labels))
-                    chosen = [r for r in members if r.spec.matches(key)]
-                    if len(select) >= 10_000:
-                        select.clear()
-                    select[(gi, labels)] = chosen
+                hit = route.get((gi, rec.labels))
+                if hit is None:
+                    hit = self._route_of(
+                        gi, rec.labels, members, part_by, source_id, digest, settings
+                    )
+                chosen, part, miner = hit
                 if not chosen:
                     continue
-                part = _partition(labels, part_by)
-                miner = self._miner(source_id, digest, part, settings)
                 cid, created = miner.add(rec.message)
                 for rule in chosen:
-                    alerts += rule.observe(rec, part, miner, cid, created)
+                    rule.observe(rec, part, miner, cid, created, alerts)
         return alerts
+
+    def _route_of(
+        self,
+        gi: int,
+        labels: tuple[tuple[str, str], ...],
+        members: list[_Rule],
+        part_by: tuple[str, ...],
+        source_id: str,
+        digest: str,
+        settings: MinerSettings,
+    ) -> tuple[list[_Rule], Partition, LogMiner]:
+        """Which rules of a group select a stream, its partition and its miner (cached)."""
+        key = SeriesKey.of("log", dict(labels))
+        chosen = [r for r in members if r.spec.matches(key)]
+        part = _partition(labels, part_by)
+        hit = (chosen, part, self._miner(source_id, digest, part, settings))
+        if len(self._route) >= 10_000:
+            self._route.clear()
+        self._route[(gi, labels)] = hit
+        return hit
 
     def _miner(
         self, source: str, digest: str, part: Partition, settings: MinerSettings
@@ -571,6 +618,7 @@ class LogEngine:
         if state.get("version") != _STATE_VERSION:
             log.warning("log state version %r unknown; log rules start fresh", state.get("version"))
             return
+        self._route.clear()
         digests = {g[0].digest() for groups in self.by_source.values() for g in groups}
         for src, digest, part, mstate in state["miners"]:
             if digest not in digests:
