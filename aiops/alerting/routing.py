@@ -75,6 +75,10 @@ class RouteNode:
     group_by: Sequence[str] = ()
     mute_during: Sequence[TimeWindow] = ()
     active_during: Sequence[TimeWindow] = ()
+    #: Seconds; Alertmanager's defaults (:mod:`aiops.alerting.groups` applies them).
+    group_wait: float = 30.0
+    group_interval: float = 300.0
+    repeat_interval: float = 4 * 3600.0
 
     def delivers_at(self, ts: float) -> bool:
         """False if a mute interval holds ``ts`` or no active interval does."""

@@ -1,0 +1,328 @@
+"""Aggregation groups over an alert's life, with a fake clock (Alertmanager's semantics)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from aiops.alerting.groups import Groups, InhibitionIndex
+from aiops.alerting.notify import Alert, Notification
+from aiops.alerting.routing import Inhibition, RouteNode, SilenceWindow
+from aiops.alerting.selector import Matcher, parse_matchers
+from aiops.testing import FakeClock
+
+WAIT, INTERVAL, REPEAT = 30.0, 300.0, 3600.0
+
+
+def node(receiver="team", *, group_by=("alertname",), routes=(), matchers="", **kw):
+    return RouteNode(
+        receiver,
+        matchers=tuple(parse_matchers(matchers)),
+        group_by=group_by,
+        routes=routes,
+        group_wait=kw.pop("group_wait", WAIT),
+        group_interval=kw.pop("group_interval", INTERVAL),
+        repeat_interval=kw.pop("repeat_interval", REPEAT),
+        **kw,
+    )
+
+
+def firing(fp, t=0.0, **labels):
+    return Alert(fp, "firing", {"alertname": "A", **labels}, {}, starts_at=t)
+
+
+def resolved(fp, t=0.0, end=1.0, **labels):
+    return Alert(fp, "resolved", {"alertname": "A", **labels}, {}, starts_at=t, ends_at=end)
+
+
+def sent(notifications: list[Notification]) -> list[tuple[str, list[tuple[str, str]]]]:
+    return [(n.receiver, [(a.fingerprint, a.status) for a in n.alerts]) for n in notifications]
+
+
+class Run:
+    """Groups on a fake clock, with every notification kept in order."""
+
+    def __init__(self, root, clock=None, **kw):
+        self.clock = clock or FakeClock(1000.0)
+        self.groups = Groups(root, clock=self.clock, **kw)
+        self.out: list[Notification] = []
+
+    def insert(self, *alerts):
+        self.out.extend(self.groups.route(alerts))
+
+    def at(self, seconds):
+        """Advance to ``seconds`` after the start and flush; what was sent just now."""
+        self.clock.now = 1000.0 + seconds
+        new = self.groups.flush()
+        self.out.extend(new)
+        return sent(new)
+
+
+def test_two_alerts_of_one_group_a_second_apart_give_one_notification_after_group_wait():
+    r = Run(node())
+    r.insert(firing("a"))
+    assert r.at(1) == []
+    r.insert(firing("b"))
+    assert r.at(29.9) == []
+    assert r.at(30) == [("team", [("a", "firing"), ("b", "firing")])]
+    assert r.out[0].group_labels == {"alertname": "A"}
+
+
+def test_changes_are_flushed_at_most_every_group_interval():
+    r = Run(node())
+    r.insert(firing("a"))
+    assert r.at(30) == [("team", [("a", "firing")])]
+    r.insert(firing("b"))
+    assert r.at(31) == []
+    assert r.at(329) == []
+    assert r.at(330) == [("team", [("a", "firing"), ("b", "firing")])]
+    assert r.at(630) == []  # nothing changed
+
+
+def test_an_unchanged_firing_group_is_resent_after_repeat_interval():
+    r = Run(node())
+    r.insert(firing("a"))
+    assert r.at(30) == [("team", [("a", "firing")])]
+    flushed = [r.at(30 + k * INTERVAL) for k in range(1, 13)]
+    # Checked every group_interval; sent again once repeat_interval has passed.
+    assert flushed[:11] == [[]] * 11
+    assert flushed[11] == [("team", [("a", "firing")])]
+
+
+def test_resolved_alerts_are_sent_once_then_dropped_and_the_empty_group_removed():
+    r = Run(node())
+    r.insert(firing("a"), firing("b"))
+    r.at(30)
+    r.insert(resolved("a"))
+    assert r.at(330) == [("team", [("b", "firing"), ("a", "resolved")])]
+    assert r.at(630) == []
+    r.insert(resolved("b"))
+    assert r.at(930) == [("team", [("b", "resolved")])]
+    assert len(r.groups) == 0
+    assert r.at(99999) == []
+
+
+def test_an_alert_that_fires_and_resolves_within_group_wait_sends_nothing():
+    r = Run(node())
+    r.insert(firing("a"))
+    r.insert(resolved("a"))
+    assert r.at(30) == []
+    assert len(r.groups) == 0
+
+
+def test_group_by_splits_groups_and_dots_group_by_every_label():
+    r = Run(node(group_by=("service",)))
+    r.insert(firing("a", service="db"), firing("b", service="web"), firing("c", service="db"))
+    assert sorted(r.at(30)) == [
+        ("team", [("a", "firing"), ("c", "firing")]),
+        ("team", [("b", "firing")]),
+    ]
+    r2 = Run(node(group_by=("...",)))
+    r2.insert(firing("a", service="db", host="h1"), firing("c", service="db", host="h2"))
+    assert sorted(r2.at(30)) == [("team", [("a", "firing")]), ("team", [("c", "firing")])]
+    assert sorted(json.dumps(dict(n.group_labels), sort_keys=True) for n in r2.out) == [
+        '{"alertname": "A", "host": "h1", "service": "db"}',
+        '{"alertname": "A", "host": "h2", "service": "db"}',
+    ]
+
+
+def test_group_wait_zero_sends_on_insert():
+    r = Run(node(group_wait=0.0))
+    r.insert(firing("a"))
+    assert sent(r.out) == [("team", [("a", "firing")])]
+
+
+def test_each_matching_route_has_its_own_groups_and_timers():
+    root = node(
+        "default",
+        routes=(
+            node("pager", matchers='severity="page"', continue_=True, group_wait=10.0),
+            node("db", matchers="service=db", group_wait=60.0),
+        ),
+    )
+    r = Run(root)
+    r.insert(firing("a", severity="page", service="db"))
+    assert r.at(10) == [("pager", [("a", "firing")])]
+    assert r.at(59) == []
+    assert r.at(60) == [("db", [("a", "firing")])]
+
+
+# --- silences, inhibitions and time intervals are decided at flush ------------------------
+
+
+def test_a_silence_that_ends_while_the_alert_fires_notifies_at_the_next_flush():
+    silence = SilenceWindow([Matcher("host", "=", "h1")], 0.0, 1000.0 + 400.0)
+    r = Run(node(), silences=[silence])
+    r.insert(firing("a", host="h1"))
+    assert r.at(30) == []
+    assert r.at(330) == []  # still silenced
+    assert r.at(630) == [("team", [("a", "firing")])]
+    r.insert(resolved("a", host="h1"))
+    assert r.at(930) == [("team", [("a", "resolved")])]
+    assert r.groups.muted["silenced"] == 2
+
+
+def test_a_silence_added_while_running_applies_at_the_next_flush():
+    r = Run(node())
+    r.insert(firing("a", host="h1"), firing("b", host="h2"))
+    r.at(30)
+    r.groups.silences.append(SilenceWindow([Matcher("host", "=", "h1")], 0.0, 1e12))
+    r.insert(resolved("a", host="h1"), firing("c", host="h3"))
+    assert r.at(330) == [("team", [("b", "firing"), ("c", "firing")])]  # a's end is silenced
+
+
+def test_a_mute_interval_that_ends_while_firing_sends_the_firing_then_the_resolution():
+    class Until:
+        def __init__(self, end):
+            self.end = end
+
+        def contains(self, ts):
+            return ts < self.end
+
+    r = Run(node(mute_during=(Until(1000.0 + 400.0),)))
+    r.insert(firing("a"))
+    assert r.at(30) == []
+    assert r.at(330) == []
+    assert r.at(630) == [("team", [("a", "firing")])]
+    r.insert(resolved("a"))
+    assert r.at(930) == [("team", [("a", "resolved")])]
+    assert r.groups.muted["time interval"] == 2
+
+
+def test_an_alert_that_resolves_inside_a_mute_interval_sends_nothing_at_all():
+    class Until:
+        def contains(self, ts):
+            return ts < 1000.0 + 400.0
+
+    r = Run(node(mute_during=(Until(),)))
+    r.insert(firing("a"))
+    r.at(30)
+    r.insert(resolved("a"))
+    assert r.at(330) == []
+    assert r.at(630) == []  # the interval is over; the resolution of an unsent firing is not sent
+    assert len(r.groups) == 0
+
+
+def test_active_intervals_send_only_inside():
+    class Hours:
+        def contains(self, ts):
+            return 1000.0 + 300.0 <= ts < 1000.0 + 700.0
+
+    r = Run(node(active_during=(Hours(),)))
+    r.insert(firing("a"))
+    assert r.at(30) == []
+    assert r.at(330) == [("team", [("a", "firing")])]
+
+
+RULE = Inhibition(
+    source=[Matcher("severity", "=", "critical")],
+    target=[Matcher("severity", "=", "warning")],
+    equal=["host"],
+)
+
+
+def test_inhibited_while_the_source_fires_and_notified_when_the_source_resolves_first():
+    r = Run(node(group_by=("...",)), inhibitions=[RULE])
+    r.insert(firing("crit", severity="critical", host="h1"))
+    r.insert(firing("warn", severity="warning", host="h1"))
+    r.insert(firing("other", severity="warning", host="h2"))
+    assert sorted(r.at(30)) == [("team", [("crit", "firing")]), ("team", [("other", "firing")])]
+    r.insert(resolved("crit", severity="critical", host="h1"))
+    assert sorted(r.at(330)) == [("team", [("crit", "resolved")]), ("team", [("warn", "firing")])]
+    assert r.groups.muted["inhibited"] == 1
+
+
+def test_an_alert_matching_both_sides_does_not_inhibit_itself():
+    both = Inhibition(
+        source=[Matcher("alertname", "=", "A")],
+        target=[Matcher("alertname", "=", "A")],
+        equal=["host"],
+    )
+    r = Run(node(group_by=("...",)), inhibitions=[both])
+    r.insert(firing("x", host="h1"))
+    assert r.at(30) == [("team", [("x", "firing")])]
+    # A second two-sided alert does not mute the first either (Alertmanager's inhibit.go).
+    r.insert(firing("y", host="h1", instance="2"))
+    assert r.at(60) == [("team", [("y", "firing")])]
+
+
+def test_a_source_only_alert_still_inhibits_a_two_sided_one():
+    rule = Inhibition(
+        source=[Matcher("severity", "=~", "critical|warning")],
+        target=[Matcher("severity", "=", "warning")],
+        equal=["host"],
+    )
+    r = Run(node(group_by=("...",)), inhibitions=[rule])
+    r.insert(firing("warn", severity="warning", host="h1"))  # matches both sides
+    r.insert(firing("crit", severity="critical", host="h1"))  # source only
+    assert r.at(30) == [("team", [("crit", "firing")])]
+
+
+def test_inhibition_index_counts_and_forgets():
+    index = InhibitionIndex([RULE])
+    for i in range(3):
+        index.add(f"c{i}", {"severity": "critical", "host": "h"})
+    index.add("c0", {"severity": "critical", "host": "h"})  # idempotent
+    target = {"severity": "warning", "host": "h"}
+    assert index.inhibits(target)
+    for i in range(3):
+        assert index.inhibits(target)
+        index.remove(f"c{i}")
+    assert not index.inhibits(target)
+    assert index._counts == {}  # nothing left behind
+    assert len(index) == 0
+
+
+# --- state across a restart ---------------------------------------------------------------
+
+
+def test_restart_keeps_groups_timers_and_what_was_sent():
+    silence = SilenceWindow([Matcher("host", "=", "h9")], 0.0, 1e12)
+    root = node(group_by=("...",))
+    r = Run(root, silences=[silence], inhibitions=[RULE])
+    r.insert(
+        firing("crit", severity="critical", host="h1"),
+        firing("warn", severity="warning", host="h1"),
+    )
+    r.insert(firing("a", host="h2"))
+    r.at(30)
+    r.insert(firing("b", host="h3"))  # waits in its group
+    before = sent(r.out)
+    state = json.loads(json.dumps(r.groups.state_dict()))  # plain JSON
+    r2 = Run(root, clock=r.clock, silences=[silence], inhibitions=[RULE])
+    r2.groups.load_state_dict(state)
+    assert len(r2.groups) == len(r.groups)
+    assert r2.at(30 + WAIT) == [("team", [("b", "firing")])]  # its timer survived
+    assert r2.at(30 + INTERVAL) == []  # what was sent is not sent again
+    r2.insert(resolved("crit", severity="critical", host="h1"))  # the inhibition survived too
+    assert sorted(r2.at(30 + 2 * INTERVAL)) == [
+        ("team", [("crit", "resolved")]),
+        ("team", [("warn", "firing")]),
+    ]
+    assert sorted(before) == [("team", [("a", "firing")]), ("team", [("crit", "firing")])]
+
+
+def test_state_of_a_route_no_longer_configured_is_dropped():
+    r = Run(node(routes=(node("x", matchers="a=b"),)))
+    r.insert(firing("a", a="b"))
+    state = r.groups.state_dict()
+    r2 = Run(node())
+    r2.groups.load_state_dict(state)
+    assert len(r2.groups) == 0
+    r3 = Run(node())
+    r3.groups.load_state_dict({"firing": {}, "suppressed": []})  # the old router's state
+    assert len(r3.groups) == 0
+
+
+def test_flush_is_cheap_when_nothing_is_due():
+    r = Run(node(group_by=("...",)))
+    r.insert(*(firing(f"a{i}", host=f"h{i}") for i in range(2000)))
+    assert r.groups.next_due == pytest.approx(1000.0 + WAIT)
+    import time
+
+    started = time.perf_counter()
+    for _ in range(10_000):
+        r.groups.flush()
+    assert time.perf_counter() - started < 0.5
+    assert len(r.at(30)) == 2000
