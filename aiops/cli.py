@@ -146,7 +146,10 @@ def score(
         raise click.UsageError(f"detector {name}: {exc}") from None
     write_scored_csv(out_path, rows, result)
     unusable = int((vs != vs).sum())  # NaN: empty, unparseable or infinite
-    note = f" ({unusable} rows without a usable value, scored as missing)" if unusable else ""
+    rows_word = "row" if unusable == 1 else "rows"
+    note = (
+        f" ({unusable} {rows_word} without a usable value, scored as missing)" if unusable else ""
+    )
     click.echo(
         f"scored {len(rows)} rows with {name}: {int(result.alerts.sum())} alerts -> "
         f"{out_path}{note}",

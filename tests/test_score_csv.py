@@ -21,7 +21,7 @@ from aiops.timeutil import parse_timestamp, parse_timestamps
 
 
 def row_by_row_read(path):
-    with path.open(newline="", encoding="utf-8") as f:
+    with path.open(newline="", encoding="utf-8", errors="replace") as f:
         rows = [r for r in csv.reader(f) if r]
 
     def is_number(text):
@@ -44,7 +44,9 @@ def row_by_row_read(path):
     last_t = 0.0
     for i, row in enumerate(rows):
         with contextlib.suppress(ValueError, IndexError):
-            last_t = parse_timestamp(row[0])
+            t = parse_timestamp(row[0])
+            if math.isfinite(t) and abs(t) < 1e11:  # beyond: a wrong unit, unparseable
+                last_t = t
         ts[i] = last_t
         try:
             v = float(row[1])
@@ -169,3 +171,34 @@ def test_write_refuses_rows_and_scores_of_different_lengths(tmp_path):
     scored = ScoredSeries(np.zeros(2), np.zeros(2, dtype=bool))
     with pytest.raises(ValueError, match="differ in length: 1, 2, 2"):
         write_scored_csv(tmp_path / "o.csv", [["0", "1"]], scored)
+
+
+def test_one_bad_row_never_fails_the_file(tmp_path):
+    # A non-UTF-8 byte, a field longer than the csv module's 128 KiB limit and an
+    # infinite timestamp: each stays one row, scored as missing; the others are scored.
+    good = [f"{1_700_000_000 + 60 * i},{i % 7}".encode() for i in range(50)]
+    bad = [b"1700009999,\xff\xfe", b"1700009999," + b"9" * 200_000, b"inf,1.5"]
+    path = tmp_path / "in.csv"
+    path.write_bytes(b"timestamp,value\n" + b"\n".join(good[:20] + bad + good[20:]) + b"\n")
+    rows, ts, vs = read_series_csv(path)
+    assert len(rows) == len(ts) == len(vs) == 53
+    assert np.isnan(vs[20:22]).all()
+    assert vs[22] == 1.5
+    assert ts[22] == ts[21]  # an unparseable timestamp takes the previous one
+    assert not np.isnan(np.delete(vs, [20, 21])).any()
+    assert csv.field_size_limit() == 131072  # the global limit is restored
+
+
+def test_aiops_score_keeps_one_row_per_input_row_and_says_how_many_were_unusable(tmp_path):
+    from click.testing import CliRunner
+
+    from aiops.cli import cli
+
+    path = tmp_path / "in.csv"
+    body = [f"{1_700_000_000 + 60 * i},{i % 5}".encode() for i in range(30)]
+    path.write_bytes(b"\n".join([*body[:10], b"1700000601,\xff", *body[10:]]) + b"\n")
+    out = tmp_path / "out.csv"
+    result = CliRunner().invoke(cli, ["score", str(path), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "1 row without a usable value" in result.output
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 1 + 31

@@ -102,22 +102,41 @@ def score_series(
     return ScoredSeries(scores, alerts)
 
 
+#: Unix times at least this far from 1970 (year ~5138) are taken as unparseable, as the
+#: wire-format decoders do: they come from a wrong unit, and alert times beyond year 9999
+#: cannot be written in RFC 3339.
+MAX_ABS_TIMESTAMP = 1e11
+#: Longest CSV field read (the csv module's default is 128 KiB; one long garbage field
+#: must not fail a file of good rows).
+_FIELD_LIMIT = 2**31 - 1
+
+
 def read_series_csv(path: Path) -> tuple[list[list[str]], FloatArray, FloatArray]:
     """Read a ``timestamp,value`` CSV leniently: one output row per input row.
 
     Returns the raw rows (for echoing) and the parsed timestamps and values. An empty
     or unparseable value becomes NaN, as do infinite ones; an unparseable timestamp takes
     the previous row's timestamp (so the row is still scored, as missing), 0 before the
-    first parseable one; timestamps are ISO 8601 or unix seconds (see
+    first parseable one (infinite ones and those past ``MAX_ABS_TIMESTAMP`` count as
+    unparseable); timestamps are ISO 8601 or unix seconds (see
     :func:`~aiops.timeutil.parse_timestamp`); blank lines are skipped; the header is
     optional. Columns after the second are kept in the rows and otherwise ignored.
+    Bytes that are not UTF-8 become U+FFFD (the row stays, its field unparseable), and a
+    field of any length is read (the csv module's 128 KiB limit would fail the file).
     """
-    with path.open(newline="", encoding="utf-8") as f:
-        rows = [r for r in csv.reader(f) if r]
+    limit = csv.field_size_limit()
+    csv.field_size_limit(_FIELD_LIMIT)
+    try:
+        with path.open(newline="", encoding="utf-8", errors="replace") as f:
+            rows = [r for r in csv.reader(f) if r]
+    finally:
+        csv.field_size_limit(limit)
     if rows and not _is_number(rows[0][1] if len(rows[0]) > 1 else "") and not _is_time(rows[0][0]):
         rows = rows[1:]
     n = len(rows)
     ts, parsed = parse_timestamps([r[0] for r in rows])
+    # inf, NaN and times past year ~5000 (a wrong unit) are as unparseable as "x".
+    parsed &= np.isfinite(ts) & (np.abs(ts) < MAX_ABS_TIMESTAMP)
     # Forward fill: each unparseable timestamp takes the last parsed one before it.
     last = np.maximum.accumulate(np.where(parsed, np.arange(n), -1))
     ts = np.where(last >= 0, ts[np.maximum(last, 0)], 0.0)
