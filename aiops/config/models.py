@@ -496,7 +496,8 @@ class Rule(_Model):
     threshold: Annotated[float, PlainValidator(_threshold)] = DEFAULT_THRESHOLD
     for_: Duration = Field(default=0.0, alias="for")
     min_hits: StrictInt = Field(default=1, ge=1)
-    hits_window: StrictInt = Field(default=1, ge=1)
+    # The hit history is one 64-bit word per series (aiops.pipeline.postrule.MAX_WINDOW).
+    hits_window: StrictInt = Field(default=1, ge=1, le=64)
     suppress: Duration = 0.0
     protect_baseline: StrictBool = True
     retrain: Retrain | None = None

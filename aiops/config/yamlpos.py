@@ -22,6 +22,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import AliasEvent, CollectionEndEvent, CollectionStartEvent, ScalarEvent
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from aiops.config.errors import ConfigError
@@ -124,6 +125,10 @@ def load_yaml(path: Path | str, text: str | None = None) -> YamlDoc:
             doc.syntax_error = ConfigError(name, 0, 0, f"cannot read file: {exc.strerror or exc}")
             return doc
     try:
+        refused = _precheck(text)
+        if refused is not None:
+            doc.syntax_error = ConfigError(name, refused[0], 1, refused[1])
+            return doc
         root = YAML(typ="rt").compose(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -142,6 +147,47 @@ def load_yaml(path: Path | str, text: str | None = None) -> YamlDoc:
                 name, 1, 1, f"document too large: more than {_MAX_NODES} nodes after aliases"
             )
     return doc
+
+
+def _precheck(text: str) -> tuple[int, str] | None:
+    """Refuse, from the event stream, what composing would choke on: ``(line, why)``.
+
+    The composer recurses once per nesting level (thousands of ``[`` are a
+    ``RecursionError``) and builds every alias' tree (a few lines of anchors can expand to
+    millions of nodes, gigabytes and minutes). The parser's events are flat, so nesting
+    depth and the size after alias expansion are counted here first, in one pass.
+    """
+    depth = 0
+    total = 0
+    sizes = [0]  # per open collection: its nodes so far, aliases expanded
+    anchors: list[str | None] = []
+    expanded: dict[str, int] = {}
+    for ev in YAML(typ="rt").parse(text):
+        if isinstance(ev, CollectionStartEvent):
+            depth += 1
+            if depth > _MAX_DEPTH:
+                return ev.start_mark.line + 1, f"nested deeper than {_MAX_DEPTH} levels"
+            sizes.append(1)
+            anchors.append(ev.anchor)
+            total += 1
+        elif isinstance(ev, CollectionEndEvent):
+            depth -= 1
+            size, anchor = sizes.pop(), anchors.pop()
+            if anchor:
+                expanded[anchor] = size
+            sizes[-1] += size
+        elif isinstance(ev, ScalarEvent):
+            if ev.anchor:
+                expanded[ev.anchor] = 1
+            sizes[-1] += 1
+            total += 1
+        elif isinstance(ev, AliasEvent):
+            n = expanded.get(ev.anchor, 1)
+            sizes[-1] += n
+            total += n
+        if total > _MAX_NODES:
+            return 1, f"document too large: more than {_MAX_NODES} nodes after aliases"
+    return None
 
 
 def _syntax_message(exc: MarkedYAMLError) -> str:
