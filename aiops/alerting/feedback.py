@@ -48,6 +48,7 @@ __all__ = [
     "FeedbackApplier",
     "FeedbackStore",
     "KnownAlert",
+    "NullFeedback",
     "SlackInteractions",
     "action_id",
     "parse_action_id",
@@ -398,6 +399,20 @@ class _Metrics(Protocol):
     def feedback(self, action: str, outcome: str) -> None: ...
 
 
+class NullFeedback:
+    """No feedback source (no interactivity endpoint configured): nothing to apply."""
+
+    def start(self, engine: Any, router: Any) -> None:
+        """Nothing to restore."""
+
+    def apply(self, engine: Any, router: Any, *, force: bool = False) -> int:
+        """Nothing to apply."""
+        return 0
+
+    def checkpointed(self, at: float) -> None:
+        """Nothing to mark."""
+
+
 class FeedbackApplier:
     """The data loop's side: applies recorded answers to the engine and the router.
 
@@ -606,6 +621,9 @@ class SlackInteractions:
         ts = request.headers.get("x-slack-request-timestamp", "")
         sig = request.headers.get("x-slack-signature", "")
         why = self._verify(request.body, ts, sig)
+        if why == "bad payload":
+            self._count("bad_payload")
+            return HttpResponse(400, b"bad payload\n")
         if why:
             self._count(why.replace(" ", "_"))
             log.warning("slack interaction from %s refused: %s", request.remote_addr or "?", why)
@@ -643,6 +661,10 @@ class SlackInteractions:
             return "bad timestamp"
         if age > MAX_REQUEST_AGE:
             return "stale timestamp"
+        try:
+            body.decode("utf-8")  # slack-sdk's verifier decodes it and would raise
+        except UnicodeDecodeError:
+            return "bad payload"
         if not any(v.is_valid(body, ts, sig) for v in self._verifiers):
             return "bad signature"
         return ""

@@ -78,6 +78,7 @@ __all__ = [
     "RuleFile",
     "RuleGroup",
     "Silence",
+    "SlackInteractivity",
     "SourceSpec",
     "StateSettings",
     "DeliverySettings",
@@ -609,11 +610,34 @@ class LimitsSettings(_Model):
     max_series_per_rule: StrictInt = Field(default=100_000, ge=1)
 
 
+class SlackInteractivity(_Model):
+    """``http.slack:``: the ``POST /slack/interactions`` endpoint for Slack's buttons.
+
+    The Slack app's signing secret comes from an environment variable or a file (one
+    of them); ``response_url_prefixes`` bounds where the handler may post message
+    updates (Slack's own host unless a test or proxy needs another).
+    """
+
+    signing_secret_env: NonEmptyStr | None = None
+    signing_secret_file: NonEmptyStr | None = None
+    response_url_prefixes: tuple[NonEmptyStr, ...] = ("https://hooks.slack.com/",)
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> SlackInteractivity:
+        if (self.signing_secret_env is None) == (self.signing_secret_file is None):
+            raise ValueError(
+                'give the signing secret as exactly one of "signing_secret_env" or '
+                '"signing_secret_file"'
+            )
+        return self
+
+
 class HttpSettings(_Model):
     """``http:``: the HTTP API and ``/metrics`` listener."""
 
     listen: Annotated[StrictStr, AfterValidator(_listen)] = ""
     external_url: StrictStr = ""
+    slack: SlackInteractivity | None = None
 
 
 def _at_least_one_source(sources: dict[str, SourceSpec]) -> dict[str, SourceSpec]:

@@ -275,7 +275,56 @@ def build_daemon(loaded: LoadedConfig, *, state_dir: Path) -> Daemon:
     )
     if listen:
         daemon.listener = HttpServer(listen, daemon, metrics)
+    wire_feedback(daemon, loaded, state_dir=state_dir, metrics=metrics)
     return daemon
+
+
+def wire_feedback(
+    daemon: Daemon, loaded: LoadedConfig, *, state_dir: Path, metrics: Metrics = NULL_METRICS
+) -> None:
+    """Answers to alerts: the Slack endpoint (``http.slack``) and the loop's applier.
+
+    The applier runs whenever the state directory holds a feedback store (raised
+    thresholds and silences outlive the endpoint's configuration). A signing secret
+    that cannot be read leaves the endpoint off, with an error in the log; alerts
+    still flow.
+    """
+    from aiops.alerting.feedback import (
+        FEEDBACK_FILE,
+        FeedbackApplier,
+        FeedbackStore,
+        SlackInteractions,
+        read_secret,
+    )
+
+    slack = loaded.daemon.http.slack
+    path = state_dir / FEEDBACK_FILE
+    if slack is None and not path.exists():
+        return
+    store = FeedbackStore(path)
+    applier = FeedbackApplier(store, metrics=metrics)
+    daemon.feedback = applier
+    if slack is None:
+        return
+    if not isinstance(daemon.listener, HttpServer):
+        log.error("http.slack is set but http.listen is not: the Slack buttons get no answer")
+        return
+    secret_file = slack.signing_secret_file
+    if secret_file is not None and not Path(secret_file).is_absolute():
+        secret_file = str(loaded.path.parent / secret_file)
+    try:
+        secret = read_secret(slack.signing_secret_env, secret_file, "http.slack signing secret")
+    except ValueError as exc:
+        log.error("%s; POST /slack/interactions is off", exc)
+        return
+    handler = SlackInteractions(
+        store,
+        [secret or ""],
+        applier=applier,
+        metrics=metrics,
+        response_url_prefixes=slack.response_url_prefixes,
+    )
+    daemon.listener.mount(handler)
 
 
 def run_daemon(

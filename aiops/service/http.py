@@ -20,6 +20,9 @@ Endpoints:
 - Push receivers (sources implementing :class:`HttpReceiver`, such as the remote-write
   source on ``POST /api/v1/write``) are mounted at their ``http_path`` when the
   daemon opens its sources (:meth:`HttpServer.attach`).
+- Other handlers of the daemon's own (``POST /slack/interactions``, the Slack buttons:
+  :class:`aiops.alerting.feedback.SlackInteractions`) are mounted once by the app
+  (:meth:`HttpServer.mount`), with the same contract as a push receiver.
 
 Threads: the data path is single-threaded and never waits for HTTP. Handlers only read
 what the daemon published (``health_report``, ``ready``, ``last_step``: replaced as
@@ -213,6 +216,7 @@ class HttpServer:
         self.metrics = metrics
         self.threads = threads
         self._routes: dict[str, HttpReceiver] = {}
+        self._mounted: dict[str, HttpReceiver] = {}
         self._server: Any = None
         self._map: dict[int, Any] = {}
         self._thread: threading.Thread | None = None
@@ -282,7 +286,7 @@ class HttpServer:
             if not isinstance(src, HttpReceiver):
                 continue
             path = src.http_path
-            if path in _BUILTIN_PATHS:
+            if path in _BUILTIN_PATHS or path in self._mounted:
                 raise ValueError(f"source {sid}: path {path} is the listener's own endpoint")
             if path in routes:
                 raise ValueError(f"sources {owners[path]} and {sid} both receive on {path}")
@@ -290,6 +294,13 @@ class HttpServer:
             owners[path] = sid
             log.info("source %s receives on %s%s", sid, self.url, path)
         self._routes = routes  # replaced whole: request threads see old or new
+
+    def mount(self, handler: HttpReceiver) -> None:
+        """Serve ``handler`` at its ``http_path`` (before :meth:`start`; not a source)."""
+        path = handler.http_path
+        if path in _BUILTIN_PATHS or path in self._mounted:
+            raise ValueError(f"path {path} is already served")
+        self._mounted = {**self._mounted, path: handler}
 
     def stop(self) -> None:
         """Make receivers refuse new data, close all connections, join the threads.
@@ -300,7 +311,7 @@ class HttpServer:
         and its wake-up pipe; a worker that finished after that would write to a closed
         pipe.
         """
-        for receiver in self._routes.values():
+        for receiver in [*self._routes.values(), *self._mounted.values()]:
             receiver.stop_receiving()
         server, self._server = self._server, None
         if server is None:
@@ -379,6 +390,8 @@ class HttpServer:
                     resp = self._index()
             elif path in self._routes:
                 resp = self._receive(self._routes[path], method, path, environ)
+            elif path in self._mounted:
+                resp = self._receive(self._mounted[path], method, path, environ)
             else:
                 handler = "other"
                 resp = _text(404, f"not found: {path}\n")
@@ -430,7 +443,7 @@ class HttpServer:
         return _json(200 if ok else 503, doc)
 
     def _index(self) -> HttpResponse:
-        paths = ["/healthz", "/readyz", "/metrics", *sorted(self._routes)]
+        paths = ["/healthz", "/readyz", "/metrics", *sorted({*self._routes, *self._mounted})]
         return _text(200, "aiopsd\n" + "".join(f"  {p}\n" for p in paths))
 
     def _receive(

@@ -125,6 +125,12 @@ class Metrics:
     def watch_outbox(self, stats: Callable[[], Mapping[str, Any]]) -> None:
         """Read the outbox's per-receiver ``pending``/``oldest_created``/``dead`` at scrape."""
 
+    def feedback(self, action: str, outcome: str) -> None:
+        """The data loop applied one answer to an alert (see :mod:`aiops.alerting.feedback`)."""
+
+    def slack_interaction(self, outcome: str) -> None:
+        """``POST /slack/interactions`` handled one request or action (listener threads)."""
+
 
 #: The shared null object.
 NULL_METRICS = Metrics()
@@ -294,6 +300,20 @@ class PrometheusMetrics(Metrics):
         )
         self._outbox_stats: Callable[[], Mapping[str, Any]] = dict
         reg.register(_OutboxGauges(lambda: self._outbox_stats()))
+        self._feedback = pc.Counter(
+            "aiops_feedback_total",
+            "Answers to alerts applied by the data loop, by action (acknowledge, silence, "
+            "false_positive, expected_change) and outcome (applied, unknown series, ...).",
+            ["action", "outcome"],
+            registry=reg,
+        )
+        self._slack_interactions = pc.Counter(
+            "aiops_slack_interactions_total",
+            "Slack button requests by outcome: the action recorded, or why it was refused "
+            "(unsigned, bad_signature, stale_timestamp, bad_payload, unknown_alert, ignored).",
+            ["outcome"],
+            registry=reg,
+        )
 
     def _checkpoint_age(self) -> float:
         last = self._last_checkpoint
@@ -366,6 +386,14 @@ class PrometheusMetrics(Metrics):
     def watch_outbox(self, stats: Callable[[], Mapping[str, Any]]) -> None:
         """Report outbox depth, oldest pending age and dead letters at scrape time."""
         self._outbox_stats = stats
+
+    def feedback(self, action: str, outcome: str) -> None:
+        """Count one applied answer."""
+        self._feedback.labels(action, outcome).inc()
+
+    def slack_interaction(self, outcome: str) -> None:
+        """Count one Slack interactivity outcome."""
+        self._slack_interactions.labels(outcome).inc()
 
 
 class _OutboxGauges:
