@@ -174,3 +174,69 @@ def test_a_checkpoint_of_an_unknown_format_is_refused_kept_aside_and_the_previou
     assert loaded.sequence == 1
     assert ckpt.refused == 1
     assert len(store.names("refused/")) == 1
+
+
+def test_a_directory_in_place_of_the_checkpoint_is_skipped_not_a_traceback(tmp_path: Path) -> None:
+    from aiops.state.envelope import FileStateStore
+
+    store = FileStateStore(tmp_path)
+    ckpt = Checkpointer(store)
+    ckpt.save(Checkpoint(rules={}, sources={"s": {"next": 1}}, sequence=1))
+    ckpt.save(Checkpoint(rules={}, sources={"s": {"next": 2}}, sequence=2))
+    (tmp_path / "checkpoint").unlink()
+    (tmp_path / "checkpoint").mkdir()
+    loaded = ckpt.load()
+    assert loaded is not None
+    assert loaded.sequence == 1
+    assert ckpt.refused == 1
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"rules": [], "sources": {}, "created": 0.0, "sequence": 2},
+        {"rules": {}, "sources": None, "created": 0.0, "sequence": 2},
+        {"rules": {}, "sources": {}, "created": "x", "sequence": 2},
+        ["not", "a", "checkpoint"],
+    ],
+)
+def test_a_checkpoint_that_passes_its_hash_but_holds_bad_content_falls_back(doc: Any) -> None:
+    from aiops.state.envelope import seal
+
+    store = MemoryStateStore()
+    ckpt = Checkpointer(store)
+    ckpt.save(Checkpoint(rules={}, sources={}, sequence=1))
+    ckpt.save(Checkpoint(rules={}, sources={}, sequence=2))
+    store.save("checkpoint", seal(dumps(doc), kind="checkpoint"))
+    loaded = ckpt.load()
+    assert loaded is not None
+    assert loaded.sequence == 1
+    assert len(store.names("refused/")) == 1
+
+
+def test_router_state_that_cannot_be_loaded_does_not_stop_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import threading
+
+    from test_daemon import batches, make_daemon, transitions
+
+    from aiops.alerting.routing import Router
+    from aiops.testing import ListNotifier
+
+    data = batches()
+    d1 = make_daemon(tmp_path, data, ListNotifier())
+    d1.start()
+    for _ in range(len(data) // 2):
+        d1.step()
+    d1.shutdown()
+
+    def bad_state(self: Router, state: Any) -> None:
+        raise ValueError("router state from another release")
+
+    monkeypatch.setattr(Router, "load_state_dict", bad_state)
+    second = ListNotifier()
+    with caplog.at_level(logging.ERROR):
+        make_daemon(tmp_path, data, second).run(threading.Event())
+    assert "router state in the checkpoint refused" in caplog.text
+    assert transitions(second)  # it ran on from the checkpoint, and still alerts

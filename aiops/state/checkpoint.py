@@ -62,25 +62,38 @@ class Checkpointer:
         return len(blob)
 
     def load(self) -> Checkpoint | None:
-        """The newest loadable checkpoint, or None if there is none."""
+        """The newest loadable checkpoint, or None if there is none.
+
+        Whatever cannot be loaded (unreadable, refused by its envelope, or content that is
+        not a checkpoint) is counted in :attr:`refused`, logged, kept aside under
+        ``refused/`` when it could be read, and the previous checkpoint is tried.
+        """
         for name in (self.name, f"{self.name}.prev"):
-            blob = self.store.load(name)
+            try:
+                blob = self.store.load(name)
+            except OSError as exc:  # a directory in its place, no permission, a bad disk
+                self.refused += 1
+                log.error("checkpoint %r cannot be read and is skipped: %s", name, exc)
+                continue
             if blob is None:
                 continue
             try:
                 _, payload = unseal(blob, kind=CHECKPOINT_KIND)
                 doc = loads(payload)
-            except (SnapshotRefused, ValueError, KeyError, OSError) as exc:
+                if not isinstance(doc, dict) or not all(
+                    isinstance(doc.get(k), dict) for k in ("rules", "sources")
+                ):
+                    raise ValueError("it holds no rules and sources")
+                return Checkpoint(
+                    rules=doc["rules"],
+                    sources=doc["sources"],
+                    router=dict(doc.get("router") or {}),
+                    created=float(doc["created"]),
+                    sequence=int(doc["sequence"]),
+                )
+            except (SnapshotRefused, ValueError, KeyError, TypeError, OSError) as exc:
                 self.refused += 1
                 aside = f"refused/{name}.{int(time.time())}"
                 self.store.save(aside, blob)
                 log.error("checkpoint %r refused and kept as %r: %s", name, aside, exc)
-                continue
-            return Checkpoint(
-                rules=doc["rules"],
-                sources=doc["sources"],
-                router=doc.get("router", {}),
-                created=float(doc["created"]),
-                sequence=int(doc["sequence"]),
-            )
         return None
