@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from aiops.alerting.feedback import FeedbackApplier, NullFeedback
 from aiops.alerting.notify import Notification
 from aiops.alerting.routing import Router
 from aiops.pipeline.engine import Engine
@@ -181,6 +182,8 @@ class Daemon:
         self.metrics = metrics
         #: Serves /healthz, /readyz, /metrics and push receivers; set by the app.
         self.listener: Listener = NullListener()
+        #: Answers to alerts (Slack buttons) applied to the engine and router; set by the app.
+        self.feedback: FeedbackApplier | NullFeedback = NullFeedback()
         # Read by the listener's threads; each is replaced whole, never mutated.
         self.ready = False
         self.last_step = 0.0
@@ -206,6 +209,7 @@ class Daemon:
         self.sources = factory(positions) if callable(factory) else factory
         self.health = {sid: SourceHealth() for sid in self.sources}
         self._last_checkpoint = self.clock()
+        self.feedback.start(self.engine, self.router)
         self.dispatcher.start()
         self.listener.attach(self.sources)
         self.metrics.watch_sources(self.sources)
@@ -239,6 +243,7 @@ class Daemon:
             if batch:
                 got = True
                 self.handle(sid, batch)
+        self.feedback.apply(self.engine, self.router)
         self.dispatcher.pump()
         if self.clock() - self._last_checkpoint >= self.checkpoint_interval:
             self.checkpoint()
@@ -282,6 +287,7 @@ class Daemon:
         self._sequence += 1
         started = time.perf_counter()
         positions = {sid: src.snapshot() for sid, src in self.sources.items()}
+        covers = time.time()  # feedback applied before this is in the engine state below
         size = self.checkpointer.save(
             Checkpoint(
                 rules=self.engine.state_dict(),
@@ -291,6 +297,7 @@ class Daemon:
             )
         )
         self._last_checkpoint = self.clock()
+        self.feedback.checkpointed(covers)
         self.metrics.checkpoint(time.perf_counter() - started, size)
         log.debug("checkpoint %d written (%d bytes)", self._sequence, size)
         for sid, src in self.sources.items():
