@@ -1,21 +1,27 @@
-"""Score calibration: turn a detector's raw anomaly score into a probability-like ``[0, 1]``.
+"""Score calibration: one meaning of a score for every detector.
 
-A calibrated score reads the same whatever the detector and whatever the series: it is
-a monotone map of the point's *tail probability* ``p``, the share of the series' own
-ordinary points that deviate at least as much, ``score = exp(-RARITY * p)``. So
-``1 - score`` is about ``RARITY * p`` for rare points: a threshold of 0.99 means "one
-ordinary point in 10,000 gets here" (``p = 1e-4``), 0.999 one in 100,000. Tail
-probabilities come from the series' own past, not from a noise model, so heavy tails and
-quantized values do not make every wiggle score 1.
+A calibrated score is ``1 - p``, with ``p`` the point's *tail probability*: the share of
+the series' own normal points that deviate at least as much, estimated online from the
+series' past. So about a fraction ``1 - s`` of a series' normal points score ``s`` or
+more, whatever the detector and whatever the noise: a threshold of 0.998 (the engine's
+default) is about one normal point in 500, 0.9999 one in 10,000. Tail probabilities come
+from the series' own past, not from a noise model, so heavy tails and quantized values do
+not make every wiggle score 1. The shared check suite (``tests/detector_checks.py``,
+``calibration``) tests this on stationary noise of five kinds for every detector.
 
-- :class:`TailCalibrator` learns, per series, the tail of a deviation in sigmas (a
-  peaks-over-threshold exponential tail, decayed, with a Gaussian prior) and returns
-  its *surprise* ``-ln p``; :func:`rarity_score` maps surprise to the score.
+- :class:`TailCalibrator` learns, per series, the tail of a deviation in sigmas (peaks
+  over a threshold with a generalized Pareto tail fitted by moments, decayed, from a
+  Gaussian prior) and returns its *surprise* ``-ln p``; :func:`tail_score` maps surprise
+  to the score ``1 - p``.
 - :class:`Refractory` keeps one incident from scoring again and again: a point must be
   more surprising than the recent peak to score high.
 - :class:`EmpiricalCalibrator` learns the distribution of a raw score with no known
   scale (river's anomaly detectors): an empirical CDF over a sliding window, with an
-  exponential tail beyond its maximum; its surprise feeds :func:`rarity_score` too.
+  exponential tail beyond its maximum; its surprise, put on a Gaussian deviation's scale
+  (:func:`surprise_to_z`), feeds a :class:`TailCalibrator`, which learns how often each
+  rank really occurs, beyond what a short window resolves.
+- :func:`combine_min_p` combines several calibrated scores (an ensemble): the smallest
+  tail probability times their number (Bonferroni), so the combination keeps the meaning.
 - :func:`gaussian_score` is the two-sided normal probability of a smaller deviation, for
   detectors that trust a Gaussian noise model.
 
@@ -29,32 +35,39 @@ from typing import Any
 
 import numpy as np
 
+from aiops.pipeline.detector import DEFAULT_THRESHOLD
 from aiops.types import FloatArray, IntArray
 
 __all__ = [
     "ALERT_SURPRISE",
     "MAX_SURPRISE",
-    "RARITY",
+    "REFRACTORY_BASE",
     "REFRACTORY_MARGIN",
     "EmpiricalCalibrator",
     "Refractory",
     "TailCalibrator",
+    "combine_min_p",
+    "surprise_to_z",
     "gaussian_score",
-    "rarity_score",
+    "tail_score",
 ]
 
-#: ``1 - score ~ RARITY * p`` for a tail probability ``p``: the engine's default
-#: threshold, 0.99, sits at ``p = 1e-4``. Chosen on NAB v1.1 (``bench/quality``): the
-#: best swept thresholds of the calibrated detectors lie between 0.975 and 0.995 with it,
-#: so the default rule alerts near the best threshold; 30 and 300 both scored lower.
-RARITY = 100.0
-#: The surprise ``-ln p`` that scores exactly 0.99: ``ln(RARITY / -ln 0.99)``, about 9.2.
-ALERT_SURPRISE = math.log(RARITY / -math.log(0.99))
+#: The surprise ``-ln p`` that scores exactly the engine's default threshold:
+#: ``-ln(1 - 0.998)``, about 6.2.
+ALERT_SURPRISE = -math.log(1.0 - DEFAULT_THRESHOLD)
 #: :class:`Refractory`: after an alert, a point must be this much more surprising (ln 10:
 #: ten times rarer) than the decayed peak to alert again. On NAB v1.1 with
-#: ``robust_ewma``: 0 (equal peaks sit exactly at the threshold) 46.3 swept, ln 10 48.4,
-#: ln 100 49.5 swept but 41.8 at the default threshold.
+#: ``robust_ewma`` (on the earlier ``exp(-100 p)`` scale): 0 (equal peaks sit exactly at
+#: the threshold) 46.3 swept, ln 10 48.4, ln 100 49.5 swept but 41.8 at the default
+#: threshold.
 REFRACTORY_MARGIN = math.log(10.0)
+#: :class:`Refractory` holds nothing back while the decayed peak of the surprises stays
+#: below this: ``-ln 1e-3``, a point rarer than one in 1,000 (the value it had on the
+#: earlier ``exp(-100 p)`` scale, where NAB chose the margin). With ``-ln 0.02`` (the
+#: default threshold less the margin) ``robust_ewma`` reached 0.99 on 0.8x and 0.999 on
+#: 0.6x the nominal share of Gaussian points, and a 7-sigma dip 50 points after a spike
+#: stayed below 0.99 (``tests/test_seasonal.py``).
+REFRACTORY_BASE = -math.log(1e-3)
 #: The largest surprise a calibrator returns, ``-ln 1e-11``: tail probabilities below
 #: 1e-11 are far beyond what a fitted tail can tell apart, and all score ``1 - 1e-9``. The
 #: cap also bounds how long :class:`Refractory` holds back after a huge incident (260
@@ -82,70 +95,150 @@ def gaussian_score(z: FloatArray) -> FloatArray:
     return out
 
 
-def rarity_score(surprise: FloatArray) -> FloatArray:
-    """``exp(-RARITY * p)`` for surprises ``-ln p``: 0.99 at ``p = 1e-4``, 0 at ``p = 1``.
+# Abramowitz and Stegun, formula 26.2.23: the upper normal quantile with absolute error
+# below 4.5e-4.
+_AS_C = (2.515517, 0.802853, 0.010328)
+_AS_D = (1.432788, 0.189269, 0.001308)
 
-    >>> np.round(rarity_score(-np.log(np.array([1.0, 0.1, 1e-4, 1e-5, 1e-9]))), 4).tolist()
-    [0.0, 0.0, 0.99, 0.999, 1.0]
+
+def surprise_to_z(surprise: FloatArray) -> FloatArray:
+    """The two-sided Gaussian deviation whose tail probability is ``exp(-surprise)``.
+
+    It puts a tail probability known only roughly (a rank in a short window, with an
+    extrapolated tail) on the scale of :class:`TailCalibrator`, which then learns how
+    often each deviation really occurs on the series, far beyond what the window can
+    resolve.
+
+    >>> np.round(surprise_to_z(-np.log(np.array([1.0, 0.3173, 0.0455, 0.0027]))), 2).tolist()
+    [0.0, 1.0, 2.0, 3.0]
     """
-    surprise = np.asarray(surprise, dtype=np.float64)
-    with np.errstate(over="ignore"):
-        out: FloatArray = np.where(surprise > 0.0, np.exp(-RARITY * np.exp(-surprise)), 0.0)
+    p = np.clip(0.5 * np.exp(-np.asarray(surprise, dtype=np.float64)), 1e-300, 0.5)
+    t = np.sqrt(-2.0 * np.log(p))
+    c0, c1, c2 = _AS_C
+    d1, d2, d3 = _AS_D
+    z = t - (c0 + t * (c1 + t * c2)) / (1.0 + t * (d1 + t * (d2 + t * d3)))
+    out: FloatArray = np.maximum(z, 0.0)
     return out
 
 
-#: :class:`TailCalibrator`'s tail starts at this many sigmas: 13% of Gaussian points lie
-#: beyond it, so the mean excess is estimated from hundreds of points per thousand, and
-#: the exponential tail is fitted where the deviations are already unusual. On NAB v1.1
-#: (``robust_ewma``), 1.5 scored best at the default threshold among 1.0, 1.5, 2.0, 3.0.
-TAIL_START = 1.5
+def tail_score(surprise: FloatArray) -> FloatArray:
+    """``1 - p`` for surprises ``-ln p``: 0.99 at ``p = 0.01``, 0 at ``p = 1``.
+
+    >>> np.round(tail_score(-np.log(np.array([1.0, 0.1, 1e-2, 1e-3, 1e-9]))), 4).tolist()
+    [0.0, 0.9, 0.99, 0.999, 1.0]
+    """
+    surprise = np.asarray(surprise, dtype=np.float64)
+    # + 0.0 turns expm1's -0.0 (of a surprise of 0) into 0.0.
+    out: FloatArray = np.clip(-np.expm1(-np.maximum(surprise, 0.0)), 0.0, 1.0) + 0.0
+    return out
+
+
+def combine_min_p(scores: FloatArray) -> FloatArray:
+    """Calibrated scores of ``k`` detectors (rows) on the same points, combined per point.
+
+    The combined tail probability is ``min(1, k * min_i p_i)`` (Bonferroni): a point
+    scores ``s`` or more only if some detector put it at ``p <= (1 - s) / k``, so on
+    normal points the combination reaches ``s`` at most about as often as ``1 - s``
+    (exactly that if the detectors never agree, ``(1 - s) / k`` if they always do).
+
+    >>> np.round(combine_min_p(np.array([[0.999, 0.5, 0.0], [0.9, 0.99, 0.0]])), 4).tolist()
+    [0.998, 0.98, 0.0]
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    p = np.min(1.0 - scores, axis=0)
+    out: FloatArray = np.clip(1.0 - len(scores) * p, 0.0, 1.0)
+    return out
+
+
+#: :class:`TailCalibrator`'s tail starts at this many sigmas: 1.2% of Gaussian points lie
+#: beyond, so the tail is fitted where deviations are already unusual (as ``ewma_z``'s
+#: ``tail_start``). From 1.5 sigma (13% beyond) the exponential fit was too short for the
+#: far tail of Gaussian noise and too long for that of Student-t noise.
+TAIL_START = 2.5
 #: Pseudo-points of a standard Gaussian the tail starts from, so that the first points
-#: after a warm-up are calibrated as Gaussian until the series' own tail takes over (on
-#: NAB v1.1, 20 to 500 scored within 1 point of each other).
-PRIOR_POINTS = 100.0
+#: after a warm-up are calibrated as Gaussian until the series' own tail takes over:
+#: 1,000 points hold 12 exceedances of 2.5 sigma, enough for a first mean excess.
+PRIOR_POINTS = 1000.0
+#: Largest shape of the generalized Pareto tail: 0 is the exponential tail of light-tailed
+#: noise, 0.5 a power law whose excess still has a finite variance (as ``ewma_z``).
+SHAPE_MAX = 0.5
+
+
+def _gaussian_prior() -> tuple[float, float, float, float]:
+    """Decayed sums of ``PRIOR_POINTS`` standard Gaussian deviations: w, wu, s1, s2."""
+    share = math.erfc(TAIL_START / math.sqrt(2.0))
+    density = math.exp(-0.5 * TAIL_START**2) / math.sqrt(2.0 * math.pi)
+    m = 2.0 * density / share - TAIL_START  # mean excess: the inverse Mills ratio
+    wu = PRIOR_POINTS * share
+    return PRIOR_POINTS, wu, wu * m, wu * 2.0 * m * m  # an exponential excess' moments
+
+
+def gpd_surprise(z: FloatArray, q: FloatArray, m: FloatArray, m2: FloatArray) -> FloatArray:
+    """``-ln p`` of deviations ``z`` under a tail of share ``q`` beyond ``TAIL_START``.
+
+    Below the start ``p`` falls linearly from 1 at 0 to ``q``; beyond it the excess
+    follows a generalized Pareto distribution whose shape and scale come from the first
+    two moments of the excesses, ``m`` and ``m2`` (the method of moments: shape ``(1 -
+    m^2 / var) / 2``, clipped to ``[0, SHAPE_MAX]``; exponential at 0).
+
+    >>> w, wu, s1, s2 = _gaussian_prior()
+    >>> z = np.array([0.0, 2.5, 4.0])
+    >>> q, m, m2 = (np.full(3, v) for v in (wu / w, s1 / wu, s2 / wu))
+    >>> np.round(gpd_surprise(z, q, m, m2), 2).tolist()
+    [0.0, 4.39, 9.04]
+    """
+    y = np.maximum(z - TAIL_START, 0.0)
+    var = np.maximum(m2 - m * m, 1e-12)
+    shape = np.clip(0.5 * (1.0 - m * m / var), 0.0, SHAPE_MAX)
+    scale = 0.5 * m * (m * m / var + 1.0)
+    pareto = shape >= 1e-6
+    safe = np.where(pareto, shape, 1.0)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        tail = np.where(pareto, np.log1p(safe * y / scale) / safe, y / m)
+    below = 1.0 - (1.0 - q) * np.minimum(z, TAIL_START) / TAIL_START
+    out: FloatArray = -np.log(np.maximum(below, 1e-300)) + np.where(z > TAIL_START, tail, 0.0)
+    return np.minimum(np.where(np.isfinite(out), out, MAX_SURPRISE), MAX_SURPRISE)
 
 
 class TailCalibrator:
     """Per-series tail probability of a deviation ``z >= 0`` (in sigmas), from its own past.
 
-    A peaks-over-threshold model (Pickands, 1975; as in Siffer et al.'s SPOT, 2017): each
-    series keeps the decayed share ``q`` of its deviations beyond ``TAIL_START`` and their
-    decayed mean excess ``m``, and the tail beyond is exponential:
-    ``p(z) = q * exp(-(z - TAIL_START) / m)``. Below ``TAIL_START``, ``p`` falls linearly
-    from 1 at ``z = 0`` to ``q``. It returns the surprise ``-ln p``, which is linear in
-    ``z`` beyond the start (up to ``MAX_SURPRISE``). Gaussian noise gives ``q = 0.134`` and
-    ``m = 0.44``; a heavy-tailed or spiky series learns a larger share and a longer mean
-    excess, so the same ``z`` is less surprising there. Both start from
-    ``PRIOR_POINTS`` Gaussian pseudo-points and forget with weight ``alpha`` per point.
+    A peaks-over-threshold model (Pickands, 1975; as in Siffer et al.'s SPOT, 2017, and
+    ``ewma_z``): each series keeps the decayed share ``q`` of its deviations beyond
+    ``TAIL_START`` and the decayed first two moments of their excess, and beyond the start
+    ``p`` is ``q`` times the survival function of a generalized Pareto distribution fitted
+    to those moments (:func:`gpd_surprise`): exponential when the excesses look
+    exponential, a power law when they are heavier (Student-t noise, bursty counts).
+    Below the start, ``p`` falls linearly from 1 at ``z = 0`` to ``q``. It returns the
+    surprise ``-ln p`` (up to ``MAX_SURPRISE``), and :func:`tail_score` makes it the score
+    ``1 - p``. All statistics start from ``PRIOR_POINTS`` Gaussian pseudo-points and
+    forget with weight ``alpha`` per point, so a young series is scored as Gaussian until
+    its own tail is known; a heavy-tailed or spiky series learns a larger share, a longer
+    excess and a heavier shape, so the same ``z`` is less surprising there.
 
     Works well on: robust z-scores of any noise, heavy tails and quantized values
-    included. Fails on: a tail heavier than exponential beyond the observed range (a
-    Pareto tail is under-estimated far out, so its records still score high), and on
-    raw scores that are not deviations in sigmas (the prior and ``TAIL_START`` assume
-    that scale; use :class:`EmpiricalCalibrator`).
+    included (measured by ``bench/calibration.py``). Fails on: the first few hundred
+    points of a series whose tail is far from Gaussian (the prior dominates); raw scores
+    that are not deviations in sigmas (the prior and ``TAIL_START`` assume that scale;
+    use :class:`EmpiricalCalibrator`).
 
-    Cost: 3 floats per series; a handful of numpy operations per round.
+    Cost: 4 floats per series; a handful of numpy operations per round.
 
     >>> cal = TailCalibrator()
     >>> idx = np.zeros(3, dtype=np.int64)
     >>> np.round(cal.surprise(idx, np.array([0.0, 3.0, 6.0])), 2).tolist()  # the prior
-    [0.0, 5.43, 12.27]
+    [0.0, 5.94, 15.23]
     """
 
     def __init__(self, *, alpha: float = 0.001) -> None:
         if not 0.0 < alpha < 1.0:
             raise ValueError(f"alpha must be in (0, 1), got {alpha}")
         self.alpha = alpha
-        share = math.erfc(TAIL_START / math.sqrt(2.0))
-        density = math.exp(-0.5 * TAIL_START**2) / math.sqrt(2.0 * math.pi)
-        self._prior = (
-            PRIOR_POINTS,
-            PRIOR_POINTS * share,
-            PRIOR_POINTS * share * (2.0 * density / share - TAIL_START),
-        )
+        self._prior = _gaussian_prior()
         self._w = np.zeros(0)
         self._wu = np.zeros(0)
         self._s1 = np.zeros(0)
+        self._s2 = np.zeros(0)
 
     @property
     def n_series(self) -> int:
@@ -156,38 +249,48 @@ class TailCalibrator:
         """Hold state for at least ``n`` series."""
         extra = n - len(self._w)
         if extra > 0:
-            w, wu, s1 = self._prior
+            w, wu, s1, s2 = self._prior
             self._w = np.concatenate([self._w, np.full(extra, w)])
             self._wu = np.concatenate([self._wu, np.full(extra, wu)])
             self._s1 = np.concatenate([self._s1, np.full(extra, s1)])
+            self._s2 = np.concatenate([self._s2, np.full(extra, s2)])
 
     def surprise(self, idx: IntArray, z: FloatArray) -> FloatArray:
         """``-ln p`` of the deviations ``z`` (series ``idx``), without learning them."""
         self.grow(int(idx.max()) + 1 if len(idx) else 0)
-        share = self._wu[idx] / self._w[idx]
-        mean_excess = self._s1[idx] / self._wu[idx]
-        below = 1.0 - (1.0 - share) * np.minimum(z, TAIL_START) / TAIL_START
-        out: FloatArray = -np.log(below) + np.maximum(z - TAIL_START, 0.0) / mean_excess
-        return np.minimum(out, MAX_SURPRISE)
+        wu = self._wu[idx]
+        return gpd_surprise(z, wu / self._w[idx], self._s1[idx] / wu, self._s2[idx] / wu)
 
     def update(self, idx: IntArray, z: FloatArray) -> None:
         """Learn deviations; ``idx`` must not repeat a series (one round)."""
         self.grow(int(idx.max()) + 1 if len(idx) else 0)
         keep = 1.0 - self.alpha
-        excess = np.maximum(z - TAIL_START, 0.0)
+        beyond = z > TAIL_START
+        wu = self._wu[idx]
+        # One huge deviation may add at most ten mean excesses: a single incident that
+        # was learned does not blunt the tail for the next thousand points.
+        cap = 10.0 * self._s1[idx] / wu
+        excess = np.where(beyond, np.minimum(z - TAIL_START, cap), 0.0)
         self._w[idx] = keep * self._w[idx] + 1.0
-        self._wu[idx] = keep * self._wu[idx] + (z > TAIL_START)
+        self._wu[idx] = keep * wu + beyond
         self._s1[idx] = keep * self._s1[idx] + excess
+        self._s2[idx] = keep * self._s2[idx] + excess * excess
 
     def state_dict(self, n: int | None = None) -> dict[str, Any]:
         """Decayed counts and excess sums of the first ``n`` (default all) series, as arrays."""
-        return {"w": self._w[:n].copy(), "wu": self._wu[:n].copy(), "s1": self._s1[:n].copy()}
+        return {
+            "w": self._w[:n].copy(),
+            "wu": self._wu[:n].copy(),
+            "s1": self._s1[:n].copy(),
+            "s2": self._s2[:n].copy(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
         self._w = np.asarray(state["w"], dtype=np.float64).copy()
         self._wu = np.asarray(state["wu"], dtype=np.float64).copy()
         self._s1 = np.asarray(state["s1"], dtype=np.float64).copy()
+        self._s2 = np.asarray(state["s2"], dtype=np.float64).copy()
 
 
 class Refractory:
@@ -199,7 +302,7 @@ class Refractory:
     spike or the onset of a level shift scores once, a larger excursion during the
     incident scores again, and a lasting incident does not keep every point at the
     threshold. In numbers: with the memory ``M`` (the decayed peak of the surprises
-    ``L``) and ``base = ALERT_SURPRISE - REFRACTORY_MARGIN``, the fresh surprise is
+    ``L``) and ``base = REFRACTORY_BASE``, the fresh surprise is
     ``max(0, L - max(0, M - base))``, then ``M`` becomes ``max(decay * M, L)``. Ordinary
     points, whose peak stays below ``base``, are untouched; as surprises stop at
     ``MAX_SURPRISE``, no incident holds back a later one for longer than
@@ -215,8 +318,8 @@ class Refractory:
     >>> for L in [3.0, 20.0, 20.0, 22.0, 25.0, 3.0]:
     ...     fresh.append(round(float(ref.fresh(idx, np.array([L]))[0]), 2))
     ...     ref.update(idx, np.array([L]))
-    >>> fresh  # the first 20 alerts (9.21 and up), the second 20 does not; 25 does
-    [3.0, 20.0, 6.9, 8.9, 9.9, 0.0]
+    >>> fresh  # the first 20 alerts (6.21 and up); then each must be 10 times rarer
+    [3.0, 20.0, 6.91, 8.91, 9.91, 0.0]
     """
 
     def __init__(self, *, decay: float) -> None:
@@ -233,7 +336,7 @@ class Refractory:
     def fresh(self, idx: IntArray, surprise: FloatArray) -> FloatArray:
         """The surprise left after the recent peak of series ``idx`` is taken off."""
         self.grow(int(idx.max()) + 1 if len(idx) else 0)
-        base = ALERT_SURPRISE - REFRACTORY_MARGIN
+        base = REFRACTORY_BASE
         out: FloatArray = np.maximum(surprise - np.maximum(self._m[idx] - base, 0.0), 0.0)
         return out
 

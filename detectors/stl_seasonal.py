@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from aiops.detectors.calibration import Refractory, TailCalibrator, rarity_score
+from aiops.detectors.calibration import Refractory, TailCalibrator, tail_score
 from aiops.pipeline.detector import RoundDetector
 from aiops.types import BoolArray, FloatArray, IntArray
 
@@ -60,9 +60,11 @@ class STLSeasonal(RoundDetector):
     scored as in :mod:`aiops.detectors.robust_ewma`, by how rare it is among the series'
     own past deviations (:class:`~aiops.detectors.calibration.TailCalibrator`, forgetting
     with ``tail_alpha``), with a refractory memory (decay ``refractory``) so that one
-    incident scores once; a threshold means the same for both. On NAB v1.1 (standard,
-    swept / at the default threshold) that is 21 / 22, against 0 / -572 with a Gaussian
-    calibration: most NAB files are too short for a season, and the level-only model
+    incident scores once; a score is ``1 - p`` for the tail probability ``p``, so a
+    threshold means the same for both (and for every detector: the check suite's
+    ``calibration`` check). On NAB v1.1 (standard, swept / at the then default threshold
+    0.99, on the earlier ``exp(-100 p)`` scale) that was 21 / 22, against 0 / -572 with a
+    Gaussian calibration: most NAB files are too short for a season, and the level-only model
     waits for a full buffer. After scoring, the level and the residual
     scale follow the data online (Huber-clipped EWMAs with ``alpha``), and the buffer
     gets the Huber-cleaned value, so one outlier moves neither the level nor the next
@@ -135,7 +137,7 @@ class STLSeasonal(RoundDetector):
     >>> x[35] = 15.0
     >>> scores = det.score(np.zeros(40, dtype=np.int64), np.arange(40.0) * 60, x)
     >>> np.round(scores[30:], 2).tolist()
-    [0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+    [0.04, 0.15, 0.05, 0.16, 0.44, 1.0, 0.0, 0.0, 0.0, 0.0]
     """
 
     name = "stl"
@@ -312,7 +314,7 @@ class STLSeasonal(RoundDetector):
 
     def _score_round(self, idx: IntArray, timestamps: FloatArray, values: FloatArray) -> FloatArray:
         _, surprise = self._surprise(idx, timestamps, values)
-        scores: FloatArray = rarity_score(self._refr.fresh(idx, surprise))
+        scores: FloatArray = tail_score(self._refr.fresh(idx, surprise))
         scores[~self._fitted[idx]] = 0.0
         return scores
 

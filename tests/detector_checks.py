@@ -23,6 +23,9 @@ The checks pin the contract of :mod:`aiops.pipeline.detector`:
 - ``ranking``: ROC AUC > 0.7 on a labelled synthetic stream with spikes and level shifts.
 - ``params``: ``params()`` returns the constructor arguments, keyword-only, with immutable
   defaults, and rebuilding from them gives a detector that scores the same.
+- ``calibration``: the one meaning of a score (see :func:`check_calibration`): on
+  stationary noise of several kinds, about a fraction ``1 - s`` of a series' points score
+  ``s`` or more.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ __all__ = [
     "Stream",
     "StateEncodingError",
     "assert_same_scores",
+    "calibration_ratios",
     "decode_state",
     "encode_state",
     "make_stream",
@@ -552,6 +556,105 @@ def check_params(factory: DetectorFactory) -> None:
     assert_same_scores(_score(rebuilt, s), _score(det, s), "a detector rebuilt from params()")
 
 
+# ----------------------------------------------------------------------- calibration
+
+#: Stationary noise kinds of the calibration check: name -> draw(rng, n).
+NOISE: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
+    "gaussian": lambda rng, n: 100.0 + 3.0 * rng.normal(size=n),
+    "student_t3": lambda rng, n: 100.0 + 3.0 * rng.standard_t(3, size=n),
+    "poisson_5": lambda rng, n: rng.poisson(5.0, size=n).astype(np.float64),
+    "poisson_0.5": lambda rng, n: rng.poisson(0.5, size=n).astype(np.float64),
+    # Integers 1.5 sigma apart at most: a gauge rounded by its exporter.
+    "quantized": lambda rng, n: np.round(100.0 + 1.5 * rng.normal(size=n)),
+}
+#: Series per noise kind, points per series, and the points of each series left out as
+#: its warm-up (tails learned online need a few hundred points of the series' own).
+CALIBRATION_SERIES = 8
+CALIBRATION_POINTS = 4000
+CALIBRATION_WARMUP = 1000
+#: The levels checked, each with its band for observed / nominal rate (the nominal rate
+#: being ``1 - s``). 24,000 scored points per kind: about 240 expected at 0.99, where
+#: 0.4x to 2.5x leaves room for the estimation error of an online tail (a tail learned
+#: from the last ~1,000 points is off by tens of percent); about 24 at 0.999, where the
+#: count alone has a Poisson spread of +-20% and scores cluster, so 0.33x to 3x. 0.9999
+#: (2.4 expected points) is measured by ``bench/calibration.py``, not checked.
+CALIBRATION_BANDS: dict[float, tuple[float, float]] = {0.99: (0.4, 2.5), 0.999: (1 / 3, 3.0)}
+#: Lower bounds for discrete noise whose attainable rates are far from ``1 - s``: of
+#: Poisson(0.5) counts, 1.44% are 3 or more and 0.18% are 4 or more, so a valid
+#: (conservative) tail probability puts only 0.18% of the points at ``p <= 0.01`` (0.18x)
+#: and 0.017% at ``p <= 0.001`` (0.17x). The bound is half of that.
+CALIBRATION_DISCRETE_LOW: dict[str, float] = {"poisson_0.5": 0.08}
+
+
+def noise_stream(kind: str, seed: int = 0) -> Stream:
+    """``CALIBRATION_SERIES`` series of stationary noise ``kind``, interleaved point by point.
+
+    >>> s = noise_stream("poisson_5")
+    >>> len(s) == CALIBRATION_SERIES * CALIBRATION_POINTS, bool(s.labels.any())
+    (True, False)
+    """
+    rng = np.random.default_rng([seed, sorted(NOISE).index(kind)])
+    k, n = CALIBRATION_SERIES, CALIBRATION_POINTS
+    values = NOISE[kind](rng, k * n).reshape(k, n).T.ravel()  # point j of every series
+    idx = np.tile(np.arange(k, dtype=np.int64), n)
+    ts = np.repeat(T0 + STEP * np.arange(n, dtype=np.float64), k)
+    return Stream(idx, ts, values, np.zeros(k * n, dtype=bool))
+
+
+def calibration_ratios(
+    factory: DetectorFactory, levels: tuple[float, ...] = tuple(CALIBRATION_BANDS)
+) -> dict[str, dict[float, float]]:
+    """Per noise kind and level ``s``: the share of scored points at ``s`` or more over ``1 - s``.
+
+    Scored points: every point of a series after its first ``CALIBRATION_WARMUP``.
+    """
+    out: dict[str, dict[float, float]] = {}
+    for kind in NOISE:
+        s = noise_stream(kind)
+        scores = _score(factory(), s)
+        rank = np.repeat(np.arange(CALIBRATION_POINTS), CALIBRATION_SERIES)
+        after = scores[rank >= CALIBRATION_WARMUP]
+        out[kind] = {lv: float(np.mean(after >= lv)) / (1.0 - lv) for lv in levels}
+    return out
+
+
+def check_calibration(factory: DetectorFactory) -> None:
+    """On stationary noise, about a fraction ``1 - s`` of the points score ``s`` or more.
+
+    The one meaning of a score, whatever the detector: a score is one minus a tail
+    probability estimated online from the series' own past, so a threshold carries from
+    one detector (and one series) to another. Five kinds of noise (Gaussian, Student-t
+    with 3 degrees of freedom, Poisson counts of mean 5 and 0.5, a rounded Gaussian), each
+    as ``CALIBRATION_SERIES`` series of ``CALIBRATION_POINTS`` points; after each series'
+    warm-up, the observed rate of scores ``>= s`` over the nominal ``1 - s`` must lie in
+    the band of :data:`CALIBRATION_BANDS` at ``s = 0.99`` and ``0.999``.
+
+    A detector whose class says ``calibration = "at_most"`` (``envelope_novelty``, which
+    by design scores only records, the first points beyond all that came before) is held
+    to the upper bound only: at most about a fraction ``1 - s`` of its points score ``s``
+    or more, and its score is a bound, not an estimate, of the tail probability.
+    A class may set cheaper parameters for this check alone with a
+    ``calibration_check_params()`` classmethod (``isolation_forest``: fewer refits).
+    """
+    det = factory()
+    cls = type(det)
+    at_most = getattr(det, "calibration", "tail") == "at_most"
+    extra = cls.calibration_check_params() if hasattr(cls, "calibration_check_params") else {}  # type: ignore[attr-defined]
+    misses = []
+    ratios = calibration_ratios(lambda **kw: factory(**{**extra, **kw}))
+    for kind, by_level in ratios.items():
+        for level, ratio in by_level.items():
+            lo, hi = CALIBRATION_BANDS[level]
+            lo = min(lo, CALIBRATION_DISCRETE_LOW.get(kind, lo))
+            if ratio > hi or (ratio < lo and not at_most):
+                misses.append(f"{kind} at {level}: {ratio:.2f}x")
+    bound = "at most" if at_most else "within"
+    assert not misses, (
+        f"scores >= s on stationary noise, observed rate / (1 - s) not {bound} "
+        f"{CALIBRATION_BANDS}: " + ", ".join(misses)
+    )
+
+
 CHECKS: dict[str, Callable[[DetectorFactory], None]] = {
     "batch_boundaries": check_batch_boundaries,
     "state_round_trip": check_state_round_trip,
@@ -563,6 +666,7 @@ CHECKS: dict[str, Callable[[DetectorFactory], None]] = {
     "score_range": check_score_range,
     "ranking": check_ranking,
     "params": check_params,
+    "calibration": check_calibration,
 }
 
 

@@ -25,7 +25,7 @@ from detector_checks import (
     roc_auc,
 )
 
-from aiops.detectors.calibration import gaussian_score
+from aiops.detectors.calibration import TailCalibrator, gaussian_score, tail_score
 from aiops.pipeline.detector import Detector, RoundDetector
 from aiops.registry import DETECTORS
 
@@ -41,7 +41,11 @@ def test_detector_check(detector: str, check: str) -> None:
 
 
 class _Mean(RoundDetector):
-    """A small correct detector: running mean and mean absolute deviation per series."""
+    """A small correct detector: running mean and mean absolute deviation per series.
+
+    The deviation in sigmas is scored by its tail probability among the series' own
+    deviations (the shared :class:`TailCalibrator`).
+    """
 
     name = "_mean"
 
@@ -51,6 +55,7 @@ class _Mean(RoundDetector):
         self._mu = np.zeros(0)
         self._dev = np.zeros(0)
         self._n = np.zeros(0, dtype=np.int64)
+        self._tail = TailCalibrator()
 
     @property
     def n_series(self) -> int:
@@ -61,14 +66,20 @@ class _Mean(RoundDetector):
         self._mu = np.r_[self._mu, np.zeros(extra)]
         self._dev = np.r_[self._dev, np.zeros(extra)]
         self._n = np.r_[self._n, np.zeros(extra, dtype=np.int64)]
+        self._tail.grow(n)
+
+    def _z(self, idx: Any, values: Any) -> Any:
+        return np.abs(values - self._mu[idx]) / np.maximum(self._dev[idx] * 1.25, 1e-9)
 
     def _score_round(self, idx: Any, timestamps: Any, values: Any) -> Any:
-        z = np.abs(values - self._mu[idx]) / np.maximum(self._dev[idx] * 1.25, 1e-9)
-        return np.where(self._n[idx] >= self.warmup, gaussian_score(z), 0.0)
+        s = tail_score(self._tail.surprise(idx, self._z(idx, values)))
+        return np.where(self._n[idx] >= self.warmup, s, 0.0)
 
     def _learn_round(self, idx: Any, timestamps: Any, values: Any, mask: Any) -> None:
         if mask is not None:
             idx, values = idx[mask], values[mask]
+        warm = self._n[idx] >= self.warmup
+        self._tail.update(idx[warm], self._z(idx[warm], values[warm]))
         n = self._n[idx] + 1
         r = values - self._mu[idx]
         self._mu[idx] += r / n
@@ -76,12 +87,18 @@ class _Mean(RoundDetector):
         self._n[idx] = n
 
     def state_dict(self) -> dict[str, Any]:
-        return {"mu": self._mu.copy(), "dev": self._dev.copy(), "n": self._n.copy()}
+        return {
+            "mu": self._mu.copy(),
+            "dev": self._dev.copy(),
+            "n": self._n.copy(),
+            "tail": self._tail.state_dict(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._mu = np.array(state["mu"], dtype=np.float64)
         self._dev = np.array(state["dev"], dtype=np.float64)
         self._n = np.array(state["n"], dtype=np.int64)
+        self._tail.load_state_dict(state["tail"])
 
 
 class _PickleState(_Mean):
@@ -134,6 +151,21 @@ class _Random(_Mean):
         return np.random.default_rng(int(self._n.sum()) + self.seed).random(len(idx))
 
 
+class _Gaussian(_Mean):
+    """Scores the deviation by a Gaussian model: far too many high scores on heavy tails."""
+
+    def _score_round(self, idx: Any, timestamps: Any, values: Any) -> Any:
+        s = gaussian_score(self._z(idx, values))
+        return np.where(self._n[idx] >= self.warmup, s, 0.0)
+
+
+class _Squashed(_Mean):
+    """A monotone map of a calibrated score (``s ** 50``): ranks right, means nothing."""
+
+    def _score_round(self, idx: Any, timestamps: Any, values: Any) -> Any:
+        return super()._score_round(idx, timestamps, values) ** 50
+
+
 class _RenamedParam(_Mean):
     def __init__(self, *, window: int = 5, learn_below: float = math.inf, seed: int = 0) -> None:
         super().__init__(learn_below=learn_below, seed=seed)
@@ -151,6 +183,8 @@ BROKEN = [
     ("score_range", _Unbounded),
     ("ranking", _Random),
     ("params", _RenamedParam),
+    ("calibration", _Gaussian),
+    ("calibration", _Squashed),
 ]
 
 

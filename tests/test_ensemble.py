@@ -42,20 +42,22 @@ def _score(det: Any, ts: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 def test_pinned_alerts() -> None:
     ts, x = series()
-    det = Ensemble(members=[STL, PAD], method="mean")
+    det = Ensemble(members=[STL, PAD])
     scores = _score(det, ts, x)
-    # The -7 sigma dip at 230 is not rarer than 1 in 10,000 for both members (0.96).
-    assert np.flatnonzero(scores >= 0.95).tolist() == [150, 230, 290]
-    assert np.flatnonzero(scores >= 0.99).tolist() == [150, 290]
+    # min_p: the members' smallest tail probability, doubled. All three incidents reach
+    # the default threshold; the -7 sigma dip at 230 is the least rare (0.9989).
+    assert np.flatnonzero(scores >= 0.998).tolist() == [150, 230, 290]
+    assert np.flatnonzero(scores >= 0.999).tolist() == [150, 290]
     assert not scores[:50].any()  # both warm up: PAD for 50 points, stl for 72
 
 
-@pytest.mark.parametrize("method", ["max", "mean", "noisy_or"])
+@pytest.mark.parametrize("method", ["min_p", "max", "mean", "noisy_or"])
 def test_combination_of_the_members_scores(method: str) -> None:
     ts, x = series()
     a = _score(DETECTORS.create("stl", **STL["params"]), ts, x)
     b = _score(DETECTORS.create("river", **PAD["params"]), ts, x)
     expected = {
+        "min_p": np.clip(1 - 2 * np.minimum(1 - a, 1 - b), 0, 1),
         "max": np.maximum(a, b),
         "mean": (a + b) / 2,
         "noisy_or": 1 - (1 - a) * (1 - b),
@@ -95,7 +97,7 @@ def test_members_get_derived_seeds_and_learn_below() -> None:
     assert Ensemble(members=[{"type": "river"}])._members[0].learn_below == math.inf
     assert det.params() == {
         "members": [{"type": "river"}, {"type": "river", "params": {"seed": 9}}],
-        "method": "max",
+        "method": "min_p",
         "learn_below": 0.999,
         "seed": 4,
     }
@@ -130,4 +132,4 @@ def test_shared_checks_with_a_river_member_nested() -> None:
 
     inner = {"type": "ensemble", "params": {"members": [PAD, {"type": "robust_ewma"}]}}
     hst = {"type": "river", "params": RiverAdapter.check_params()}
-    run_all(factory_for(Ensemble, members=[inner, hst], method="mean"))
+    run_all(factory_for(Ensemble, members=[inner, hst]))
