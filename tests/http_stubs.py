@@ -90,7 +90,11 @@ class Stub:
             def do_GET(self) -> None:
                 stub._serve(self)
 
-        self.server = ThreadingHTTPServer((HOST, 0), Handler)
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                pass  # a client that hung up (a killed daemon) is no error of the stub
+
+        self.server = Server((HOST, 0), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.url = f"http://{HOST}:{self.port}"
