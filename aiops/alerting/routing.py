@@ -8,8 +8,10 @@ time; inhibit rules drop a target alert while a matching source alert fires with
 same ``equal`` labels; a route's mute (active) time intervals drop what falls inside
 (outside) them. Times are the alert's own (data time), so replays route alike.
 
-Not yet applied: ``group_wait``, ``group_interval`` and ``repeat_interval`` (each alert
-transition is one notification, sent at once).
+This :class:`Router` sends each alert transition at once, deciding with the alert's own
+time (the backtest uses it: replays route alike); the daemon groups alerts first
+(:mod:`aiops.alerting.groups`: ``group_wait``, ``group_interval``, ``repeat_interval``,
+with silences, inhibitions and time intervals decided at flush).
 
 The :class:`Dispatcher` sends a notification right away and keeps failures worth
 retrying in a queue with exponential back-off, until ``max_age`` has passed.
@@ -184,6 +186,17 @@ class Router:
                 group = {k: alert.labels.get(k, "") for k in node.group_by}
                 out.append(Notification(node.receiver, [alert], group_labels=group))
         return out
+
+    def flush(self) -> list[Notification]:
+        """Nothing: this router sends each transition at once (see :mod:`.groups`)."""
+        return []
+
+    def drain(self) -> list[Notification]:
+        """Nothing waits here."""
+        return []
+
+    def observe(self, data_time: float) -> None:
+        """Times are the alerts' own; nothing to do."""
 
     def _mute_reason(self, alert: Alert, at: float) -> str:
         if any(s.mutes(alert, at) for s in self.silences):

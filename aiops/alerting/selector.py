@@ -70,6 +70,7 @@ _AM_MATCHER_RE = re.compile(
 _AM_REST_RE = re.compile(rf"^{_WS}*(?P<op>=~|=|!=|!~){_WS}*(?P<value>.*?){_WS}*$", re.DOTALL)
 
 _OPS: tuple[MatchOp, ...] = ("=~", "!~", "!=", "=")  # longest first
+_VERDICTS_KEPT = 4096  # per regex matcher; cleared when full, so memory stays bounded
 _ESCAPES = {
     "a": "\a",
     "b": "\b",
@@ -141,6 +142,8 @@ class Matcher:
     op: MatchOp
     value: str
     _regex: Any = field(default=None, init=False, repr=False, compare=False)
+    # Label values repeat (severities, services): a regex verdict per value is kept.
+    _seen: dict[str, bool] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -166,7 +169,12 @@ class Matcher:
     def matches_value(self, value: str) -> bool:
         """True if ``value`` (a label's value, ``""`` if absent) satisfies the matcher."""
         if self._regex is not None:
-            return (self._regex.fullmatch(value) is not None) == (self.op == "=~")
+            hit = self._seen.get(value)
+            if hit is None:
+                if len(self._seen) >= _VERDICTS_KEPT:
+                    self._seen.clear()
+                hit = self._seen[value] = self._regex.fullmatch(value) is not None
+            return hit == (self.op == "=~")
         return (value == self.value) == (self.op == "=")
 
     def matches(self, labels: Mapping[str, str]) -> bool:

@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+import numpy as np
+
 from aiops.alerting.feedback import FeedbackApplier, NullFeedback
-from aiops.alerting.notify import Notification
-from aiops.alerting.routing import Router
+from aiops.alerting.notify import Alert, Notification
 from aiops.pipeline.engine import Engine
 from aiops.pipeline.source import Source
 from aiops.service.http import HttpReceiver, Listener, NullListener
@@ -28,9 +29,52 @@ from aiops.service.metrics import NULL_METRICS, Metrics
 from aiops.state.checkpoint import Checkpoint, Checkpointer
 from aiops.types import Batch, Reject
 
-__all__ = ["Daemon", "DeadLetterFile", "Delivery", "SourceHealth", "source_problems"]
+__all__ = [
+    "AlertRouter",
+    "Daemon",
+    "DeadLetterFile",
+    "Delivery",
+    "SourceHealth",
+    "source_problems",
+]
 
 log = logging.getLogger(__name__)
+
+
+class AlertRouter(Protocol):
+    """What turns alert transitions into notifications.
+
+    :class:`aiops.alerting.groups.Groups` (aggregation groups, flushed when due) or the
+    immediate :class:`aiops.alerting.routing.Router`. ``route`` takes transitions and
+    returns what is due at once; ``flush`` (every loop turn) what has come due since.
+    ``silences`` may grow while running (answers from Slack buttons).
+    """
+
+    silences: list[Any]
+
+    def route(self, alerts: Sequence[Alert]) -> list[Notification]:
+        """Take alert transitions; return the notifications due now."""
+        ...
+
+    def flush(self) -> list[Notification]:
+        """Notifications that came due since the last call (cheap when none did)."""
+        ...
+
+    def observe(self, data_time: float) -> None:
+        """The data has reached ``data_time`` (a router on the data's clock moves on)."""
+        ...
+
+    def drain(self) -> list[Notification]:
+        """Everything still waiting, at the end of a finite replay."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain JSON for the checkpoint."""
+        ...
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        ...
 
 
 class Delivery(Protocol):
@@ -155,7 +199,7 @@ class Daemon:
         *,
         sources: Mapping[str, Source] | Callable[[Mapping[str, Any]], Mapping[str, Source]],
         engine: Engine,
-        router: Router,
+        router: AlertRouter,
         dispatcher: Delivery,
         checkpointer: Checkpointer,
         checkpoint_interval: float = 30.0,
@@ -244,6 +288,7 @@ class Daemon:
                 got = True
                 self.handle(sid, batch)
         self.feedback.apply(self.engine, self.router)
+        self._deliver(self.router.flush())
         self.dispatcher.pump()
         if self.clock() - self._last_checkpoint >= self.checkpoint_interval:
             self.checkpoint()
@@ -273,8 +318,15 @@ class Daemon:
         self.metrics.rules(self.engine.by_source.get(source_id, ()))
         if alerts:
             self.metrics.alerts(alerts)
-            notifications = self.router.route(alerts)
             self.alerts_sent += len(alerts)
+            self._deliver(self.router.route(alerts))
+        if batch.n_points:
+            latest = float(np.nanmax(batch.timestamps, initial=-np.inf))
+            self.router.observe(latest)
+
+    def _deliver(self, notifications: Sequence[Notification]) -> None:
+        """The one place notifications leave the data loop: handed to the delivery."""
+        if notifications:
             self.dispatcher.submit(notifications)
 
     @property
@@ -320,6 +372,8 @@ class Daemon:
             while not stop.is_set():
                 got = self.step()
                 if until_exhausted and self.exhausted:
+                    # The data has ended: what waits in its groups is notified now.
+                    self._deliver(self.router.drain())
                     break
                 if not got:
                     stop.wait(self.poll_interval)
