@@ -6,10 +6,11 @@ ids, paths, durations, e-mail addresses, URLs, times) with one combined compiled
 then hands the masked text to a :class:`drain3.drain.Drain` prefix tree, which groups
 messages of the same length and prefix whose tokens agree enough (``sim_th``).
 
-Costs: masking looks each token up in a bounded cache (the regex runs on new tokens
-only); a masked message seen before skips the Drain tree through a second bounded cache,
-so most lines cost a split, a few dictionary look-ups and a join. The caches are
-derived data and are not saved.
+Costs: a message's *shape* (digits as ``0``; see :meth:`Masker.shape`) is looked up in a
+bounded cache of shapes already mined, so most lines cost one ``str.translate`` and one
+dictionary look-up. Otherwise its tokens are masked through a bounded token cache (the
+regex runs on new tokens only) and a masked message seen before skips the Drain tree.
+The caches are derived data and are not saved.
 
 State: :meth:`LogMiner.state_dict` is plain JSON-able data (versioned): the clusters (id,
 template tokens, size), the prefix tree (token paths and cluster ids at the leaves) and
@@ -149,8 +150,24 @@ class Masker:
 
     def mask(self, text: str) -> str:
         """The message with every masked part replaced (tokens joined by one space)."""
+        return self.mask_shape(self.shape(text))
+
+    def shape(self, text: str) -> bytes:
+        """The message after the rule file's masks, UTF-8, with every ASCII digit as ``0``.
+
+        Every digit left ends up inside a built-in mask (``<NUM>`` takes any other), and
+        no built-in mask looks at digit values, only at where digits are: messages of
+        one shape mask alike, so the shape is a cache key for what follows. (UTF-8 puts
+        no ASCII byte inside a multi-byte character, so only digits change.)
+        """
         if self._custom is not None:
             text = self._custom.sub(self._replace, text)
+        data = text.encode("utf-8", "surrogatepass")
+        return data.translate(_ZEROS) if self._builtin is not None else data
+
+    def mask_shape(self, shape: bytes) -> str:
+        """The masked message of a :meth:`shape`."""
+        text = shape.decode("utf-8", "surrogatepass")
         builtin = self._builtin
         if builtin is None:
             return text
@@ -159,32 +176,16 @@ class Masker:
         for tok in text.split():
             masked = cache.get(tok)
             if masked is None:
-                masked = self._token(tok, builtin)
+                masked = builtin.sub(self._replace, tok) if _MAY_MASK.search(tok) else tok
+                if len(cache) >= _CACHE_MAX:
+                    cache.clear()
+                cache[tok] = masked
             out.append(masked)
         return " ".join(out)
 
-    def _token(self, tok: str, builtin: re.Pattern[str]) -> str:
-        cache = self._tokens
-        if len(cache) >= _CACHE_MAX:
-            cache.clear()
-        if not _MAY_MASK.search(tok):
-            cache[tok] = tok
-            return tok
-        # Every digit of a token ends up inside a mask (<NUM> takes any left), and no
-        # built-in mask looks at digit values, only at where digits are: tokens of one
-        # shape (digits as 0) mask alike. Keyed by shape, unique ids share an entry.
-        shape = tok.translate(_ZEROS)
-        masked = cache.get(shape)
-        if masked is None:
-            masked = builtin.sub(self._replace, shape)
-            cache[shape] = masked
-        if shape == tok:
-            cache[tok] = masked
-        return masked
-
 
 _MAY_MASK = re.compile(r"[\d/\\@:]")
-_ZEROS = str.maketrans("123456789", "000000000")
+_ZEROS = bytes.maketrans(b"123456789", b"000000000")
 
 
 def _no_capture(regex: str) -> str:
@@ -290,6 +291,7 @@ class LogMiner:
         self.masker = Masker(s.masks, defaults=s.default_masks)
         self.drain = _new_drain(s)
         self._masked: dict[str, LogCluster] = {}
+        self._shapes: dict[bytes, LogCluster] = {}
         self._clusters = self.drain.id_to_cluster
         self._full = False
 
@@ -299,16 +301,19 @@ class LogMiner:
 
     def add(self, message: str) -> MineResult:
         """Mine one message: its template's id, and whether it is a new template."""
-        masked = self.masker.mask(message)
-        cluster = self._masked.get(masked)
+        shape = self.masker.shape(message)
+        cluster = self._shapes.get(shape)
+        if cluster is None:
+            cluster = self._masked.get(self.masker.mask_shape(shape))
         # Once full, Drain forgets clusters: a cached one must still be there.
         if cluster is not None and (not self._full or cluster.cluster_id in self._clusters):
             cluster.size += 1
-            return (
-                _NOT_NEW[cluster.cluster_id]
-                if cluster.cluster_id < 4096
-                else MineResult(cluster.cluster_id, False)
-            )
+            if len(self._shapes) >= _CACHE_MAX:
+                self._shapes.clear()
+            self._shapes[shape] = cluster
+            cid = cluster.cluster_id
+            return _NOT_NEW[cid] if cid < len(_NOT_NEW) else MineResult(cid, False)
+        masked = self.masker.mask_shape(shape)
         cluster, change = self.drain.add_log_message(masked)
         self._full = len(self._clusters) >= self.settings.max_clusters
         if len(self._masked) >= _CACHE_MAX:

@@ -33,11 +33,12 @@ and the scoring rules' :meth:`~aiops.pipeline.engine.RuleRuntime.state_dict`.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import math
 import re
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,7 +47,7 @@ import numpy as np
 
 from aiops.alerting.notify import Alert
 from aiops.config.models import RuleGroup
-from aiops.logs.mining import LogMiner, Mask, MinerSettings
+from aiops.logs.mining import LogMiner, Mask, MineResult, MinerSettings
 from aiops.pipeline.engine import RuleRuntime, RuleSpec, alert_fingerprint
 from aiops.types import Batch, LogRecord, SeriesKey
 
@@ -136,6 +137,17 @@ def _pkey(partition: Partition) -> str:
     return json.dumps(partition)
 
 
+@dataclass
+class _Mined:
+    """One batch's selected records of one miner group, with their mining results."""
+
+    recs: list[LogRecord] = field(default_factory=list)
+    parts: list[Partition] = field(default_factory=list)
+    miners: list[LogMiner] = field(default_factory=list)
+    cids: list[int] = field(default_factory=list)
+    created: list[bool] = field(default_factory=list)
+
+
 class _Rule:
     """Base of the per-rule state machines."""
 
@@ -154,6 +166,11 @@ class _Rule:
     ) -> None:
         """Take one mined record; append the alerts it causes to ``out``."""
         raise NotImplementedError
+
+    def observe_batch(self, m: _Mined, idx: list[int] | None, out: list[Alert]) -> None:
+        """Take the mined records ``idx`` (all if None) of one batch, in order."""
+        for i in range(len(m.recs)) if idx is None else idx:
+            self.observe(m.recs[i], m.parts[i], m.miners[i], m.cids[i], m.created[i], out)
 
     def state_dict(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -235,6 +252,16 @@ class _NewTemplate(_Rule):
         )
         out.append(alert)
 
+    def observe_batch(self, m: _Mined, idx: list[int] | None, out: list[Alert]) -> None:
+        seen, parts, created = self._seen, m.parts, m.created
+        rng = range(len(m.recs)) if idx is None else idx
+        # Only a new template or a partition's first record does anything.
+        for i in [i for i in rng if created[i] or parts[i] not in seen]:
+            self.observe(m.recs[i], parts[i], m.miners[i], m.cids[i], created[i], out)
+        last = m.recs[rng[-1]].timestamp if len(rng) else -math.inf
+        if self.pending and last >= self.pending[0]["starts_at"] + self.spec.resolve_after:
+            out += self._resolve(last)
+
     def _resolve(self, now: float) -> list[Alert]:
         out, keep = [], []
         for p in self.pending:
@@ -275,8 +302,47 @@ class _NewTemplate(_Rule):
         self.suppressed = int(state["suppressed"])
 
 
+class _Series:
+    """One count series of a count rule: its identity, open count and example lines."""
+
+    __slots__ = ("count", "fresh", "labels", "last", "part", "shown", "tid")
+
+    def __init__(self, labels: dict[str, str], part: Partition, tid: int) -> None:
+        self.labels = labels
+        self.part = part
+        self.tid = tid  # template id, -1 for error counts
+        self.last = -math.inf  # start of the last interval with a line
+        self.count = 0  # lines in the open interval
+        self.fresh: list[str] = []  # first lines of the open interval
+        self.shown: list[str] = []  # example lines of the last interval that had any
+
+    def as_json(self) -> list[Any]:
+        part = [list(p) for p in self.part]
+        return [self.labels, part, self.tid, self.last, self.count, self.fresh, self.shown]
+
+    @classmethod
+    def from_json(cls, doc: list[Any]) -> _Series:
+        labels, part, tid, last, count, fresh, shown = doc
+        s = cls(
+            {str(k): str(v) for k, v in labels.items()},
+            tuple((str(k), str(v)) for k, v in part),
+            int(tid),
+        )
+        s.last, s.count = float(last), int(count)
+        s.fresh, s.shown = [str(x) for x in fresh], [str(x) for x in shown]
+        return s
+
+
+_UNSET = object()
+
+
 class _Counts(_Rule):
-    """template_rate and error_burst: counts per interval scored by a RuleRuntime."""
+    """template_rate and error_burst: counts per interval scored by a RuleRuntime.
+
+    Without a ``pattern``, a line is an error line when its ``level`` label is one of
+    ``levels``, or, without that label, when its template has an error word (the check
+    is made once per template, when the template is first counted).
+    """
 
     def __init__(self, spec: LogRuleSpec, engine: LogEngine) -> None:
         super().__init__(spec, engine)
@@ -286,27 +352,33 @@ class _Counts(_Rule):
         self.pattern = re.compile(spec.pattern) if spec.pattern else None
         self.levels = frozenset(lv.lower() for lv in spec.levels)
         self.bucket: float | None = None  # start of the open interval
-        self.counts: dict[str, int] = {}  # series text -> count in the open interval
-        # series text -> [labels, partition, template id or -1, last interval seen]
-        self.tracked: dict[str, list[Any]] = {}
-        self.examples: dict[str, list[str]] = {}
-        self._names: dict[tuple[Partition, int], str] = {}
+        self.series: dict[str, _Series] = {}  # by series text
+        self._lookup: dict[tuple[Partition, int], _Series] = {}
+        self._level: dict[tuple[tuple[str, str], ...], str | None] = {}
+        self._error_template: dict[tuple[int, int], bool] = {}
         self._bucket_end = -math.inf  # first record: open its interval
         self._errors_only = spec.kind == "error_burst"
+        self._n_examples = spec.examples
 
-    def _series_name(self, part: Partition, tid: int) -> str:
-        labels = dict(part)
-        if tid >= 0:
-            labels["template_id"] = str(tid)
-        return str(SeriesKey.of(self.metric, labels))
-
-    def is_error(self, rec: LogRecord) -> bool:
+    def is_error(self, rec: LogRecord, miner: LogMiner, cid: int) -> bool:
         if self.pattern is not None:
             return self.pattern.search(rec.message) is not None
-        for k, v in rec.labels:
-            if k == "level":
-                return v.lower() in self.levels
-        return _ERROR_WORDS.search(rec.message) is not None
+        level = self._level.get(rec.labels, _UNSET)
+        if level is _UNSET:
+            level = dict(rec.labels).get("level")
+            if len(self._level) >= 10_000:
+                self._level.clear()
+            self._level[rec.labels] = level
+        if level is not None:
+            return str(level).lower() in self.levels
+        key = (id(miner), cid)
+        known = self._error_template.get(key)
+        if known is None:
+            known = _ERROR_WORDS.search(miner.template(cid) or rec.message) is not None
+            if len(self._error_template) >= 100_000:
+                self._error_template.clear()
+            self._error_template[key] = known
+        return known
 
     def observe(
         self,
@@ -317,86 +389,135 @@ class _Counts(_Rule):
         created: bool,
         out: list[Alert],
     ) -> None:
-        ts = rec.timestamp
-        if ts >= self._bucket_end:
-            if self.bucket is None:
-                self.bucket = math.floor(ts / self.spec.interval) * self.spec.interval
-            else:
-                out += self.roll(ts)
-            self._bucket_end = self.bucket + self.spec.interval
+        if rec.timestamp >= self._bucket_end:
+            self._advance(rec.timestamp, out)
         if self._errors_only:
-            if not self.is_error(rec):
+            if not self.is_error(rec, miner, cid):
                 return
             tid = -1
         else:
             tid = cid
-        series = self._names.get((part, tid))
-        if series is None:
-            if len(self._names) >= 100_000:
-                self._names.clear()
-            series = self._names[(part, tid)] = self._series_name(part, tid)
-        entry = self.tracked.get(series)
-        if entry is None:
-            labels = dict(part)
-            if tid >= 0:
-                labels["template_id"] = str(tid)
-            entry = self.tracked[series] = [labels, [list(p) for p in part], tid, 0.0]
-        entry[3] = self.bucket
-        self.counts[series] = self.counts.get(series, 0) + 1
-        if self.spec.examples:
-            ex = self.examples.get(series)
-            if ex is None:
-                ex = self.examples[series] = []
-            ex.append(rec.message)
-            if len(ex) > self.spec.examples:
-                del ex[0]
+        s = self._lookup.get((part, tid))
+        if s is None:
+            s = self._add_series(part, tid)
+        s.count += 1
+        if len(s.fresh) < self._n_examples:
+            s.fresh.append(rec.message)
+
+    def observe_batch(self, m: _Mined, idx: list[int] | None, out: list[Alert]) -> None:
+        rng = range(len(m.recs)) if idx is None else idx
+        recs = m.recs
+        ts = np.fromiter((recs[i].timestamp for i in rng), dtype=np.float64, count=len(rng))
+        step = self.spec.interval
+        start = np.floor(ts / step) * step
+        if self.bucket is None:
+            self.bucket = float(start[0])
+            self._bucket_end = self.bucket + step
+        # A record of a later interval closes the open one; older records count in it.
+        eff = np.maximum.accumulate(np.maximum(start, self.bucket))
+        cuts = np.flatnonzero(np.diff(eff)) + 1
+        bounds = [0, *cuts.tolist(), len(eff)]
+        for a, b in itertools.pairwise(bounds):
+            if eff[a] > self.bucket:
+                out += self.roll(float(eff[a]))
+                self._bucket_end = self.bucket + step
+            self._count(range(a, b) if idx is None else idx[a:b], m)
+
+    def _count(self, seg: range | list[int], m: _Mined) -> None:
+        recs = m.recs
+        if isinstance(seg, range):  # every record of the batch: slices, counted in C
+            parts, cids = m.parts[seg.start : seg.stop], m.cids[seg.start : seg.stop]
+            pos: Sequence[int] = seg
+        else:
+            parts, cids, pos = [m.parts[i] for i in seg], [m.cids[i] for i in seg], seg
+        if self._errors_only:
+            err = self.is_error
+            miners = m.miners
+            keep = [j for j, i in enumerate(pos) if err(recs[i], miners[i], m.cids[i])]
+            pos = [pos[j] for j in keep]
+            keys = [(parts[j], -1) for j in keep]
+        else:
+            keys = list(zip(parts, cids, strict=True))
+        if not keys:
+            return
+        first = dict(zip(reversed(keys), reversed(pos), strict=True))
+        last = dict(zip(keys, pos, strict=True)) if self._n_examples > 1 else first
+        lookup = self._lookup
+        for key, n in Counter(keys).items():
+            s = lookup.get(key)
+            if s is None:
+                s = self._add_series(*key)
+            s.count += n
+            if len(s.fresh) < self._n_examples:
+                s.fresh.append(recs[first[key]].message)
+                j = last[key]
+                if j != first[key] and len(s.fresh) < self._n_examples:
+                    s.fresh.append(recs[j].message)
+
+    def _advance(self, ts: float, out: list[Alert]) -> None:
+        if self.bucket is None:
+            self.bucket = math.floor(ts / self.spec.interval) * self.spec.interval
+        else:
+            out += self.roll(ts)
+        self._bucket_end = self.bucket + self.spec.interval
+
+    def _add_series(self, part: Partition, tid: int) -> _Series:
+        labels = dict(part)
+        if tid >= 0:
+            labels["template_id"] = str(tid)
+        name = str(SeriesKey.of(self.metric, labels))
+        s = self.series.get(name)
+        if s is None:
+            s = self.series[name] = _Series(labels, part, tid)
+        if len(self._lookup) >= 100_000:
+            self._lookup.clear()
+        self._lookup[(part, tid)] = s
+        return s
 
     def roll(self, now: float) -> list[Alert]:
         """Close every interval that ended before ``now``; score their counts."""
         assert self.bucket is not None
         step = self.spec.interval
         n = int((now - self.bucket) // step)
-        if n > _MAX_GAP_INTERVALS:  # a long gap: score the first intervals, skip the rest
-            ends = [self.bucket + step * (k + 1) for k in range(_MAX_GAP_INTERVALS)]
-        else:
-            ends = [self.bucket + step * (k + 1) for k in range(n)]
         alerts: list[Alert] = []
-        for k, end in enumerate(ends):
-            alerts += self._score(end, self.counts if k == 0 else {})
-        self.counts = {}
+        for k in range(min(n, _MAX_GAP_INTERVALS)):  # after a long gap, skip the rest
+            alerts += self._score(self.bucket + step * (k + 1), first=k == 0)
+            if k == 0:
+                for s in self.series.values():
+                    if s.count:
+                        s.last = self.bucket
+                        s.count = 0
+                    if s.fresh:
+                        s.shown, s.fresh = s.fresh, []
         self.bucket = self.bucket + step * n
         forget = self.bucket - FORGET_INTERVALS * step
-        for s in [s for s, e in self.tracked.items() if e[3] < forget]:
-            del self.tracked[s]
-            self.examples.pop(s, None)
+        gone = [name for name, s in self.series.items() if s.last < forget and not s.count]
+        for name in gone:
+            s = self.series.pop(name)
+            self._lookup.pop((s.part, s.tid), None)
         return alerts
 
-    def _score(self, end: float, counts: Mapping[str, int]) -> list[Alert]:
-        if not self.tracked:
+    def _score(self, end: float, *, first: bool) -> list[Alert]:
+        if not self.series:
             return []
-        names = list(self.tracked)
-        keys = [SeriesKey.of(self.metric, self.tracked[s][0]) for s in names]
+        names = list(self.series)
+        values = [float(self.series[n].count) if first else 0.0 for n in names]
         batch = Batch(
-            keys=keys,
-            series=np.arange(len(keys), dtype=np.int64),
-            timestamps=np.full(len(keys), end),
-            values=np.asarray([float(counts.get(s, 0)) for s in names]),
+            keys=[SeriesKey.of(self.metric, self.series[n].labels) for n in names],
+            series=np.arange(len(names), dtype=np.int64),
+            timestamps=np.full(len(names), end),
+            values=np.asarray(values),
         )
-        out = []
-        for alert in self.runtime.process(batch).alerts:
-            out.append(self._enrich(alert))
-        return out
+        return [self._enrich(a, first) for a in self.runtime.process(batch).alerts]
 
-    def _enrich(self, alert: Alert) -> Alert:
-        entry = self.tracked.get(alert.series)
-        examples = self.examples.get(alert.series, [])
-        template = ""
-        part: Partition = ()
-        if entry is not None:
-            part = tuple((str(k), str(v)) for k, v in entry[1])
-            if entry[2] >= 0:
-                miner = self.engine.miner_for(self.spec, part)
-                template = miner.template(int(entry[2])) if miner is not None else ""
+    def _enrich(self, alert: Alert, first: bool) -> Alert:
+        s = self.series.get(alert.series)
+        template, examples = "", []
+        if s is not None:
+            examples = (s.fresh or s.shown) if first else s.shown
+            if s.tid >= 0:
+                miner = self.engine.miner_for(self.spec, s.part)
+                template = miner.template(s.tid) if miner is not None else ""
         annotations = dict(alert.annotations)
         if template:
             annotations["template"] = template
@@ -405,25 +526,28 @@ class _Counts(_Rule):
         if alert.status == "firing":
             what = "template" if self.spec.kind == "template_rate" else "error"
             what += " silence" if alert.value == 0 else " burst"
+            part = s.part if s is not None else ()
             self.engine.note(alert.starts_at, part, what, template or alert.series, examples)
         return dataclasses.replace(alert, annotations=annotations)
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "bucket": self.bucket,
-            "counts": dict(self.counts),
-            "tracked": {k: list(v) for k, v in self.tracked.items()},
-            "examples": {k: list(v) for k, v in self.examples.items()},
+            "series": {k: s.as_json() for k, s in self.series.items()},
             "runtime": self.runtime.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.bucket = None if state["bucket"] is None else float(state["bucket"])
         self._bucket_end = -math.inf if self.bucket is None else self.bucket + self.spec.interval
-        self.counts = {str(k): int(v) for k, v in state["counts"].items()}
-        self.tracked = {str(k): list(v) for k, v in state["tracked"].items()}
-        self.examples = {str(k): [str(x) for x in v] for k, v in state["examples"].items()}
+        self.series = {str(k): _Series.from_json(v) for k, v in state["series"].items()}
+        self._lookup = {(s.part, s.tid): s for s in self.series.values()}
         self.runtime.load_state_dict(state["runtime"])
+
+
+#: How a stream reaches its rules: (rules that select it, partition, miner, miner.add,
+#: whether every rule of the group selects it).
+_Route = tuple[list[_Rule], Partition, LogMiner, Callable[[str], MineResult], bool]
 
 
 class LogEngine:
@@ -455,9 +579,7 @@ class LogEngine:
                 groups.append((rule.spec.mining, rule.spec.partition_by, [rule]))
         self.miners: dict[tuple[str, str, Partition], LogMiner] = {}
         self.notable: deque[dict[str, Any]] = deque(maxlen=_NOTABLE_MAX)
-        self._route: dict[
-            tuple[int, tuple[tuple[str, str], ...]], tuple[list[_Rule], Partition, LogMiner]
-        ] = {}
+        self._route: dict[int, dict[tuple[tuple[str, str], ...], _Route]] = {}
         self.records = 0
         self._overflow_warned = False
 
@@ -472,19 +594,43 @@ class LogEngine:
         self.records += len(batch.logs)
         for gi, (settings, part_by, members) in enumerate(groups):
             digest = settings.digest()
-            route = self._route
+            mined = _Mined()
+            recs, parts, miners, cids, created = (
+                mined.recs,
+                mined.parts,
+                mined.miners,
+                mined.cids,
+                mined.created,
+            )
+            subsets: dict[_Rule, list[int]] | None = None
+            route = self._route.setdefault(gi, {})
             for rec in batch.logs:
-                hit = route.get((gi, rec.labels))
+                hit = route.get(rec.labels)
                 if hit is None:
                     hit = self._route_of(
                         gi, rec.labels, members, part_by, source_id, digest, settings
                     )
-                chosen, part, miner = hit
+                chosen, part, miner, add, every = hit
                 if not chosen:
                     continue
-                cid, created = miner.add(rec.message)
-                for rule in chosen:
-                    rule.observe(rec, part, miner, cid, created, alerts)
+                if not every:  # some rules do not select this stream
+                    if subsets is None:
+                        subsets = {r: list(range(len(recs))) for r in members}
+                    for r in chosen:
+                        subsets[r].append(len(recs))
+                elif subsets is not None:
+                    for r in members:
+                        subsets[r].append(len(recs))
+                cid, new = add(rec.message)
+                recs.append(rec)
+                parts.append(part)
+                miners.append(miner)
+                cids.append(cid)
+                created.append(new)
+            if not recs:
+                continue
+            for rule in members:
+                rule.observe_batch(mined, None if subsets is None else subsets[rule], alerts)
         return alerts
 
     def _route_of(
@@ -496,15 +642,17 @@ class LogEngine:
         source_id: str,
         digest: str,
         settings: MinerSettings,
-    ) -> tuple[list[_Rule], Partition, LogMiner]:
+    ) -> _Route:
         """Which rules of a group select a stream, its partition and its miner (cached)."""
         key = SeriesKey.of("log", dict(labels))
         chosen = [r for r in members if r.spec.matches(key)]
         part = _partition(labels, part_by)
-        hit = (chosen, part, self._miner(source_id, digest, part, settings))
-        if len(self._route) >= 10_000:
-            self._route.clear()
-        self._route[(gi, labels)] = hit
+        miner = self._miner(source_id, digest, part, settings)
+        hit = (chosen, part, miner, miner.add, len(chosen) == len(members))
+        route = self._route.setdefault(gi, {})
+        if len(route) >= 10_000:
+            route.clear()
+        route[labels] = hit
         return hit
 
     def _miner(
