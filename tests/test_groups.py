@@ -395,3 +395,67 @@ def test_drain_flushes_every_waiting_group_once_when_the_data_ends():
     assert sent(groups.drain()) == [("team", [("a", "firing")]), ("team", [("b", "firing")])]
     assert groups.drain() == []  # nothing new; their next flush is group_interval later
     assert len(groups) == 2
+
+
+# --- in the daemon: the checkpoint keeps the groups ---------------------------------------
+
+
+def test_daemon_restart_keeps_groups_and_sends_what_an_uninterrupted_run_sends(tmp_path):
+    import threading
+
+    from aiops.alerting.routing import Dispatcher
+    from aiops.pipeline.engine import Engine, RuleSpec
+    from aiops.service.daemon import Daemon
+    from aiops.state.checkpoint import Checkpointer
+    from aiops.state.envelope import FileStateStore
+    from aiops.testing import ListNotifier, MemorySource
+    from tests.test_daemon import batches
+
+    data = batches(n_batches=200, steps_per_batch=5)  # 5 minutes of data per batch
+    spec = RuleSpec(
+        group="g",
+        alert="Lat",
+        source="mem",
+        matches=lambda k: True,
+        detector_type="robust_ewma",
+        threshold=0.99999,
+        detector_params={"warmup": 30},
+    )
+
+    def daemon(state, notifier):
+        # One group for all hosts, flushed every 5 minutes of data time.
+        root = node("r", group_by=("alertname",), group_wait=30.0, group_interval=300.0)
+        return Daemon(
+            sources=lambda positions: {"mem": MemorySource(data, resume=positions.get("mem"))},
+            engine=Engine([spec]),
+            router=Groups(root, clock=DataClock()),
+            dispatcher=Dispatcher({"r": [notifier]}),
+            checkpointer=Checkpointer(FileStateStore(state)),
+            checkpoint_interval=1e9,
+            clock=FakeClock(),
+        )
+
+    def shape(notifier):
+        return [
+            [(a.labels["host"], a.status, a.starts_at) for a in n.alerts] for n in notifier.sent
+        ]
+
+    whole = ListNotifier()
+    daemon(tmp_path / "a", whole).run(threading.Event())
+    # Each 1-minute incident: its firing after group_wait, its resolution a flush later.
+    assert [[(h, s) for h, s, _ in n] for n in shape(whole)] == [
+        [(h, s)] for h in ("h0", "h1", "h2", "h3") for s in ("firing", "resolved")
+    ]
+    # Stop after the batch with h0's firing and resolution (its resolution flush is due in
+    # the next batch), in a quiet stretch, and just before h3's incident.
+    for stop_after in (61, 80, 182):
+        first, second = ListNotifier(), ListNotifier()
+        d1 = daemon(tmp_path / f"b{stop_after}", first)
+        d1.start()
+        for _ in range(stop_after):
+            d1.step()
+        if stop_after == 61:
+            assert len(d1.router) == 1  # h0's resolution waits in its group
+        d1.shutdown()  # final checkpoint with the groups, as on SIGTERM
+        daemon(tmp_path / f"b{stop_after}", second).run(threading.Event())
+        assert shape(first) + shape(second) == shape(whole), stop_after
