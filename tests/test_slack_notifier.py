@@ -151,7 +151,8 @@ def test_firing_posts_valid_blocks_and_uploads_the_chart(
     assert f"{firing.value:.4g} (expected {w.lo[-1]:.4g} to {w.hi[-1]:.4g})" in value
     assert "*Severity*\npage" in fields
     assert any(f.startswith("*Detector*\newma_z (model ") for f in fields)
-    assert f"*Score*\n{firing.score:.4g}" in fields
+    assert f"*Score*\n{slack_module._score(firing.score)}" in fields
+    assert slack_module._score(0.999) == "0.999000 (about 1 normal point in 1,000)"
     text = json.dumps(msg.blocks)
     assert "host=web-1" in text
     assert "p99 latency is unusual" in text

@@ -335,11 +335,8 @@ class SlackNotifier(Notifier):
             return Delivered(f"slack {msg.ts if msg else ''} (already delivered)")
         if self.config.buttons:
             feedback.remember(n.alerts)
-        text, blocks = build_message(n, buttons=self.config.buttons, links=self._links_for)
-        meta = {
-            "event_type": _METADATA_EVENT,
-            "event_payload": {"idempotency_key": key, "group": group, "status": n.status},
-        }
+        args = self.message_args(n)
+        text, blocks, meta = args["text"], args["blocks"], args["metadata"]
         msg = store.message(group)
         resolved = n.status == "resolved"
         if msg is not None and not msg.ts and msg.pending_key:
@@ -385,6 +382,20 @@ class SlackNotifier(Notifier):
             store.close_message(group)
         store.mark(key, "done")
         return Delivered(f"slack {msg.channel}/{msg.ts}")
+
+    def message_args(self, n: Notification) -> dict[str, Any]:
+        """What :meth:`send` posts: ``channel``, ``text``, ``blocks``, ``metadata``."""
+        text, blocks = build_message(n, buttons=self.config.buttons, links=self._links_for)
+        group = _group_key(self.config.channel or "", n)
+        meta = {
+            "event_type": _METADATA_EVENT,
+            "event_payload": {
+                "idempotency_key": n.idempotency_key,
+                "group": group,
+                "status": n.status,
+            },
+        }
+        return {"channel": self.config.channel, "text": text, "blocks": blocks, "metadata": meta}
 
     def _recover(self, client: WebClient, channel: str, key: str, since: float) -> str:
         """The ts of a message already posted with this idempotency key, or ""."""
@@ -437,6 +448,16 @@ def _num(x: float) -> str:
     return f"{x:.4g}"
 
 
+def _score(s: float) -> str:
+    """The score and what it means: about one normal point in ``1 / (1 - s)`` scores this."""
+    if not math.isfinite(s):
+        return "n/a"
+    if s >= 1.0:
+        return "1 (beyond every normal point seen)"
+    rarity = 1.0 / max(1.0 - s, 1e-12)
+    return f"{s:.6f} (about 1 normal point in {rarity:,.0f})" if rarity >= 2 else f"{s:.6f}"
+
+
 def _band(alert: Alert) -> str:
     w = alert.window
     if w is None or not len(w) or not (math.isfinite(w.lo[-1]) and math.isfinite(w.hi[-1])):
@@ -452,7 +473,7 @@ def _alert_blocks(
     fields = [
         f"*Severity*\n{severity or 'none'}",
         f"*Value*\n{_band(alert)}",
-        f"*Score*\n{_num(alert.score)}",
+        f"*Score*\n{_score(alert.score)}",
         f"*Series*\n`{_clip(alert.series, 300)}`" if alert.series else "*Series*\nn/a",
     ]
     if alert.detector:
