@@ -26,10 +26,24 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-SYSTEMS = (
-    "HDFS Hadoop Spark Zookeeper BGL HPC Thunderbird Windows Linux Android HealthApp "
-    "Apache Proxifier OpenSSH OpenStack Mac"
-).split()
+SYSTEMS = [
+    "HDFS",
+    "Hadoop",
+    "Spark",
+    "Zookeeper",
+    "BGL",
+    "HPC",
+    "Thunderbird",
+    "Windows",
+    "Linux",
+    "Android",
+    "HealthApp",
+    "Apache",
+    "Proxifier",
+    "OpenSSH",
+    "OpenStack",
+    "Mac",
+]
 
 
 def grouping_accuracy(truth: list[str], predicted: list[str]) -> float:
