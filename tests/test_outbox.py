@@ -338,3 +338,22 @@ def test_policy_validation():
         DeliveryPolicy(base_delay=0)
     with pytest.raises(ValueError, match="max_attempts"):
         DeliveryPolicy(max_attempts=0)
+
+
+def test_a_database_error_on_append_keeps_the_rows_and_pump_appends_them_later(tmp_path):
+    sink = ListNotifier()
+    box, _, _ = make(tmp_path, sink)
+    blocker = sqlite3.connect(tmp_path / "outbox.sqlite", timeout=0)
+    blocker.execute("BEGIN EXCLUSIVE")  # another writer holds the file
+    box.busy_timeout = 0.05
+    box._local.conn.execute("PRAGMA busy_timeout=50")
+    assert box.append(note(1)) == 0
+    assert box.backlog == 1
+    box.pump()
+    assert box.backlog == 1
+    blocker.rollback()
+    blocker.close()
+    box.pump()
+    assert box.backlog == 0
+    box.deliver_due()
+    assert [n.alerts[0].fingerprint for n in sink.sent] == ["fp1"]

@@ -94,6 +94,8 @@ log = logging.getLogger(__name__)
 
 #: The outbox's file name inside the state directory.
 OUTBOX_FILE = "outbox.sqlite"
+#: Rows kept in memory while the database refuses appends (then the oldest are dropped).
+MAX_BACKLOG = 100_000
 #: Version of the tables below; bump it and add a step to ``_MIGRATIONS`` to change them.
 SCHEMA_VERSION = 1
 
@@ -393,6 +395,7 @@ class Outbox:
         self._local = threading.local()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._backlog: list[tuple[Any, ...]] = []
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._open_schema()
 
@@ -488,28 +491,53 @@ class Outbox:
             key = n.idempotency_key
             for integ in integrations:
                 rows.append((n.receiver, integ.name, key, n.status, payload, now, now))
-        if not rows:
-            return 0
+        return self._insert(rows) if rows else 0
+
+    def _insert(self, rows: list[tuple[Any, ...]]) -> int:
+        """Insert rows (after any backlog); on a database error keep them for later."""
+        rows = self._backlog + rows
+        self._backlog = []
         conn = self._conn()
         added = 0
-        with self._tx(conn):
-            for r in rows:
-                cur = conn.execute(
-                    "INSERT OR IGNORE INTO outbox (receiver, integration, idempotency_key, "
-                    "state, status, payload, created, next_attempt) "
-                    "SELECT ?, ?, ?, 'pending', ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM "
-                    "dead_letter WHERE receiver=? AND integration=? AND idempotency_key=?)",
-                    (*r, r[0], r[1], r[2]),
-                )
-                added += cur.rowcount
+        try:
+            with self._tx(conn):
+                for r in rows:
+                    cur = conn.execute(
+                        "INSERT OR IGNORE INTO outbox (receiver, integration, idempotency_key, "
+                        "state, status, payload, created, next_attempt) "
+                        "SELECT ?, ?, ?, 'pending', ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM "
+                        "dead_letter WHERE receiver=? AND integration=? AND idempotency_key=?)",
+                        (*r, r[0], r[1], r[2]),
+                    )
+                    added += cur.rowcount
+        except sqlite3.Error as exc:
+            # A full disk or a broken file must not stop scoring: keep the rows in
+            # memory (bounded) and try again on the next loop turn.
+            self._backlog = rows[-MAX_BACKLOG:]
+            lost = len(rows) - len(self._backlog)
+            log.error(
+                "outbox: cannot append to %s (%s); %d notifications kept in memory%s",
+                self.path,
+                exc,
+                len(self._backlog),
+                f", {lost} oldest dropped" if lost else "",
+            )
+            return 0
         for r in rows:
             wake = self._wake.get((r[0], r[1]))
             if wake is not None:
                 wake.set()
         return added
 
+    @property
+    def backlog(self) -> int:
+        """Rows that could not be appended yet (a database error), waiting in memory."""
+        return len(self._backlog)
+
     def pump(self) -> None:
-        """Nothing: workers deliver (the data loop's hook of the in-memory dispatcher)."""
+        """Append what a database error held back (called once per loop turn)."""
+        if self._backlog:
+            self._insert([])
 
     # -- delivery ----------------------------------------------------------------------
 
@@ -617,6 +645,10 @@ class Outbox:
             if time.monotonic() - last_gc > 600.0:
                 last_gc = time.monotonic()
                 self._gc()
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
 
     def _idle_delay(self, integ: Integration) -> float:
         now = self.clock()
