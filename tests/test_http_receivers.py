@@ -360,3 +360,34 @@ def test_outbox_delivers_to_pagerduty_through_a_429_with_retry_after(pd, caplog,
     for text in (captured.encode(), stored):
         assert PD_KEY.encode() not in text
         assert base64.b64encode(PD_KEY.encode()) not in text
+
+
+def test_secrets_stay_out_of_logs_rows_and_dead_letters(og, monkeypatch, caplog, tmp_path):
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("HOOK_TOKEN", "tok-SECRET-9")
+    with WebhookStub(bearer="another-token") as hook:
+        integrations = [
+            Integration("og", "opsgenie[0]", og_notifier(og)),
+            Integration(
+                "hook",
+                "webhook[0]",
+                WebhookNotifier(
+                    WebhookNotifier.Config(url=hook.url, bearer_token_env="HOOK_TOKEN")
+                ),
+            ),
+        ]
+        box = Outbox(tmp_path / "o.sqlite", integrations, clock=FakeClock(1e9))
+        og.script.append((500, {}, f"echo {OG_KEY}"))  # a server that echoes the key back
+        box.submit([group(alert(1), receiver="og"), group(alert(1), receiver="hook")])
+        box.deliver_due()
+        dead = box.dead_letters()
+        history = box.history()
+        box.close()
+    assert [d.receiver for d in dead] == ["hook"]  # 401: permanent
+    assert "HTTP 401" in dead[0].reason
+    stored = b"".join(p.read_bytes() for p in tmp_path.glob("o.sqlite*"))
+    captured = (caplog.text + repr(dead) + repr(history)).encode()
+    for secret in (OG_KEY, "tok-SECRET-9"):
+        assert secret.encode() not in stored
+        assert secret.encode() not in captured
+    assert "echo <secret>" in history[0].last_error + caplog.text
