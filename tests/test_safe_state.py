@@ -240,3 +240,53 @@ def test_router_state_that_cannot_be_loaded_does_not_stop_the_start(
         make_daemon(tmp_path, data, second).run(threading.Event())
     assert "router state in the checkpoint refused" in caplog.text
     assert transitions(second)  # it ran on from the checkpoint, and still alerts
+
+
+def test_a_failed_checkpoint_write_is_counted_retried_and_commits_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import errno
+
+    from test_daemon import batches, make_daemon
+
+    from aiops.service.daemon import CHECKPOINT_RETRY_SECONDS
+    from aiops.service.metrics import Metrics
+    from aiops.state.envelope import FileStateStore
+    from aiops.testing import FakeClock, ListNotifier
+
+    class Counting(Metrics):
+        failed = 0
+
+        def checkpoint_failed(self) -> None:
+            self.failed += 1
+
+    full = {"on": True}
+    real_save = FileStateStore.save
+
+    def save(self: FileStateStore, name: str, data: bytes) -> None:
+        if full["on"] and name.startswith("checkpoint"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(self, name, data)
+
+    monkeypatch.setattr(FileStateStore, "save", save)
+    clock = FakeClock()
+    d = make_daemon(tmp_path, batches(n_batches=10), ListNotifier(), clock=clock)
+    d.checkpoint_interval = 60.0
+    d.metrics = metrics = Counting()
+    d.start()
+    with caplog.at_level(logging.ERROR):
+        d.step()
+        clock.advance(61)
+        d.step()  # the write fails: no crash, nothing committed
+    assert metrics.failed == 1
+    assert "could not be written" in caplog.text
+    assert d.sources["mem"].committed == []
+    clock.advance(CHECKPOINT_RETRY_SECONDS - 1)
+    d.step()
+    assert metrics.failed == 1  # not retried before its delay
+    full["on"] = False
+    clock.advance(2)
+    d.step()  # the retry succeeds and commits what it covers
+    assert metrics.failed == 1
+    assert d.sources["mem"].committed == [{"next": 4}]
+    assert d._sequence == 1

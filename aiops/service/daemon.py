@@ -191,6 +191,10 @@ def source_problems(source: Source) -> dict[str, str]:
         return {"problems()": f"{type(exc).__name__}: {exc}"}
 
 
+#: After a failed checkpoint write, the next attempt comes this soon (or at the interval).
+CHECKPOINT_RETRY_SECONDS = 10.0
+
+
 class Daemon:
     """Wires sources, the engine, the router and the checkpointer into one loop."""
 
@@ -221,6 +225,7 @@ class Daemon:
         self.health: dict[str, SourceHealth] = {}
         self.alerts_sent = 0
         self._sequence = 0
+        self._data_time = -np.inf  # the latest point time of any source
         self._last_checkpoint = clock()
         # --- HTTP listener and metrics (aiops.service.http, aiops.service.metrics) ---
         self.metrics = metrics
@@ -314,15 +319,19 @@ class Daemon:
             if self.dead_letters is not None:
                 self.dead_letters.write(source_id, batch.rejects)
         alerts = self.engine.process(source_id, batch)
+        if batch.n_points:
+            self._data_time = max(
+                self._data_time, float(np.nanmax(batch.timestamps, initial=-np.inf))
+            )
+            # Rules whose every series went quiet resolve by the time of the other data.
+            alerts = [*alerts, *self.engine.resolve_stale(self._data_time)]
         self.metrics.batch(source_id, batch)
         self.metrics.rules(self.engine.by_source.get(source_id, ()))
         if alerts:
             self.metrics.alerts(alerts)
             self.alerts_sent += len(alerts)
             self._deliver(self.router.route(alerts))
-        if batch.n_points:
-            latest = float(np.nanmax(batch.timestamps, initial=-np.inf))
-            self.router.observe(latest)
+        self.router.observe(self._data_time)
 
     def _deliver(self, notifications: Sequence[Notification]) -> None:
         """The one place notifications leave the data loop: handed to the delivery."""
@@ -340,14 +349,28 @@ class Daemon:
         started = time.perf_counter()
         positions = {sid: src.snapshot() for sid, src in self.sources.items()}
         covers = time.time()  # feedback applied before this is in the engine state below
-        size = self.checkpointer.save(
-            Checkpoint(
-                rules=self.engine.state_dict(),
-                sources=positions,
-                router=self.router.state_dict(),
-                sequence=self._sequence,
+        try:
+            size = self.checkpointer.save(
+                Checkpoint(
+                    rules=self.engine.state_dict(),
+                    sources=positions,
+                    router=self.router.state_dict(),
+                    sequence=self._sequence,
+                )
             )
-        )
+        except OSError as exc:  # disk full, read-only, gone: scoring goes on, nothing commits
+            self._sequence -= 1
+            retry = min(self.checkpoint_interval, CHECKPOINT_RETRY_SECONDS)
+            self._last_checkpoint = self.clock() - self.checkpoint_interval + retry
+            self.metrics.checkpoint_failed()
+            log.error(
+                "checkpoint %d could not be written (retried in %.0f s; sources keep their "
+                "last committed positions): %s",
+                self._sequence + 1,
+                retry,
+                exc,
+            )
+            return
         self._last_checkpoint = self.clock()
         self.feedback.checkpointed(covers)
         self.metrics.checkpoint(time.perf_counter() - started, size)

@@ -35,6 +35,7 @@ name                                            type       labels
 ``checkpoint_size_bytes``                       gauge
 ``checkpoint_last_success_timestamp_seconds``   gauge
 ``checkpoint_age_seconds``                      gauge      (at scrape time)
+``checkpoint_failures_total``                   counter    (writes that failed: disk full...)
 ``rule_series``                                 gauge      rule (series the rule tracks)
 ``rule_dropped_series``                         gauge      rule (over the cap, cumulative)
 ``rule_state_refused``                          gauge      rule (checkpointed states refused
@@ -99,6 +100,9 @@ class Metrics:
 
     def checkpoint(self, seconds: float, size: int) -> None:
         """A checkpoint of ``size`` bytes was written in ``seconds``."""
+
+    def checkpoint_failed(self) -> None:
+        """A checkpoint could not be written (it is retried)."""
 
     def rules(self, runtimes: Iterable[RuleRuntime]) -> None:
         """Series counts of rules that just processed a batch."""
@@ -244,6 +248,11 @@ class PrometheusMetrics(Metrics):
         self._ckpt_size = pc.Gauge(
             "aiops_checkpoint_size_bytes", "Size of the last checkpoint written.", registry=reg
         )
+        self._ckpt_failures = pc.Counter(
+            "aiops_checkpoint_failures",
+            "Checkpoint writes that failed (disk full, read-only); each is retried.",
+            registry=reg,
+        )
         self._ckpt_time = pc.Gauge(
             "aiops_checkpoint_last_success_timestamp_seconds",
             "Unix time of the last checkpoint written.",
@@ -349,6 +358,10 @@ class PrometheusMetrics(Metrics):
         self._ckpt_size.set(size)
         self._last_checkpoint = time.time()
         self._ckpt_time.set(self._last_checkpoint)
+
+    def checkpoint_failed(self) -> None:
+        """Count one failed checkpoint write."""
+        self._ckpt_failures.inc()
 
     def rules(self, runtimes: Iterable[RuleRuntime]) -> None:
         """Set the series gauges of each rule."""
