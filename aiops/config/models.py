@@ -60,6 +60,7 @@ __all__ = [
     "DEFAULT_GROUP_INTERVAL",
     "DEFAULT_GROUP_WAIT",
     "DEFAULT_REPEAT_INTERVAL",
+    "DEFAULT_RESOLVE_AFTER_STALE",
     "ROOT_ROUTE_RULES",
     "AlertingConfig",
     "DaemonConfig",
@@ -95,6 +96,10 @@ DEFAULT_GROUP_INTERVAL = 300.0
 """Alertmanager's default ``group_interval`` (seconds)."""
 DEFAULT_REPEAT_INTERVAL = 4 * 3600.0
 """Alertmanager's default ``repeat_interval`` (seconds)."""
+DEFAULT_RESOLVE_AFTER_STALE = 900.0
+"""A rule's default ``resolve_after_stale`` (seconds): a firing series with no point for
+15 minutes of data time resolves. Three times Prometheus' 5-minute staleness window, so
+a few missed scrapes or a late push do not end an alert; ``0s`` turns it off."""
 
 _ID_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_-]*")
 _ALERT_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
@@ -501,6 +506,7 @@ class Rule(_Model):
     hits_window: StrictInt = Field(default=1, ge=1, le=64)
     suppress: Duration = 0.0
     protect_baseline: StrictBool = True
+    resolve_after_stale: Duration = DEFAULT_RESOLVE_AFTER_STALE
     retrain: Retrain | None = None
     labels: dict[RuleLabelName, StrictStr] = Field(default_factory=dict)
     annotations: dict[AnnotationName, TemplateField] = Field(default_factory=dict)

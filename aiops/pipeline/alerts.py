@@ -10,6 +10,9 @@ where it stopped.
 - A pending series whose condition fails goes back to inactive, silently.
 - A firing series whose condition fails resolves; it may not fire again for
   ``suppress`` seconds after that.
+- A firing series that stops reporting resolves when the rule's data has moved
+  ``stale`` seconds past its last point (:meth:`AlertStateMachine.resolve_stale`); the
+  resolution is dated at that moment, last point + ``stale``, whenever it is noticed.
 """
 
 from __future__ import annotations
@@ -25,12 +28,13 @@ from aiops.types import BoolArray, FloatArray, IntArray
 __all__ = ["FIRING", "INACTIVE", "PENDING", "AlertStateMachine", "Transitions"]
 
 INACTIVE, PENDING, FIRING = 0, 1, 2
-_FIELDS = ("state", "active_at", "fired_at", "suppress_until")
+_FIELDS = ("state", "active_at", "fired_at", "suppress_until", "last_seen")
 _DTYPES = {
     "state": np.int8,
     "active_at": np.float64,
     "fired_at": np.float64,
     "suppress_until": np.float64,
+    "last_seen": np.float64,
 }
 
 
@@ -41,6 +45,7 @@ class Transitions:
     fired: IntArray
     resolved: IntArray
     starts_at: FloatArray  # per resolved position: when that alert fired
+    ends_at: FloatArray | None = None  # per resolved: when (set by resolve_stale only)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -55,6 +60,7 @@ def _step_points(
     active_at: FloatArray,
     fired_at: FloatArray,
     suppress_until: FloatArray,
+    last_seen: FloatArray,
     for_seconds: float,
     suppress_seconds: float,
 ) -> None:
@@ -62,6 +68,8 @@ def _step_points(
     for k in range(len(idx)):
         i = idx[k]
         tk = t[k]
+        if tk > last_seen[i]:
+            last_seen[i] = tk
         st = state[i]
         if not cond[k]:
             if st == FIRING:
@@ -82,6 +90,11 @@ def _step_points(
             state[i] = FIRING
             fired_at[i] = tk
             fired[k] = True
+
+
+_NO_TRANSITIONS = Transitions(
+    np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0)
+)
 
 
 class AlertStateMachine:
@@ -110,6 +123,7 @@ class AlertStateMachine:
         self.active_at = np.zeros(0)
         self.fired_at = np.zeros(0)
         self.suppress_until = np.zeros(0)
+        self.last_seen = np.zeros(0)
 
     def reserve(self, n: int) -> None:
         """Hold state for series ``0..n-1`` at least (new series start inactive, no hits)."""
@@ -120,6 +134,7 @@ class AlertStateMachine:
         self.active_at = np.concatenate([self.active_at, np.zeros(extra)])
         self.fired_at = np.concatenate([self.fired_at, np.zeros(extra)])
         self.suppress_until = np.concatenate([self.suppress_until, np.full(extra, -np.inf)])
+        self.last_seen = np.concatenate([self.last_seen, np.full(extra, -np.inf)])
 
     def step(self, idx: IntArray, t: FloatArray, cond: BoolArray) -> Transitions:
         """Apply the points in order (``idx`` may repeat; each series in time order)."""
@@ -143,6 +158,7 @@ class AlertStateMachine:
                 self.active_at,
                 self.fired_at,
                 self.suppress_until,
+                self.last_seen,
                 float(self.for_seconds),
                 float(self.suppress_seconds),
             )
@@ -153,11 +169,46 @@ class AlertStateMachine:
         """Indices of the series firing now."""
         return np.flatnonzero(self.state == FIRING)
 
+    def resolve_stale(self, now: float, stale_seconds: float) -> Transitions:
+        """Resolve firing series whose last point is ``stale_seconds`` or more before ``now``.
+
+        ``now`` is a data time (the latest point of the rule, say); a ``stale_seconds``
+        of 0 or less resolves nothing. ``Transitions.resolved`` holds the series indices
+        here (not point positions), ``starts_at`` when each fired, and ``ends_at`` when it
+        went stale (its last point + ``stale_seconds``). Suppression starts then, as for
+        any resolution.
+
+        >>> sm = AlertStateMachine()
+        >>> _ = sm.step(np.array([0, 1]), np.array([0.0, 0.0]), np.array([True, True]))
+        >>> _ = sm.step(np.array([1]), np.array([500.0]), np.array([True]))
+        >>> tr = sm.resolve_stale(900.0, 900.0)
+        >>> tr.resolved.tolist(), tr.ends_at.tolist(), sm.firing().tolist()
+        ([0], [900.0], [1])
+        """
+        if stale_seconds <= 0 or not len(self.state):
+            return _NO_TRANSITIONS
+        stale = np.flatnonzero((self.state == FIRING) & (self.last_seen <= now - stale_seconds))
+        if len(stale) == 0:
+            return _NO_TRANSITIONS
+        ends = self.last_seen[stale] + stale_seconds
+        starts = self.fired_at[stale].copy()
+        self.state[stale] = INACTIVE
+        self.suppress_until[stale] = ends + self.suppress_seconds
+        return Transitions(
+            fired=np.zeros(0, np.int64), resolved=stale, starts_at=starts, ends_at=ends
+        )
+
     def state_dict(self) -> dict[str, Any]:
         """All per-series arrays."""
         return {f: getattr(self, f).copy() for f in _FIELDS}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore the per-series arrays."""
+        """Restore the per-series arrays.
+
+        A state from before staleness was tracked counts each series as last seen when
+        it fired (the latest time known for it).
+        """
+        if "last_seen" not in state:
+            state = {**state, "last_seen": state["fired_at"]}
         for f in _FIELDS:
             setattr(self, f, np.asarray(state[f], dtype=_DTYPES[f]).copy())

@@ -90,6 +90,8 @@ class RuleSpec:
     annotations: Mapping[str, str] = field(default_factory=dict)
     max_series: int = 100_000
     selector_text: str = ""
+    #: A firing series with no point for this long (data time) resolves; 0: never.
+    stale_seconds: float = 0.0
 
     @property
     def key(self) -> str:
@@ -182,6 +184,8 @@ class RuleRuntime:
         # Per-series threshold raised by feedback (0: the rule's threshold).
         self._min_threshold = np.zeros(0)
         self._raised = 0  # how many series have a raised threshold
+        #: The latest point time this rule has seen (staleness is measured against it).
+        self.data_time = -np.inf
 
     def process(self, batch: Batch) -> RuleResult:
         """Score the batch's points of this rule's series and advance their alerts."""
@@ -237,7 +241,28 @@ class RuleRuntime:
         last = len(i) - 1 - np.unique(i[::-1], return_index=True)[1]  # each series' last point
         self._last_value[i[last]] = v[last]
         self._last_score[i[last]] = s[last]
+        self.data_time = max(self.data_time, float(np.max(t)))
+        alerts.extend(self.resolve_stale(self.data_time))
         return RuleResult(positions, scores, fired, alerts)
+
+    def resolve_stale(self, now: float) -> list[Alert]:
+        """Resolutions of firing series silent for ``stale_seconds`` of data time by ``now``.
+
+        Dated at the moment each went stale (its last point + ``stale_seconds``), with
+        its last value and score. Called after every batch with the rule's latest point
+        time, and by :meth:`Engine.resolve_stale` with the latest time of all the data.
+        """
+        tr = self.alerts.resolve_stale(now, self.spec.stale_seconds)
+        if not len(tr.resolved) or tr.ends_at is None:
+            return []
+        out = []
+        for k in np.argsort(tr.ends_at, kind="stable").tolist():
+            index = int(tr.resolved[k])
+            value, score = float(self._last_value[index]), float(self._last_score[index])
+            start, end = float(tr.starts_at[k]), float(tr.ends_at[k])
+            out.append(self._alert(index, "resolved", start, end, value, score))
+        log.debug("rule %s: %d firing series went stale", self.spec.key, len(out))
+        return out
 
     def _ensure(self, n: int) -> None:
         if n > len(self._last_value):
@@ -426,6 +451,7 @@ class RuleRuntime:
                 "count": self._win_n[:n].copy(),
             },
             "min_threshold": self._min_threshold[:n].copy(),
+            "data_time": self.data_time,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -459,6 +485,7 @@ class RuleRuntime:
             self._win_n = np.zeros(0, dtype=np.int64)
         self._min_threshold = np.asarray(state.get("min_threshold", ()), dtype=np.float64).copy()
         self._raised = int(np.count_nonzero(self._min_threshold))
+        self.data_time = float(state.get("data_time", -np.inf))
         # The rings and thresholds may be shorter than the value arrays: grow to match.
         self._grow_extras(n)
 
@@ -566,6 +593,14 @@ class Engine:
             if batch.rule and batch.rule != rt.spec.key:
                 continue
             yield rt, rt.process(batch).alerts
+
+    def resolve_stale(self, now: float) -> list[Alert]:
+        """Stale resolutions of every rule by data time ``now`` (:meth:`RuleRuntime.resolve_stale`).
+
+        The daemon calls it with the latest point time of all its sources, so a rule
+        whose every series stopped still resolves while other data flows.
+        """
+        return [a for rt in self.rules.values() for a in rt.resolve_stale(now)]
 
     def rule(self, key: str) -> RuleRuntime | None:
         """The rule called ``key`` (``group/alert``), if configured."""

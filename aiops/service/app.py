@@ -101,6 +101,7 @@ def rule_specs(loaded: LoadedConfig) -> list[RuleSpec]:
                     hits_window=rule.hits_window,
                     suppress_seconds=rule.suppress,
                     protect_baseline=rule.protect_baseline,
+                    stale_seconds=rule.resolve_after_stale,
                     labels=dict(rule.labels),
                     annotations={k: str(v) for k, v in rule.annotations.items()},
                     max_series=cap,

@@ -225,6 +225,7 @@ class Daemon:
         self.health: dict[str, SourceHealth] = {}
         self.alerts_sent = 0
         self._sequence = 0
+        self._data_time = -np.inf  # the latest point time of any source
         self._last_checkpoint = clock()
         # --- HTTP listener and metrics (aiops.service.http, aiops.service.metrics) ---
         self.metrics = metrics
@@ -318,15 +319,19 @@ class Daemon:
             if self.dead_letters is not None:
                 self.dead_letters.write(source_id, batch.rejects)
         alerts = self.engine.process(source_id, batch)
+        if batch.n_points:
+            self._data_time = max(
+                self._data_time, float(np.nanmax(batch.timestamps, initial=-np.inf))
+            )
+            # Rules whose every series went quiet resolve by the time of the other data.
+            alerts = [*alerts, *self.engine.resolve_stale(self._data_time)]
         self.metrics.batch(source_id, batch)
         self.metrics.rules(self.engine.by_source.get(source_id, ()))
         if alerts:
             self.metrics.alerts(alerts)
             self.alerts_sent += len(alerts)
             self._deliver(self.router.route(alerts))
-        if batch.n_points:
-            latest = float(np.nanmax(batch.timestamps, initial=-np.inf))
-            self.router.observe(latest)
+        self.router.observe(self._data_time)
 
     def _deliver(self, notifications: Sequence[Notification]) -> None:
         """The one place notifications leave the data loop: handed to the delivery."""

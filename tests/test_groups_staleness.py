@@ -1,0 +1,137 @@
+"""Staleness: a firing series that stops reporting resolves after resolve_after_stale."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from aiops.config.models import DEFAULT_RESOLVE_AFTER_STALE, Rule
+from aiops.pipeline.detector import Detector
+from aiops.pipeline.engine import Engine, RuleRuntime, RuleSpec
+from aiops.state.envelope import dumps, loads
+from aiops.types import Batch, SeriesKey
+
+KEYS = [SeriesKey.of("m", {"host": f"h{i}"}) for i in range(3)]
+
+
+class ValueIsScore(Detector):
+    """The value is the score: the test decides which points are anomalous."""
+
+    name = "value_is_score"
+
+    def score(self, idx, timestamps, values):
+        return np.where(np.isfinite(values), values, 0.0)
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+    @property
+    def n_series(self):
+        return 0
+
+
+def runtime(stale=900.0, alert="A", source="s"):
+    spec = RuleSpec(
+        group="g",
+        alert=alert,
+        source=source,
+        matches=lambda k: True,
+        threshold=0.9,
+        stale_seconds=stale,
+    )
+    rt = RuleRuntime(spec)
+    rt.detector = ValueIsScore()
+    return rt
+
+
+def batch(points):
+    """``points``: (series, time, value) triples."""
+    s, t, v = zip(*points, strict=True)
+    return Batch(keys=KEYS, series=np.array(s), timestamps=np.array(t, float), values=np.array(v))
+
+
+def transitions(alerts):
+    return [(a.labels["host"], a.status, a.starts_at, a.ends_at) for a in alerts]
+
+
+def test_a_series_that_stops_reporting_resolves_after_the_stale_period():
+    rt = runtime()
+    got = rt.process(batch([(0, 0.0, 1.0), (1, 0.0, 1.0)])).alerts
+    assert transitions(got) == [("h0", "firing", 0.0, None), ("h1", "firing", 0.0, None)]
+    # h0 goes quiet after t=60; h1 keeps firing.
+    rt.process(batch([(0, 60.0, 1.0), (1, 60.0, 1.0)]))
+    quiet = [rt.process(batch([(1, t, 1.0)])).alerts for t in range(120, 960, 60)]
+    assert quiet == [[]] * len(quiet)  # 900 s after 60 is 960
+    got = rt.process(batch([(1, 960.0, 1.0)])).alerts
+    assert transitions(got) == [("h0", "resolved", 0.0, 960.0)]
+    assert got[0].value == 1.0  # its last value
+    assert rt.alerts.firing().tolist() == [1]
+    # It reports again: a new alert, not the old one.
+    got = rt.process(batch([(0, 1020.0, 1.0)])).alerts
+    assert transitions(got) == [("h0", "firing", 1020.0, None)]
+
+
+def test_the_resolution_is_dated_when_the_series_went_stale_whenever_it_is_noticed():
+    rt = runtime(stale=300.0)
+    rt.process(batch([(0, 0.0, 1.0), (1, 0.0, 0.0)]))
+    got = rt.process(batch([(1, 5000.0, 0.0)])).alerts  # a long gap in all the data
+    assert transitions(got) == [("h0", "resolved", 0.0, 300.0)]
+
+
+def test_missing_values_do_not_count_as_reporting():
+    rt = runtime(stale=300.0)
+    rt.process(batch([(0, 0.0, 1.0)]))
+    got = rt.process(batch([(0, 360.0, float("nan")), (1, 360.0, 0.0)])).alerts
+    assert transitions(got) == [("h0", "resolved", 0.0, 300.0)]
+
+
+def test_zero_turns_staleness_off():
+    rt = runtime(stale=0.0)
+    rt.process(batch([(0, 0.0, 1.0)]))
+    assert rt.process(batch([(1, 1e6, 0.0)])).alerts == []
+    assert rt.alerts.firing().tolist() == [0]
+
+
+def test_staleness_survives_a_checkpoint():
+    rt = runtime(stale=300.0)
+    rt.process(batch([(0, 0.0, 1.0), (1, 100.0, 0.0)]))
+    again = runtime(stale=300.0)
+    again.load_state_dict(loads(dumps(rt.state_dict())))
+    assert again.data_time == 100.0
+    got = again.process(batch([(1, 300.0, 0.0)])).alerts
+    assert transitions(got) == [("h0", "resolved", 0.0, 300.0)]
+
+
+def test_an_old_checkpoint_without_last_seen_counts_the_firing_time():
+    rt = runtime(stale=300.0)
+    rt.process(batch([(0, 50.0, 1.0)]))
+    state = loads(dumps(rt.state_dict()))
+    del state["alerts"]["last_seen"]
+    del state["data_time"]
+    again = runtime(stale=300.0)
+    again.load_state_dict(state)
+    assert transitions(again.process(batch([(1, 349.0, 0.0)])).alerts) == []
+    assert transitions(again.process(batch([(1, 350.0, 0.0)])).alerts) == [
+        ("h0", "resolved", 50.0, 350.0)
+    ]
+
+
+def test_a_rule_whose_every_series_stopped_resolves_by_the_time_of_other_data():
+    engine = Engine([])
+    quiet, busy = runtime(alert="Quiet", source="a"), runtime(alert="Busy", source="b")
+    engine.rules = {quiet.spec.key: quiet, busy.spec.key: busy}
+    quiet.process(batch([(0, 0.0, 1.0)]))
+    busy.process(batch([(2, 1000.0, 0.0)]))  # its own data does not touch Quiet's series
+    assert quiet.alerts.firing().tolist() == [0]
+    got = engine.resolve_stale(1000.0)
+    assert transitions(got) == [("h0", "resolved", 0.0, 900.0)]
+    assert got[0].labels["alertname"] == "Quiet"
+
+
+def test_the_rule_key_and_its_default():
+    base = {"alert": "A", "source": "s", "selector": "up"}
+    assert Rule.model_validate(base).resolve_after_stale == DEFAULT_RESOLVE_AFTER_STALE == 900.0
+    assert Rule.model_validate({**base, "resolve_after_stale": "1h"}).resolve_after_stale == 3600
+    assert Rule.model_validate({**base, "resolve_after_stale": "0s"}).resolve_after_stale == 0
