@@ -460,3 +460,15 @@ def test_app_mounts_the_endpoint_from_http_slack(
         assert status == 200
     finally:
         daemon.listener.stop()
+
+
+def test_store_keeps_the_firing_score_when_the_resolution_comes(tmp_path: Path) -> None:
+    store = FeedbackStore(tmp_path / FEEDBACK_FILE)
+    labels = {"alertname": "X"}
+    store.remember([Alert("f1", "firing", labels, {}, 0.0, score=0.9995, rule="g/X", series="s")])
+    store.remember(
+        [Alert("f1", "resolved", labels, {}, 0.0, 60.0, score=0.1, rule="g/X", series="s")]
+    )
+    known = store.known("f1")
+    assert known is not None
+    assert known.score == 0.9995

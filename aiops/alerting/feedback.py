@@ -212,7 +212,11 @@ class FeedbackStore:
     # -- alerts shown --------------------------------------------------------------------
 
     def remember(self, alerts: Iterable[Alert], now: float | None = None) -> None:
-        """Keep what a button on these alerts will need (and forget very old ones)."""
+        """Keep what a button on these alerts will need (and forget very old ones).
+
+        The score kept is the firing one: a resolution's score (of the point that ended
+        the alert) does not replace it.
+        """
         now = time.time() if now is None else now
         rows = [
             (
@@ -220,7 +224,7 @@ class FeedbackStore:
                 a.rule,
                 a.series,
                 json.dumps(dict(a.labels), sort_keys=True),
-                a.score if math.isfinite(a.score) else None,
+                a.score if a.status == "firing" and math.isfinite(a.score) else None,
                 now,
             )
             for a in alerts
