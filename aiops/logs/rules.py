@@ -431,6 +431,11 @@ class _Counts(_Rule):
         else:
             parts, cids, pos = [m.parts[i] for i in seg], [m.cids[i] for i in seg], seg
         if self._errors_only:
+            # Every partition gets its series from its first line, error or not, so a
+            # burst is scored against the quiet minutes before it.
+            for part in set(parts):
+                if (part, -1) not in self._lookup:
+                    self._add_series(part, -1)
             err = self.is_error
             miners = m.miners
             keep = [j for j, i in enumerate(pos) if err(recs[i], miners[i], m.cids[i])]
