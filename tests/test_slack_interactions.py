@@ -472,3 +472,37 @@ def test_store_keeps_the_firing_score_when_the_resolution_comes(tmp_path: Path) 
     known = store.known("f1")
     assert known is not None
     assert known.score == 0.9995
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        [],
+        "text",
+        {"type": "block_actions"},
+        {"type": "block_actions", "actions": 5},
+        {"type": "block_actions", "actions": "abc"},
+        {"type": "block_actions", "actions": [5, None, "x"]},
+        {"type": "block_actions", "actions": [{"action_id": "aiops_silence_0", "value": "[]"}]},
+        {"type": "block_actions", "actions": [{"action_id": "aiops_silence_0", "value": 7}]},
+        {"type": "block_actions", "actions": [{"action_id": "aiops_nope_0", "value": "{}"}]},
+        {
+            "type": "block_actions",
+            "user": "mallory",
+            "message": 3,
+            "response_url": 9,
+            "actions": [{"action_id": "aiops_acknowledge_0", "value": '{"fingerprint": "x"}'}],
+        },
+        {
+            "type": "block_actions",
+            "message": {"blocks": "nope"},
+            "actions": [{"action_id": "aiops_acknowledge_1", "value": '{"fingerprint": 1}'}],
+        },
+    ],
+    ids=lambda p: json.dumps(p)[:40],
+)
+def test_signed_odd_payloads_never_break_the_endpoint(world: World, payload: Any) -> None:
+    body = urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
+    status, _ = post(world.server.url, body)
+    assert status in (200, 400)
+    assert world.store.answers() == []

@@ -312,8 +312,18 @@ class FeedbackStore:
         ]
 
     def unapplied(self) -> list[Feedback]:
-        """Answers the data loop has not applied yet."""
-        return [f for f in self.answers() if f.applied is None]
+        """Answers the data loop has not applied yet, oldest first."""
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT id, at, action, fingerprint, rule, series, user, detail, applied "
+                "FROM feedback WHERE applied IS NULL ORDER BY id"
+            )
+            .fetchall()
+        )
+        return [
+            Feedback(r[0], r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7]), r[8]) for r in rows
+        ]
 
     def mark_applied(self, ids: Sequence[int], now: float | None = None) -> None:
         """Record that the loop applied these answers."""
@@ -462,21 +472,30 @@ class FeedbackApplier:
         self._next_poll = now + self.poll_interval
         try:
             pending = self.store.unapplied()
+            done: list[int] = []
+            for fb in pending:
+                try:
+                    outcome = self._apply_one(engine, fb)
+                except (ValueError, TypeError, KeyError, IndexError) as exc:
+                    # One bad answer must neither stop the loop nor come back forever.
+                    outcome = f"error: {type(exc).__name__}"
+                log.info(
+                    "feedback: %s on %s %s by %s: %s",
+                    fb.action,
+                    fb.rule,
+                    fb.series,
+                    fb.user,
+                    outcome,
+                )
+                if self.metrics is not None:
+                    self.metrics.feedback(fb.action, "applied" if outcome == "ok" else outcome)
+                done.append(fb.id)
+            if pending:
+                self._sync_silences(router)
+                self.store.mark_applied(done)
         except sqlite3.Error as exc:
-            log.error("feedback store %s unreadable: %s", self.store.path, exc)
+            log.error("feedback store %s: %s; answers wait", self.store.path, exc)
             return 0
-        done: list[int] = []
-        for fb in pending:
-            outcome = self._apply_one(engine, fb)
-            log.info(
-                "feedback: %s on %s %s by %s: %s", fb.action, fb.rule, fb.series, fb.user, outcome
-            )
-            if self.metrics is not None:
-                self.metrics.feedback(fb.action, "applied" if outcome == "ok" else outcome)
-            done.append(fb.id)
-        if pending:
-            self._sync_silences(router)
-            self.store.mark_applied(done)
         return len(done)
 
     def checkpointed(self, at: float) -> None:
@@ -585,7 +604,10 @@ class SlackInteractions:
         response_url_prefixes: Sequence[str] = RESPONSE_URL_PREFIXES,
         clock: Any = time.time,
     ) -> None:
-        from slack_sdk.signature import Clock, SignatureVerifier
+        try:
+            from slack_sdk.signature import Clock, SignatureVerifier
+        except ImportError as exc:
+            raise ImportError("http.slack needs slack-sdk: pip install 'aiopsd[slack]'") from exc
 
         if not signing_secrets:
             raise ValueError("SlackInteractions needs at least one signing secret")
@@ -647,7 +669,8 @@ class SlackInteractions:
             self._count("ignored")
             return HttpResponse(200)
         answers = []
-        for act in payload.get("actions") or ():
+        actions = payload.get("actions")
+        for act in actions if isinstance(actions, list) else ():
             if isinstance(act, dict):
                 answer = self._act(payload, act)
                 if answer:
@@ -684,7 +707,9 @@ class SlackInteractions:
         except (ValueError, KeyError, TypeError):
             self._count("bad_payload")
             return ""
-        user_doc = payload.get("user") or {}
+        user_doc = payload.get("user")
+        if not isinstance(user_doc, dict):
+            user_doc = {}
         user = str(user_doc.get("username") or user_doc.get("name") or user_doc.get("id") or "?")
         alert = self.store.known(fingerprint)
         if alert is None:
@@ -713,8 +738,11 @@ class SlackInteractions:
                 ", ".join(self.response_url_prefixes),
             )
             return
-        message = payload.get("message") or {}
-        blocks = [b for b in message.get("blocks") or () if isinstance(b, dict)]
+        message = payload.get("message")
+        if not isinstance(message, dict):
+            message = {}
+        given = message.get("blocks")
+        blocks = [b for b in given if isinstance(b, dict)] if isinstance(given, list) else []
         n = sum(1 for b in blocks if str(b.get("block_id", "")).startswith("aiops_feedback_"))
         for k, text in enumerate(answers):
             blocks.append(
