@@ -46,6 +46,9 @@ CONFIG_MODELS = [
     cfg.StateSettings,
     cfg.LimitsSettings,
     cfg.HttpSettings,
+    cfg.LogRule,
+    cfg.LogMining,
+    cfg.MaskSpec,
 ]
 PLUGINS = [(reg, name) for reg in (SOURCES, NOTIFIERS) for name in reg.names()]
 
