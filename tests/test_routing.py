@@ -284,8 +284,8 @@ def test_alertmanagers_example_routes_like_alertmanager(tmp_path):
     from aiops.service.app import build_router
     from tests.test_config import TESTDATA
 
-    legacy = TESTDATA.parent / "alertmanager_examples" / "simple_legacy.yml"
-    for source in (TESTDATA / "alertmanager_simple.good.yaml", legacy):
+    examples = TESTDATA.parent / "alertmanager_examples"
+    for source in (examples / "simple.yml", examples / "simple_legacy.yml"):
         name = source.name
         config = load_alerting(source)
         router = build_router(config)

@@ -103,8 +103,12 @@ def test_bad_legacy_entries_are_errors(tmp_path: Path) -> None:
     assert run_check([path], out) == 1
 
 
-def test_alertmanagers_legacy_example_checks_with_warnings_only() -> None:
-    path = Path(__file__).parent / "alertmanager_examples" / "simple_legacy.yml"
+def test_alertmanagers_example_checks_clean_and_its_legacy_spelling_with_warnings() -> None:
+    examples = Path(__file__).parent / "alertmanager_examples"
+    out = io.StringIO()
+    assert run_check([examples / "simple.yml"], out) == 0
+    assert out.getvalue().splitlines() == ["checked 1 file: OK"]
+    path = examples / "simple_legacy.yml"
     assert check_paths([path]) == []
     out = io.StringIO()
     assert run_check([path], out) == 0
