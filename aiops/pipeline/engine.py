@@ -226,18 +226,20 @@ class RuleRuntime:
         alerts: list[Alert] = []
         n_fired = len(tr.fired)
         at = np.concatenate([tr.fired, tr.resolved])
-        order = np.argsort(i, kind="stable")  # each series' points together, in order
-        by_series = (i[order], order)
+        by_series: tuple[IntArray, IntArray] | None = None
         for k in np.argsort(at).tolist():  # in point order, as one point at a time gives
             j = int(at[k])
             index, value, score, now = int(i[j]), float(v[j]), float(s[j]), float(t[j])
+            if by_series is None:  # each series' points together, in order
+                order = np.argsort(i, kind="stable")
+                by_series = (i[order], order)
             window = self._window(index, j, by_series, t, v, s)
             if k < n_fired:
                 alerts.append(self._alert(index, "firing", now, None, value, score, window))
             else:
                 start = float(tr.starts_at[k - n_fired])
                 alerts.append(self._alert(index, "resolved", start, now, value, score, window))
-        self._record(i, t, v, s, order)
+        self._record(i, t, v, s)
         last = len(i) - 1 - np.unique(i[::-1], return_index=True)[1]  # each series' last point
         self._last_value[i[last]] = v[last]
         self._last_score[i[last]] = s[last]
@@ -284,11 +286,17 @@ class RuleRuntime:
         if extra > 0:
             self._min_threshold = np.concatenate([self._min_threshold, np.zeros(extra)])
 
-    def _record(
-        self, i: IntArray, t: FloatArray, v: FloatArray, s: FloatArray, order: IntArray
-    ) -> None:
-        """Append the points (in order) to their series' rings; ``order`` sorts by series."""
+    def _record(self, i: IntArray, t: FloatArray, v: FloatArray, s: FloatArray) -> None:
+        """Append the points (in order) to their series' rings."""
         w = WINDOW_POINTS
+        if np.bincount(i).max() == 1:  # one point per series: the usual live batch
+            slot = self._win_n[i] % w
+            self._win_ts[i, slot] = t
+            self._win_v[i, slot] = v
+            self._win_s[i, slot] = s
+            self._win_n[i] += 1
+            return
+        order = np.argsort(i, kind="stable")
         si = i[order]
         starts = np.flatnonzero(np.r_[True, si[1:] != si[:-1]])
         counts = np.diff(np.r_[starts, len(si)])
