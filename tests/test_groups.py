@@ -459,3 +459,24 @@ def test_daemon_restart_keeps_groups_and_sends_what_an_uninterrupted_run_sends(t
         d1.shutdown()  # final checkpoint with the groups, as on SIGTERM
         daemon(tmp_path / f"b{stop_after}", second).run(threading.Event())
         assert shape(first) + shape(second) == shape(whole), stop_after
+
+
+def test_state_keeps_an_alerts_context_but_not_its_chart_window():
+    from dataclasses import replace
+
+    from aiops.alerting.notify import AlertWindow
+
+    window = AlertWindow((0.0, 60.0), (1.0, 9.0), (0.5, 0.5), (1.5, 1.5), (False, True), 0.99)
+    a = replace(
+        firing("a", t=5.0), rule="g/A", detector="ewma_z", model_version="m1", window=window
+    )
+    a = replace(a, value=9.0, score=float("nan"))
+    groups = Groups(node(), clock=FakeClock(0.0))
+    groups.route([a])
+    state = json.loads(json.dumps(groups.state_dict()))
+    assert "window" not in json.dumps(state)
+    again = Groups(node(), clock=FakeClock(0.0))
+    again.load_state_dict(state)
+    (restored,) = again._groups[next(iter(again._groups))].alerts.values()
+    assert restored == replace(a, window=None, score=restored.score)
+    assert restored.score != restored.score  # NaN survives as NaN

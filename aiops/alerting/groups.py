@@ -46,6 +46,9 @@ were cut into batches nor on when ``flush`` is called. A fake clock works in tes
 The state (groups, their alerts and what each receiver was last sent, and the firing
 alerts behind inhibitions) is plain JSON (:meth:`Groups.state_dict`), kept in the
 checkpoint, so a restart keeps the groups' timers and does not re-send what was sent.
+It leaves out each alert's window of recent points (for charts), which would make every
+checkpoint kilobytes per firing alert larger: an alert restored from a checkpoint is
+notified without it until its next transition.
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiops.alerting.notify import Alert, AlertWindow, Notification
+from aiops.alerting.notify import Alert, Notification
 from aiops.alerting.routing import Inhibition, LabelMatcher, RouteNode, SilenceWindow
 
 __all__ = ["GROUP_BY_ALL", "DataClock", "Groups", "InhibitionIndex", "alert_time", "group_key"]
@@ -473,14 +476,14 @@ def _alert_state(a: Alert) -> dict[str, Any]:
         "rule": a.rule,
         "detector": a.detector,
         "model_version": a.model_version,
-        "window": None if a.window is None else a.window.to_json(),
+        # Not the window of recent points (about 4 kB an alert, in every checkpoint): an
+        # alert restored from a checkpoint is sent without its chart until it changes.
     }
 
 
 def _alert_from_state(doc: Mapping[str, Any]) -> Alert:
     value, score = doc.get("value"), doc.get("score")
     ends_at = doc.get("ends_at")
-    window = doc.get("window")
     return Alert(
         fingerprint=str(doc["fingerprint"]),
         status="firing" if doc["status"] == "firing" else "resolved",
@@ -494,5 +497,4 @@ def _alert_from_state(doc: Mapping[str, Any]) -> Alert:
         rule=str(doc.get("rule", "")),
         detector=str(doc.get("detector", "")),
         model_version=str(doc.get("model_version", "")),
-        window=None if window is None else AlertWindow.from_json(window),
     )
