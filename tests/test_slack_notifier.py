@@ -529,3 +529,14 @@ def test_build_message_without_window_or_score() -> None:
     text, blocks = build_message(Notification("r", [a]), buttons=False)
     assert text == "[FIRING] X  = n/a"
     assert block_kit_problem(blocks) == ""
+
+
+def test_resolution_without_a_message_posts_one_and_no_thread_reply(
+    stub: SlackStub, token: str, tmp_path: Path, alerts: tuple[Alert, Alert]
+) -> None:
+    result = notifier(stub, tmp_path).send(Notification("team", [alerts[1]]))
+    assert isinstance(result, Delivered)
+    [msg] = stub.top_level()
+    assert msg.blocks[0]["text"]["text"] == ":white_check_mark: [RESOLVED] HighLatency"
+    assert stub.replies(msg.ts) == []
+    assert stub.uploads == {}

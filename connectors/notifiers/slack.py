@@ -362,6 +362,8 @@ class SlackNotifier(Notifier):
                 channel=self.config.channel or "", text=text, blocks=blocks, metadata=meta
             )
             msg = store.posted(group, str(resp["channel"]), str(resp["ts"]))
+            if resolved:  # a resolution with no message to update: this post says it all
+                store.mark(key, "reply")
         if not resolved and self.config.chart and not store.step_done(key, "chart"):
             try:
                 self._upload_chart(client, n, msg.channel, msg.ts)
