@@ -297,3 +297,23 @@ def test_alertmanagers_example_routes_like_alertmanager(tmp_path):
         for labels in EXAMPLE_LABELS:
             ours = [n.receiver for n in router.root.match(labels)]
             assert ours == amtool_receivers(path, labels), (name, labels)
+
+
+def test_the_immediate_router_inhibits_with_alertmanagers_two_sided_rule():
+    both = Inhibition(source=[Eq("alertname", "A")], target=[Eq("alertname", "A")], equal=["host"])
+    only_source = Inhibition(
+        source=[Eq("kind", "root")], target=[Eq("alertname", "A")], equal=["host"]
+    )
+    r = Router(RouteNode("default"), inhibitions=[both])
+
+    def a(fp, **labels):
+        return Alert(fp, "firing", {"alertname": "A", **labels}, {}, starts_at=1.0)
+
+    assert receivers(r.route([a("x", host="h")])) == ["default"]  # not by itself
+    assert receivers(r.route([a("y", host="h", n="2")])) == ["default"]  # nor by a peer
+    r2 = Router(RouteNode("default"), inhibitions=[only_source])
+    r2.route([Alert("s", "firing", {"alertname": "B", "kind": "root", "host": "h"}, {}, 1.0)])
+    assert r2.route([a("x", host="h")]) == []
+    r3 = Router(RouteNode("default"), inhibitions=[only_source])
+    r3.load_state_dict(r2.state_dict())  # the index is rebuilt from the saved firing alerts
+    assert r3.route([a("z", host="h", n="3")]) == []

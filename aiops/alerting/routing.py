@@ -25,7 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from aiops.alerting.notify import (
     Alert,
@@ -36,6 +36,9 @@ from aiops.alerting.notify import (
     PermanentFailure,
     RetryAfter,
 )
+
+if TYPE_CHECKING:
+    from aiops.alerting.groups import InhibitionIndex
 
 __all__ = [
     "Dispatcher",
@@ -154,6 +157,12 @@ class Router:
         self.muted: Counter[str] = Counter()
         self._firing: dict[str, Mapping[str, str]] = {}
         self._suppressed: set[str] = set()
+        self._index = self._new_index()
+
+    def _new_index(self) -> InhibitionIndex:
+        from aiops.alerting.groups import InhibitionIndex  # groups builds on this module
+
+        return InhibitionIndex(self.inhibitions)
 
     @property
     def silenced(self) -> int:
@@ -167,6 +176,7 @@ class Router:
             fp = alert.fingerprint
             if alert.status == "firing":
                 self._firing[fp] = alert.labels
+                self._index.add(fp, alert.labels)
                 reason = self._mute_reason(alert, alert.starts_at)
                 if reason:
                     self.muted[reason] += 1
@@ -174,6 +184,7 @@ class Router:
                     continue
             else:
                 self._firing.pop(fp, None)
+                self._index.remove(fp)
                 if fp in self._suppressed:
                     self._suppressed.discard(fp)
                     self.muted["resolution of muted alert"] += 1
@@ -201,10 +212,8 @@ class Router:
     def _mute_reason(self, alert: Alert, at: float) -> str:
         if any(s.mutes(alert, at) for s in self.silences):
             return "silenced"
-        for rule in self.inhibitions:
-            for fp, labels in self._firing.items():
-                if fp != alert.fingerprint and rule.inhibits(labels, alert.labels):
-                    return "inhibited"
+        if self._index.inhibits(alert.labels):
+            return "inhibited"
         return ""
 
     def state_dict(self) -> dict[str, object]:
@@ -220,6 +229,9 @@ class Router:
         suppressed = state.get("suppressed", [])
         self._firing = dict(firing) if isinstance(firing, dict) else {}
         self._suppressed = set(suppressed) if isinstance(suppressed, list) else set()
+        self._index = self._new_index()
+        for fp, labels in self._firing.items():
+            self._index.add(fp, labels)
 
 
 @dataclass(order=True)
@@ -255,6 +267,10 @@ class Dispatcher:
 
     def start(self) -> None:
         """Nothing to start: this dispatcher sends from :meth:`submit` and :meth:`pump`."""
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Nothing to flush: this dispatcher keeps nothing durable (True)."""
+        return True
 
     def submit(self, notifications: Sequence[Notification]) -> None:
         """Try each notification now on every notifier of its receiver."""
