@@ -172,16 +172,21 @@ class Masker:
         if builtin is None:
             return text
         cache = self._tokens
-        out = []
-        for tok in text.split():
-            masked = cache.get(tok)
-            if masked is None:
-                masked = builtin.sub(self._replace, tok) if _MAY_MASK.search(tok) else tok
-                if len(cache) >= _CACHE_MAX:
-                    cache.clear()
-                cache[tok] = masked
-            out.append(masked)
-        return " ".join(out)
+        tokens = text.split()
+        out = [cache.get(tok) for tok in tokens]
+        if None in out:
+            for i, masked in enumerate(out):
+                if masked is None:
+                    out[i] = self._token(tokens[i], builtin)
+        return " ".join(out)  # type: ignore[arg-type]
+
+    def _token(self, tok: str, builtin: re.Pattern[str]) -> str:
+        cache = self._tokens
+        masked = builtin.sub(self._replace, tok) if _MAY_MASK.search(tok) else tok
+        if len(cache) >= _CACHE_MAX:
+            cache.clear()
+        cache[tok] = masked
+        return masked
 
 
 _MAY_MASK = re.compile(r"[\d/\\@:]")
