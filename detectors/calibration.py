@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numba
 import numpy as np
 
 from aiops.pipeline.detector import DEFAULT_THRESHOLD
@@ -173,31 +174,101 @@ def _gaussian_prior() -> tuple[float, float, float, float]:
     return PRIOR_POINTS, wu, wu * m, wu * 2.0 * m * m  # an exponential excess' moments
 
 
-def gpd_surprise(z: FloatArray, q: FloatArray, m: FloatArray, m2: FloatArray) -> FloatArray:
-    """``-ln p`` of deviations ``z`` under a tail of share ``q`` beyond ``TAIL_START``.
+#: numba keys its on-disk cache by source file but records the importing module's name
+#: (see :mod:`aiops.detectors.ewma_z`): only the installed name caches.
+_CACHE = __name__ == "aiops.detectors.calibration"
 
-    Below the start ``p`` falls linearly from 1 at 0 to ``q``; beyond it the excess
-    follows a generalized Pareto distribution whose shape and scale come from the first
-    two moments of the excesses, ``m`` and ``m2`` (the method of moments: shape ``(1 -
-    m^2 / var) / 2``, clipped to ``[0, SHAPE_MAX]``; exponential at 0).
 
-    >>> w, wu, s1, s2 = _gaussian_prior()
-    >>> z = np.array([0.0, 2.5, 4.0])
-    >>> q, m, m2 = (np.full(3, v) for v in (wu / w, s1 / wu, s2 / wu))
-    >>> np.round(gpd_surprise(z, q, m, m2), 2).tolist()
-    [0.0, 4.39, 9.04]
+@numba.njit(cache=_CACHE, nogil=True)
+def tail_surprise_at(z: float, w: float, wu: float, s1: float, s2: float) -> float:
+    """``-ln p`` of a deviation ``z`` under one series' tail sums (see :class:`TailCalibrator`).
+
+    The share beyond ``TAIL_START`` is ``q = wu / w``; below the start ``p`` falls
+    linearly from 1 at 0 to ``q``; beyond it the excess follows a generalized Pareto
+    distribution whose shape and scale come from the first two moments of the excesses,
+    ``m = s1 / wu`` and ``m2 = s2 / wu`` (the method of moments: shape ``(1 - m^2 /
+    var) / 2``, clipped to ``[0, SHAPE_MAX]``; exponential at 0). At most
+    ``MAX_SURPRISE``. Compiled, so that detectors' own compiled loops call it too.
     """
-    y = np.maximum(z - TAIL_START, 0.0)
-    var = np.maximum(m2 - m * m, 1e-12)
-    shape = np.clip(0.5 * (1.0 - m * m / var), 0.0, SHAPE_MAX)
-    scale = 0.5 * m * (m * m / var + 1.0)
-    pareto = shape >= 1e-6
-    safe = np.where(pareto, shape, 1.0)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        tail = np.where(pareto, np.log1p(safe * y / scale) / safe, y / m)
-    below = 1.0 - (1.0 - q) * np.minimum(z, TAIL_START) / TAIL_START
-    out: FloatArray = -np.log(np.maximum(below, 1e-300)) + np.where(z > TAIL_START, tail, 0.0)
-    return np.minimum(np.where(np.isfinite(out), out, MAX_SURPRISE), MAX_SURPRISE)
+    q = wu / w
+    if z <= TAIL_START:
+        # + 0.0 turns the -0.0 of -log(1) into 0.0.
+        return min(-math.log(max(1.0 - (1.0 - q) * z / TAIL_START, 1e-300)), MAX_SURPRISE) + 0.0
+    m = s1 / wu
+    var = max(s2 / wu - m * m, 1e-12)
+    shape = min(SHAPE_MAX, max(0.0, 0.5 * (1.0 - m * m / var)))
+    y = z - TAIL_START
+    if shape < 1e-6:
+        tail = y / m
+    else:
+        scale = 0.5 * m * (m * m / var + 1.0)
+        tail = math.log1p(shape * y / scale) / shape
+    out = -math.log(q) + tail
+    return out if out < MAX_SURPRISE else MAX_SURPRISE
+
+
+@numba.njit(cache=_CACHE, nogil=True)
+def tail_learn_at(
+    i: int, z: float, keep: float, w: FloatArray, wu: FloatArray, s1: FloatArray, s2: FloatArray
+) -> None:
+    """Series ``i``'s tail sums learn the deviation ``z`` (forgetting: ``keep`` per point).
+
+    One huge deviation adds at most ten mean excesses: a single incident that was
+    learned does not blunt the tail for the next thousand points.
+    """
+    beyond = z > TAIL_START
+    excess = min(z - TAIL_START, 10.0 * s1[i] / wu[i]) if beyond else 0.0
+    w[i] = keep * w[i] + 1.0
+    wu[i] = keep * wu[i] + (1.0 if beyond else 0.0)
+    s1[i] = keep * s1[i] + excess
+    s2[i] = keep * s2[i] + excess * excess
+
+
+@numba.njit(cache=_CACHE, nogil=True)
+def refractory_fresh_at(memory: float, surprise: float) -> float:
+    """The surprise left after the recent peak ``memory`` is taken off (:class:`Refractory`)."""
+    return max(surprise - max(memory - REFRACTORY_BASE, 0.0), 0.0)
+
+
+@numba.njit(cache=_CACHE, nogil=True)
+def tail_score_at(surprise: float) -> float:
+    """``1 - p`` for a surprise ``-ln p`` (:func:`tail_score` of one point)."""
+    return min(max(-math.expm1(-max(surprise, 0.0)), 0.0), 1.0) + 0.0
+
+
+@numba.njit(cache=_CACHE, nogil=True)
+def _refractory_fresh(idx: IntArray, surprise: FloatArray, m: FloatArray, out: FloatArray) -> None:
+    for k in range(len(idx)):
+        out[k] = refractory_fresh_at(m[idx[k]], surprise[k])
+
+
+@numba.njit(cache=_CACHE, nogil=True)
+def _tail_surprise(
+    idx: IntArray,
+    z: FloatArray,
+    w: FloatArray,
+    wu: FloatArray,
+    s1: FloatArray,
+    s2: FloatArray,
+    out: FloatArray,
+) -> None:
+    for k in range(len(idx)):
+        i = idx[k]
+        out[k] = tail_surprise_at(z[k], w[i], wu[i], s1[i], s2[i])
+
+
+@numba.njit(cache=_CACHE, nogil=True)
+def _tail_update(
+    idx: IntArray,
+    z: FloatArray,
+    keep: float,
+    w: FloatArray,
+    wu: FloatArray,
+    s1: FloatArray,
+    s2: FloatArray,
+) -> None:
+    for k in range(len(idx)):
+        tail_learn_at(idx[k], z[k], keep, w, wu, s1, s2)
 
 
 class TailCalibrator:
@@ -207,7 +278,7 @@ class TailCalibrator:
     ``ewma_z``): each series keeps the decayed share ``q`` of its deviations beyond
     ``TAIL_START`` and the decayed first two moments of their excess, and beyond the start
     ``p`` is ``q`` times the survival function of a generalized Pareto distribution fitted
-    to those moments (:func:`gpd_surprise`): exponential when the excesses look
+    to those moments (:func:`tail_surprise_at`): exponential when the excesses look
     exponential, a power law when they are heavier (Student-t noise, bursty counts).
     Below the start, ``p`` falls linearly from 1 at ``z = 0`` to ``q``. It returns the
     surprise ``-ln p`` (up to ``MAX_SURPRISE``), and :func:`tail_score` makes it the score
@@ -257,24 +328,19 @@ class TailCalibrator:
 
     def surprise(self, idx: IntArray, z: FloatArray) -> FloatArray:
         """``-ln p`` of the deviations ``z`` (series ``idx``), without learning them."""
+        idx = np.ascontiguousarray(idx, dtype=np.int64)
+        z = np.ascontiguousarray(z, dtype=np.float64)
         self.grow(int(idx.max()) + 1 if len(idx) else 0)
-        wu = self._wu[idx]
-        return gpd_surprise(z, wu / self._w[idx], self._s1[idx] / wu, self._s2[idx] / wu)
+        out = np.zeros(len(idx))
+        _tail_surprise(idx, z, self._w, self._wu, self._s1, self._s2, out)
+        return out
 
     def update(self, idx: IntArray, z: FloatArray) -> None:
         """Learn deviations; ``idx`` must not repeat a series (one round)."""
+        idx = np.ascontiguousarray(idx, dtype=np.int64)
+        z = np.ascontiguousarray(z, dtype=np.float64)
         self.grow(int(idx.max()) + 1 if len(idx) else 0)
-        keep = 1.0 - self.alpha
-        beyond = z > TAIL_START
-        wu = self._wu[idx]
-        # One huge deviation may add at most ten mean excesses: a single incident that
-        # was learned does not blunt the tail for the next thousand points.
-        cap = 10.0 * self._s1[idx] / wu
-        excess = np.where(beyond, np.minimum(z - TAIL_START, cap), 0.0)
-        self._w[idx] = keep * self._w[idx] + 1.0
-        self._wu[idx] = keep * wu + beyond
-        self._s1[idx] = keep * self._s1[idx] + excess
-        self._s2[idx] = keep * self._s2[idx] + excess * excess
+        _tail_update(idx, z, 1.0 - self.alpha, self._w, self._wu, self._s1, self._s2)
 
     def state_dict(self, n: int | None = None) -> dict[str, Any]:
         """Decayed counts and excess sums of the first ``n`` (default all) series, as arrays."""
@@ -335,9 +401,10 @@ class Refractory:
 
     def fresh(self, idx: IntArray, surprise: FloatArray) -> FloatArray:
         """The surprise left after the recent peak of series ``idx`` is taken off."""
+        idx = np.ascontiguousarray(idx, dtype=np.int64)
         self.grow(int(idx.max()) + 1 if len(idx) else 0)
-        base = REFRACTORY_BASE
-        out: FloatArray = np.maximum(surprise - np.maximum(self._m[idx] - base, 0.0), 0.0)
+        out = np.zeros(len(idx))
+        _refractory_fresh(idx, np.ascontiguousarray(surprise, dtype=np.float64), self._m, out)
         return out
 
     def update(self, idx: IntArray, surprise: FloatArray) -> None:

@@ -5,20 +5,83 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numba
 import numpy as np
 
-from aiops.detectors.calibration import Refractory, TailCalibrator, tail_score
-from aiops.pipeline.detector import RoundDetector
-from aiops.types import BoolArray, FloatArray, IntArray
+from aiops.detectors.calibration import (
+    Refractory,
+    TailCalibrator,
+    refractory_fresh_at,
+    tail_learn_at,
+    tail_score_at,
+    tail_surprise_at,
+)
+from aiops.pipeline.detector import Detector
+from aiops.types import FloatArray, IntArray
 
 __all__ = ["RobustEWMA"]
 
 #: Mean absolute deviation of a standard normal variable, sqrt(2/pi): converts an
 #: absolute-deviation scale into a standard-deviation scale.
 MAD_TO_SIGMA = math.sqrt(2.0 / math.pi)
+#: numba keys its on-disk cache by source file but records the importing module's name
+#: (see :mod:`aiops.detectors.ewma_z`): only the installed name caches.
+_CACHE = __name__ == "aiops.detectors.robust_ewma"
 
 
-class RobustEWMA(RoundDetector):
+@numba.njit(cache=_CACHE, nogil=True)
+def _score_points(
+    idx: IntArray,
+    values: FloatArray,
+    out: FloatArray,
+    mu: FloatArray,
+    dev: FloatArray,
+    n: IntArray,
+    w: FloatArray,
+    wu: FloatArray,
+    s1: FloatArray,
+    s2: FloatArray,
+    memory: FloatArray,
+    params: FloatArray,
+    warmup: int,
+) -> None:
+    """Score and learn every point in order; the whole detector is this loop."""
+    alpha, scale_alpha, clip, min_scale = params[0], params[1], params[2], params[3]
+    rel_min_scale, keep, decay, learn_below = params[4], params[5], params[6], params[7]
+    for k in range(len(idx)):
+        out[k] = 0.0
+        x = values[k]
+        if not math.isfinite(x):
+            continue  # a missing point: scores 0, changes nothing
+        i = idx[k]
+        c = n[i]
+        sigma = max(dev[i] / MAD_TO_SIGMA, max(min_scale, rel_min_scale * abs(mu[i])))
+        z = abs(x - mu[i]) / sigma
+        surprise = tail_surprise_at(z, w[i], wu[i], s1[i], s2[i])
+        warm = c >= warmup
+        score = tail_score_at(refractory_fresh_at(memory[i], surprise)) if warm else 0.0
+        out[k] = score
+        learn = score < learn_below
+        if warm:
+            # The refractory memory follows every point (it describes the recent signal);
+            # the tail learns only the points that are learned from.
+            if decay > 0.0:
+                memory[i] = max(decay * memory[i], surprise)
+            if learn:
+                tail_learn_at(i, z, keep, w, wu, s1, s2)
+        if not learn:
+            continue
+        # During warm-up the level and deviation are running means (weight 1/(c+1)),
+        # then exponential; the residual is clipped only once the scale means something.
+        r = x - mu[i]
+        if warm:
+            r = max(-clip * sigma, min(clip * sigma, r))
+        mu[i] += max(alpha, 1.0 / (c + 1)) * r
+        dev[i] += max(scale_alpha, 1.0 / (c + 1)) * (abs(r) - dev[i])
+        n[i] = c + 1
+
+
+class RobustEWMA(Detector):
     """Huber-clipped EWMA of the level and of the absolute deviation, per series.
 
     Each series keeps an exponentially weighted level ``mu`` and an exponentially
@@ -51,8 +114,10 @@ class RobustEWMA(RoundDetector):
     score scale and exponential tail from 1.5 sigma: standard score 48 swept and 48 at
     the then default threshold 0.99, against 0 and -652 with a Gaussian calibration.
 
-    Cost: O(1) memory and time per point, 7 numbers per series; a batch is a few dozen
-    numpy operations per round (see :class:`aiops.pipeline.detector.RoundDetector`).
+    Cost: O(1) memory and time per point, 8 numbers per series; one compiled (numba)
+    loop over a batch's points in order, the same for a batch of many series and for
+    the replay of one long series (the tail and refractory math are
+    :mod:`aiops.detectors.calibration`'s compiled functions).
 
     Parameters
     ----------
@@ -118,8 +183,6 @@ class RobustEWMA(RoundDetector):
         self.refractory = refractory
         self._tail = TailCalibrator(alpha=tail_alpha)  # validates tail_alpha
         self._refr = Refractory(decay=refractory)  # validates refractory
-        # (idx, z, surprise) of the round just scored, for _learn_round.
-        self._pending: tuple[IntArray, FloatArray, FloatArray] | None = None
         self._mu = np.zeros(0)
         self._dev = np.zeros(0)
         self._n = np.zeros(0, dtype=np.int64)
@@ -143,56 +206,53 @@ class RobustEWMA(RoundDetector):
         self._tail.grow(cap)
         self._refr.grow(cap)
 
-    def _sigma(self, idx: IntArray) -> FloatArray:
-        mu = self._mu[idx]
-        floor = np.maximum(self.min_scale, self.rel_min_scale * np.abs(mu))
-        sigma: FloatArray = np.maximum(self._dev[idx] / MAD_TO_SIGMA, floor)
-        return sigma
-
-    def _surprise(self, idx: IntArray, values: FloatArray) -> tuple[FloatArray, FloatArray]:
-        """Per point: the deviation in sigmas and its surprise ``-ln p`` (no state change)."""
-        z = np.abs(values - self._mu[idx]) / self._sigma(idx)
-        return z, self._tail.surprise(idx, z)
-
-    def _score_round(self, idx: IntArray, timestamps: FloatArray, values: FloatArray) -> FloatArray:
-        z, surprise = self._surprise(idx, values)
-        self._pending = (idx, z, surprise)
-        scores: FloatArray = tail_score(self._refr.fresh(idx, surprise))
-        scores[self._n[idx] < self.warmup] = 0.0
-        return scores
-
-    def _learn_round(
-        self, idx: IntArray, timestamps: FloatArray, values: FloatArray, mask: BoolArray | None
-    ) -> None:
-        pending, self._pending = self._pending, None
-        if pending is None or pending[0] is not idx:  # not reached through score()
-            pending = (idx, *self._surprise(idx, values))
-        warm = self._n[idx] >= self.warmup
-        if warm.any():
-            # The refractory memory follows every point (it describes the recent signal);
-            # the tail learns only the points that are learned from.
-            w = np.flatnonzero(warm)
-            z, surprise = pending[1][w], pending[2][w]
-            self._refr.update(idx[w], surprise)
-            if mask is not None:
-                z, w = z[mask[w]], w[mask[w]]
-            self._tail.update(idx[w], z)
-        if mask is not None:
-            idx, values = idx[mask], values[mask]
-        n = self._n[idx]
-        mu = self._mu[idx]
-        warm = n >= self.warmup
-        resid = values - mu
-        # During warm-up the level and deviation are running means (weight 1/(n+1)),
-        # then exponential; the residual is clipped only once the scale means something.
-        limit = np.where(warm, self.clip * self._sigma(idx), np.inf)
-        clipped = np.clip(resid, -limit, limit)
-        w_mu = np.maximum(self.alpha, 1.0 / (n + 1))
-        w_dev = np.maximum(self.scale_alpha, 1.0 / (n + 1))
-        self._mu[idx] = mu + w_mu * clipped
-        dev = self._dev[idx]
-        self._dev[idx] = dev + w_dev * (np.abs(clipped) - dev)
-        self._n[idx] = n + 1
+    def score(self, idx: IntArray, timestamps: FloatArray, values: FloatArray) -> FloatArray:
+        """Score and learn from the points; see :mod:`aiops.pipeline.detector`."""
+        idx = np.ascontiguousarray(idx, dtype=np.int64)
+        values = np.ascontiguousarray(values, dtype=np.float64)
+        if not len(idx) == len(timestamps) == len(values):
+            raise ValueError(
+                f"idx, timestamps and values differ in length: "
+                f"{len(idx)}, {len(timestamps)}, {len(values)}"
+            )
+        out = np.zeros(len(idx))
+        if len(idx) == 0:
+            return out
+        if int(idx.min()) < 0:
+            raise ValueError("series indices must not be negative")
+        need = int(idx.max()) + 1
+        if need > self.n_series:
+            self._grow(need)
+        tail, refr = self._tail, self._refr
+        params = np.array(
+            [
+                self.alpha,
+                self.scale_alpha,
+                self.clip,
+                self.min_scale,
+                self.rel_min_scale,
+                1.0 - self.tail_alpha,
+                self.refractory,
+                self.learn_below,
+            ],
+            dtype=np.float64,
+        )
+        _score_points(
+            idx,
+            values,
+            out,
+            self._mu,
+            self._dev,
+            self._n,
+            tail._w,
+            tail._wu,
+            tail._s1,
+            tail._s2,
+            refr._m,
+            params,
+            int(self.warmup),
+        )
+        return out
 
     def state_dict(self) -> dict[str, Any]:
         """Level, deviation, count, tail and refractory memory per series, as arrays."""
