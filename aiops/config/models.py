@@ -489,8 +489,9 @@ class Rule(_Model):
     """One alerting rule: which series, which detector, and when a score becomes an alert.
 
     Exactly one of ``selector`` (push sources: which series of the stream) and
-    ``query`` (pull sources: a PromQL expression) is set. ``hits_window`` defaults to
-    ``min_hits``. ``for_`` and ``suppress`` are seconds.
+    ``query`` (pull sources: a PromQL expression) is set, unless ``log`` makes it a log
+    rule: then ``selector`` (optional) picks log streams and ``query`` is not allowed.
+    ``hits_window`` defaults to ``min_hits``. ``for_`` and ``suppress`` are seconds.
     """
 
     alert: AlertName
