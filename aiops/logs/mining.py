@@ -37,9 +37,10 @@ import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from drain3.drain import Drain, LogCluster, Node
+if TYPE_CHECKING:
+    from drain3.drain import Drain, LogCluster, Node
 
 __all__ = [
     "DEFAULT_MASKS",
@@ -364,7 +365,7 @@ class LogMiner:
             miner = cls(MinerSettings.from_json(state["settings"]))
             drain = miner.drain
             for cid, tokens, size in state["clusters"]:
-                cluster = LogCluster([str(t) for t in tokens], int(cid))
+                cluster = _drain3().LogCluster([str(t) for t in tokens], int(cid))
                 cluster.size = int(size)
                 drain.id_to_cluster[cluster.cluster_id] = cluster
             drain.clusters_counter = int(state["counter"])
@@ -378,14 +379,26 @@ class LogMiner:
 _NOT_NEW = [MineResult(i, False) for i in range(4096)]
 
 
+def _drain3() -> Any:
+    """The ``drain3.drain`` module; imported when a miner is built (the ``logs`` extra)."""
+    try:
+        import drain3.drain
+    except ImportError as exc:
+        raise ImportError(
+            f"log rules need Drain3, from the logs extra: pip install 'aiopsd[logs]' ({exc})"
+        ) from None
+    return drain3.drain
+
+
 def _new_drain(s: MinerSettings) -> Drain:
-    return Drain(
+    drain: Drain = _drain3().Drain(
         depth=s.depth,
         sim_th=s.sim_th,
         max_children=s.max_children,
         max_clusters=s.max_clusters,
         extra_delimiters=s.extra_delimiters,
     )
+    return drain
 
 
 def _tree_to_json(node: Node) -> list[Any]:
@@ -402,13 +415,14 @@ def _tree_to_json(node: Node) -> list[Any]:
 
 
 def _tree_from_json(doc: list[Any]) -> Node:
-    root = Node()
+    node_class = _drain3().Node
+    root: Node = node_class()
     stack = [(root, doc)]
     while stack:
         node, (ids, children) = stack.pop()
         node.cluster_ids = [int(i) for i in ids]
         for token, child_doc in children.items():
-            child = Node()
+            child = node_class()
             node.key_to_child_node[str(token)] = child
             stack.append((child, child_doc))
     return root
