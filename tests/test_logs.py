@@ -403,3 +403,13 @@ def test_log_rule_defaults():
     lr = RuleFile.model_validate(rule(log={"type": "template_rate"})).groups[0].rules[0].log
     assert (lr.interval, lr.partition_by, lr.mining.sim_th) == (60.0, ("service",), 0.4)
     assert MinerSettings().depth == lr.mining.depth
+
+
+def test_without_drain3_building_a_miner_names_the_extra(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "drain3", None)
+    monkeypatch.setitem(sys.modules, "drain3.drain", None)
+    Engine([])  # no log rules: no miner, no Drain3 needed
+    with pytest.raises(ImportError, match=r"aiopsd\[logs\]"):
+        LogMiner()
