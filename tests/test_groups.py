@@ -89,6 +89,14 @@ def test_an_unchanged_firing_group_is_resent_after_repeat_interval():
     # Checked every group_interval; sent again once repeat_interval has passed.
     assert flushed[:11] == [[]] * 11
     assert flushed[11] == [("team", [("a", "firing")])]
+    # A repeat is a new delivery (its own idempotency key); the same repeat is not.
+    first, repeat = r.out
+    assert (first.repeat, repeat.repeat) == (0, 1)
+    assert first.idempotency_key != repeat.idempotency_key
+    assert repeat.idempotency_key == Notification("team", first.alerts, repeat=1).idempotency_key
+    r.insert(firing("b"))
+    assert r.at(30 + 13 * INTERVAL) == [("team", [("a", "firing"), ("b", "firing")])]
+    assert r.out[-1].repeat == 0  # new content starts the count again
 
 
 def test_resolved_alerts_are_sent_once_then_dropped_and_the_empty_group_removed():

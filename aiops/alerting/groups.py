@@ -216,6 +216,7 @@ class _Group:
     sent_at: float | None = None
     sent_firing: set[str] = field(default_factory=set)
     sent_resolved: set[str] = field(default_factory=set)
+    repeats: int = 0  # the last notification was the n-th repeat of the same content
 
 
 class Groups:
@@ -369,10 +370,17 @@ class Groups:
             group, node, firing_fps, resolved_fps, now
         ):
             return None
+        same = firing_fps == group.sent_firing and resolved_fps == group.sent_resolved
+        group.repeats = group.repeats + 1 if same and group.sent_at is not None else 0
         group.sent_at = now
         group.sent_firing = firing_fps
         group.sent_resolved = resolved_fps
-        return Notification(node.receiver, [*firing, *resolved], group_labels=dict(group.labels))
+        return Notification(
+            node.receiver,
+            [*firing, *resolved],
+            group_labels=dict(group.labels),
+            repeat=group.repeats,
+        )
 
     @staticmethod
     def _needs_update(
@@ -410,6 +418,7 @@ class Groups:
                     "sent_at": g.sent_at,
                     "sent_firing": sorted(g.sent_firing),
                     "sent_resolved": sorted(g.sent_resolved),
+                    "repeats": g.repeats,
                     "alerts": [_alert_state(a) for a in g.alerts.values()],
                 }
                 for g in self._groups.values()
@@ -451,6 +460,7 @@ class Groups:
                 sent_at=None if sent_at is None else float(sent_at),
                 sent_firing=set(doc.get("sent_firing", [])),
                 sent_resolved=set(doc.get("sent_resolved", [])),
+                repeats=int(doc.get("repeats", 0)),
             )
             self._groups[key] = group
             heapq.heappush(self._heap, (group.due, key))

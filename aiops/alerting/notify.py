@@ -171,6 +171,10 @@ class Notification:
     receiver: str
     alerts: Sequence[Alert]
     group_labels: Mapping[str, str] = field(default_factory=dict)
+    #: How many times in a row this same set of transitions is sent again because its
+    #: group's ``repeat_interval`` passed (0: not a repeat); part of the key, so a repeat
+    #: is a new delivery while a re-send of the same one (after a crash) is not.
+    repeat: int = 0
 
     @property
     def status(self) -> AlertStatus:
@@ -179,9 +183,11 @@ class Notification:
 
     @property
     def idempotency_key(self) -> str:
-        """One key for this receiver and exactly this set of alert transitions."""
+        """One key for this receiver and exactly this set of alert transitions (and repeat)."""
         parts = sorted(a.idempotency_key for a in self.alerts)
         raw = self.receiver + "|" + "|".join(parts)
+        if self.repeat:
+            raw += f"|repeat {self.repeat}"
         return hashlib.sha256(raw.encode()).hexdigest()[:32]
 
 
