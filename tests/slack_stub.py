@@ -17,7 +17,7 @@ reference/block-kit):
   (``filename``, integer ``length``), the POST of exactly that many bytes to the
   returned ``upload_url``, ``files.completeUploadExternal`` (``files`` array of ids
   that were uploaded, ``channel_id``, ``thread_ts``);
-- ``conversations.history`` with ``include_all_metadata``;
+- ``conversations.history`` and ``conversations.replies`` with ``include_all_metadata``;
 - incoming webhooks at ``/services/...`` (plain ``ok``; ``invalid_payload`` otherwise);
 - ``response_url`` posts at ``/actions/...``.
 
@@ -425,6 +425,25 @@ class SlackStub:
         out = []
         for m in reversed(msgs):  # newest first, as Slack answers
             doc: dict[str, Any] = {"type": "message", "ts": m.ts, "text": m.text}
+            if with_meta and m.metadata is not None:
+                doc["metadata"] = m.metadata
+            out.append(doc)
+        return {"ok": True, "messages": out, "has_more": False}
+
+    def _m_conversations_replies(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel = self._channel(args.get("channel"), id_only=True)
+        if channel is None:
+            return {"ok": False, "error": "channel_not_found"}
+        ts = args.get("ts")
+        parent = [m for m in self.messages if m.channel == channel and m.ts == ts]
+        if not parent:
+            return {"ok": False, "error": "thread_not_found"}
+        with_meta = str(args.get("include_all_metadata", "")).lower() in ("1", "true")
+        out = []
+        for m in parent + [m for m in self.messages if m.thread_ts == ts]:  # parent first
+            doc: dict[str, Any] = {"type": "message", "ts": m.ts, "text": m.text}
+            if m.thread_ts:
+                doc["thread_ts"] = m.thread_ts
             if with_meta and m.metadata is not None:
                 doc["metadata"] = m.metadata
             out.append(doc)

@@ -534,9 +534,16 @@ def test_build_message_without_window_or_score() -> None:
 def test_resolution_without_a_message_posts_one_and_no_thread_reply(
     stub: SlackStub, token: str, tmp_path: Path, alerts: tuple[Alert, Alert]
 ) -> None:
-    result = notifier(stub, tmp_path).send(Notification("team", [alerts[1]]))
+    n = notifier(stub, tmp_path)
+    result = n.send(Notification("team", [alerts[1]]))
     assert isinstance(result, Delivered)
     [msg] = stub.top_level()
     assert msg.blocks[0]["text"]["text"] == ":white_check_mark: [RESOLVED] HighLatency"
     assert stub.replies(msg.ts) == []
     assert stub.uploads == {}
+    # the next firing of that alert is a new message, not an update of this one
+    firing = alerts[0]
+    later = Alert(firing.fingerprint, "firing", firing.labels, {}, firing.starts_at + 3600)
+    assert isinstance(n.send(Notification("team", [later])), Delivered)
+    assert len(stub.top_level()) == 2
+    assert stub.calls("chat.update") == []

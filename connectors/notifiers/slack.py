@@ -344,7 +344,9 @@ class SlackNotifier(Notifier):
             # took it. Adopt that message if the channel history has it.
             found = self._recover(client, msg.channel, msg.pending_key, msg.pending_since)
             msg = store.posted(group, msg.channel, found) if found else None
-        if msg is not None and msg.ts and msg.state == "open":
+        # This very resolution closed the message before a crash: update it again.
+        closed_by_me = resolved and store.step_done(key, "reply")
+        if msg is not None and msg.ts and (msg.state == "open" or closed_by_me):
             try:
                 client.chat_update(
                     channel=msg.channel, ts=msg.ts, text=text, blocks=blocks, metadata=meta
@@ -375,12 +377,21 @@ class SlackNotifier(Notifier):
                 # worth losing the notification for.
                 log.warning("slack: chart not uploaded: %s", result.reason)
             store.mark(key, "chart")
-        if resolved:
-            if not store.step_done(key, "reply"):
+        if resolved and not store.step_done(key, "reply"):
+            started = store.step_done(key, "reply started")
+            if not (started and self._replied(client, msg.channel, msg.ts, key)):
+                store.mark(key, "reply started")
                 client.chat_postMessage(
-                    channel=msg.channel, thread_ts=msg.ts, text=_resolution_text(n)
+                    channel=msg.channel,
+                    thread_ts=msg.ts,
+                    text=_resolution_text(n),
+                    metadata={
+                        "event_type": _METADATA_EVENT,
+                        "event_payload": {"idempotency_key": key, "status": "resolved"},
+                    },
                 )
-                store.mark(key, "reply")
+            store.mark(key, "reply")
+        if resolved:
             store.close_message(group)
         store.mark(key, "done")
         return Delivered(f"slack {msg.channel}/{msg.ts}")
@@ -419,6 +430,21 @@ class SlackNotifier(Notifier):
             if payload.get("idempotency_key") == key:
                 return str(m.get("ts", ""))
         return ""
+
+    def _replied(self, client: WebClient, channel: str, ts: str, key: str) -> bool:
+        """True if the thread of ``ts`` already holds the reply of this notification."""
+        try:
+            resp = client.conversations_replies(
+                channel=channel, ts=ts, include_all_metadata=True, limit=200
+            )
+        except SlackApiError as exc:
+            log.warning("slack: thread lookup failed (%s); replying again", _error(exc))
+            return False
+        for m in resp.get("messages") or ():
+            payload = (m.get("metadata") or {}).get("event_payload") or {}
+            if payload.get("idempotency_key") == key and m.get("ts") != ts:
+                return True
+        return False
 
     def _upload_chart(self, client: WebClient, n: Notification, channel: str, ts: str) -> None:
         from .slack_chart import render_chart

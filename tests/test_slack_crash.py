@@ -1,0 +1,99 @@
+"""SIGKILL while sending to Slack: every alert gets one message and one resolution reply."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from slack_stub import BOT_TOKEN, SlackStub
+
+from aiops.alerting.notify import Alert, Notification
+from aiops.alerting.outbox import encode_notification
+
+CHILD = Path(__file__).with_name("slack_crash_child.py")
+ALERTS = 60
+KILLS = 20
+
+
+def _notifications() -> list[Notification]:
+    out: list[Notification] = []
+    t0 = 1_767_225_600.0
+    for k in range(ALERTS):
+        labels = {"alertname": f"Crash{k:02d}", "severity": "warning"}
+        fp = f"{k:016x}"
+        firing = Alert(fp, "firing", labels, {}, t0 + k, value=float(k), score=0.9999)
+        out.append(Notification("team", [firing]))
+        if k >= 2:  # resolutions trail their firings, interleaved with later firings
+            j = k - 2
+            labels_j = {"alertname": f"Crash{j:02d}", "severity": "warning"}
+            out.append(
+                Notification(
+                    "team", [Alert(f"{j:016x}", "resolved", labels_j, {}, t0 + j, t0 + j + 60)]
+                )
+            )
+    for j in (ALERTS - 2, ALERTS - 1):
+        labels_j = {"alertname": f"Crash{j:02d}", "severity": "warning"}
+        out.append(
+            Notification(
+                "team", [Alert(f"{j:016x}", "resolved", labels_j, {}, t0 + j, t0 + j + 60)]
+            )
+        )
+    return out
+
+
+def _child(stub: SlackStub, tmp: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "SLACK_BOT_TOKEN": BOT_TOKEN}
+    return subprocess.Popen(
+        [
+            sys.executable,
+            str(CHILD),
+            stub.api_url,
+            str(tmp / "state"),
+            str(tmp / "todo"),
+            str(tmp / "done"),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_posts_each_message_once(tmp_path: Path) -> None:
+    notes = _notifications()
+    (tmp_path / "todo").write_text("".join(encode_notification(n) + "\n" for n in notes))
+    rng = random.Random(20261203)
+    killed_mid_run = 0
+    with SlackStub() as stub:
+        for _ in range(KILLS):
+            child = _child(stub, tmp_path)
+            assert child.stdout is not None
+            assert child.stdout.readline().strip() == "ready"
+            sent_before = len(stub.requests)
+            try:
+                child.wait(timeout=rng.uniform(0.02, 0.4))
+            except subprocess.TimeoutExpired:
+                child.send_signal(signal.SIGKILL)
+                child.wait()
+                killed_mid_run += len(stub.requests) > sent_before
+            else:
+                break  # it finished before this kill
+        final = _child(stub, tmp_path)
+        _, err = final.communicate(timeout=120)
+        assert final.returncode == 0, err
+        assert killed_mid_run >= 10  # the kills did land while it was talking to Slack
+        assert stub.violations == []
+        top = stub.top_level()
+        names = sorted(m.blocks[0]["text"]["text"].split("] ")[1] for m in top)
+        assert names == [f"Crash{k:02d}" for k in range(ALERTS)]  # one message per alert
+        for m in top:
+            assert len(stub.replies(m.ts)) == 1, m.blocks[0]["text"]["text"]
+            assert m.blocks[0]["text"]["text"].startswith(":white_check_mark: [RESOLVED]")
+    done = (tmp_path / "done").read_text().split()
+    assert sorted(set(done)) == sorted(n.idempotency_key for n in notes)
