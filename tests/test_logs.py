@@ -413,3 +413,15 @@ def test_without_drain3_building_a_miner_names_the_extra(monkeypatch):
     Engine([])  # no log rules: no miner, no Drain3 needed
     with pytest.raises(ImportError, match=r"aiopsd\[logs\]"):
         LogMiner()
+
+
+def test_the_hex_and_uuid_shortcut_masks_as_the_regex_does():
+    rng = np.random.default_rng(5)
+    hexc = list("0123456789abcdefABCDEF")
+    toks = ["".join(rng.choice(hexc, rng.integers(4, 20))) for _ in range(3000)]
+    toks += ["-".join("".join(rng.choice(hexc, k)) for k in (8, 4, 4, 4, 12)) for _ in range(1000)]
+    toks += ["0" * 12, "deadbeef", "0-0-0-0-0", "12345678-1234-1234-1234-1234567890ab-x"]
+    fast, slow = Masker(), Masker()
+    for tok in toks:
+        shape = slow.shape(tok).decode()
+        assert fast._token(shape, fast._builtin) == slow._builtin.sub(slow._replace, shape), tok

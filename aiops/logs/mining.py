@@ -132,6 +132,8 @@ class Masker:
         self._custom = self._compile(self.masks, 0)
         self._builtin = self._compile(DEFAULT_MASKS, len(self.masks)) if defaults else None
         self._tokens: dict[str, str] = {}
+        #: Set by :meth:`mask_shape`: the last message held a hex id or UUID token.
+        self.unique = False
 
     def _compile(self, masks: Sequence[Mask], first: int) -> re.Pattern[str] | None:
         parts = []
@@ -167,8 +169,13 @@ class Masker:
         return data.translate(_ZEROS) if self._builtin is not None else data
 
     def mask_shape(self, shape: bytes) -> str:
-        """The masked message of a :meth:`shape`."""
+        """The masked message of a :meth:`shape`.
+
+        Afterwards :attr:`unique` says whether the message held a hex id or UUID token
+        (masked without the regex and not cached: such tokens rarely come back).
+        """
         text = shape.decode("utf-8", "surrogatepass")
+        self.unique = False
         builtin = self._builtin
         if builtin is None:
             return text
@@ -182,6 +189,21 @@ class Masker:
         return " ".join(out)  # type: ignore[arg-type]
 
     def _token(self, tok: str, builtin: re.Pattern[str]) -> str:
+        # A whole token of hex digits (8 or more, digits and letters) or a UUID is what
+        # the <HEX> and <UUID> masks would make of it, found without the regex.
+        n = len(tok)
+        if n >= 8 and not tok.strip(_HEX_CHARS):
+            if "0" in tok and tok.strip("0"):
+                self.unique = True
+                return "<HEX>"
+        elif (
+            n == 36
+            and tok[8] == tok[13] == tok[18] == tok[23] == "-"
+            and tok.count("-") == 4
+            and not tok.replace("-", "").strip(_HEX_CHARS)
+        ):
+            self.unique = True
+            return "<UUID>"
         cache = self._tokens
         masked = builtin.sub(self._replace, tok) if _MAY_MASK.search(tok) else tok
         if len(cache) >= _CACHE_MAX:
@@ -190,6 +212,7 @@ class Masker:
         return masked
 
 
+_HEX_CHARS = "0123456789abcdefABCDEF"
 _MAY_MASK = re.compile(r"[\d/\\@:]")
 _ZEROS = bytes.maketrans(b"123456789", b"000000000")
 
@@ -309,23 +332,28 @@ class LogMiner:
         """Mine one message: its template's id, and whether it is a new template."""
         shape = self.masker.shape(message)
         cluster = self._shapes.get(shape)
-        if cluster is None:
-            cluster = self._masked.get(self.masker.mask_shape(shape))
         # Once full, Drain forgets clusters: a cached one must still be there.
         if cluster is not None and (not self._full or cluster.cluster_id in self._clusters):
             cluster.size += 1
-            if len(self._shapes) >= _CACHE_MAX:
-                self._shapes.clear()
-            self._shapes[shape] = cluster
             cid = cluster.cluster_id
             return _NOT_NEW[cid] if cid < len(_NOT_NEW) else MineResult(cid, False)
         masked = self.masker.mask_shape(shape)
-        cluster, change = self.drain.add_log_message(masked)
-        self._full = len(self._clusters) >= self.settings.max_clusters
-        if len(self._masked) >= _CACHE_MAX:
-            self._masked.clear()
-        self._masked[masked] = cluster
-        return MineResult(cluster.cluster_id, change == "cluster_created")
+        cluster = self._masked.get(masked)
+        if cluster is not None and (not self._full or cluster.cluster_id in self._clusters):
+            cluster.size += 1
+            created = False
+        else:
+            cluster, change = self.drain.add_log_message(masked)
+            created = change == "cluster_created"
+            self._full = len(self._clusters) >= self.settings.max_clusters
+            if len(self._masked) >= _CACHE_MAX:
+                self._masked.clear()
+            self._masked[masked] = cluster
+        if not self.masker.unique:  # a shape with a unique id will not come back
+            if len(self._shapes) >= _CACHE_MAX:
+                self._shapes.clear()
+            self._shapes[shape] = cluster
+        return MineResult(cluster.cluster_id, created)
 
     def add_many(self, messages: Iterable[str]) -> list[int]:
         """Mine messages in order; their template ids."""
