@@ -115,6 +115,8 @@ class Stub:
     def _serve(self, h: BaseHTTPRequestHandler) -> None:
         length = int(h.headers.get("Content-Length") or 0)
         raw = h.rfile.read(length) if length else b""
+        if len(raw) < length:
+            return  # the client died mid-request (a SIGKILLed daemon): nothing arrived
         parts = urlsplit(h.path)
         req = Request(
             h.command, parts.path, parse_qs(parts.query), {k: v for k, v in h.headers.items()}, raw

@@ -263,6 +263,7 @@ def test_workers_deliver_in_the_background_and_append_never_waits_for_them(tmp_p
         for i in range(2, 50):
             box.append(note(i))
         box.append(note(1, receiver="fast"))
+        assert box.flush()  # the appender wrote them while the send still hangs
         assert not slow.release.is_set()
         deadline = time.monotonic() + 5
         while box.stats()["fast"].pending and time.monotonic() < deadline:
@@ -356,4 +357,29 @@ def test_a_database_error_on_append_keeps_the_rows_and_pump_appends_them_later(t
     box.pump()
     assert box.backlog == 0
     box.deliver_due()
+    assert [n.alerts[0].fingerprint for n in sink.sent] == ["fp1"]
+
+
+def test_once_started_append_does_not_wait_for_a_locked_database(tmp_path):
+    sink = ListNotifier()
+    box = Outbox(
+        tmp_path / "o.sqlite",
+        [Integration("ops", "x[0]", sink)],
+        policy=DeliveryPolicy(poll_interval=0.05),
+        busy_timeout=0.05,
+    )
+    box.start()
+    blocker = sqlite3.connect(tmp_path / "o.sqlite", timeout=0)
+    blocker.execute("BEGIN EXCLUSIVE")  # a writer that holds the lock (a busy worker, a CLI)
+    try:
+        box.append(note(1))  # returns: the appender thread waits, not the data loop
+        assert box.flush(timeout=0.3) is False
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert box.flush(timeout=5) is True
+    deadline = time.monotonic() + 5
+    while not sink.sent and time.monotonic() < deadline:
+        time.sleep(0.02)
+    box.close()
     assert [n.alerts[0].fingerprint for n in sink.sent] == ["fp1"]

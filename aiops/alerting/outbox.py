@@ -1,8 +1,11 @@
 """The durable outbox: notifications wait here until their receiver has accepted them.
 
-The data loop only *appends* (:meth:`Outbox.append`, :meth:`Outbox.submit`): one SQLite
-transaction per call, committed with ``synchronous=FULL`` so a row is on disk before the
-checkpoint that covers the alert is written. Delivery happens elsewhere: one worker
+The data loop only *appends* (:meth:`Outbox.append`, :meth:`Outbox.submit`): the rows go
+to an appender thread that writes what has accumulated in one SQLite transaction,
+committed with ``synchronous=FULL``, so the loop never waits for the database (nor for a
+lock a worker holds). Before each checkpoint the daemon calls :meth:`Outbox.flush`,
+which waits until those rows are on disk: whatever a checkpoint covers is durable, and
+what follows it is replayed after a crash. Delivery happens elsewhere: one worker
 thread per receiver integration (a ``<type>_configs`` entry of a receiver) takes the due
 rows of its integration in order and calls the notifier. A slow or dead receiver holds
 up only its own worker, never the data loop and never another receiver.
@@ -396,6 +399,11 @@ class Outbox:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._backlog: list[tuple[Any, ...]] = []
+        self._queued: list[tuple[Any, ...]] = []
+        self._writing = False
+        self._append_cv = threading.Condition()
+        self._appender: threading.Thread | None = None
+        self._appender_stop = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._open_schema()
 
@@ -473,13 +481,20 @@ class Outbox:
     def append(self, notification: Notification) -> int:
         """Queue one notification for every integration of its receiver; never blocks on one.
 
-        Returns how many rows were added (0 when every integration already has this
-        idempotency key: a replay after a restart).
+        See :meth:`submit`; a notification whose idempotency key an integration already
+        has (a replay after a restart) is not queued again.
         """
         return self.submit([notification])
 
     def submit(self, notifications: Iterable[Notification]) -> int:
-        """Queue several notifications in one transaction; returns the rows added."""
+        """Queue several notifications; never waits for a receiver or for the database.
+
+        Once :meth:`start` ran, the rows go to the appender thread, which writes what has
+        accumulated in one transaction (so the data loop never waits for a lock a worker
+        holds); :meth:`flush` waits until they are on disk. Before that they are written
+        at once. Returns the rows written (duplicates are not), or, once started, the
+        rows handed to the appender.
+        """
         rows = []
         now = self.clock()
         for n in notifications:
@@ -491,7 +506,14 @@ class Outbox:
             key = n.idempotency_key
             for integ in integrations:
                 rows.append((n.receiver, integ.name, key, n.status, payload, now, now))
-        return self._insert(rows) if rows else 0
+        if not rows:
+            return 0
+        if self._appender is None:  # not started (tests, one-shot use): write now
+            return self._insert(rows)
+        with self._append_cv:
+            self._queued.extend(rows)
+            self._append_cv.notify()
+        return len(rows)
 
     def _insert(self, rows: list[tuple[Any, ...]]) -> int:
         """Insert rows (after any backlog); on a database error keep them for later."""
@@ -535,9 +557,54 @@ class Outbox:
         return len(self._backlog)
 
     def pump(self) -> None:
-        """Append what a database error held back (called once per loop turn)."""
-        if self._backlog:
+        """Before :meth:`start`: append what a database error held back (once per turn)."""
+        if self._backlog and self._appender is None:
             self._insert([])
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every row handed to :meth:`submit` is committed (before a checkpoint).
+
+        True when nothing is left in memory; False after ``timeout`` (a database error
+        keeps rows back; they are retried and a later flush may succeed).
+        """
+        deadline = time.monotonic() + timeout
+        with self._append_cv:
+            while self._appender is not None and (self._queued or self._writing or self._backlog):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._append_cv.wait(min(left, 0.5))
+            left_over = len(self._queued) + len(self._backlog)
+        if left_over:
+            log.error("outbox: %d notifications not yet written to %s", left_over, self.path)
+        return not left_over
+
+    def _append_loop(self) -> None:
+        cv = self._append_cv
+        while True:
+            with cv:
+                while not (self._queued or self._backlog or self._appender_stop):
+                    cv.wait()
+                if self._appender_stop and not (self._queued or self._backlog):
+                    break
+                rows, self._queued = self._queued, []
+                self._writing = True
+            try:
+                self._insert(rows)  # on a database error the rows wait in the backlog
+            except Exception:
+                log.exception("outbox appender")
+                self._backlog = (self._backlog + rows)[-MAX_BACKLOG:]
+            with cv:
+                self._writing = False
+                cv.notify_all()
+                if self._backlog:
+                    if self._appender_stop:
+                        break
+                    cv.wait(1.0)  # the database refused: try again in a second
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
 
     # -- delivery ----------------------------------------------------------------------
 
@@ -546,6 +613,11 @@ class Outbox:
         self._gc()
         self._warn_orphans()
         self._stop.clear()
+        self._appender_stop = False
+        self._appender = threading.Thread(
+            target=self._append_loop, name="outbox-appender", daemon=True
+        )
+        self._appender.start()
         for integ in self.integrations:
             t = threading.Thread(
                 target=self._worker,
@@ -557,7 +629,17 @@ class Outbox:
             self._threads.append(t)
 
     def stop(self, timeout: float | None = None) -> None:
-        """Stop the workers after their current attempt; pending rows stay for next time."""
+        """Write what is queued, stop the workers after their current attempt.
+
+        Pending rows stay in the file for the next start.
+        """
+        appender = self._appender
+        if appender is not None:
+            with self._append_cv:
+                self._appender_stop = True
+                self._append_cv.notify_all()
+            appender.join(30.0)
+            self._appender = None
         self._stop.set()
         for e in self._wake.values():
             e.set()
@@ -603,6 +685,7 @@ class Outbox:
     def close(self) -> None:
         """Give the workers ``drain_timeout`` to send what is due, stop them, close notifiers."""
         if self._threads and self.drain_timeout > 0:
+            self.flush()
             self.drain(self.drain_timeout)
         self.stop()
         for integ in self.integrations:

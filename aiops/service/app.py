@@ -223,6 +223,9 @@ def build_outbox(
     return outbox
 
 
+#: With ``--once``, how long the outbox may take at exit to send what is due.
+ONCE_DRAIN_TIMEOUT = 600.0
+
 #: Evaluation interval of a query rule whose group sets none (Prometheus' default).
 DEFAULT_QUERY_INTERVAL = 60.0
 
@@ -378,6 +381,10 @@ def run_daemon(
             state / "alerts.jsonl",
             state,
         )
+    if until_exhausted and isinstance(daemon.dispatcher, Outbox):
+        # A finite replay asked to finish: send what is due before exiting (rows waiting
+        # for a back-off or an open breaker stay queued for the next start).
+        daemon.dispatcher.drain_timeout = ONCE_DRAIN_TIMEOUT
     started = time.monotonic()
     try:
         daemon.run(stop, until_exhausted=until_exhausted)

@@ -98,6 +98,10 @@ class Delivery(Protocol):
     def pump(self) -> None:
         """Called once per loop turn."""
 
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Make what ``submit`` took durable; called before each checkpoint."""
+        ...
+
     def close(self) -> None:
         """Stop delivering; keep what is pending."""
 
@@ -345,6 +349,9 @@ class Daemon:
 
     def checkpoint(self) -> None:
         """Write one checkpoint of every rule and every source position, then commit."""
+        # The notifications of the batches this checkpoint covers must be durable first:
+        # after a crash, only what follows the checkpoint is replayed.
+        self.dispatcher.flush()
         self._sequence += 1
         started = time.perf_counter()
         positions = {sid: src.snapshot() for sid, src in self.sources.items()}
