@@ -356,6 +356,7 @@ class _Counts(_Rule):
         self._lookup: dict[tuple[Partition, int], _Series] = {}
         self._level: dict[tuple[tuple[str, str], ...], str | None] = {}
         self._error_template: dict[tuple[int, int], bool] = {}
+        self._error_of: dict[tuple[tuple[tuple[str, str], ...], int], bool] = {}
         self._bucket_end = -math.inf  # first record: open its interval
         self._errors_only = spec.kind == "error_burst"
         self._n_examples = spec.examples
@@ -436,9 +437,22 @@ class _Counts(_Rule):
             for part in set(parts):
                 if (part, -1) not in self._lookup:
                     self._add_series(part, -1)
-            err = self.is_error
-            miners = m.miners
-            keep = [j for j, i in enumerate(pos) if err(recs[i], miners[i], m.cids[i])]
+            # A line's error-ness follows from its stream and template (the miner is the
+            # stream's): looked up per (labels, template id), computed once for each.
+            known = self._error_of
+            pairs = list(zip([recs[i].labels for i in pos], cids, strict=True))
+            flags = [known.get(pair) for pair in pairs]
+            if None in flags:
+                for j, flag in enumerate(flags):
+                    if flag is None:
+                        i = pos[j]
+                        error = self.is_error(recs[i], m.miners[i], m.cids[i])
+                        flags[j] = error
+                        if self.pattern is None:
+                            if len(known) >= 100_000:
+                                known.clear()
+                            known[pairs[j]] = error
+            keep = [j for j, flag in enumerate(flags) if flag]
             pos = [pos[j] for j in keep]
             keys = [(parts[j], -1) for j in keep]
         else:
