@@ -180,7 +180,30 @@ DAY_RANGES = [
 ]  # fmt: skip
 
 
-def test_days_of_month_ranges_load_exactly_when_alertmanager_loads_them(tmp_path):
+OTHER_SPECS = [
+    {"days_of_month": ["1 : 5"]},
+    {"days_of_month": [5]},
+    {"weekdays": ["monday:friday"]},
+    {"weekdays": ["Monday"]},
+    {"weekdays": ["friday:monday"]},
+    {"weekdays": ["monday: friday"]},
+    {"weekdays": ["mon"]},
+    {"months": ["december:january"]},
+    {"months": ["January:3"]},
+    {"years": ["2020:2019"]},
+    {"years": ["2026"]},
+    {"times": [{"start_time": "09:00", "end_time": "17:00"}]},
+    {"times": [{"start_time": "00:00", "end_time": "24:00"}]},
+    {"times": [{"start_time": "9:00", "end_time": "17:00"}]},
+    {"times": [{"start_time": "09:00 ", "end_time": "17:00"}]},
+    {"times": [{"start_time": "17:00", "end_time": "09:00"}]},
+    {"times": [{"start_time": "09:00", "end_time": "24:01"}]},
+    {"location": "Europe/Berlin"},
+    {"location": "Mars/Olympus_Mons"},
+]
+
+
+def test_time_intervals_load_exactly_when_alertmanager_loads_them(tmp_path):
     import json
     import subprocess
 
@@ -189,12 +212,13 @@ def test_days_of_month_ranges_load_exactly_when_alertmanager_loads_them(tmp_path
     from aiops.config.models import TimeSpec
     from tests.servers import require_binary
 
+    specs = [{"days_of_month": [text]} for text in DAY_RANGES] + OTHER_SPECS
     files = []
-    for i, text in enumerate(DAY_RANGES):
+    for i, spec in enumerate(specs):
         config = {
             "route": {"receiver": "r", "routes": [{"receiver": "r", "mute_time_intervals": ["t"]}]},
             "receivers": [{"name": "r"}],
-            "time_intervals": [{"name": "t", "time_intervals": [{"days_of_month": [text]}]}],
+            "time_intervals": [{"name": "t", "time_intervals": [spec]}],
         }
         f = tmp_path / f"t{i:02d}.yml"
         f.write_text(json.dumps(config))
@@ -211,14 +235,14 @@ def test_days_of_month_ranges_load_exactly_when_alertmanager_loads_them(tmp_path
         if line.startswith("Checking '")
     }
     ours = {}
-    for f, text in zip(files, DAY_RANGES, strict=True):
+    for f, spec in zip(files, specs, strict=True):
         try:
-            TimeSpec.model_validate({"days_of_month": [text]})
+            TimeSpec.model_validate(spec)
             ours[str(f)] = True
         except ValidationError:
             ours[str(f)] = False
     assert ours == verdicts
-    assert sum(verdicts.values()) == 9  # both kinds occur
+    assert 0 < sum(verdicts.values()) < len(verdicts)  # both kinds occur
 
 
 def test_day_of_month_arithmetic_counts_negative_days_from_the_real_month_end():

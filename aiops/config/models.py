@@ -821,9 +821,12 @@ _MONTHS = {name.lower(): i for i, name in enumerate(calendar.month_name) if name
 def _clock(value: Any) -> int:
     if not isinstance(value, str):
         raise ValueError(f'must be a time of day such as "18:00", got {_show(value)}')
-    m = re.fullmatch(r"(\d{1,2}):(\d{2})", value.strip())
+    # Alertmanager's format: two-digit hours and minutes, "24:00" the only hour 24.
+    m = re.fullmatch(r"(\d{2}):(\d{2})", value)
     if m is None or int(m.group(2)) > 59 or int(m.group(1)) * 60 + int(m.group(2)) > 1440:
-        raise ValueError(f'must be a time of day from "00:00" to "24:00", got {_show(value)}')
+        raise ValueError(
+            f'must be a time of day "HH:MM" from "00:00" to "24:00", got {_show(value)}'
+        )
     return int(m.group(1)) * 60 + int(m.group(2))
 
 
@@ -856,13 +859,13 @@ def _range_parser(
         if isinstance(value, int) and not isinstance(value, bool):
             text = str(value)
         elif isinstance(value, str):
-            text = value.strip()
+            text = value  # no spaces, as in Alertmanager (" 1:5" is an error there)
         else:
             raise ValueError(f"must be a {kind} or a {kind} range, got {_show(value)}")
         first, sep, last = text.partition(":")
         try:
-            start = parse_one(first.strip())
-            end = parse_one(last.strip()) if sep else start
+            start = parse_one(first)
+            end = parse_one(last) if sep else start
         except ValueError:
             raise ValueError(f"invalid {kind} range {_show(value)}") from None
         for v in (start, end):
@@ -908,7 +911,14 @@ def _weekday(text: str) -> int:
 
 
 def _month(text: str) -> int:
-    return _MONTHS[text.lower()] if text.lower() in _MONTHS else int(text)
+    return _MONTHS[text.lower()] if text.lower() in _MONTHS else _integer(text)
+
+
+def _integer(text: str) -> int:
+    """Digits with an optional minus sign, nothing else (Python's int() allows spaces)."""
+    if not re.fullmatch(r"-?[0-9]+", text):
+        raise ValueError(text)
+    return int(text)
 
 
 def _format_range(r: tuple[int, int]) -> str:
@@ -922,7 +932,7 @@ WeekdayRange = Annotated[
 ]
 DayRange = Annotated[
     tuple[int, int],
-    PlainValidator(_range_parser("day of month", int, -31, 31)),
+    PlainValidator(_range_parser("day of month", _integer, -31, 31)),
     PlainSerializer(_format_range),
 ]
 MonthRange = Annotated[
@@ -932,7 +942,7 @@ MonthRange = Annotated[
 ]
 YearRange = Annotated[
     tuple[int, int],
-    PlainValidator(_range_parser("year", int, 1, 9999)),
+    PlainValidator(_range_parser("year", _integer, 1, 9999)),
     PlainSerializer(_format_range),
 ]
 
