@@ -135,3 +135,42 @@ def test_the_rule_key_and_its_default():
     assert Rule.model_validate(base).resolve_after_stale == DEFAULT_RESOLVE_AFTER_STALE == 900.0
     assert Rule.model_validate({**base, "resolve_after_stale": "1h"}).resolve_after_stale == 3600
     assert Rule.model_validate({**base, "resolve_after_stale": "0s"}).resolve_after_stale == 0
+
+
+def test_in_the_daemon_a_series_that_stops_sends_its_resolution_through_its_group(tmp_path):
+    import threading
+
+    from aiops.alerting.groups import DataClock, Groups
+    from aiops.alerting.routing import Dispatcher, RouteNode
+    from aiops.service.daemon import Daemon
+    from aiops.state.checkpoint import Checkpointer
+    from aiops.state.envelope import FileStateStore
+    from aiops.testing import FakeClock, ListNotifier, MemorySource
+
+    # h0 fires at t=0 and stops after t=60; h1 reports normal values every minute.
+    data = [batch([(0, 0.0, 1.0), (1, 0.0, 0.0)]), batch([(0, 60.0, 1.0), (1, 60.0, 0.0)])]
+    data += [batch([(1, float(t), 0.0)]) for t in range(120, 1800, 60)]
+    spec = RuleSpec(
+        group="g",
+        alert="A",
+        source="mem",
+        matches=lambda k: True,
+        threshold=0.9,
+        stale_seconds=900.0,
+    )
+    engine = Engine([spec])
+    engine.rules[spec.key].detector = ValueIsScore()
+    notifier = ListNotifier()
+    root = RouteNode("r", group_by=("host",), group_wait=30.0, group_interval=300.0)
+    Daemon(
+        sources={"mem": MemorySource(data)},
+        engine=engine,
+        router=Groups(root, clock=DataClock()),
+        dispatcher=Dispatcher({"r": [notifier]}),
+        checkpointer=Checkpointer(FileStateStore(tmp_path)),
+        clock=FakeClock(),
+    ).run(threading.Event())
+    assert [[(a.labels["host"], a.status, a.ends_at) for a in n.alerts] for n in notifier.sent] == [
+        [("h0", "firing", None)],
+        [("h0", "resolved", 960.0)],
+    ]
