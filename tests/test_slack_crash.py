@@ -27,22 +27,18 @@ def _notifications() -> list[Notification]:
         labels = {"alertname": f"Crash{k:02d}", "severity": "warning"}
         fp = f"{k:016x}"
         firing = Alert(fp, "firing", labels, {}, t0 + k, value=float(k), score=0.9999)
-        out.append(Notification("team", [firing]))
+        out.append(Notification("team", [firing], group_labels={"alertname": labels["alertname"]}))
         if k >= 2:  # resolutions trail their firings, interleaved with later firings
             j = k - 2
             labels_j = {"alertname": f"Crash{j:02d}", "severity": "warning"}
+            resolved = Alert(f"{j:016x}", "resolved", labels_j, {}, t0 + j, t0 + j + 60)
             out.append(
-                Notification(
-                    "team", [Alert(f"{j:016x}", "resolved", labels_j, {}, t0 + j, t0 + j + 60)]
-                )
+                Notification("team", [resolved], group_labels={"alertname": f"Crash{j:02d}"})
             )
     for j in (ALERTS - 2, ALERTS - 1):
         labels_j = {"alertname": f"Crash{j:02d}", "severity": "warning"}
-        out.append(
-            Notification(
-                "team", [Alert(f"{j:016x}", "resolved", labels_j, {}, t0 + j, t0 + j + 60)]
-            )
-        )
+        resolved = Alert(f"{j:016x}", "resolved", labels_j, {}, t0 + j, t0 + j + 60)
+        out.append(Notification("team", [resolved], group_labels={"alertname": f"Crash{j:02d}"}))
     return out
 
 

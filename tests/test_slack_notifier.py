@@ -547,3 +547,37 @@ def test_resolution_without_a_message_posts_one_and_no_thread_reply(
     assert isinstance(n.send(Notification("team", [later])), Delivered)
     assert len(stub.top_level()) == 2
     assert stub.calls("chat.update") == []
+
+
+def test_an_aggregation_group_keeps_one_message_while_its_alerts_change(
+    stub: SlackStub, token: str, tmp_path: Path
+) -> None:
+    def alert(name: str, status: str) -> Alert:
+        labels = {"alertname": "DiskFull", "host": name, "service": "db"}
+        end = 1_767_229_200.0 if status == "resolved" else None
+        return Alert(f"fp-{name}", status, labels, {}, 1_767_225_600.0, end)  # type: ignore[arg-type]
+
+    group = {"service": "db"}
+    n = notifier(stub, tmp_path)
+    steps = [
+        [alert("a", "firing")],
+        [alert("a", "firing"), alert("b", "firing")],
+        [alert("b", "firing"), alert("a", "resolved")],
+        [alert("b", "resolved")],
+    ]
+    for alerts_now in steps:
+        assert isinstance(n.send(Notification("team", alerts_now, group_labels=group)), Delivered)
+    [msg] = stub.top_level()
+    headers = [r.args["blocks"][0]["text"]["text"] for r in stub.calls("chat.update")]
+    assert headers == [
+        ":large_orange_circle: [FIRING:2] DiskFull",
+        ":large_orange_circle: [FIRING] DiskFull",
+        ":white_check_mark: [RESOLVED] DiskFull",
+    ]
+    assert all(r.args["ts"] == msg.ts for r in stub.calls("chat.update"))
+    assert len(stub.replies(msg.ts)) == 1
+    # another group of the same receiver is another message
+    other = Notification("team", [alert("c", "firing")], group_labels={"service": "web"})
+    assert isinstance(n.send(other), Delivered)
+    assert len(stub.top_level()) == 2
+    assert stub.violations == []

@@ -643,11 +643,13 @@ def _resolution_text(n: Notification) -> str:
 
 
 def _group_key(channel: str, n: Notification) -> str:
-    """One message per receiver, channel and group (labels; the alert for a lone alert)."""
-    if n.group_labels:
-        ident = json.dumps(sorted(n.group_labels.items()))
-    else:
-        ident = ",".join(sorted({a.fingerprint for a in n.alerts}))
+    """One message per receiver, channel and aggregation group (its group labels).
+
+    As with Alertmanager's groups, every notification of a group holds the group's
+    whole state (what fires, what just resolved), so the group's message is updated
+    with it; ``group_by: []`` makes the receiver's alerts one group and one message.
+    """
+    ident = json.dumps(sorted(n.group_labels.items()))
     raw = f"{n.receiver}|{channel}|{ident}"
     return hashlib.sha256(raw.encode()).hexdigest()[:32]
 
