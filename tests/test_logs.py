@@ -425,3 +425,19 @@ def test_the_hex_and_uuid_shortcut_masks_as_the_regex_does():
     for tok in toks:
         shape = slow.shape(tok).decode()
         assert fast._token(shape, fast._builtin) == slow._builtin.sub(slow._replace, shape), tok
+
+
+def test_interleaved_streams_alert_as_each_stream_alone():
+    a, b = stream(service="a"), stream(service="b", seed=8)
+
+    def run(minutes):
+        engine = Engine([], logs=log_engine())
+        out = []
+        for recs in minutes:
+            out += engine.process("logs", Batch(logs=recs))
+        return {(x.alertname, x.status, x.labels["service"], x.starts_at) for x in out}
+
+    mixed = [sorted(x + y, key=lambda r: r.timestamp) for x, y in zip(a, b, strict=True)]
+    alone = run(a) | run(b)
+    assert run(mixed) == alone
+    assert {s for _, _, s, _ in alone} == {"a", "b"}

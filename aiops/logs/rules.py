@@ -611,8 +611,17 @@ class LogEngine:
             return []
         alerts: list[Alert] = []
         self.records += len(batch.logs)
+        logs = batch.logs
+        first = logs[0].labels
+        # A file source gives every record of a batch one stream: mined in one pass.
+        one_stream = all(r.labels == first for r in logs)
         for gi, (settings, part_by, members) in enumerate(groups):
             digest = settings.digest()
+            if one_stream:
+                one, chosen = self._mine_one_stream(gi, logs, members, part_by, source_id, settings)
+                for rule in chosen:
+                    rule.observe_batch(one, None, alerts)
+                continue
             mined = _Mined()
             recs, parts, miners, cids, created = (
                 mined.recs,
@@ -651,6 +660,35 @@ class LogEngine:
             for rule in members:
                 rule.observe_batch(mined, None if subsets is None else subsets[rule], alerts)
         return alerts
+
+    def _mine_one_stream(
+        self,
+        gi: int,
+        logs: Sequence[LogRecord],
+        members: list[_Rule],
+        part_by: tuple[str, ...],
+        source_id: str,
+        settings: MinerSettings,
+    ) -> tuple[_Mined, list[_Rule]]:
+        """Mine records of one stream; the rules of the group that select it."""
+        labels = logs[0].labels
+        hit = self._route.setdefault(gi, {}).get(labels)
+        if hit is None:
+            digest = settings.digest()
+            hit = self._route_of(gi, labels, members, part_by, source_id, digest, settings)
+        chosen, part, miner, add, _ = hit
+        if not chosen:
+            return _Mined(), chosen
+        results = [add(rec.message) for rec in logs]
+        n = len(results)
+        mined = _Mined(
+            recs=list(logs),
+            parts=[part] * n,
+            miners=[miner] * n,
+            cids=[r[0] for r in results],
+            created=[r[1] for r in results],
+        )
+        return mined, chosen
 
     def _route_of(
         self,
