@@ -506,3 +506,25 @@ def test_signed_odd_payloads_never_break_the_endpoint(world: World, payload: Any
     status, _ = post(world.server.url, body)
     assert status in (200, 400)
     assert world.store.answers() == []
+
+
+def test_runtime_silences_leave_the_router_when_they_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import aiops.alerting.feedback as feedback
+
+    store = FeedbackStore(tmp_path / FEEDBACK_FILE)
+    router = Router(RouteNode("team"))
+    applier = FeedbackApplier(store)
+    from aiops.alerting.feedback import KnownAlert
+
+    good = KnownAlert("f1", "g/X", "s", {"alertname": "X", "host": "a"}, 0.9995)
+    odd = KnownAlert("f2", "g/X", "s2", {"alertname": "X", "": "v"}, 0.9995)
+    store.record("silence", good, "alice")
+    store.record("silence", odd, "alice")  # no matcher can name that label: skipped
+    assert applier.apply(object(), router, force=True) == 2  # type: ignore[arg-type]
+    assert len(router.silences) == 1
+    now = time.time()
+    monkeypatch.setattr(feedback.time, "time", lambda: now + 3601.0)
+    applier.apply(object(), router, force=True)  # type: ignore[arg-type]
+    assert router.silences == []

@@ -192,6 +192,14 @@ class FeedbackStore:
         with conn:
             conn.executescript(_SCHEMA)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            # Collect what no one needs any more: ended silences, old settled answers.
+            now = time.time()
+            conn.execute("DELETE FROM silences WHERE ends_at < ?", (now - 86400.0,))
+            conn.execute(
+                "DELETE FROM feedback WHERE at < ? AND applied IS NOT NULL "
+                "AND (action != 'expected_change' OR checkpointed = 1)",
+                (now - KNOWN_ALERT_RETENTION,),
+            )
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -442,7 +450,7 @@ class FeedbackApplier:
         self.metrics = metrics
         self.poll_interval = poll_interval
         self._next_poll = 0.0
-        self._silence_ids: set[tuple[Any, ...]] = set()
+        self._silences: dict[tuple[Any, ...], Any] = {}  # what this applier added
         self._wake = threading.Event()
 
     def wake(self) -> None:
@@ -491,8 +499,8 @@ class FeedbackApplier:
                     self.metrics.feedback(fb.action, "applied" if outcome == "ok" else outcome)
                 done.append(fb.id)
             if pending:
-                self._sync_silences(router)
                 self.store.mark_applied(done)
+            self._sync_silences(router)
         except sqlite3.Error as exc:
             log.error("feedback store %s: %s; answers wait", self.store.path, exc)
             return 0
@@ -535,13 +543,24 @@ class FeedbackApplier:
         from aiops.alerting.routing import SilenceWindow
         from aiops.alerting.selector import Matcher
 
-        for pairs, starts, ends in self.store.silences():
+        now = time.time()
+        ended = [k for k, w in self._silences.items() if w.ends_at <= now]
+        for key in ended:  # the router's list must not only grow
+            window = self._silences.pop(key)
+            if window in router.silences:
+                router.silences.remove(window)
+        for pairs, starts, ends in self.store.silences(now):
             key = (tuple(pairs), starts, ends)
-            if key in self._silence_ids:
+            if key in self._silences:
                 continue
-            self._silence_ids.add(key)
-            matchers = tuple(Matcher(k, "=", v) for k, v in pairs)
-            router.silences.append(SilenceWindow(matchers, starts, ends))
+            try:
+                matchers = tuple(Matcher(k, "=", v) for k, v in pairs)
+            except ValueError as exc:  # a label name no matcher can hold
+                log.warning("feedback: silence of %s not applied: %s", dict(pairs), exc)
+                continue
+            window = SilenceWindow(matchers, starts, ends)
+            self._silences[key] = window
+            router.silences.append(window)
 
 
 #: Where a verified interaction's ``response_url`` may point (Slack's own host).
