@@ -488,3 +488,54 @@ def test_state_keeps_an_alerts_context_but_not_its_chart_window():
     (restored,) = again._groups[next(iter(again._groups))].alerts.values()
     assert restored == replace(a, window=None, score=restored.score)
     assert restored.score != restored.score  # NaN survives as NaN
+
+
+# --- Alertmanager's inhibitor cases (inhibit_test.go), re-expressed -----------------------
+
+SOURCE_ONE = {"s1": "1", "t1": "2", "e": "1"}  # matches rule one's source only
+SOURCE_TWO = {"s2": "1", "t2": "1", "e": "1"}  # matches rule two's source and target
+
+# Targets and whether they are muted, with rule one's target `t1="1"` (legacy-style
+# equality) and with `t1!="1"`; rule two is `s2="1"` -> `t2="1"`, both on `e`.
+INHIBITOR_CASES = [
+    ({"t1": "1", "e": "1"}, True, False),
+    ({"t2": "1", "e": "1"}, True, True),
+    ({"t1": "1", "t3": "1", "e": "1"}, True, False),
+    ({"t1": "1", "t2": "1", "e": "1"}, True, True),
+    ({"t1": "0", "e": "1"}, False, True),
+    ({"s1": "1", "t1": "1", "e": "1"}, True, False),  # two-sided, muted by a source-only alert
+    ({"s2": "1", "t2": "1", "e": "1"}, False, True),  # two-sided, only two-sided sources: kept
+    ({"t1": "1", "e": "0"}, False, False),  # `equal` differs
+]
+
+
+@pytest.mark.parametrize(("target", "muted_eq", "muted_ne"), INHIBITOR_CASES)
+def test_alertmanagers_inhibitor_cases(target, muted_eq, muted_ne):
+    def index(op):
+        rules = [
+            Inhibition([Matcher("s1", "=", "1")], [Matcher("t1", op, "1")], ["e"]),
+            Inhibition([Matcher("s2", "=", "1")], [Matcher("t2", "=", "1")], ["e"]),
+        ]
+        idx = InhibitionIndex(rules)
+        idx.add("one", SOURCE_ONE)
+        idx.add("two", SOURCE_TWO)
+        return idx
+
+    assert index("=").inhibits(target) is muted_eq
+    assert index("!=").inhibits(target) is muted_ne
+
+
+def test_alertmanagers_inhibit_sequence_a_resolved_source_mutes_nothing():
+    rule = Inhibition([Matcher("s", "=", "1")], [Matcher("t", "=", "1")], ["e"])
+    one = Alert("one", "firing", {"t": "1", "e": "f"}, {}, starts_at=0.0)
+    two = Alert("two", "firing", {"s": "1", "e": "f"}, {}, starts_at=0.0)
+    two_ended = Alert("two", "resolved", {"s": "1", "e": "f"}, {}, starts_at=0.0, ends_at=0.0)
+
+    def run(*alerts):
+        r = Run(node(group_by=("...",), group_wait=0.0), inhibitions=[rule])
+        r.insert(*alerts)
+        return sent(r.out)
+
+    assert run(one) == [("team", [("one", "firing")])]  # the source has not fired
+    assert run(two, one) == [("team", [("two", "firing")])]  # muted by the active source
+    assert ("team", [("one", "firing")]) in run(two, two_ended, one)  # the source resolved
