@@ -441,3 +441,13 @@ def test_interleaved_streams_alert_as_each_stream_alone():
     alone = run(a) | run(b)
     assert run(mixed) == alone
     assert {s for _, _, s, _ in alone} == {"a", "b"}
+
+
+def test_a_line_over_max_line_bytes_is_cut_and_reported(tmp_path):
+    path = tmp_path / "app.log"
+    path.write_text("short\n" + "x" * 100 + "\nafter\n")
+    src = LogFileSource("f", LogFileSource.Config(path=str(path), max_line_bytes=64))
+    batch = src.next_batch()
+    assert [len(r.message) for r in batch.logs] == [5, 64, 5]
+    assert [(r.reason, r.origin) for r in batch.rejects] == [("line_too_long", f"{path}:2")]
+    assert src.snapshot()["line"] == 3

@@ -119,17 +119,17 @@ class LogFileSource(Source):
         fh = self._current(rejects)
         if fh is None:
             return Batch(rejects=rejects)
-        lines, consumed = self._read_lines(fh, self._offset)
-        if not lines and self._rotated():
+        block = self._read_block(fh, self._offset)
+        if not block and self._rotated():
             # The renamed file is read to its end: go on with the new one from its start.
             self._switch(rejects)
             fh = self._fh
             assert fh is not None
-            lines, consumed = self._read_lines(fh, 0)
+            block = self._read_block(fh, 0)
         start_line = self._line
-        self._offset += consumed
-        self._line += len(lines)
-        return self._decode(lines, start_line, rejects)
+        self._offset += len(block)
+        self._line += block.count(b"\n")
+        return self._decode(block, start_line, rejects)
 
     def snapshot(self) -> dict[str, Any]:
         """``{"inode", "device", "offset", "line"}`` after the last line emitted."""
@@ -245,8 +245,8 @@ class LogFileSource(Source):
         self._inode, self._device = st.st_ino, st.st_dev
         self._offset = self._line = 0
 
-    def _read_lines(self, fh: BinaryIO, offset: int) -> tuple[list[bytes], int]:
-        """Complete lines from ``offset`` (without newlines) and the bytes they took."""
+    def _read_block(self, fh: BinaryIO, offset: int) -> bytes:
+        """Up to ``batch_size`` complete lines from ``offset``, newlines included."""
         fh.seek(offset)
         want = self.config.batch_size
         chunks: list[bytes] = []
@@ -258,16 +258,8 @@ class LogFileSource(Source):
             chunks.append(data)
             newlines += data.count(b"\n")
         buf = b"".join(chunks)
-        if newlines > want:
-            cut = -1
-            for _ in range(want):
-                cut = buf.index(b"\n", cut + 1)
-            buf = buf[: cut + 1]
-        else:
-            buf = buf[: buf.rfind(b"\n") + 1]
-        if not buf:
-            return [], 0
-        return buf[:-1].split(b"\n"), len(buf)
+        rest = buf.split(b"\n", want)[-1]  # after the last newline taken
+        return buf[: len(buf) - len(rest)]
 
     def _stdin_batch(self) -> Batch:
         if self._fh is None:
@@ -279,30 +271,38 @@ class LogFileSource(Source):
         except BlockingIOError:
             return Batch()
         buf = self._pending + data
-        cut = buf.rfind(b"\n")
-        self._pending = buf[cut + 1 :]
-        lines = buf[:cut].split(b"\n") if cut >= 0 else []
+        cut = buf.rfind(b"\n") + 1
+        self._pending = buf[cut:]
         start = self._line
-        self._line += len(lines)
-        return self._decode(lines, start, [])
+        self._line += buf.count(b"\n", 0, cut)
+        return self._decode(buf[:cut], start, [])
 
     # -- decoding ---------------------------------------------------------------------
 
-    def _plain_lines(self, lines: list[bytes], now: float) -> list[LogRecord] | None:
-        """``lines`` format in one decode, when no line needs care (else None)."""
-        block = b"\n".join(lines)
-        if b"\r" in block or max(map(len, lines)) > self.config.max_line_bytes:
-            return None
-        labels = self._labels
-        texts = block.decode("utf-8", "replace").split("\n")
-        return [LogRecord(now, t, labels) for t in texts if t and not t.isspace()]
-
-    def _decode(self, lines: list[bytes], start_line: int, rejects: list[Reject]) -> Batch:
+    def _decode(self, block: bytes, start_line: int, rejects: list[Reject]) -> Batch:
+        """The records of a block of complete lines (each ends with a newline)."""
+        if not block:
+            return Batch(rejects=rejects)
         now = time.time()
-        if self._decoder is None and lines:
-            fast = self._plain_lines(lines, now)
-            if fast is not None:
-                return Batch(logs=fast, rejects=rejects)
+        body = block[:-1]
+        limit = self.config.max_line_bytes
+        if self._decoder is None and b"\r" not in body:
+            lines = None
+            if len(body) > limit:
+                lines = body.split(b"\n")
+            if lines is None or max(map(len, lines)) <= limit:
+                # The usual case: one decode and one split for the whole block.
+                labels = self._labels
+                texts = body.decode("utf-8", "replace").split("\n")
+                return Batch(
+                    logs=[LogRecord(now, t, labels) for t in texts if t and not t.isspace()],
+                    rejects=rejects,
+                )
+        return self._decode_lines(body.split(b"\n"), start_line, rejects, now)
+
+    def _decode_lines(
+        self, lines: list[bytes], start_line: int, rejects: list[Reject], now: float
+    ) -> Batch:
         logs: list[LogRecord] = []
         limit = self.config.max_line_bytes
         path = self.config.path
