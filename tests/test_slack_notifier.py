@@ -581,3 +581,43 @@ def test_an_aggregation_group_keeps_one_message_while_its_alerts_change(
     assert isinstance(n.send(other), Delivered)
     assert len(stub.top_level()) == 2
     assert stub.violations == []
+
+
+def test_aiops_check_reports_every_slack_config_error_at_its_place(tmp_path: Path) -> None:
+    from aiops.config import check_paths
+
+    path = tmp_path / "alerting.yaml"
+    path.write_text(
+        "route: {receiver: chat}\n"
+        "receivers:\n"
+        "  - name: chat\n"
+        "    slack_configs:\n"
+        "      - token_env: SLACK_BOT_TOKEN\n"
+        "      - webhook_url_env: SLACK_WEBHOOK_URL\n"
+        "        channel: C0123456789\n"
+        "      - token_env: SLACK_BOT_TOKEN\n"
+        "        token_file: /run/secrets/slack\n"
+        "        channel: C0123456789\n"
+        "      - token_env: SLACK_BOT_TOKEN\n"
+        "        channel: C0123456789\n"
+        "        dashboard_url: 'https://g.example.com/d/x?host={{ $labels.host | nope }}'\n"
+        "      - token_env: SLACK_BOT_TOKEN\n"
+        "        channel: C0123456789\n"
+        "        timeout: 0s\n"
+        "      - token: xoxb-1-2-3\n"
+        "        channel: C0123456789\n"
+    )
+    got = [str(e).replace(str(path), "F") for e in check_paths([path])]
+    assert got == [
+        'F:5:9: receiver "chat": a bot token needs "channel" (a channel ID such as C0123456789)',
+        'F:7:18: receiver "chat": "channel" goes with a bot token; an incoming webhook posts to'
+        " its own channel (set when the webhook is created)",
+        'F:8:9: receiver "chat": give "token_env" or "token_file", not both',
+        'F:13:24: receiver "chat": "dashboard_url": unknown function "nope" at column 50',
+        'F:16:18: receiver "chat": "timeout" must be a duration greater than 0s, got \'0s\'',
+        'F:17:9: receiver "chat": give either a bot token (token_env / token_file, with channel)'
+        " or an incoming webhook (webhook_url_env / webhook_url_file)",
+        'F:17:9: receiver "chat": secret "token" must not be written in YAML; use token_env or'
+        " token_file",
+    ]
+    assert "xoxb-1-2-3" not in "".join(got)

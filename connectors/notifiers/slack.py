@@ -69,6 +69,7 @@ from aiops.alerting.notify import (
     RetryAfter,
 )
 from aiops.alerting.templates import Template
+from aiops.config.models import config_error
 from aiops.timeutil import to_rfc3339
 
 from ..kafka_common import Seconds, SecretError, read_secret
@@ -117,7 +118,7 @@ class SlackNotifier(Notifier):
     Traceback (most recent call last):
     ...
     pydantic_core._pydantic_core.ValidationError: 1 validation error for Config
-      Value error, "channel" goes with a bot token; an incoming webhook posts to its own channel ...
+      "channel" goes with a bot token; an incoming webhook posts to its own channel ...
     """
 
     class Config(BaseModel):
@@ -184,24 +185,29 @@ class SlackNotifier(Notifier):
         def _one_way(self) -> SlackNotifier.Config:
             token = (self.token_env, self.token_file)
             hook = (self.webhook_url_env, self.webhook_url_file)
-            if all(x is not None for x in token) or all(x is not None for x in hook):
-                raise ValueError("give a secret as *_env or as *_file, not both")
+            for name in ("token", "webhook_url"):
+                if getattr(self, f"{name}_env") is not None and getattr(self, f"{name}_file"):
+                    raise config_error(f'give "{name}_env" or "{name}_file", not both')
             has_token = any(x is not None for x in token)
             has_hook = any(x is not None for x in hook)
             if has_token == has_hook:
-                raise ValueError(
+                raise config_error(
                     "give either a bot token (token_env / token_file, with channel) or an "
                     "incoming webhook (webhook_url_env / webhook_url_file)"
                 )
             if has_hook and self.channel is not None:
-                raise ValueError(
+                raise config_error(
                     '"channel" goes with a bot token; an incoming webhook posts to its own '
-                    "channel (set when the webhook is created)"
+                    "channel (set when the webhook is created)",
+                    "channel",
                 )
             if has_token and not self.channel:
-                raise ValueError('a bot token needs "channel" (a channel ID such as C0123456789)')
+                raise config_error('a bot token needs "channel" (a channel ID such as C0123456789)')
             for name in ("generator_url", "dashboard_url"):
-                Template(getattr(self, name))  # a broken template fails at load time
+                try:
+                    Template(getattr(self, name))  # a broken template fails at load time
+                except ValueError as exc:
+                    raise config_error(f'"{name}": {exc}', name) from None
             return self
 
         @property
