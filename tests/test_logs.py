@@ -451,3 +451,22 @@ def test_a_line_over_max_line_bytes_is_cut_and_reported(tmp_path):
     assert [len(r.message) for r in batch.logs] == [5, 64, 5]
     assert [(r.reason, r.origin) for r in batch.rejects] == [("line_too_long", f"{path}:2")]
     assert src.snapshot()["line"] == 3
+
+
+def test_add_batch_mines_as_one_message_at_a_time():
+    rng = np.random.default_rng(2)
+    words = ["alpha", "beta", "gamma", "delta"]
+    msgs = [
+        f"{rng.choice(words)} job {rng.integers(99)} took {rng.integers(900)}ms id "
+        f"{int(rng.integers(2**40)):x}" + (" retry" if rng.random() < 0.3 else "")
+        for _ in range(3000)
+    ]
+    one, many = LogMiner(), LogMiner()
+    expected = [tuple(one.add(m)) for m in msgs]
+    got = []
+    for i in range(0, len(msgs), 250):
+        cids, created = many.add_batch(msgs[i : i + 250])
+        got += list(zip(cids, created, strict=True))
+    assert got == expected
+    assert many.state_dict() == one.state_dict()
+    assert any(c for _, c in got)

@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -354,6 +355,29 @@ class LogMiner:
                 self._shapes.clear()
             self._shapes[shape] = cluster
         return MineResult(cluster.cluster_id, created)
+
+    def add_batch(self, messages: Sequence[str]) -> tuple[list[int], list[bool]]:
+        """Mine messages in order: their template ids and which created a template.
+
+        The same as :meth:`add` one message at a time: messages whose shape was mined
+        before the batch are looked up together (they create nothing and Drain never
+        changes a cluster's id); the others go through :meth:`add` in order.
+        """
+        if self._full:  # clusters may be forgotten meanwhile: one at a time
+            results = [self.add(m) for m in messages]
+            return [r[0] for r in results], [r[1] for r in results]
+        shapes = [self.masker.shape(m) for m in messages]
+        found = [self._shapes.get(sh) for sh in shapes]
+        cids = [-1] * len(found)
+        created = [False] * len(found)
+        for cluster, n in Counter(c for c in found if c is not None).items():
+            cluster.size += n
+        for i, cluster in enumerate(found):
+            if cluster is None:
+                cids[i], created[i] = self.add(messages[i])
+            else:
+                cids[i] = cluster.cluster_id
+        return cids, created
 
     def add_many(self, messages: Iterable[str]) -> list[int]:
         """Mine messages in order; their template ids."""

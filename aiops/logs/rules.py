@@ -49,7 +49,7 @@ from aiops.alerting.notify import Alert
 from aiops.config.models import RuleGroup
 from aiops.logs.mining import LogMiner, Mask, MineResult, MinerSettings
 from aiops.pipeline.engine import RuleRuntime, RuleSpec, alert_fingerprint
-from aiops.types import Batch, LogRecord, SeriesKey
+from aiops.types import Batch, FloatArray, LogRecord, SeriesKey
 
 __all__ = [
     "CONTEXT_LABELS",
@@ -146,6 +146,13 @@ class _Mined:
     miners: list[LogMiner] = field(default_factory=list)
     cids: list[int] = field(default_factory=list)
     created: list[bool] = field(default_factory=list)
+    _ts: FloatArray | None = None
+
+    def timestamps(self) -> FloatArray:
+        """The records' times as one array (computed once, shared by the rules)."""
+        if self._ts is None:
+            self._ts = np.asarray([r.timestamp for r in self.recs], dtype=np.float64)
+        return self._ts
 
 
 class _Rule:
@@ -406,9 +413,7 @@ class _Counts(_Rule):
             s.fresh.append(rec.message)
 
     def observe_batch(self, m: _Mined, idx: list[int] | None, out: list[Alert]) -> None:
-        rng = range(len(m.recs)) if idx is None else idx
-        recs = m.recs
-        ts = np.fromiter((recs[i].timestamp for i in rng), dtype=np.float64, count=len(rng))
+        ts = m.timestamps() if idx is None else m.timestamps()[idx]
         step = self.spec.interval
         start = np.floor(ts / step) * step
         if self.bucket is None:
@@ -676,17 +681,13 @@ class LogEngine:
         if hit is None:
             digest = settings.digest()
             hit = self._route_of(gi, labels, members, part_by, source_id, digest, settings)
-        chosen, part, miner, add, _ = hit
+        chosen, part, miner, _, _ = hit
         if not chosen:
             return _Mined(), chosen
-        results = [add(rec.message) for rec in logs]
-        n = len(results)
+        cids, created = miner.add_batch([rec.message for rec in logs])
+        n = len(cids)
         mined = _Mined(
-            recs=list(logs),
-            parts=[part] * n,
-            miners=[miner] * n,
-            cids=[r[0] for r in results],
-            created=[r[1] for r in results],
+            recs=list(logs), parts=[part] * n, miners=[miner] * n, cids=cids, created=created
         )
         return mined, chosen
 
