@@ -331,7 +331,9 @@ class LogMiner:
 
     def add(self, message: str) -> MineResult:
         """Mine one message: its template's id, and whether it is a new template."""
-        shape = self.masker.shape(message)
+        return self._add(self.masker.shape(message))
+
+    def _add(self, shape: bytes) -> MineResult:
         cluster = self._shapes.get(shape)
         # Once full, Drain forgets clusters: a cached one must still be there.
         if cluster is not None and (not self._full or cluster.cluster_id in self._clusters):
@@ -374,7 +376,7 @@ class LogMiner:
             cluster.size += n
         for i, cluster in enumerate(found):
             if cluster is None:
-                cids[i], created[i] = self.add(messages[i])
+                cids[i], created[i] = self._add(shapes[i])
             else:
                 cids[i] = cluster.cluster_id
         return cids, created
