@@ -470,3 +470,22 @@ def test_add_batch_mines_as_one_message_at_a_time():
     assert got == expected
     assert many.state_dict() == one.state_dict()
     assert any(c for _, c in got)
+
+
+def test_slack_messages_show_the_template_examples_and_log_context():
+    from slack_stub import block_kit_problem
+
+    from aiops.alerting.notify import Notification
+    from aiops.connectors.notifiers.slack import build_message
+
+    engine = Engine([], logs=log_engine())
+    alerts = []
+    for recs in stream():
+        alerts += engine.process("logs", Batch(logs=recs))
+    new = next(a for a in alerts if a.alertname == "NewLogTemplate")
+    _, blocks = build_message(Notification("team", [new]), buttons=False)
+    assert block_kit_problem(blocks) == ""
+    text = json.dumps(blocks)
+    assert "*Template*" in text
+    assert "ERROR payment gateway timeout after <DURATION> for order <NUM>" in text
+    assert "*Example lines*" in text

@@ -472,6 +472,20 @@ class SlackNotifier(Notifier):
 # -- messages --------------------------------------------------------------------------
 
 
+def _log_text(alert: Alert) -> str:
+    """Log evidence of an alert (aiops.logs): its template, example lines, log context."""
+    parts = []
+    for key, title in (
+        ("template", "Template"),
+        ("examples", "Example lines"),
+        ("log_templates", "Log templates"),
+    ):
+        value = alert.annotations.get(key)
+        if value:
+            parts.append(f"*{title}*\n```{_clip(value, 900)}```")
+    return _clip("\n".join(parts), MAX_SECTION)
+
+
 def _clip(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 1] + "\N{HORIZONTAL ELLIPSIS}"
 
@@ -525,6 +539,9 @@ def _alert_blocks(
     labels = ", ".join(f"{k}={v}" for k, v in sorted(alert.labels.items()))
     text = (f"{summary}\n" if summary else "") + f"*Labels* `{labels}`"
     blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _clip(text, MAX_SECTION)}})
+    logs = _log_text(alert)
+    if logs:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": logs}})
     when = to_rfc3339(alert.starts_at)
     if not firing and alert.ends_at is not None:
         when += f" to {to_rfc3339(alert.ends_at)}"
