@@ -84,6 +84,7 @@ _STATE_VERSION = 1
 
 Renderer = Callable[[str, Mapping[str, Any]], str]
 Partition = tuple[tuple[str, str], ...]
+Labels = tuple[tuple[str, str], ...]
 
 
 def _plain(template: str, context: Mapping[str, Any]) -> str:
@@ -146,6 +147,8 @@ class _Mined:
     miners: list[LogMiner] = field(default_factory=list)
     cids: list[int] = field(default_factory=list)
     created: list[bool] = field(default_factory=list)
+    #: Set when every record is of one stream: its partition and labels.
+    stream: tuple[Partition, Labels] | None = None
     _ts: FloatArray | None = None
 
     def timestamps(self) -> FloatArray:
@@ -430,6 +433,9 @@ class _Counts(_Rule):
             self._count(range(a, b) if idx is None else idx[a:b], m)
 
     def _count(self, seg: range | list[int], m: _Mined) -> None:
+        if m.stream is not None and isinstance(seg, range):
+            self._count_stream(seg, m, m.stream)
+            return
         recs = m.recs
         if isinstance(seg, range):  # every record of the batch: slices, counted in C
             parts, cids = m.parts[seg.start : seg.stop], m.cids[seg.start : seg.stop]
@@ -476,6 +482,46 @@ class _Counts(_Rule):
                 s.fresh.append(recs[first[key]].message)
                 j = last[key]
                 if j != first[key] and len(s.fresh) < self._n_examples:
+                    s.fresh.append(recs[j].message)
+
+    def _count_stream(self, seg: range, m: _Mined, stream: tuple[Partition, Labels]) -> None:
+        """:meth:`_count` for records of one stream: keyed by template id alone."""
+        part, labels = stream
+        recs, cids, pos = m.recs, m.cids[seg.start : seg.stop], seg
+        if self._errors_only:
+            if (part, -1) not in self._lookup:
+                self._add_series(part, -1)
+            known = self._error_of
+            flags = [known.get((labels, c)) for c in cids]
+            if None in flags:
+                for j, flag in enumerate(flags):
+                    if flag is None:
+                        i = pos[j]
+                        error = self.is_error(recs[i], m.miners[i], cids[j])
+                        flags[j] = error
+                        if self.pattern is None:
+                            if len(known) >= 100_000:
+                                known.clear()
+                            known[(labels, cids[j])] = error
+            kept = [pos[j] for j, flag in enumerate(flags) if flag]
+            if not kept:
+                return
+            counts = {-1: len(kept)}
+            first, last = {-1: kept[0]}, {-1: kept[-1]}
+        else:
+            counts = Counter(cids)
+            first = dict(zip(reversed(cids), reversed(pos), strict=True))
+            last = dict(zip(cids, pos, strict=True))
+        lookup = self._lookup
+        for tid, n in counts.items():
+            s = lookup.get((part, tid))
+            if s is None:
+                s = self._add_series(part, tid)
+            s.count += n
+            if len(s.fresh) < self._n_examples:
+                s.fresh.append(recs[first[tid]].message)
+                j = last[tid]
+                if j != first[tid] and len(s.fresh) < self._n_examples:
                     s.fresh.append(recs[j].message)
 
     def _advance(self, ts: float, out: list[Alert]) -> None:
@@ -687,7 +733,12 @@ class LogEngine:
         cids, created = miner.add_batch([rec.message for rec in logs])
         n = len(cids)
         mined = _Mined(
-            recs=list(logs), parts=[part] * n, miners=[miner] * n, cids=cids, created=created
+            recs=list(logs),
+            parts=[part] * n,
+            miners=[miner] * n,
+            cids=cids,
+            created=created,
+            stream=(part, labels),
         )
         return mined, chosen
 
