@@ -489,3 +489,29 @@ def test_slack_messages_show_the_template_examples_and_log_context():
     assert "*Template*" in text
     assert "ERROR payment gateway timeout after <DURATION> for order <NUM>" in text
     assert "*Example lines*" in text
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"message": "x"},{"message": "y"}',  # two values on one line
+        '[{"message": "x"}, {"message": "y"}]',  # an array of events: kept, line by line
+        '{"message": "x"}],[{"message": "y"}',
+        "not json",
+    ],
+)
+def test_log_json_lines_decoded_in_one_parse_give_what_line_by_line_gives(tmp_path, line):
+    path = tmp_path / "app.jsonl"
+    good = [json.dumps({"message": f"m{i}", "timestamp": i}) for i in range(3)]
+    path.write_text("\n".join([good[0], line, good[1], "", good[2]]) + "\n")
+    decoder = create_decoder("log_json")
+    expected = []
+    reasons = []
+    for n, raw in enumerate(path.read_bytes().split(b"\n")[:-1], 1):
+        if raw.strip():
+            out = decoder.decode(raw, origin=f"{path}:{n}", timestamp=0.0)
+            expected += [r.message for r in out.logs]
+            reasons += [(r.reason, r.origin) for r in out.rejects]
+    batch = LogFileSource("f", LogFileSource.Config(path=str(path), format="log_json")).next_batch()
+    assert [r.message for r in batch.logs] == expected
+    assert [(r.reason, r.origin) for r in batch.rejects] == reasons

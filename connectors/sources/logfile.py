@@ -286,19 +286,41 @@ class LogFileSource(Source):
         now = time.time()
         body = block[:-1]
         limit = self.config.max_line_bytes
-        if self._decoder is None and b"\r" not in body:
-            lines = None
+        lines = None
+        if b"\r" not in body:
             if len(body) > limit:
                 lines = body.split(b"\n")
             if lines is None or max(map(len, lines)) <= limit:
-                # The usual case: one decode and one split for the whole block.
-                labels = self._labels
-                texts = body.decode("utf-8", "replace").split("\n")
-                return Batch(
-                    logs=[LogRecord(now, t, labels) for t in texts if t and not t.isspace()],
-                    rejects=rejects,
-                )
-        return self._decode_lines(body.split(b"\n"), start_line, rejects, now)
+                # The usual case: the whole block decoded at once.
+                if self._decoder is None:
+                    labels = self._labels
+                    texts = body.decode("utf-8", "replace").split("\n")
+                    logs = [LogRecord(now, t, labels) for t in texts if t and not t.isspace()]
+                    return Batch(logs=logs, rejects=rejects)
+                whole = self._decode_whole(body, lines, now)
+                if whole is not None:
+                    return Batch(logs=whole, rejects=rejects)
+        return self._decode_lines(lines or body.split(b"\n"), start_line, rejects, now)
+
+    def _decode_whole(
+        self, body: bytes, lines: list[bytes] | None, now: float
+    ) -> list[LogRecord] | None:
+        """Every line's records from one decoder call; None if any line is rejected.
+
+        ``log_json`` gets the lines as one JSON array (one parse for the block), and
+        ``journald`` the block as it is. With a reject the block is decoded line by line
+        again, so each reject names its own line and keeps only that line.
+        """
+        assert self._decoder is not None
+        kept = [x for x in (lines or body.split(b"\n")) if x.strip()]
+        if not kept:
+            return []
+        # One event a line, or the line by line path says what is wrong: a line that is
+        # not one JSON value (two objects, an array of events) changes the count.
+        json_lines = self.config.format == "log_json"
+        payload = b"[" + b",".join(kept) + b"]" if json_lines else body
+        out = self._decoder.decode(payload, origin=self.config.path, timestamp=now)
+        return None if out.rejects or len(out.logs) != len(kept) else out.logs
 
     def _decode_lines(
         self, lines: list[bytes], start_line: int, rejects: list[Reject], now: float
