@@ -9,18 +9,18 @@ One daemon config (a file source replaying a seeded CSV of ``--series`` series x
 ``--points`` points with a spike every ``--every`` points, one rule, so thousands of
 notifications) is run in process, three ways, alternating, ``--rounds`` times:
 
-- ``null``: the receiver has no ``*_configs`` (the outbox still takes every notification:
-  the same appends, delivered to nowhere) - the baseline;
+- ``none``: the receiver has no ``*_configs``: nothing is queued or delivered - the
+  baseline;
 - ``dead``: a ``webhook_configs`` entry pointing at a TCP port that accepts connections
   and never answers (each attempt waits for its 2 s time-out, then the circuit breaker
   opens);
 - ``live``: a webhook to a local HTTP server that answers 200 at once.
 
 Timed: the data loop from the first poll until the source is exhausted (``Daemon.step``
-until ``exhausted``), CPU and wall time of the whole process, not the shutdown (which
-gives the workers up to 5 s to send what is due). Printed: points per second of each
-way (median over rounds) and the ratios ``dead / null`` and ``live / null`` from the
-same run. Target: ``dead / null >= 0.95``.
+until ``exhausted``): wall time, and the CPU time of the data loop's own thread; not the
+shutdown (which gives the workers time to send what is due). Printed: points per second
+of each way by wall time (median over rounds) and the ratios ``dead / none`` and
+``live / none`` from the same run. Target: ``dead / none >= 0.95``.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def write_config(root: Path, name: str, receiver: str) -> Path:
   receiver: r
   group_by: [alertname, host]
   group_wait: 0s
-  group_interval: 1ms
+  group_interval: 1m
 receivers:
   - name: r
 {receiver}"""
@@ -99,16 +99,16 @@ class _Ok(BaseHTTPRequestHandler):
 
 
 def run_once(config: Path, state: Path) -> tuple[float, float, int, dict[str, int]]:
-    """Wall and CPU seconds of the data loop, points, outbox outcomes (after shutdown)."""
+    """Wall and thread-CPU seconds of the data loop, points, outbox outcomes (at the end)."""
     import shutil
 
     shutil.rmtree(state, ignore_errors=True)
     daemon = build_daemon(load_config(config), state_dir=state)
     daemon.start()
-    wall0, cpu0 = time.perf_counter(), time.process_time()
+    wall0, cpu0 = time.perf_counter(), time.thread_time()
     while not daemon.exhausted:
         daemon.step()
-    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    wall, cpu = time.perf_counter() - wall0, time.thread_time() - cpu0
     points = sum(h.points for h in daemon.health.values())
     daemon.shutdown()
     return wall, cpu, points, dict(daemon.dispatcher.results)
@@ -136,7 +136,7 @@ def main() -> int:
         root = Path(d)
         write_data(root, args.series, args.points, args.every)
         configs = {
-            "null": write_config(root, "null", ""),
+            "none": write_config(root, "none", ""),
             "dead": write_config(
                 root, "dead", f"    webhook_configs: [{{url: '{dead_url}', timeout: 2s}}]\n"
             ),
@@ -144,7 +144,7 @@ def main() -> int:
         }
         rates: dict[str, list[float]] = {k: [] for k in configs}
         cpu_rates: dict[str, list[float]] = {k: [] for k in configs}
-        run_once(configs["null"], root / "warm")  # numba caches, imports
+        run_once(configs["none"], root / "warm")  # numba caches, imports
         for r in range(args.rounds):
             for name, config in configs.items():
                 wall, cpu, points, results = run_once(config, root / f"state-{name}")
@@ -152,7 +152,7 @@ def main() -> int:
                 cpu_rates[name].append(points / cpu)
                 print(
                     f"round {r + 1} {name:5s}: {points} points in {wall:.2f}s wall "
-                    f"({points / wall:,.0f}/s), {cpu:.2f}s CPU; outbox {results}",
+                    f"({points / wall:,.0f}/s), {cpu:.2f}s data-loop CPU; outbox {results}",
                     file=sys.stderr,
                 )
     dead.close()
@@ -163,8 +163,8 @@ def main() -> int:
         + ", ".join(f"{k} {v:,.0f}" for k, v in med.items())
     )
     print(
-        f"dead / null = {med['dead'] / med['null']:.3f}  live / null = "
-        f"{med['live'] / med['null']:.3f}  (target dead / null >= 0.95)"
+        f"dead / none = {med['dead'] / med['none']:.3f}  live / none = "
+        f"{med['live'] / med['none']:.3f}  (target dead / none >= 0.95)"
     )
     return 0
 

@@ -400,6 +400,7 @@ class Outbox:
         self._threads: list[threading.Thread] = []
         self._backlog: list[tuple[Any, ...]] = []
         self._queued: list[tuple[Any, ...]] = []
+        self._nowhere: set[str] = set()
         self._writing = False
         self._append_cv = threading.Condition()
         self._appender: threading.Thread | None = None
@@ -500,7 +501,10 @@ class Outbox:
         for n in notifications:
             integrations = self._by_receiver.get(n.receiver)
             if not integrations:
-                log.warning("outbox: no receiver %r configured; notification dropped", n.receiver)
+                # A receiver without *_configs delivers nowhere; say so once per name.
+                if n.receiver not in self._nowhere:
+                    self._nowhere.add(n.receiver)
+                    log.info("outbox: receiver %r has no integrations; not queued", n.receiver)
                 continue
             payload = encode_notification(n)
             key = n.idempotency_key

@@ -178,7 +178,7 @@ def build_integrations(
 ) -> list[Integration]:
     """One outbox integration per ``<type>_configs`` entry, named ``<type>[<index>]``.
 
-    A receiver with no entries gets one ``null[0]`` integration (delivers nowhere).
+    A receiver with no entries has none: it delivers nowhere, so nothing is queued for it.
     """
     out: list[Integration] = []
     for r in alerting.receivers:
@@ -189,8 +189,6 @@ def build_integrations(
             notifier = NOTIFIERS.get(spec.type)(spec.config, base_dir=base_dir)
             name = f"{spec.type}[{index}]"
             out.append(Integration(r.name, name, metrics.wrap_notifier(r.name, notifier)))
-        if not r.notifiers:
-            out.append(Integration(r.name, "null[0]", NullNotifier()))
     return out
 
 
