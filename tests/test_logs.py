@@ -515,3 +515,23 @@ def test_log_json_lines_decoded_in_one_parse_give_what_line_by_line_gives(tmp_pa
     batch = LogFileSource("f", LogFileSource.Config(path=str(path), format="log_json")).next_batch()
     assert [r.message for r in batch.logs] == expected
     assert [(r.reason, r.origin) for r in batch.rejects] == reasons
+
+
+def test_stdin_is_read_without_blocking_and_partial_lines_wait(monkeypatch):
+    import types
+
+    r, w = os.pipe()
+    reader = os.fdopen(r, "rb", buffering=0)
+    monkeypatch.setattr("sys.stdin", types.SimpleNamespace(buffer=reader))
+    src = LogFileSource("in", LogFileSource.Config(path="-", format="journald"))
+    try:
+        assert not src.next_batch()  # nothing written yet: an empty batch, no wait
+        os.write(w, b'{"MESSAGE": "one", "PRIORITY": "3"}\n{"MESSAGE": "tw')
+        assert [(x.message, dict(x.labels)["level"]) for x in src.next_batch().logs] == [
+            ("one", "err")
+        ]
+        os.write(w, b'o"}\n')
+        assert [x.message for x in src.next_batch().logs] == ["two"]
+    finally:
+        os.close(w)
+        reader.close()
