@@ -535,3 +535,19 @@ def test_stdin_is_read_without_blocking_and_partial_lines_wait(monkeypatch):
     finally:
         os.close(w)
         reader.close()
+
+
+def test_a_refused_log_state_restarts_the_log_rules_only():
+    spec = RuleSpec(group="m", alert="Lat", source="metrics", matches=lambda k: True)
+    engine = Engine([spec], logs=log_engine())
+    for recs in stream(minutes=70):
+        engine.process("logs", Batch(logs=recs))
+    key = SeriesKey.of("latency", {"service": "payments"})
+    engine.process("metrics", Batch.from_points([(key, START, 1.0)]))
+    state = engine.state_dict()
+    state["_logs"]["rules"]["logs/ErrorBurst"] = {"bucket": "not a time"}
+    again = Engine([spec], logs=log_engine())
+    again.load_state_dict(state)
+    assert not again.logs.miners  # the log rules start fresh, half a state is not kept
+    assert again.logs.rules["logs/NewLogTemplate"].started == {}
+    assert len(again.rules["m/Lat"].registry) == 1  # the metric rule keeps its state

@@ -628,6 +628,7 @@ class LogEngine:
     """
 
     def __init__(self, specs: Sequence[LogRuleSpec] = (), *, render: Renderer = _plain) -> None:
+        self.specs = tuple(specs)
         self.render = render
         self.rules: dict[str, _Rule] = {}
         for s in specs:
@@ -652,6 +653,10 @@ class LogEngine:
         self._route: dict[int, dict[tuple[tuple[str, str], ...], _Route]] = {}
         self.records = 0
         self._overflow_warned = False
+
+    def fresh(self) -> LogEngine:
+        """A new engine of the same rules, with nothing learned."""
+        return LogEngine(self.specs, render=self.render)
 
     # -- the data path ----------------------------------------------------------------
 

@@ -644,6 +644,7 @@ class Engine:
                 self.logs.load_state_dict(state[LOG_STATE_KEY])
             except Exception as exc:  # bad log state: the log rules relearn, nothing else
                 log.error("log rules: checkpointed state refused, they start fresh: %s", exc)
+                self.logs = self.logs.fresh()
         gone = sorted(set(state) - set(self.rules) - {LOG_STATE_KEY})
         if gone:
             log.info("checkpoint rules no longer configured, dropped: %s", ", ".join(gone))
