@@ -57,7 +57,8 @@ __all__ = [
 STATE_VERSION = 1
 
 _HEXD = "0-9a-fA-F"
-_CACHE_MAX = 50_000
+_CACHE_MAX = 50_000  # tokens of one set of masks
+_MINER_CACHE_MAX = 20_000  # shapes and masked messages of one miner, each
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,6 +312,8 @@ class LogMiner:
     """One Drain tree with its masking; see the module docstring."""
 
     settings: MinerSettings = field(default_factory=MinerSettings)
+    #: A masker of the same masks may be shared by miners (its token cache with it).
+    masker: Masker | None = None
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -318,7 +321,11 @@ class LogMiner:
             raise ValueError(f"depth must be at least 3, got {s.depth}")
         if not 0.0 < s.sim_th <= 1.0:
             raise ValueError(f"sim_th must be in (0, 1], got {s.sim_th}")
-        self.masker = Masker(s.masks, defaults=s.default_masks)
+        if self.masker is None:
+            self.masker = Masker(s.masks, defaults=s.default_masks)
+        elif (self.masker.masks, self.masker.defaults) != (s.masks, s.default_masks):
+            raise ValueError("a shared masker must have the miner's masks")
+        self._m: Masker = self.masker
         self.drain = _new_drain(s)
         self._masked: dict[str, LogCluster] = {}
         self._shapes: dict[bytes, LogCluster] = {}
@@ -327,11 +334,11 @@ class LogMiner:
 
     def mask(self, message: str) -> str:
         """The masked message, as Drain sees it."""
-        return self.masker.mask(message)
+        return self._m.mask(message)
 
     def add(self, message: str) -> MineResult:
         """Mine one message: its template's id, and whether it is a new template."""
-        return self._add(self.masker.shape(message))
+        return self._add(self._m.shape(message))
 
     def _add(self, shape: bytes) -> MineResult:
         cluster = self._shapes.get(shape)
@@ -340,7 +347,7 @@ class LogMiner:
             cluster.size += 1
             cid = cluster.cluster_id
             return _NOT_NEW[cid] if cid < len(_NOT_NEW) else MineResult(cid, False)
-        masked = self.masker.mask_shape(shape)
+        masked = self._m.mask_shape(shape)
         cluster = self._masked.get(masked)
         if cluster is not None and (not self._full or cluster.cluster_id in self._clusters):
             cluster.size += 1
@@ -349,11 +356,11 @@ class LogMiner:
             cluster, change = self.drain.add_log_message(masked)
             created = change == "cluster_created"
             self._full = len(self._clusters) >= self.settings.max_clusters
-            if len(self._masked) >= _CACHE_MAX:
+            if len(self._masked) >= _MINER_CACHE_MAX:
                 self._masked.clear()
             self._masked[masked] = cluster
-        if not self.masker.unique:  # a shape with a unique id will not come back
-            if len(self._shapes) >= _CACHE_MAX:
+        if not self._m.unique:  # a shape with a unique id will not come back
+            if len(self._shapes) >= _MINER_CACHE_MAX:
                 self._shapes.clear()
             self._shapes[shape] = cluster
         return MineResult(cluster.cluster_id, created)
@@ -368,7 +375,7 @@ class LogMiner:
         if self._full:  # clusters may be forgotten meanwhile: one at a time
             results = [self.add(m) for m in messages]
             return [r[0] for r in results], [r[1] for r in results]
-        shapes = [self.masker.shape(m) for m in messages]
+        shapes = [self._m.shape(m) for m in messages]
         found = [self._shapes.get(sh) for sh in shapes]
         cids = [-1] * len(found)
         created = [False] * len(found)
@@ -410,13 +417,13 @@ class LogMiner:
         }
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> LogMiner:
+    def from_state(cls, state: dict[str, Any], masker: Masker | None = None) -> LogMiner:
         """Rebuild a miner from :meth:`state_dict` data; ``ValueError`` if it is not one."""
         if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
             version = state.get("version") if isinstance(state, dict) else None
             raise ValueError(f"miner state version {version!r} is not {STATE_VERSION}; not loaded")
         try:
-            miner = cls(MinerSettings.from_json(state["settings"]))
+            miner = cls(MinerSettings.from_json(state["settings"]), masker)
             drain = miner.drain
             for cid, tokens, size in state["clusters"]:
                 cluster = _drain3().LogCluster([str(t) for t in tokens], int(cid))

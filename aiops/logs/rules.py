@@ -47,7 +47,7 @@ import numpy as np
 
 from aiops.alerting.notify import Alert
 from aiops.config.models import RuleGroup
-from aiops.logs.mining import LogMiner, Mask, MineResult, MinerSettings
+from aiops.logs.mining import LogMiner, Mask, Masker, MineResult, MinerSettings
 from aiops.pipeline.engine import RuleRuntime, RuleSpec, alert_fingerprint
 from aiops.types import Batch, FloatArray, LogRecord, SeriesKey
 
@@ -649,6 +649,7 @@ class LogEngine:
             else:
                 groups.append((rule.spec.mining, rule.spec.partition_by, [rule]))
         self.miners: dict[tuple[str, str, Partition], LogMiner] = {}
+        self._maskers: dict[tuple[tuple[Mask, ...], bool], Masker] = {}
         self.notable: deque[dict[str, Any]] = deque(maxlen=_NOTABLE_MAX)
         self._route: dict[int, dict[tuple[tuple[str, str], ...], _Route]] = {}
         self.records = 0
@@ -782,8 +783,16 @@ class LogEngine:
                 key = (source, digest, (("partition", "overflow"),))
                 miner = self.miners.get(key)
             if miner is None:
-                miner = self.miners[key] = LogMiner(settings)
+                miner = self.miners[key] = LogMiner(settings, self._masker(settings))
         return miner
+
+    def _masker(self, settings: MinerSettings) -> Masker:
+        """One masker (and token cache) for all miners with the same masks."""
+        key = (settings.masks, settings.default_masks)
+        masker = self._maskers.get(key)
+        if masker is None:
+            masker = self._maskers[key] = Masker(settings.masks, defaults=settings.default_masks)
+        return masker
 
     def miner_for(self, spec: LogRuleSpec, part: Partition) -> LogMiner | None:
         """The miner of a rule's partition, if it exists."""
@@ -886,8 +895,9 @@ class LogEngine:
             if digest not in digests:
                 continue
             try:
-                miner = LogMiner.from_state(mstate)
-            except ValueError as exc:
+                settings = MinerSettings.from_json(mstate["settings"])
+                miner = LogMiner.from_state(mstate, self._masker(settings))
+            except (KeyError, TypeError, ValueError) as exc:
                 log.warning("log miner of %s not restored: %s", src, exc)
                 continue
             self.miners[(src, digest, tuple((str(k), str(v)) for k, v in part))] = miner
