@@ -399,7 +399,7 @@ class Outbox:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._backlog: list[tuple[Any, ...]] = []
-        self._queued: list[tuple[Any, ...]] = []
+        self._queued: list[tuple[float, Notification]] = []
         self._nowhere: set[str] = set()
         self._writing = False
         self._append_cv = threading.Condition()
@@ -490,34 +490,38 @@ class Outbox:
     def submit(self, notifications: Iterable[Notification]) -> int:
         """Queue several notifications; never waits for a receiver or for the database.
 
-        Once :meth:`start` ran, the rows go to the appender thread, which writes what has
-        accumulated in one transaction (so the data loop never waits for a lock a worker
-        holds); :meth:`flush` waits until they are on disk. Before that they are written
-        at once. Returns the rows written (duplicates are not), or, once started, the
-        rows handed to the appender.
+        Once :meth:`start` ran, the notifications go to the appender thread, which
+        encodes them and writes what has accumulated in one transaction (so the data loop
+        neither encodes nor waits for a lock a worker holds); :meth:`flush` waits until
+        they are on disk. Before that they are written at once. Returns the rows written
+        (duplicates are not), or, once started, the notifications handed over.
         """
-        rows = []
         now = self.clock()
+        notes = []
         for n in notifications:
-            integrations = self._by_receiver.get(n.receiver)
-            if not integrations:
+            if self._by_receiver.get(n.receiver):
+                notes.append((now, n))
+            elif n.receiver not in self._nowhere:
                 # A receiver without *_configs delivers nowhere; say so once per name.
-                if n.receiver not in self._nowhere:
-                    self._nowhere.add(n.receiver)
-                    log.info("outbox: receiver %r has no integrations; not queued", n.receiver)
-                continue
-            payload = encode_notification(n)
-            key = n.idempotency_key
-            for integ in integrations:
-                rows.append((n.receiver, integ.name, key, n.status, payload, now, now))
-        if not rows:
+                self._nowhere.add(n.receiver)
+                log.info("outbox: receiver %r has no integrations; not queued", n.receiver)
+        if not notes:
             return 0
         if self._appender is None:  # not started (tests, one-shot use): write now
-            return self._insert(rows)
+            return self._insert(self._rows(notes))
         with self._append_cv:
-            self._queued.extend(rows)
+            self._queued.extend(notes)
             self._append_cv.notify()
-        return len(rows)
+        return len(notes)
+
+    def _rows(self, notes: Iterable[tuple[float, Notification]]) -> list[tuple[Any, ...]]:
+        rows = []
+        for now, n in notes:
+            payload = encode_notification(n)
+            key = n.idempotency_key
+            for integ in self._by_receiver[n.receiver]:
+                rows.append((n.receiver, integ.name, key, n.status, payload, now, now))
+        return rows
 
     def _insert(self, rows: list[tuple[Any, ...]]) -> int:
         """Insert rows (after any backlog); on a database error keep them for later."""
@@ -591,9 +595,11 @@ class Outbox:
                     cv.wait()
                 if self._appender_stop and not (self._queued or self._backlog):
                     break
-                rows, self._queued = self._queued, []
+                notes, self._queued = self._queued, []
                 self._writing = True
+            rows: list[tuple[Any, ...]] = []
             try:
+                rows = self._rows(notes)
                 self._insert(rows)  # on a database error the rows wait in the backlog
             except Exception:
                 log.exception("outbox appender")
