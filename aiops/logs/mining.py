@@ -102,7 +102,7 @@ DEFAULT_MASKS: tuple[Mask, ...] = (
     Mask(rf"(?<![\w])0[xX][{_HEXD}]+(?![\w])", "<HEX>"),
     # A long hex word with both digits and letters (a hash, a request or trace id).
     Mask(
-        rf"(?<![\w])(?=[{_HEXD}]*\d)(?=[{_HEXD}]*[a-fA-F])[{_HEXD}]{{8,}}(?![\w])",
+        rf"(?<![\w])(?=[{_HEXD}]*\d)(?=[{_HEXD}]*[a-fA-F])[{_HEXD}]{{6,}}(?![\w])",
         "<HEX>",
     ),
     Mask(r"(?<![\w/.~-])(?:[a-zA-Z]:\\|~?/)(?:[\w.@%+~-]+[/\\]){1,}[\w.@%+~-]*", "<PATH>"),
@@ -191,10 +191,10 @@ class Masker:
         return " ".join(out)  # type: ignore[arg-type]
 
     def _token(self, tok: str, builtin: re.Pattern[str]) -> str:
-        # A whole token of hex digits (8 or more, digits and letters) or a UUID is what
+        # A whole token of hex digits (6 or more, digits and letters) or a UUID is what
         # the <HEX> and <UUID> masks would make of it, found without the regex.
         n = len(tok)
-        if n >= 8 and not tok.strip(_HEX_CHARS):
+        if n >= 6 and not tok.strip(_HEX_CHARS):
             if "0" in tok and tok.strip("0"):
                 self.unique = True
                 return "<HEX>"
