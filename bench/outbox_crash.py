@@ -3,7 +3,7 @@
 Usage (from the repository root)::
 
     .venv/bin/python bench/outbox_crash.py [--kills 20] [--seed 0] [--series 4]
-        [--spikes 60] [--min-delay 1.5] [--max-delay 4]
+        [--spikes 120] [--min-delay 1.5] [--max-delay 4]
 
 A reference run (no kills) of ``aiops run --once`` replays a seeded CSV (``--series``
 series, ``--spikes`` spikes each: a firing and a resolved notification per spike) to a
@@ -40,7 +40,7 @@ def main() -> int:
     ap.add_argument("--kills", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--series", type=int, default=4)
-    ap.add_argument("--spikes", type=int, default=60)
+    ap.add_argument("--spikes", type=int, default=120)
     ap.add_argument("--min-delay", type=float, default=1.5)
     ap.add_argument("--max-delay", type=float, default=4.0)
     args = ap.parse_args()
