@@ -279,7 +279,10 @@ def kpi_folder(tmp_path):
 
 def test_eval_labelled_prints_both_views_writes_the_table_and_the_plot(kpi_folder, tmp_path):
     png, table = tmp_path / "worst.png", tmp_path / "series.csv"
+    # 0.9999: about one normal point in 10,000 alerts, so the hand count below holds (at
+    # the default 0.998, one in 500, the 700 normal points may raise an alert or two).
     args = ["--data", str(kpi_folder), "--detector", "robust_ewma", "--jobs", "2"]
+    args += ["--threshold", "0.9999"]
     out = subprocess.run(
         [
             sys.executable,
@@ -327,6 +330,7 @@ def test_eval_labelled_prints_both_views_writes_the_table_and_the_plot(kpi_folde
 
 def test_eval_labelled_warmup_scores_the_later_part_only(kpi_folder):
     args = ["--data", str(kpi_folder), "--detector", "robust_ewma", "--no-progress"]
+    args += ["--threshold", "0.9999"]  # one normal point in 10,000, as above
     out = CliRunner().invoke(cli, ["eval", "labelled", *args, "--warmup", "0.5"])
     assert out.exit_code == 0, out.output
     own = next(line for line in out.output.splitlines() if line.startswith("| own alerts"))
