@@ -551,3 +551,21 @@ def test_a_refused_log_state_restarts_the_log_rules_only():
     assert not again.logs.miners  # the log rules start fresh, half a state is not kept
     assert again.logs.rules["logs/NewLogTemplate"].started == {}
     assert len(again.rules["m/Lat"].registry) == 1  # the metric rule keeps its state
+
+
+@pytest.mark.parametrize("size", [1, 37, 1000, 100_000])
+def test_batch_boundaries_do_not_change_counts_or_alerts(size):
+    records = [r for minute in stream() for r in minute]
+
+    def run(chunks):
+        engine = Engine([], logs=log_engine())
+        out = []
+        for chunk in chunks:
+            out += engine.process("logs", Batch(logs=chunk))
+        alerts = [(a.alertname, a.status, a.starts_at, a.value) for a in out]
+        series = engine.logs.rules["logs/ErrorBurst"].series
+        return alerts, {k: (s.count, s.last) for k, s in series.items()}
+
+    per_minute = run(stream())
+    assert run([records[i : i + size] for i in range(0, len(records), size)]) == per_minute
+    assert any(v >= 150 for _, _, _, v in per_minute[0])

@@ -367,7 +367,6 @@ class _Counts(_Rule):
         self._level: dict[tuple[tuple[str, str], ...], str | None] = {}
         self._error_template: dict[tuple[int, int], bool] = {}
         self._error_of: dict[tuple[tuple[tuple[str, str], ...], int], bool] = {}
-        self._bucket_end = -math.inf  # first record: open its interval
         self._errors_only = spec.kind == "error_burst"
         self._n_examples = spec.examples
 
@@ -391,37 +390,12 @@ class _Counts(_Rule):
             self._error_template[key] = known
         return known
 
-    def observe(
-        self,
-        rec: LogRecord,
-        part: Partition,
-        miner: LogMiner,
-        cid: int,
-        created: bool,
-        out: list[Alert],
-    ) -> None:
-        if rec.timestamp >= self._bucket_end:
-            self._advance(rec.timestamp, out)
-        if self._errors_only:
-            if not self.is_error(rec, miner, cid):
-                return
-            tid = -1
-        else:
-            tid = cid
-        s = self._lookup.get((part, tid))
-        if s is None:
-            s = self._add_series(part, tid)
-        s.count += 1
-        if len(s.fresh) < self._n_examples:
-            s.fresh.append(rec.message)
-
     def observe_batch(self, m: _Mined, idx: list[int] | None, out: list[Alert]) -> None:
         ts = m.timestamps() if idx is None else m.timestamps()[idx]
         step = self.spec.interval
         start = np.floor(ts / step) * step
         if self.bucket is None:
             self.bucket = float(start[0])
-            self._bucket_end = self.bucket + step
         # A record of a later interval closes the open one; older records count in it.
         eff = np.maximum.accumulate(np.maximum(start, self.bucket))
         cuts = np.flatnonzero(np.diff(eff)) + 1
@@ -429,7 +403,6 @@ class _Counts(_Rule):
         for a, b in itertools.pairwise(bounds):
             if eff[a] > self.bucket:
                 out += self.roll(float(eff[a]))
-                self._bucket_end = self.bucket + step
             self._count(range(a, b) if idx is None else idx[a:b], m)
 
     def _count(self, seg: range | list[int], m: _Mined) -> None:
@@ -524,13 +497,6 @@ class _Counts(_Rule):
                 if j != first[tid] and len(s.fresh) < self._n_examples:
                     s.fresh.append(recs[j].message)
 
-    def _advance(self, ts: float, out: list[Alert]) -> None:
-        if self.bucket is None:
-            self.bucket = math.floor(ts / self.spec.interval) * self.spec.interval
-        else:
-            out += self.roll(ts)
-        self._bucket_end = self.bucket + self.spec.interval
-
     def _add_series(self, part: Partition, tid: int) -> _Series:
         labels = dict(part)
         if tid >= 0:
@@ -609,7 +575,6 @@ class _Counts(_Rule):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.bucket = None if state["bucket"] is None else float(state["bucket"])
-        self._bucket_end = -math.inf if self.bucket is None else self.bucket + self.spec.interval
         self.series = {str(k): _Series.from_json(v) for k, v in state["series"].items()}
         self._lookup = {(s.part, s.tid): s for s in self.series.values()}
         self.runtime.load_state_dict(state["runtime"])
