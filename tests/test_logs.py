@@ -569,3 +569,23 @@ def test_batch_boundaries_do_not_change_counts_or_alerts(size):
     per_minute = run(stream())
     assert run([records[i : i + size] for i in range(0, len(records), size)]) == per_minute
     assert any(v >= 150 for _, _, _, v in per_minute[0])
+
+
+def test_a_config_reads_stdin_with_path_dash_and_files_next_to_it(tmp_path):
+    from aiops.config import load_config
+    from aiops.service.app import build_sources
+
+    (tmp_path / "aiops.yaml").write_text(
+        "sources:\n"
+        "  journal: {type: log_file, path: '-', format: journald}\n"
+        "  app: {type: log_file, path: app.log, labels: {service: api}}\n"
+        "rule_files: [rules.yaml]\n"
+    )
+    (tmp_path / "rules.yaml").write_text(
+        "groups:\n- name: g\n  rules:\n"
+        "  - {alert: New, source: app, log: {type: new_template}}\n"
+        "  - {alert: Burst, source: journal, log: {type: error_burst}}\n"
+    )
+    sources = build_sources(load_config(tmp_path / "aiops.yaml"), {})
+    assert sources["journal"].config.path == "-"
+    assert sources["app"].config.path == str(tmp_path / "app.log")

@@ -249,7 +249,13 @@ def resolve_paths(config: BaseModel, base_dir: Path) -> BaseModel:
     update = {}
     for name, value in config:
         is_path = name == "path" or name.endswith("_file")
-        if is_path and isinstance(value, str) and value and not Path(value).is_absolute():
+        # "-" is standard input (log_file), not a file next to the config.
+        if (
+            is_path
+            and isinstance(value, str)
+            and value not in ("", "-")
+            and not Path(value).is_absolute()
+        ):
             update[name] = str(base_dir / value)
     return config.model_copy(update=update) if update else config
 
