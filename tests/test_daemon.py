@@ -160,3 +160,26 @@ def test_a_failing_source_backs_off_reports_and_recovers(tmp_path):
     assert flaky.calls == 4
     assert h.ok
     assert h.failures == 0
+
+
+def test_a_group_waiting_when_the_sources_go_quiet_is_sent_on_the_loop_clock(tmp_path):
+    # Groups run on the data's clock; when no data comes, it goes on with the loop's own
+    # clock from the last point, so the last incident's notification is not held for ever.
+    from aiops.alerting.groups import DataClock, Groups
+
+    clock = FakeClock()
+    notifier = ListNotifier()
+    data = batches(n_batches=301, steps_per_batch=1)  # ends as host 0's incident fires
+    d = make_daemon(tmp_path, data, notifier, clock=clock)
+    d.router = Groups(RouteNode("r", group_wait=30.0), clock=DataClock())
+    d.start()
+    for _ in data:
+        d.step()
+    assert d.alerts_sent >= 1
+    assert notifier.sent == []  # it waits group_wait, in data time
+    d.step()  # no data: the loop clock has not moved
+    assert notifier.sent == []
+    clock.advance(31)
+    d.step()
+    d.dispatcher.pump()
+    assert [a.status for n in notifier.sent for a in n.alerts] == ["firing"]

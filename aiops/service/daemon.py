@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import math
 import threading
 import time
 from collections import Counter
@@ -230,6 +231,7 @@ class Daemon:
         self.alerts_sent = 0
         self._sequence = 0
         self._data_time = -np.inf  # the latest point time of any source
+        self._data_time_at = 0.0  # the loop clock when _data_time last moved
         self._last_checkpoint = clock()
         # --- HTTP listener and metrics (aiops.service.http, aiops.service.metrics) ---
         self.metrics = metrics
@@ -297,6 +299,12 @@ class Daemon:
                 got = True
                 self.handle(sid, batch)
         self.feedback.apply(self.engine, self.router)
+        if not got and math.isfinite(self._data_time):
+            # No data this turn: groups' time goes on with the loop's clock from the last
+            # point, so a group waiting for group_wait (or a resolution) is sent although
+            # the sources went quiet, as Alertmanager's wall clock would send it. While
+            # data flows, or in a fast replay, this adds nothing to the data's own time.
+            self.router.observe(self._data_time + (self.clock() - self._data_time_at))
         self._deliver(self.router.flush())
         self.dispatcher.pump()
         if self.clock() - self._last_checkpoint >= self.checkpoint_interval:
@@ -324,9 +332,9 @@ class Daemon:
                 self.dead_letters.write(source_id, batch.rejects)
         alerts = self.engine.process(source_id, batch)
         if batch.n_points:
-            self._data_time = max(
-                self._data_time, float(np.nanmax(batch.timestamps, initial=-np.inf))
-            )
+            latest = float(np.nanmax(batch.timestamps, initial=-np.inf))
+            if latest > self._data_time:
+                self._data_time, self._data_time_at = latest, self.clock()
             # Rules whose every series went quiet resolve by the time of the other data.
             alerts = [*alerts, *self.engine.resolve_stale(self._data_time)]
         self.metrics.batch(source_id, batch)
