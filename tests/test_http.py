@@ -119,7 +119,13 @@ def write_config(
     (directory / "alerting.yaml").write_text(
         json.dumps(
             {
-                "route": {"receiver": "file"},
+                # One group per alert, sent at once: these tests wait for transitions.
+                "route": {
+                    "receiver": "file",
+                    "group_by": ["..."],
+                    "group_wait": "0s",
+                    "group_interval": "1s",
+                },
                 "receivers": [{"name": "file", "jsonl_configs": [{"path": "alerts.jsonl"}]}],
             }
         )
