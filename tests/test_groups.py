@@ -539,3 +539,23 @@ def test_alertmanagers_inhibit_sequence_a_resolved_source_mutes_nothing():
     assert run(one) == [("team", [("one", "firing")])]  # the source has not fired
     assert run(two, one) == [("team", [("two", "firing")])]  # muted by the active source
     assert ("team", [("one", "firing")]) in run(two, two_ended, one)  # the source resolved
+
+
+def test_a_clock_jump_is_one_flush_not_one_pass_per_skipped_interval():
+    r = Run(node(group_interval=1.0))
+    r.insert(firing("a"))
+    assert r.at(30) == [("team", [("a", "firing")])]
+    r.insert(firing("b"))
+    calls = 0
+    flush = r.groups._flush
+
+    def counting(*args):
+        nonlocal calls
+        calls += 1
+        return flush(*args)
+
+    r.groups._flush = counting
+    # A day of data time passes at once (a backfill): one flush sends the change.
+    assert r.at(30 + 86_400) == [("team", [("a", "firing"), ("b", "firing")])]
+    assert calls == 1
+    assert r.groups.next_due == pytest.approx(1000.0 + 30 + 86_401)

@@ -330,7 +330,11 @@ class Groups:
         node = self._routes[group.route]
         notification = self._flush(group, node, due)
         if group.alerts:
-            group.due = due + node.group_interval
+            # The next tick after the clock: when the clock jumped (a backfill, a replay,
+            # a quiet source), the ticks it skipped are one flush, as a timer that fired
+            # late would do, not one pass per group_interval of the gap.
+            skipped = max(0.0, math.floor((self.clock() - due) / node.group_interval))
+            group.due = due + (skipped + 1.0) * node.group_interval
             heapq.heappush(self._heap, (group.due, key))
         else:
             del self._groups[key]
