@@ -7,6 +7,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -72,8 +73,14 @@ def test_sigkill_at_random_moments_posts_each_message_once(tmp_path: Path) -> No
             assert child.stdout is not None
             assert child.stdout.readline().strip() == "ready"
             sent_before = len(stub.requests)
+            # Kill only once it talks to Slack: a loaded machine can take longer to get
+            # there than the random delay below, and a kill before that tests nothing.
+            deadline = time.monotonic() + 30
+            while len(stub.requests) == sent_before and child.poll() is None:
+                assert time.monotonic() < deadline, "the child never talked to Slack"
+                time.sleep(0.005)
             try:
-                child.wait(timeout=rng.uniform(0.02, 0.4))
+                child.wait(timeout=rng.uniform(0.0, 0.1))
             except subprocess.TimeoutExpired:
                 child.send_signal(signal.SIGKILL)
                 child.wait()
