@@ -49,6 +49,19 @@ class SeriesKey:
 
     name: str
     labels: tuple[tuple[str, str], ...] = ()
+    # Every point of every batch looks its key up in a registry: the hash of the label
+    # tuple is computed once per key, not once per lookup.
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.name, self.labels)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __reduce__(self) -> tuple[type[SeriesKey], tuple[str, tuple[tuple[str, str], ...]]]:
+        # Rebuilt, never copied: string hashes differ between processes.
+        return (SeriesKey, (self.name, self.labels))
 
     @classmethod
     def of(cls, name: str, labels: Mapping[str, str] | None = None) -> SeriesKey:
