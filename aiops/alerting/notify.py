@@ -75,9 +75,10 @@ class AlertWindow:
         """Plain lists; NaN as ``null``."""
         return {
             "timestamps": list(self.timestamps),
-            "values": [_json_float(v) for v in self.values],
-            "lo": [_json_float(v) for v in self.lo],
-            "hi": [_json_float(v) for v in self.hi],
+            # Inline (v == v is False for NaN only): every alert's window goes through here.
+            "values": [v if v == v else None for v in self.values],
+            "lo": [v if v == v else None for v in self.lo],
+            "hi": [v if v == v else None for v in self.hi],
             "anomalous": list(self.anomalous),
             "threshold": _json_float(self.threshold),
         }
