@@ -71,3 +71,13 @@ def test_readme_starts_with_the_demo_and_test_commands():
     assert commands == ["./scripts/demo", "./scripts/test"]
     ci = (REPO / ".ci" / "run").read_text()
     assert "exec scripts/test" in ci
+
+
+def test_the_readme_s_complete_alerting_file_loads_with_slack_and_pagerduty(tmp_path):
+    block = README.split("A complete alerting file:", 1)[1].split("```yaml\n", 1)[1]
+    path = tmp_path / "alerting.yaml"
+    path.write_text(block.split("```", 1)[0])
+    alerting = cfg.load_alerting(path)
+    types = {spec.type for r in alerting.receivers for spec in r.notifiers}
+    assert {"slack", "pagerduty", "webhook", "alertmanager"} <= types
+    assert alerting.route.receiver == "team-slack"
