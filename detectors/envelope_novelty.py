@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import numba
 import numpy as np
 
-from aiops.pipeline.detector import DEFAULT_THRESHOLD, Detector
+from aiops.pipeline.detector import DEFAULT_THRESHOLD, Detector, checked_batch
 from aiops.types import FloatArray, IntArray
 
 __all__ = ["EnvelopeNovelty"]
@@ -440,19 +440,10 @@ class EnvelopeNovelty(Detector):
         One compiled loop over the batch's points in order, whatever the series: a
         batch of 100,000 series and the replay of one long series take the same path.
         """
-        idx = np.ascontiguousarray(idx, dtype=np.int64)
-        timestamps = np.ascontiguousarray(timestamps, dtype=np.float64)
-        values = np.ascontiguousarray(values, dtype=np.float64)
-        if not len(idx) == len(timestamps) == len(values):
-            raise ValueError(
-                f"idx, timestamps and values differ in length: "
-                f"{len(idx)}, {len(timestamps)}, {len(values)}"
-            )
+        idx, timestamps, values = checked_batch(idx, timestamps, values)
         out = np.zeros(len(idx))
         if len(idx) == 0:
             return out
-        if int(idx.min()) < 0:
-            raise ValueError("series indices must not be negative")
         need = int(idx.max()) + 1
         if need > self.n_series:
             self._grow(need)

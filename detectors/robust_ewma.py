@@ -16,7 +16,7 @@ from aiops.detectors.calibration import (
     tail_score_at,
     tail_surprise_at,
 )
-from aiops.pipeline.detector import Detector
+from aiops.pipeline.detector import Detector, checked_batch
 from aiops.types import FloatArray, IntArray
 
 __all__ = ["RobustEWMA"]
@@ -208,18 +208,10 @@ class RobustEWMA(Detector):
 
     def score(self, idx: IntArray, timestamps: FloatArray, values: FloatArray) -> FloatArray:
         """Score and learn from the points; see :mod:`aiops.pipeline.detector`."""
-        idx = np.ascontiguousarray(idx, dtype=np.int64)
-        values = np.ascontiguousarray(values, dtype=np.float64)
-        if not len(idx) == len(timestamps) == len(values):
-            raise ValueError(
-                f"idx, timestamps and values differ in length: "
-                f"{len(idx)}, {len(timestamps)}, {len(values)}"
-            )
+        idx, timestamps, values = checked_batch(idx, timestamps, values)
         out = np.zeros(len(idx))
         if len(idx) == 0:
             return out
-        if int(idx.min()) < 0:
-            raise ValueError("series indices must not be negative")
         need = int(idx.max()) + 1
         if need > self.n_series:
             self._grow(need)

@@ -34,10 +34,18 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
+import numpy.typing as npt
 
 from aiops.types import BoolArray, FloatArray, IntArray, SeriesKey
 
-__all__ = ["DEFAULT_THRESHOLD", "Detector", "RoundDetector", "keyword_params", "split_rounds"]
+__all__ = [
+    "DEFAULT_THRESHOLD",
+    "Detector",
+    "RoundDetector",
+    "checked_batch",
+    "keyword_params",
+    "split_rounds",
+]
 
 #: The threshold of a rule that sets none, and of ``aiops score`` / ``aiops eval``. On a
 #: detector whose score is a tail rate (``1 - s`` of a series' normal points score ``s`` or
@@ -91,6 +99,33 @@ class Detector(ABC):
     def params(self) -> dict[str, Any]:
         """The constructor arguments, read back from the attributes of the same names."""
         return {n: getattr(self, n) for n in keyword_params(type(self)) or ()}
+
+
+def checked_batch(
+    idx: npt.ArrayLike, timestamps: npt.ArrayLike, values: npt.ArrayLike
+) -> tuple[IntArray, FloatArray, FloatArray]:
+    """A batch's arrays as contiguous int64 / float64, checked for what every kernel needs.
+
+    Raises ``ValueError`` when the lengths differ or an index is negative.
+
+    >>> i, t, v = checked_batch([0, 1], [0, 60], [1, 2])
+    >>> i.dtype, t.dtype, v.dtype
+    (dtype('int64'), dtype('float64'), dtype('float64'))
+    >>> checked_batch([0, -1], [0, 60], [1, 2])
+    Traceback (most recent call last):
+    ...
+    ValueError: series indices must not be negative
+    """
+    i = np.ascontiguousarray(idx, dtype=np.int64)
+    t = np.ascontiguousarray(timestamps, dtype=np.float64)
+    v = np.ascontiguousarray(values, dtype=np.float64)
+    if not len(i) == len(t) == len(v):
+        raise ValueError(
+            f"idx, timestamps and values differ in length: {len(i)}, {len(t)}, {len(v)}"
+        )
+    if len(i) and int(i.min()) < 0:
+        raise ValueError("series indices must not be negative")
+    return i, t, v
 
 
 def keyword_params(cls: type[Any]) -> list[str] | None:
