@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -138,8 +139,15 @@ def crash_run(
     min_delay: float = 1.0,
     max_delay: float = 4.0,
     timeout: float = 600.0,
+    progress: Callable[[], int] | None = None,
 ) -> CrashReport:
-    """Start the daemon, SIGKILL it ``kills`` times at random moments, then let it finish."""
+    """Start the daemon, SIGKILL it ``kills`` times at random moments, then let it finish.
+
+    With ``progress`` (a count of what the receiver got so far), each kill waits until
+    the run has delivered something new and then a random ``0 .. max_delay - min_delay``
+    more: a loaded machine that starts slowly still gets killed mid-delivery, and a fast
+    one does not finish the work before every kill landed.
+    """
     rng = random.Random(seed)
     report = CrashReport()
     deadline = time.monotonic() + timeout
@@ -153,9 +161,19 @@ def crash_run(
         )
         report.runs += 1
         if report.kills < kills:
-            delay = rng.uniform(min_delay, max_delay)
+            started = time.monotonic()
+            if progress is None:
+                wait = rng.uniform(min_delay, max_delay)
+            else:
+                before = progress()
+                while progress() == before and proc.poll() is None:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError("the daemon delivered nothing")
+                    time.sleep(0.01)
+                wait = rng.uniform(0.0, max_delay - min_delay)
+            delay = time.monotonic() - started + wait
             try:
-                proc.wait(delay)
+                proc.wait(wait)
             except subprocess.TimeoutExpired:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()

@@ -18,7 +18,15 @@ def test_kills_lose_nothing_and_resends_carry_the_same_key(tmp_path):
 
     with SlowWebhook() as hook:
         config = write_workdir(tmp_path / "crash", hook.url + "/hook")
-        report = crash_run(config, kills=5, seed=11, min_delay=1.5, max_delay=4.0)
+        report = crash_run(
+            config,
+            kills=5,
+            seed=11,
+            # Each kill lands 0-0.8 s after the run first delivered something new.
+            min_delay=0.0,
+            max_delay=0.8,
+            progress=lambda: sum(hook.keys.values()),
+        )
         assert report.kills == 5
         assert report.final_rc == 0, report.final_stderr[-3000:]
     assert hook.errors == []
