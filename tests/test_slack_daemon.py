@@ -21,7 +21,7 @@ from aiops.service.http import HttpServer
 def _write_config(tmp: Path, stub: SlackStub) -> Path:
     rng = np.random.default_rng(11)
     values = 0.2 + rng.normal(0.0, 0.01, 300)
-    values[250] = 0.245
+    values[299] = 0.245  # the last point: the alert still fires (its buttons shown) at the end
     lines = ["timestamp,value"] + [
         f"{1_767_225_600 + 60 * k},{v:.6f}" for k, v in enumerate(values)
     ]
