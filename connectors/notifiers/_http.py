@@ -62,6 +62,13 @@ class HttpSettings(BaseModel):
         default=None, description="CA bundle (PEM) to verify the server; default: system CAs."
     )
 
+    def session(self) -> requests.Session:
+        """A session that verifies the server with ``ca_file`` (else the system CAs)."""
+        session = requests.Session()
+        if self.ca_file:
+            session.verify = self.ca_file
+        return session
+
 
 class AuthSettings(HttpSettings):
     """HTTP settings plus optional basic or bearer authentication from env or file."""

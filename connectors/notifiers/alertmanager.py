@@ -29,7 +29,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import requests
 from pydantic import Field
 
 from aiops.alerting.notify import (
@@ -88,9 +87,7 @@ class AlertmanagerNotifier(Notifier):
         self.clock = clock
         self.url = config.url.rstrip("/") + "/api/v2/alerts"
         self._auth = HttpAuth(config)
-        self._session = requests.Session()
-        if config.ca_file:
-            self._session.verify = config.ca_file
+        self._session = config.session()
         digest = hashlib.sha256(self.url.encode()).hexdigest()[:12]
         self.state_path = base_dir / f"alertmanager-{digest}.json" if base_dir else None
         #: fingerprint -> the alert's labels, annotations and start, while it fires.

@@ -24,7 +24,6 @@ import urllib.parse
 from pathlib import Path
 from typing import Any, Literal
 
-import requests
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from aiops.alerting.notify import (
@@ -101,9 +100,7 @@ class OpsgenieNotifier(Notifier):
     def __init__(self, config: Config, *, base_dir: Path | None = None, **_: object) -> None:
         self.config = config
         self._key = Secret("api_key", config.api_key_env, config.api_key_file)
-        self._session = requests.Session()
-        if config.ca_file:
-            self._session.verify = config.ca_file
+        self._session = config.session()
 
     def send(self, notification: Notification) -> DeliveryResult:
         """Create or close; never raise."""

@@ -24,7 +24,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import requests
 from pydantic import Field, model_validator
 
 from aiops.alerting.notify import (
@@ -103,9 +102,7 @@ class PagerDutyNotifier(Notifier):
     def __init__(self, config: Config, *, base_dir: Path | None = None, **_: object) -> None:
         self.config = config
         self._key = Secret("routing_key", config.routing_key_env, config.routing_key_file)
-        self._session = requests.Session()
-        if config.ca_file:
-            self._session.verify = config.ca_file
+        self._session = config.session()
 
     def send(self, notification: Notification) -> DeliveryResult:
         """Post the notification's event(s); never raise."""

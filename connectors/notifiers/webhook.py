@@ -21,7 +21,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import requests
 from pydantic import Field
 
 from aiops.alerting.notify import (
@@ -66,9 +65,7 @@ class WebhookNotifier(Notifier):
     def __init__(self, config: Config, *, base_dir: Path | None = None, **_: object) -> None:
         self.config = config
         self._auth = HttpAuth(config)
-        self._session = requests.Session()
-        if config.ca_file:
-            self._session.verify = config.ca_file
+        self._session = config.session()
 
     def send(self, notification: Notification) -> DeliveryResult:
         """POST one notification; never raise."""
