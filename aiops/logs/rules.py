@@ -890,21 +890,10 @@ def log_rule_specs(groups: Sequence[RuleGroup], max_series: int = 100_000) -> li
             annotations = {k: str(v) for k, v in rule.annotations.items()}
             scoring = None
             if lr.type != "new_template":
-                scoring = RuleSpec(
-                    group=group.name,
-                    alert=rule.alert,
-                    source=rule.source,
+                scoring = RuleSpec.from_rule(
+                    group.name,
+                    rule,
                     matches=_match_all,
-                    detector_type=rule.detector.type,
-                    detector_params=dict(rule.detector.params),
-                    threshold=rule.threshold,
-                    for_seconds=rule.for_,
-                    min_hits=rule.min_hits,
-                    hits_window=rule.hits_window,
-                    suppress_seconds=rule.suppress,
-                    protect_baseline=rule.protect_baseline,
-                    labels=dict(rule.labels),
-                    annotations=annotations,
                     max_series=max_series,
                     selector_text=f"log:{lr.type}:{rule.selector or ''}",
                 )

@@ -39,6 +39,7 @@ from aiops.registry import DEFAULT_DETECTOR, DETECTORS
 from aiops.types import Batch, BoolArray, FloatArray, IntArray, SeriesKey
 
 if TYPE_CHECKING:
+    from aiops.config.models import Rule
     from aiops.logs.rules import LogEngine
 
 __all__ = [
@@ -94,6 +95,38 @@ class RuleSpec:
     selector_text: str = ""
     #: A firing series with no point for this long (data time) resolves; 0: never.
     stale_seconds: float = 0.0
+
+    @classmethod
+    def from_rule(
+        cls,
+        group: str,
+        rule: Rule,
+        *,
+        matches: Callable[[SeriesKey], bool],
+        max_series: int,
+        selector_text: str,
+        stale_seconds: float = 0.0,
+    ) -> RuleSpec:
+        """The spec of a validated rule-file rule; what selects its series is the caller's."""
+        return cls(
+            group=group,
+            alert=rule.alert,
+            source=rule.source,
+            matches=matches,
+            detector_type=rule.detector.type,
+            detector_params=dict(rule.detector.params),
+            threshold=rule.threshold,
+            for_seconds=rule.for_,
+            min_hits=rule.min_hits,
+            hits_window=rule.hits_window,
+            suppress_seconds=rule.suppress,
+            protect_baseline=rule.protect_baseline,
+            stale_seconds=stale_seconds,
+            labels=dict(rule.labels),
+            annotations={k: str(v) for k, v in rule.annotations.items()},
+            max_series=max_series,
+            selector_text=selector_text,
+        )
 
     @property
     def key(self) -> str:

@@ -88,24 +88,13 @@ def rule_specs(loaded: LoadedConfig) -> list[RuleSpec]:
             matches = _match_all if selector is None else selector.matches
             text = (rule.query or "") if selector is None else str(selector)
             specs.append(
-                RuleSpec(
-                    group=group.name,
-                    alert=rule.alert,
-                    source=rule.source,
+                RuleSpec.from_rule(
+                    group.name,
+                    rule,
                     matches=matches,
-                    detector_type=rule.detector.type,
-                    detector_params=dict(rule.detector.params),
-                    threshold=rule.threshold,
-                    for_seconds=rule.for_,
-                    min_hits=rule.min_hits,
-                    hits_window=rule.hits_window,
-                    suppress_seconds=rule.suppress,
-                    protect_baseline=rule.protect_baseline,
-                    stale_seconds=rule.resolve_after_stale,
-                    labels=dict(rule.labels),
-                    annotations={k: str(v) for k, v in rule.annotations.items()},
                     max_series=cap,
                     selector_text=text,
+                    stale_seconds=rule.resolve_after_stale,
                 )
             )
     return specs
