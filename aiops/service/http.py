@@ -1,15 +1,21 @@
 """The daemon's HTTP listener: health, readiness, ``/metrics``, and push receivers.
 
-Served when ``http.listen`` is set, by waitress (a production WSGI server in pure
-Python, no dependencies; the ``server`` extra) in threads of its own.
+Served when ``http.listen`` is set, from one thread running an asyncio loop (every
+connection, TLS handshakes included, is a coroutine: a client that connects and says
+nothing costs a socket, not a thread), with HTTP/1.1 parsed by h11 and handlers run
+in a small thread pool. Why not waitress (the listener until now): it has no TLS, and
+it reads (and spools to disk) a whole request body before the application can look at
+its size, whereas here a body over its receiver's limit is refused from its headers.
 
 Endpoints:
 
 - ``GET /healthz``: 200 when the daemon runs and every source is healthy, else 503.
-  The JSON body always lists each source: ``state`` (``ok``; ``failing``: polling it
-  raises, the daemon backs off; ``degraded``: it works but some of its parts fail,
-  such as one bad query of a pull source), ``last_error``, ``failures`` (failed polls
-  in a row), ``retry_in`` (seconds), ``problems`` (failing part -> error), and counts.
+  Never asks for credentials. With valid credentials (or when ``http.auth`` is off)
+  the JSON body lists each source: ``state`` (``ok``; ``failing``: polling it raises,
+  the daemon backs off; ``degraded``: it works but some of its parts fail, such as
+  one bad query of a pull source), ``last_error``, ``failures`` (failed polls in a
+  row), ``retry_in`` (seconds), ``problems`` (failing part -> error), and counts.
+  Without them, only each source's ``state``: errors name upstream addresses.
   A broken upstream makes this 503, so do not use it as a Kubernetes liveness probe
   (a restart cannot fix Prometheus); use ``/readyz``.
 - ``GET /readyz``: 200 once the daemon has loaded its checkpoint, opened its sources
@@ -24,24 +30,66 @@ Endpoints:
   :class:`aiops.alerting.feedback.SlackInteractions`) are mounted once by the app
   (:meth:`HttpServer.mount`), with the same contract as a push receiver.
 
+Security and limits (``http.auth``, ``http.tls``, ``http.limits``; see
+:class:`ListenerLimits`): every endpoint but ``/healthz`` needs the bearer token or a
+basic-auth user when ``http.auth`` is set (401 otherwise); a handler that verifies its
+own requests (Slack's signatures: ``http_authenticates = True``) is exempt. Each
+refusal is counted in ``aiops_http_refusals_total{reason}``:
+
+====================  ======  =========================================================
+reason                status  what
+====================  ======  =========================================================
+``unauthorized``      401     missing or wrong credentials
+``body_too_large``    413     Content-Length, or a chunked body so far, over the
+                              receiver's ``max_body_bytes`` (refused before reading)
+``decoded_too_large`` 413     a ``Content-Encoding: gzip``/``deflate`` body inflating
+                              past the receiver's ``max_decoded_bytes``
+``bad_encoding``      400     such a body that does not inflate
+``bad_request``       400     not HTTP/1.1 (h11 refuses it)
+``headers_too_large`` 431     request line and headers over ``max_header_bytes``
+``header_timeout``    408     headers not complete ``read_header_timeout`` after the
+                              connection (or, kept alive, its next request) began
+``body_timeout``      408     body not complete ``read_timeout`` after its request began
+``busy``              503     bodies read and not yet handled would pass
+                              ``max_inflight_bytes`` (with ``Retry-After``)
+``connections``       503     ``max_connections`` open and none waiting for a request
+``evicted``           --      closed, when ``max_connections`` are open, to admit a
+                              new one: the connection that has waited longest for its
+                              request's headers (how health stays reachable while
+                              half-open connections pile up)
+``tls_handshake``     --      a TLS handshake that failed or did not finish in time
+others                        the receiver's own (``queue_full``, ``stopping``,
+                              ``too_many_samples``...: :attr:`HttpResponse.refusal`)
+====================  ======  =========================================================
+
 Threads: the data path is single-threaded and never waits for HTTP. Handlers only read
 what the daemon published (``health_report``, ``ready``, ``last_step``: replaced as
 whole objects, so a reader sees one consistent version) or hand a request to a
-receiver, which must only decode and enqueue.
+receiver, which must only decode and enqueue. ``/healthz`` and ``/readyz`` are
+answered on the loop itself, so busy handler threads never delay them.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib
 import importlib.util
+import io
 import json
 import logging
+import socket
+import ssl
 import threading
 import time
+import weakref
+import zlib
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from aiops.service.http_auth import NO_AUTH, Authenticator
 from aiops.service.metrics import NULL_METRICS, Metrics
 
 __all__ = [
@@ -54,6 +102,7 @@ __all__ = [
     "HttpServer",
     "ListenError",
     "Listener",
+    "ListenerLimits",
     "NullListener",
 ]
 
@@ -61,22 +110,27 @@ log = logging.getLogger(__name__)
 
 #: ``/readyz`` fails when the daemon loop has not completed an iteration for this long.
 STALL_SECONDS = 300.0
-#: Worker threads answering requests (waitress' default).
+#: Worker threads running receivers (decoding pushed data).
 HTTP_THREADS = 4
-#: Waitress refuses (413) larger request bodies before any handler sees them.
+#: Largest body any receiver may declare (a receiver's own ``max_body_bytes`` is lower).
 MAX_REQUEST_BYTES = 256 << 20
-#: Seconds ``stop()`` waits for the server loop and for requests in flight.
+#: Seconds ``stop()`` waits for requests in flight, and for the loop thread.
 STOP_TIMEOUT = 5.0
+#: Bytes read from a socket at a time.
+READ_CHUNK = 64 << 10
 
 _REASONS = {
     200: "OK",
     204: "No Content",
     400: "Bad Request",
+    401: "Unauthorized",
     404: "Not Found",
     405: "Method Not Allowed",
+    408: "Request Timeout",
     411: "Length Required",
     413: "Content Too Large",
     429: "Too Many Requests",
+    431: "Request Header Fields Too Large",
     500: "Internal Server Error",
     503: "Service Unavailable",
 }
@@ -86,7 +140,7 @@ WsgiEnviron = dict[str, Any]
 
 
 class ListenError(RuntimeError):
-    """The listener cannot start: the address is taken, or a dependency is missing."""
+    """The listener cannot start: the address is taken, a file or a dependency is missing."""
 
 
 @dataclass(frozen=True)
@@ -102,12 +156,17 @@ class HttpRequest:
 
 @dataclass(frozen=True)
 class HttpResponse:
-    """What a receiver answers."""
+    """What a receiver answers.
+
+    ``refusal`` names why a request was refused (``queue_full``...), for
+    ``aiops_http_refusals_total{reason}``; empty for an answer that is not a refusal.
+    """
 
     status: int
     body: bytes = b""
     content_type: str = "text/plain; charset=utf-8"
     headers: tuple[tuple[str, str], ...] = ()
+    refusal: str = ""
 
 
 @runtime_checkable
@@ -119,6 +178,11 @@ class HttpReceiver(Protocol):
     its own), and it answers at once (a full queue is a 503, never a wait).
     After ``stop_receiving()`` returns, it accepts nothing more (it answers 503), so
     the daemon can drain what it accepted before its final checkpoint.
+
+    Optional attributes the listener reads: ``max_decoded_bytes`` (bound of a body
+    sent with ``Content-Encoding: gzip`` or ``deflate``, which the listener inflates;
+    default ``max_body_bytes``) and ``http_authenticates`` (True: the handler verifies
+    each request itself, such as Slack's signatures, so ``http.auth`` does not apply).
     """
 
     #: The path it is mounted at, e.g. ``/api/v1/write``.
@@ -190,12 +254,54 @@ class NullListener:
         """Nothing to stop."""
 
 
+@dataclass(frozen=True)
+class ListenerLimits:
+    """Bounds that keep hostile or broken clients from exhausting the listener.
+
+    ``max_connections``: open connections; at the bound a new one evicts the connection
+    waiting longest for its request headers, or gets 503. ``read_header_timeout``:
+    seconds from a connection's start (or, kept alive, its next request's first byte)
+    to the end of its headers (TLS handshake included). ``read_timeout``: seconds from
+    a request's start to the end of its body, and to write its answer.
+    ``idle_timeout``: a kept-alive connection with no new request is closed after it.
+    ``max_header_bytes``: request line plus headers. ``max_inflight_bytes``: bodies read
+    and not yet handled, over every connection (503 ``busy`` beyond).
+    """
+
+    max_connections: int = 512
+    read_header_timeout: float = 10.0
+    read_timeout: float = 60.0
+    idle_timeout: float = 60.0
+    max_header_bytes: int = 16 << 10
+    max_inflight_bytes: int = 128 << 20
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, reason: str, text: str) -> None:
+        super().__init__(text)
+        self.status = status
+        self.reason = reason
+
+
+class _Conn:
+    """One connection's bookkeeping (only touched from the loop thread)."""
+
+    __slots__ = ("peer", "task", "writer")
+
+    def __init__(self, writer: asyncio.StreamWriter, peer: str) -> None:
+        self.writer = writer
+        self.peer = peer
+        self.task: asyncio.Task[None] | None = None
+
+
 class HttpServer:
-    """The listener: a WSGI app served by waitress on ``listen`` (``host:port``).
+    """The listener: serves ``listen`` (``host:port``; no host is 127.0.0.1).
 
     ``start()`` binds (port 0 picks a free port; see :attr:`port`) and serves from a
-    background thread; ``stop()`` makes receivers refuse new data, closes every
-    connection and joins the threads. Unknown paths get 404, wrong methods 405.
+    background thread; ``stop()`` makes receivers refuse new data, stops accepting,
+    lets requests in flight finish, closes every connection and joins the thread.
+    Unknown paths get 404, wrong methods 405. ``tls`` is ``(cert_file, key_file,
+    client_ca_file or None)``.
     """
 
     def __init__(
@@ -205,74 +311,115 @@ class HttpServer:
         metrics: Metrics = NULL_METRICS,
         *,
         threads: int = HTTP_THREADS,
+        auth: Authenticator | Callable[[], Authenticator] = NO_AUTH,
+        tls: tuple[str, str, str | None] | None = None,
+        limits: ListenerLimits = ListenerLimits(),
     ) -> None:
         host, sep, port = listen.rpartition(":")
         if not sep or not port.isdigit():
             raise ValueError(f'listen address must be "host:port", got "{listen}"')
         self.listen = listen
-        self.host = host.strip("[]") or "0.0.0.0"
+        # Binding every interface is a choice written out (0.0.0.0, [::]), never a default.
+        self.host = host.strip("[]") or "127.0.0.1"
         self.port = int(port)
         self.view = view
         self.metrics = metrics
         self.threads = threads
+        self.limits = limits
+        self.tls = tls
+        self._auth_source = auth
+        self.auth: Authenticator = auth if isinstance(auth, Authenticator) else NO_AUTH
+        self._ssl: ssl.SSLContext | None = None
         self._routes: dict[str, HttpReceiver] = {}
         self._mounted: dict[str, HttpReceiver] = {}
-        self._server: Any = None
-        self._map: dict[int, Any] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.Server | None = None
         self._thread: threading.Thread | None = None
+        self._workers: ThreadPoolExecutor | None = None
+        self._aux: ThreadPoolExecutor | None = None
+        self._conns: dict[_Conn, None] = {}
+        self._waiting: dict[_Conn, None] = {}  # in insertion order: oldest first
+        self._inflight = 0
+        self._busy: set[asyncio.Future[Any]] = set()
         self._metrics_app: Callable[[WsgiEnviron, StartResponse], Iterable[bytes]] | None = None
+        self._refusals: Any = None
         if metrics.registry is not None:
             from prometheus_client import make_wsgi_app
 
             self._metrics_app = make_wsgi_app(metrics.registry)
+            self._refusals = _refusal_counter(metrics.registry)
 
     # -- lifecycle ------------------------------------------------------------------
 
     def start(self) -> None:
         """Bind the address and serve in a background thread."""
-        if self._server is not None:
+        if self._loop is not None:
             return
-        if importlib.util.find_spec("waitress") is None:
+        if importlib.util.find_spec("h11") is None:
             raise ListenError(
-                f"http.listen is {self.listen!r} but waitress is not installed: "
+                f"http.listen is {self.listen!r} but h11 is not installed: "
                 "pip install 'aiopsd[server]'"
             )
-        waitress_server = importlib.import_module("waitress.server")
-        # Waitress warns each time a request waits for a free worker thread; during a
-        # remote-write burst (Prometheus sends from parallel shards) that is a line per
-        # request. aiops_http_request_duration_seconds shows the waiting instead.
-        logging.getLogger("waitress.queue").setLevel(logging.ERROR)
-        self._map = {}
-        try:
-            server = waitress_server.create_server(
-                self,
-                map=self._map,
-                host=self.host,
-                port=self.port,
-                threads=self.threads,
-                ident="aiopsd",
-                # Receivers bound their bodies (max_body_bytes, checked before reading);
-                # this keeps waitress from buffering absurd bodies in the first place.
-                max_request_body_size=MAX_REQUEST_BYTES,
-                channel_timeout=60,
-                asyncore_loop_timeout=1,
-            )
-        except OSError as exc:
-            raise ListenError(f"cannot listen on {self.listen}: {exc}") from exc
-        self._server = server
-        if hasattr(server, "effective_port"):
-            self.port = int(server.effective_port)
-        else:  # several addresses (a name resolving to IPv4 and IPv6)
-            self.port = int(server.effective_listen[0][1])
-        self._thread = threading.Thread(target=self._serve, name="aiops-http", daemon=True)
-        self._thread.start()
-        log.info("HTTP listener on %s:%d (/healthz, /readyz, /metrics)", self.host, self.port)
+        if not isinstance(self._auth_source, Authenticator):
+            try:
+                self.auth = self._auth_source()
+            except ValueError as exc:
+                raise ListenError(f"http.auth: {exc}") from None
+        if self.tls is not None:
+            from aiops.service.http_auth import server_tls_context
 
-    def _serve(self) -> None:
+            try:
+                self._ssl = server_tls_context(*self.tls)
+            except (OSError, ssl.SSLError) as exc:
+                raise ListenError(f"http.tls: cannot use the certificate files: {exc}") from None
         try:
-            self._server.run()
-        except Exception:  # the loop dying must be visible; the daemon keeps running
-            log.exception("HTTP listener stopped with an error")
+            family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+            sock = socket.create_server((self.host, self.port), family=family, backlog=1024)
+        except (OSError, OverflowError) as exc:
+            raise ListenError(f"cannot listen on {self.listen}: {exc}") from exc
+        sock.setblocking(False)
+        self.port = int(sock.getsockname()[1])
+        self._workers = ThreadPoolExecutor(self.threads, thread_name_prefix="aiops-http")
+        # /metrics and bcrypt checks: never queued behind receivers decoding big bodies.
+        self._aux = ThreadPoolExecutor(2, thread_name_prefix="aiops-http-aux")
+        loop = asyncio.new_event_loop()
+        started = threading.Event()
+        failure: list[BaseException] = []
+
+        def serve() -> None:
+            asyncio.set_event_loop(loop)
+            try:
+                self._server = loop.run_until_complete(
+                    asyncio.start_server(self._accept, sock=sock, limit=READ_CHUNK)
+                )
+            except BaseException as exc:  # surfaced by start()
+                failure.append(exc)
+                started.set()
+                return
+            started.set()
+            try:
+                loop.run_forever()
+            except Exception:  # the loop dying must be visible; the daemon keeps running
+                log.exception("HTTP listener stopped with an error")
+            finally:
+                loop.close()
+
+        self._loop = loop
+        self._thread = threading.Thread(target=serve, name="aiops-http", daemon=True)
+        self._thread.start()
+        started.wait()
+        if failure:
+            self._loop = None
+            sock.close()
+            raise ListenError(f"cannot listen on {self.listen}: {failure[0]}")
+        scheme = "https" if self._ssl else "http"
+        log.info(
+            "HTTP listener on %s:%d (%s%s; /healthz, /readyz, /metrics)",
+            self.host,
+            self.port,
+            scheme,
+            ", auth" if self.auth.enabled else "",
+        )
 
     def attach(self, sources: Mapping[str, object]) -> None:
         """Mount every :class:`HttpReceiver` among ``sources`` at its ``http_path``.
@@ -303,132 +450,412 @@ class HttpServer:
         self._mounted = {**self._mounted, path: handler}
 
     def stop(self) -> None:
-        """Make receivers refuse new data, close all connections, join the threads.
+        """Make receivers refuse new data, stop accepting, finish requests, close.
 
-        Order matters with waitress: the listening sockets close first (no new
-        connections), then the worker threads finish the requests they hold (the loop
-        still flushes their answers), and only then the loop closes every connection
-        and its wake-up pipe; a worker that finished after that would write to a closed
-        pipe.
+        Receivers refuse first (503), so nothing is acknowledged after this returns;
+        requests being handled finish (up to :data:`STOP_TIMEOUT`) and get their
+        answer; then every connection closes.
         """
         for receiver in [*self._routes.values(), *self._mounted.values()]:
             receiver.stop_receiving()
-        server, self._server = self._server, None
-        if server is None:
+        loop, self._loop = self._loop, None
+        if loop is None:
             return
-        wasyncore = importlib.import_module("waitress.wasyncore")
-        waitress_server = importlib.import_module("waitress.server")
-        trigger_class = importlib.import_module("waitress.trigger").trigger
-        dispatchers = list(self._map.values())
-        listeners = [d for d in dispatchers if isinstance(d, waitress_server.BaseWSGIServer)]
-        triggers = [d for d in dispatchers if isinstance(d, trigger_class)]
-
-        def close_listeners() -> None:
-            for d in listeners:
-                wasyncore.dispatcher.close(d)  # the socket only, not the shared trigger
-
-        def close_all() -> None:
-            wasyncore.close_all(self._map, ignore_all=True)
-
-        # Both closes run in the loop thread, through its wake-up pipe.
-        self._in_loop(triggers, close_listeners)
-        server.task_dispatcher.shutdown(cancel_pending=True, timeout=STOP_TIMEOUT)
-        self._in_loop(triggers, close_all)
+        with contextlib.suppress(RuntimeError):  # the loop has ended already
+            asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(STOP_TIMEOUT * 2)
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None:
             self._thread.join(STOP_TIMEOUT)
             if self._thread.is_alive():
                 log.warning("HTTP listener thread did not stop within %.0fs", STOP_TIMEOUT)
             self._thread = None
+        for pool in (self._workers, self._aux):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+        self._workers = self._aux = None
         log.info("HTTP listener on %s:%d stopped", self.host, self.port)
 
-    def _in_loop(self, triggers: list[Any], thunk: Callable[[], None]) -> None:
-        """Run ``thunk`` in the server loop's thread (or here, if the loop is gone)."""
-        done = threading.Event()
-
-        def run() -> None:
-            try:
-                thunk()
-            finally:
-                done.set()
-
-        alive = self._thread is not None and self._thread.is_alive()
-        if alive and triggers:
-            try:
-                triggers[0].pull_trigger(run)
-            except OSError:  # the pipe is closed: the loop has ended
-                alive = False
-        if not (alive and triggers):
-            run()
-        done.wait(STOP_TIMEOUT)
+    async def _shutdown(self) -> None:
+        if self._server is not None:
+            self._server.close()  # no new connections
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while self._busy and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0)  # let finished handlers write their answers
+        for conn in list(self._conns):
+            conn.writer.transport.abort()
+            if conn.task is not None:
+                conn.task.cancel()
+        tasks = [c.task for c in self._conns if c.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=STOP_TIMEOUT)
 
     @property
     def url(self) -> str:
-        """``http://host:port`` (the bound port once started)."""
+        """``http(s)://host:port`` (the bound port once started)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://{host}:{self.port}"
 
-    # -- WSGI -------------------------------------------------------------------------
+    @property
+    def open_connections(self) -> int:
+        """Connections open now (for tests and benchmarks)."""
+        return len(self._conns)
 
-    def __call__(self, environ: WsgiEnviron, start_response: StartResponse) -> Iterable[bytes]:
-        """The WSGI application."""
-        t0 = time.perf_counter()
-        path = str(environ.get("PATH_INFO") or "/")
-        method = str(environ.get("REQUEST_METHOD") or "GET").upper()
-        handler = path
-        try:
-            if path == "/metrics" and method in ("GET", "HEAD"):
-                return self._metrics(environ, start_response, t0)
-            if path in ("/healthz", "/readyz", "/"):
-                handler = path.lstrip("/") or "index"
-                if method not in ("GET", "HEAD"):
-                    resp = _text(405, "use GET\n", (("Allow", "GET, HEAD"),))
-                elif path == "/healthz":
-                    resp = self._healthz()
-                elif path == "/readyz":
-                    resp = self._readyz()
-                else:
-                    resp = self._index()
-            elif path in self._routes:
-                resp = self._receive(self._routes[path], method, path, environ)
-            elif path in self._mounted:
-                resp = self._receive(self._mounted[path], method, path, environ)
+    # -- connections --------------------------------------------------------------------
+
+    def _refused(self, reason: str) -> None:
+        if self._refusals is not None:
+            self._refusals.labels(reason).inc()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        conn = _Conn(writer, str(peer[0]) if isinstance(peer, tuple) else "")
+        if len(self._conns) >= self.limits.max_connections:
+            if self._waiting:
+                oldest = next(iter(self._waiting))
+                self._drop(oldest)
+                oldest.writer.transport.abort()
+                self._refused("evicted")
             else:
-                handler = "other"
-                resp = _text(404, f"not found: {path}\n")
+                self._refused("connections")
+                with contextlib.suppress(Exception):
+                    writer.write(_raw_busy(b"too many connections\n"))
+                    writer.transport.close()
+                return
+        conn.task = asyncio.current_task()
+        self._conns[conn] = None
+        self._waiting[conn] = None
+        try:
+            await self._serve(conn, reader)
+        except (ConnectionError, asyncio.CancelledError, OSError, ssl.SSLError):
+            pass
+        except Exception:
+            log.exception("HTTP connection from %s failed", conn.peer or "?")
+        finally:
+            self._drop(conn)
+            with contextlib.suppress(Exception):
+                writer.close()
+
+    def _drop(self, conn: _Conn) -> None:
+        self._conns.pop(conn, None)
+        self._waiting.pop(conn, None)
+
+    async def _serve(self, conn: _Conn, reader: asyncio.StreamReader) -> None:
+        import h11
+
+        loop = asyncio.get_running_loop()
+        limits = self.limits
+        deadline = loop.time() + limits.read_header_timeout
+        if self._ssl is not None:
+            try:
+                await asyncio.wait_for(conn.writer.start_tls(self._ssl), deadline - loop.time())
+            except (TimeoutError, ssl.SSLError, OSError, ConnectionError):
+                self._refused("tls_handshake")
+                return
+        h = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
+        first = True
+        while True:
+            self._waiting[conn] = None
+            if not first and not h.trailing_data[0]:
+                # Kept alive: wait idle_timeout for the next request, then its headers.
+                try:
+                    data = await asyncio.wait_for(reader.read(READ_CHUNK), limits.idle_timeout)
+                except TimeoutError:
+                    return
+                if not data:
+                    return
+                h.receive_data(data)
+                deadline = loop.time() + limits.read_header_timeout
+            first = False
+            try:
+                event = await self._next_event(h, reader, deadline)
+            except TimeoutError:
+                self._refused("header_timeout")
+                if h.trailing_data[0]:  # it began a request: say why it ends
+                    await self._send_raw(conn, 408, "headers not received in time\n")
+                return
+            except h11.RemoteProtocolError as exc:
+                status = exc.error_status_hint
+                reason = "headers_too_large" if status == 431 else "bad_request"
+                self._refused(reason)
+                if h.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                    await self._send_raw(conn, status, f"bad request: {exc}\n")
+                return
+            if not isinstance(event, h11.Request):
+                return  # ConnectionClosed
+            self._waiting.pop(conn, None)
+            started = loop.time()
+            keep = await self._request(conn, h, reader, event, started)
+            if not keep or h.our_state is not h11.DONE or h.their_state is not h11.DONE:
+                return
+            try:
+                h.start_next_cycle()
+            except h11.LocalProtocolError:
+                return
+
+    async def _next_event(self, h: Any, reader: asyncio.StreamReader, deadline: float) -> Any:
+        import h11
+
+        loop = asyncio.get_running_loop()
+        while True:
+            event = h.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError
+            data = await asyncio.wait_for(reader.read(READ_CHUNK), remaining)
+            h.receive_data(data)  # b"" is the end of the stream: h11 says ConnectionClosed
+
+    async def _send_raw(self, conn: _Conn, status: int, text: str) -> None:
+        with contextlib.suppress(Exception):
+            conn.writer.write(_raw_response(status, text.encode()))
+            await asyncio.wait_for(conn.writer.drain(), 1.0)
+
+    async def _request(
+        self, conn: _Conn, h: Any, reader: asyncio.StreamReader, req: Any, started: float
+    ) -> bool:
+        """Answer one request; False when the connection must close."""
+        import h11
+
+        t0 = time.perf_counter()
+        method = req.method.decode("ascii", "replace").upper()
+        target = req.target.decode("latin-1")
+        path, _, query = target.partition("?")
+        headers: dict[str, str] = {}
+        for name, value in req.headers:
+            key = name.decode("latin-1").lower()
+            text = value.decode("latin-1")
+            headers[key] = f"{headers[key]}, {text}" if key in headers else text
+        handler = "other"
+        receiver: HttpReceiver | None = None
+        if path in ("/healthz", "/readyz", "/metrics", "/"):
+            handler = path.strip("/") or "index"
+        elif path in self._routes:
+            receiver, handler = self._routes[path], path
+        elif path in self._mounted:
+            receiver, handler = self._mounted[path], path
+        try:
+            resp = await self._respond(
+                conn, h, reader, req, method, path, query, headers, receiver, started
+            )
+        except _Refused as exc:
+            self._refused(exc.reason)
+            extra: tuple[tuple[str, str], ...] = ()
+            if exc.status == 503:
+                extra = (("Retry-After", "1"),)
+            elif exc.status == 401:
+                extra = (("WWW-Authenticate", self.auth.challenge),)
+            resp = _text(exc.status, f"{exc}\n", extra)
         except Exception:
             log.exception("HTTP %s %s failed", method, path)
             resp = _text(500, "internal error; see the daemon log\n")
-        headers = [("Content-Type", resp.content_type), ("Content-Length", str(len(resp.body)))]
-        headers.extend(resp.headers)
-        start_response(f"{resp.status} {_REASONS.get(resp.status, '')}".rstrip(), headers)
+        if resp.refusal:
+            self._refused(resp.refusal)
+        # A body left unread (refused from its headers) cannot be skipped: close.
+        keep = h.their_state is h11.DONE
+        out_headers = [("Content-Type", resp.content_type), ("Content-Length", str(len(resp.body)))]
+        out_headers.extend(resp.headers)
+        if not keep:
+            out_headers.append(("Connection", "close"))
+        try:
+            data = h.send(
+                h11.Response(
+                    status_code=resp.status,
+                    headers=[(k.encode("latin-1"), v.encode("latin-1")) for k, v in out_headers],
+                    reason=_REASONS.get(resp.status, "").encode(),
+                )
+            )
+            if method != "HEAD" and resp.body:
+                data += h.send(h11.Data(data=resp.body))
+            data += h.send(h11.EndOfMessage())
+        except h11.LocalProtocolError:
+            log.exception("HTTP %s %s: cannot send the answer", method, path)
+            return False
         self.metrics.http_request(handler, resp.status, time.perf_counter() - t0)
-        return [b"" if method == "HEAD" else resp.body]
+        conn.writer.write(data)
+        remaining = started + self.limits.read_timeout - asyncio.get_running_loop().time()
+        try:
+            await asyncio.wait_for(conn.writer.drain(), max(remaining, 1.0))
+        except TimeoutError:  # the client does not read its answer
+            return False
+        return keep
 
-    def _metrics(
-        self, environ: WsgiEnviron, start_response: StartResponse, t0: float
-    ) -> Iterable[bytes]:
+    async def _respond(
+        self,
+        conn: _Conn,
+        h: Any,
+        reader: asyncio.StreamReader,
+        req: Any,
+        method: str,
+        path: str,
+        query: str,
+        headers: Mapping[str, str],
+        receiver: HttpReceiver | None,
+        started: float,
+    ) -> HttpResponse:
+        loop = asyncio.get_running_loop()
+        builtin = path in _BUILTIN_PATHS
+        if receiver is None and not builtin:
+            return _text(404, f"not found: {path}\n")
+        authorized = True
+        exempt = receiver is not None and getattr(receiver, "http_authenticates", False)
+        if self.auth.enabled and not exempt:
+            value = headers.get("authorization", "")
+            quick = self.auth.quick(value)
+            if quick is None:
+                assert self._aux is not None
+                quick = await loop.run_in_executor(self._aux, self.auth.check, value)
+            authorized = quick
+            if not authorized and path != "/healthz":
+                raise _Refused(401, "unauthorized", "authentication required")
+        if builtin:
+            if method not in ("GET", "HEAD"):
+                return _text(405, "use GET\n", (("Allow", "GET, HEAD"),))
+            if path == "/healthz":
+                return self._healthz(detailed=authorized)
+            if path == "/readyz":
+                return self._readyz()
+            if path == "/metrics":
+                assert self._aux is not None
+                return await loop.run_in_executor(self._aux, self._metrics, headers, query)
+            return self._index()
+        assert receiver is not None
+        if method != "POST":
+            return _text(405, "use POST\n", (("Allow", "POST"),))
+        body = await self._read_body(conn, h, reader, receiver, headers, started)
+        encoding = headers.get("content-encoding", "").strip().lower()
+        assert self._workers is not None
+        fut = loop.run_in_executor(
+            self._workers, self._handle, receiver, method, path, headers, body, encoding, conn.peer
+        )
+        self._busy.add(fut)
+        try:
+            return await fut
+        finally:
+            self._busy.discard(fut)
+            self._inflight -= len(body)
+
+    async def _read_body(
+        self,
+        conn: _Conn,
+        h: Any,
+        reader: asyncio.StreamReader,
+        receiver: HttpReceiver,
+        headers: Mapping[str, str],
+        started: float,
+    ) -> bytes:
+        """The body, bounded by the receiver's limit and the in-flight budget.
+
+        A declared length over either is refused before a byte is read; a chunked body
+        as soon as it passes. The caller releases ``len(body)`` of the budget.
+        """
+        import h11
+
+        limit = min(receiver.max_body_bytes, MAX_REQUEST_BYTES)
+        length_text = headers.get("content-length", "").strip()
+        declared = int(length_text) if length_text.isdigit() else None  # h11 checked it
+        if declared is not None and declared > limit:
+            raise _Refused(
+                413, "body_too_large", f"body of {declared} bytes is over the limit of {limit}"
+            )
+        reserved = declared or 0
+        if self._inflight + reserved > self.limits.max_inflight_bytes:
+            raise _Refused(503, "busy", "too many request bodies in flight; retry later")
+        self._inflight += reserved
+        parts: list[bytes] = []
+        size = 0
+        ok = False
+        try:
+            if h.they_are_waiting_for_100_continue:
+                conn.writer.write(h.send(h11.InformationalResponse(status_code=100, headers=[])))
+            deadline = started + self.limits.read_timeout
+            while True:
+                try:
+                    event = await self._next_event(h, reader, deadline)
+                except TimeoutError:
+                    raise _Refused(408, "body_timeout", "body not received in time") from None
+                if isinstance(event, h11.Data):
+                    size += len(event.data)
+                    if size > limit:
+                        raise _Refused(
+                            413, "body_too_large", f"body is over the limit of {limit} bytes"
+                        )
+                    if size > reserved:
+                        if self._inflight + size - reserved > self.limits.max_inflight_bytes:
+                            raise _Refused(503, "busy", "too many request bodies in flight")
+                        self._inflight += size - reserved
+                        reserved = size
+                    parts.append(bytes(event.data))
+                elif isinstance(event, h11.EndOfMessage):
+                    break
+                else:  # ConnectionClosed mid-body
+                    raise ConnectionError("connection closed during the body")
+            ok = True
+        finally:
+            # Keep exactly len(body) reserved for the caller to release.
+            self._inflight -= reserved - (size if ok else 0)
+        return b"".join(parts)
+
+    # -- handlers (worker threads) --------------------------------------------------------
+
+    def _handle(
+        self,
+        receiver: HttpReceiver,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        encoding: str,
+        peer: str,
+    ) -> HttpResponse:
+        if encoding in ("gzip", "x-gzip", "deflate"):
+            bound = int(getattr(receiver, "max_decoded_bytes", receiver.max_body_bytes))
+            try:
+                body = _inflate(body, encoding, bound)
+            except _Refused as exc:
+                return _text(exc.status, f"{exc}\n", refusal=exc.reason)
+            headers = {k: v for k, v in headers.items() if k != "content-encoding"}
+        return receiver.handle_http(HttpRequest(method, path, headers, body, peer))
+
+    def _metrics(self, headers: Mapping[str, str], query: str) -> HttpResponse:
         if self._metrics_app is None:
-            body = b"metrics are off (prometheus-client missing)\n"
-            start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
-            self.metrics.http_request("metrics", 404, time.perf_counter() - t0)
-            return [body]
-        code = [0]
+            return _text(404, "metrics are off (prometheus-client missing)\n")
+        environ: WsgiEnviron = {
+            "REQUEST_METHOD": "GET",
+            "PATH_INFO": "/metrics",
+            "QUERY_STRING": query,
+            "SERVER_NAME": self.host,
+            "SERVER_PORT": str(self.port),
+            "wsgi.input": io.BytesIO(),
+            "wsgi.url_scheme": "http",
+        }
+        for name in ("accept", "accept-encoding"):
+            if name in headers:
+                environ["HTTP_" + name.upper().replace("-", "_")] = headers[name]
+        got: dict[str, Any] = {}
 
-        def capture(status: str, headers: list[tuple[str, str]], *exc: Any) -> Any:
-            code[0] = int(status.split(" ", 1)[0])
-            return start_response(status, headers, *exc)
+        def start_response(status: str, hdrs: list[tuple[str, str]], *exc: Any) -> Any:
+            got["status"], got["headers"] = status, hdrs
 
-        out = list(self._metrics_app(environ, capture))
-        self.metrics.http_request("metrics", code[0], time.perf_counter() - t0)
-        return out
+        body = b"".join(self._metrics_app(environ, start_response))
+        hdrs = [(k, v) for k, v in got["headers"] if k.lower() not in ("content-length",)]
+        ctype = next((v for k, v in hdrs if k.lower() == "content-type"), "text/plain")
+        rest = tuple((k, v) for k, v in hdrs if k.lower() != "content-type")
+        return HttpResponse(int(got["status"].split(" ", 1)[0]), body, ctype, rest)
 
-    def _healthz(self) -> HttpResponse:
+    def _healthz(self, *, detailed: bool) -> HttpResponse:
         report = self.view.health_report
         ready = self.view.ready
         healthy = ready and all(h.get("state") == "ok" for h in report.values())
         status = "ok" if healthy else ("unhealthy" if ready else "not running")
-        doc = {"status": status, "sources": {sid: dict(h) for sid, h in report.items()}}
-        return _json(200 if healthy else 503, doc)
+        if detailed:
+            sources = {sid: dict(h) for sid, h in report.items()}
+        else:  # errors and problems name upstream hosts: only with credentials
+            sources = {sid: {"state": h.get("state")} for sid, h in report.items()}
+        return _json(200 if healthy else 503, {"status": status, "sources": sources})
 
     def _readyz(self) -> HttpResponse:
         ready = self.view.ready
@@ -446,41 +873,62 @@ class HttpServer:
         paths = ["/healthz", "/readyz", "/metrics", *sorted({*self._routes, *self._mounted})]
         return _text(200, "aiopsd\n" + "".join(f"  {p}\n" for p in paths))
 
-    def _receive(
-        self, receiver: HttpReceiver, method: str, path: str, environ: WsgiEnviron
-    ) -> HttpResponse:
-        if method != "POST":
-            return _text(405, "use POST\n", (("Allow", "POST"),))
-        limit = receiver.max_body_bytes
-        length_text = str(environ.get("CONTENT_LENGTH") or "").strip()
-        if length_text:
-            try:
-                length = int(length_text)
-            except ValueError:
-                return _text(400, "bad Content-Length\n")
-            if length > limit:
-                return _text(413, f"body of {length} bytes is over the limit of {limit}\n")
-        else:
-            length = limit + 1
-        body = environ["wsgi.input"].read(length) if length > 0 else b""
-        if len(body) > limit:
-            return _text(413, f"body is over the limit of {limit} bytes\n")
-        headers = {
-            k[5:].replace("_", "-").lower(): str(v)
-            for k, v in environ.items()
-            if k.startswith("HTTP_")
-        }
-        if "CONTENT_TYPE" in environ:
-            headers["content-type"] = str(environ["CONTENT_TYPE"])
-        remote = str(environ.get("REMOTE_ADDR") or "")
-        return receiver.handle_http(HttpRequest(method, path, headers, body, remote))
-
 
 _BUILTIN_PATHS = frozenset({"/", "/healthz", "/readyz", "/metrics"})
 
+_COUNTERS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+_COUNTERS_LOCK = threading.Lock()
 
-def _text(status: int, text: str, headers: tuple[tuple[str, str], ...] = ()) -> HttpResponse:
-    return HttpResponse(status, text.encode(), headers=headers)
+
+def _refusal_counter(registry: Any) -> Any:
+    """``aiops_http_refusals_total``, once per registry (several servers may share one)."""
+    from prometheus_client import Counter
+
+    with _COUNTERS_LOCK:
+        counter = _COUNTERS.get(registry)
+        if counter is None:
+            counter = Counter(
+                "aiops_http_refusals",
+                "Requests and connections the listener (or a receiver) refused, by reason.",
+                ["reason"],
+                registry=registry,
+            )
+            _COUNTERS[registry] = counter
+        return counter
+
+
+def _inflate(body: bytes, encoding: str, bound: int) -> bytes:
+    """``body`` decompressed, never more than ``bound`` bytes of it (a bomb is refused)."""
+    wbits = 31 if "gzip" in encoding else 15
+    d = zlib.decompressobj(wbits)
+    try:
+        out = d.decompress(body, bound + 1)
+    except zlib.error as exc:
+        raise _Refused(400, "bad_encoding", f"body is not {encoding} data: {exc}") from None
+    if len(out) > bound or d.unconsumed_tail:
+        raise _Refused(413, "decoded_too_large", f"body inflates past the limit of {bound} bytes")
+    if not d.eof:
+        raise _Refused(400, "bad_encoding", f"body is truncated {encoding} data")
+    return out
+
+
+def _raw_response(status: int, body: bytes, extra: str = "") -> bytes:
+    head = (
+        f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\n"
+        f"Content-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
+        f"{extra}Connection: close\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def _raw_busy(body: bytes) -> bytes:
+    return _raw_response(503, body, "Retry-After: 1\r\n")
+
+
+def _text(
+    status: int, text: str, headers: tuple[tuple[str, str], ...] = (), refusal: str = ""
+) -> HttpResponse:
+    return HttpResponse(status, text.encode(), headers=headers, refusal=refusal)
 
 
 def _json(status: int, doc: Any) -> HttpResponse:
