@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import (
     AfterValidator,
     BaseModel,
+    ByteSize,
     ConfigDict,
     Field,
     PlainSerializer,
@@ -596,6 +597,10 @@ class StateSettings(_Model):
 
     dir: PathField = Path("aiops-state")
     checkpoint_interval: PositiveDuration = 30.0
+    #: ``rejects.jsonl`` is rotated when it passes this size ("64MiB", "500KB", bytes).
+    rejects_max_size: Annotated[ByteSize, Field(ge=4096, le=1 << 40)] = ByteSize(64 << 20)
+    #: Rotated rejects files kept (``rejects.jsonl.1`` ...); 0 keeps only the current one.
+    rejects_keep: StrictInt = Field(default=4, ge=0, le=1000)
 
 
 class DeliverySettings(_Model):

@@ -33,6 +33,7 @@ import numpy as np
 from aiops.alerting.notify import Alert, AlertWindow
 from aiops.pipeline.alerts import AlertStateMachine
 from aiops.pipeline.detector import DEFAULT_THRESHOLD, Detector
+from aiops.pipeline.faults import NAMED_SERIES, RuleFailure, RuleHealth, render_or_error
 from aiops.pipeline.postrule import HitWindow
 from aiops.pipeline.series import SeriesRegistry
 from aiops.registry import DEFAULT_DETECTOR, DETECTORS
@@ -221,6 +222,8 @@ class RuleRuntime:
         self._raised = 0  # how many series have a raised threshold
         #: The latest point time this rule has seen (staleness is measured against it).
         self.data_time = -np.inf
+        #: Failed batches and template errors (:mod:`aiops.pipeline.faults`).
+        self.health = RuleHealth()
 
     def process(self, batch: Batch) -> RuleResult:
         """Score the batch's points of this rule's series and advance their alerts."""
@@ -459,7 +462,10 @@ class RuleRuntime:
         labels = self.alert_labels(index)
         key = self.registry.key(index)
         context = {"labels": labels, "value": value, "score": score, "series": str(key)}
-        annotations = {k: self.render(v, context) for k, v in self.spec.annotations.items()}
+        annotations = {
+            k: render_or_error(self.render, v, context, self._template_failed)
+            for k, v in self.spec.annotations.items()
+        }
         return Alert(
             fingerprint=alert_fingerprint(labels),
             status="firing" if status == "firing" else "resolved",
@@ -474,6 +480,12 @@ class RuleRuntime:
             detector=self.spec.detector_type,
             model_version=self.spec.model_hash(),
             window=window,
+        )
+
+    def _template_failed(self, error: str) -> None:
+        self.health.template_errors += 1
+        log.warning(
+            "rule %s: an annotation template failed (%s); sent with the error", self.spec.key, error
         )
 
     def state_dict(self) -> dict[str, Any]:
@@ -623,6 +635,8 @@ class Engine:
 
         #: The log rules (:mod:`aiops.logs.rules`); without any, log records are ignored.
         self.logs = logs if logs is not None else LogEngine(render=render)
+        #: Failed batches of the log rules.
+        self.logs_health = RuleHealth()
         keys = [s.key for s in specs] + list(self.logs.rules)
         dupes = sorted({k for k in keys if keys.count(k) > 1})
         if dupes:
@@ -633,6 +647,8 @@ class Engine:
             self.by_source.setdefault(rt.spec.source, []).append(rt)
         #: Rules whose checkpointed state could not be loaded, and how often (a metric).
         self.refused_states: dict[str, int] = {}
+        #: Failed batches of rules since :meth:`take_failures` last emptied it.
+        self.failures: list[RuleFailure] = []
 
     def _replace(self, old: RuleRuntime) -> RuleRuntime:
         """Put a fresh runtime of ``old``'s rule in its place (a half-loaded state is gone)."""
@@ -648,18 +664,84 @@ class Engine:
         Log records go to the log rules first, so that the metric alerts of the same
         batch already carry the templates they made notable (``log_templates``).
         """
-        log_alerts = self.logs.process(source_id, batch) if batch.logs else []
+        log_alerts: list[Alert] = []
+        if batch.logs:
+            try:
+                log_alerts = self.logs.process(source_id, batch)
+            except Exception as exc:  # the log rules failed: the metric rules go on
+                error = f"{type(exc).__name__}: {exc}"
+                self.logs_health.failed(error, len(batch.logs), ())
+                self.failures.append(
+                    RuleFailure(
+                        LOG_STATE_KEY, source_id, error, np.zeros(0, np.int64), (), batch.logs
+                    )
+                )
+                log.error(
+                    "log rules failed on a batch of %d records from %s (%s: %s); the records "
+                    "are kept aside, the metric rules go on, the log rules retry with the "
+                    "next batch",
+                    len(batch.logs),
+                    source_id,
+                    type(exc).__name__,
+                    exc,
+                )
+            else:
+                self.logs_health.succeeded()
         alerts = [a for _, alerts in self.process_by_rule(source_id, batch) for a in alerts]
         return [*self.logs.annotate(alerts), *log_alerts]
 
     def process_by_rule(
         self, source_id: str, batch: Batch
     ) -> Iterator[tuple[RuleRuntime, list[Alert]]]:
-        """Like :meth:`process`, keeping which rule raised which alerts."""
+        """Like :meth:`process`, keeping which rule raised which alerts.
+
+        A rule that raises yields no alerts, is marked degraded and its points of the
+        batch are recorded in :attr:`failures` (:mod:`aiops.pipeline.faults`); the
+        other rules go on.
+        """
         for rt in self.by_source.get(source_id, ()):
             if batch.rule and batch.rule != rt.spec.key:
                 continue
-            yield rt, rt.process(batch).alerts
+            try:
+                result = rt.process(batch)
+            except Exception as exc:  # one rule's fault stops no other rule
+                self._rule_failed(rt, source_id, batch, exc)
+                continue
+            failed = rt.health.succeeded()
+            if failed:
+                log.warning(
+                    "rule %s recovered: a batch went through after %d failed", rt.spec.key, failed
+                )
+            yield rt, result.alerts
+
+    def _rule_failed(self, rt: RuleRuntime, source_id: str, batch: Batch, exc: Exception) -> None:
+        error = f"{type(exc).__name__}: {exc}"
+        try:  # the points of the series the rule registered (lookup registers nothing)
+            positions = np.flatnonzero(rt.registry.lookup(batch.keys)[batch.series] >= 0)
+        except Exception:
+            positions = np.arange(batch.n_points)
+        used = np.unique(batch.series[positions])
+        series = tuple(str(batch.keys[int(k)]) for k in used[:NAMED_SERIES])
+        rt.health.failed(error, len(positions), series)
+        self.failures.append(RuleFailure(rt.spec.key, source_id, error, positions, series))
+        more = len(used) - len(series)
+        log.error(
+            "rule %s failed on a batch from %s: %s; its %d points of %d series (%s%s) are "
+            "kept aside, the other rules go on, it retries with the next batch",
+            rt.spec.key,
+            source_id,
+            error,
+            len(positions),
+            len(used),
+            ", ".join(series),
+            f" and {more} more" if more > 0 else "",
+            exc_info=exc if rt.health.consecutive == 1 else None,
+        )
+
+    def take_failures(self) -> list[RuleFailure]:
+        """The rules' failed batches since the last call (the daemon keeps them aside)."""
+        out, self.failures = self.failures, []
+        return out
 
     def resolve_stale(self, now: float) -> list[Alert]:
         """Stale resolutions of every rule by data time ``now`` (:meth:`RuleRuntime.resolve_stale`).

@@ -8,9 +8,11 @@ batches processed before it, together with the source positions after them.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import math
+import os
 import threading
 import time
 from collections import Counter
@@ -24,11 +26,12 @@ import numpy as np
 from aiops.alerting.feedback import FeedbackApplier, NullFeedback
 from aiops.alerting.notify import Alert, Notification
 from aiops.pipeline.engine import Engine
+from aiops.pipeline.faults import RuleFailure
 from aiops.pipeline.source import Source
 from aiops.service.http import HttpReceiver, Listener, NullListener
 from aiops.service.metrics import NULL_METRICS, Metrics
 from aiops.state.checkpoint import Checkpoint, Checkpointer
-from aiops.types import Batch, Reject
+from aiops.types import Batch, LogRecord, Reject
 
 __all__ = [
     "AlertRouter",
@@ -107,41 +110,151 @@ class Delivery(Protocol):
         """Stop delivering; keep what is pending."""
 
 
-class DeadLetterFile:
-    """Keeps rejected input aside as JSON lines: reason, detail, origin, raw bytes."""
+#: Size at which ``rejects.jsonl`` is rotated (``state.rejects_max_size``).
+REJECTS_MAX_BYTES = 64 << 20
+#: Rotated rejects files kept besides the current one (``state.rejects_keep``).
+REJECTS_KEEP = 4
+#: Raw bytes kept of one rejected item; the rest is cut and its full length noted.
+REJECT_RAW_BYTES = 64 << 10
+#: Rejects held in memory while the file cannot be written (disk full); beyond, counted.
+REJECTS_PENDING = 100_000
 
-    def __init__(self, path: Path) -> None:
+
+class DeadLetterFile:
+    """Keeps rejected input aside as JSON lines: reason, detail, origin, raw bytes.
+
+    Bounded on disk: when the file passes ``max_bytes`` it is renamed ``rejects.jsonl.1``
+    (older ones shift to ``.2`` ... ``.{keep}``, the oldest is deleted), so the rejects
+    take at most about ``(keep + 1) * max_bytes``. Each item's raw bytes are cut at
+    ``raw_bytes`` (``raw_truncated`` then holds the full length). When a write fails
+    (disk full) the lines wait in memory (up to :data:`REJECTS_PENDING`, beyond that
+    they are counted in :attr:`lost`) and are written by the next write or
+    :meth:`sync`; the daemon writes no checkpoint while :meth:`sync` fails, so a
+    checkpoint never covers a reject that is not on disk.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_bytes: int = REJECTS_MAX_BYTES,
+        keep: int = REJECTS_KEEP,
+        raw_bytes: int = REJECT_RAW_BYTES,
+    ) -> None:
+        if max_bytes < 1 or keep < 0 or raw_bytes < 0:
+            raise ValueError(
+                f"need max_bytes >= 1, keep >= 0, raw_bytes >= 0; got {max_bytes}, {keep}, "
+                f"{raw_bytes}"
+            )
         self.path = path
+        self.max_bytes = max_bytes
+        self.keep = keep
+        self.raw_bytes = raw_bytes
+        #: Lines dropped because the file could not be written and the buffer was full.
+        self.lost = 0
+        #: Files rotated away since the start.
+        self.rotations = 0
         self._file: IO[str] | None = None
+        self._size = 0
+        self._pending: list[str] = []
+        self._unsynced = False
 
     def write(self, source_id: str, rejects: Sequence[Reject]) -> None:
         """Append the rejects; never raises (a full disk is logged, not fatal)."""
+        for r in rejects:
+            self._pending.append(self._line(source_id, r))
+        if len(self._pending) > REJECTS_PENDING:
+            extra = len(self._pending) - REJECTS_PENDING
+            del self._pending[:extra]
+            self.lost += extra
+            log.error("rejects: %d lines could not be kept (the file cannot be written)", extra)
+        self._write_pending()
+
+    def _line(self, source_id: str, r: Reject) -> str:
+        raw: dict[str, Any]
+        data = r.raw[: self.raw_bytes]
+        try:
+            raw = {"raw": data.decode("utf-8")}
+        except UnicodeDecodeError:
+            raw = {"raw_base64": base64.b64encode(data).decode()}
+        if len(r.raw) > len(data):
+            raw["raw_truncated"] = len(r.raw)
+        doc = {"source": source_id, "reason": r.reason, "detail": r.detail, "origin": r.origin}
+        return json.dumps({**doc, **raw}) + "\n"
+
+    def _write_pending(self) -> bool:
+        if not self._pending:
+            return True
+        done = 0  # lines of _pending written and flushed (or in a rotated, synced file)
         try:
             if self._file is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._file = self.path.open("a", encoding="utf-8")
-            for r in rejects:
-                raw: dict[str, str]
-                try:
-                    raw = {"raw": r.raw.decode("utf-8")}
-                except UnicodeDecodeError:
-                    raw = {"raw_base64": base64.b64encode(r.raw).decode()}
-                doc = {
-                    "source": source_id,
-                    "reason": r.reason,
-                    "detail": r.detail,
-                    "origin": r.origin,
-                }
-                self._file.write(json.dumps({**doc, **raw}) + "\n")
+                self._size = self._file.tell()
+            for k, line in enumerate(self._pending):
+                if self._size >= self.max_bytes:
+                    self._rotate()
+                    done = k
+                self._file.write(line)
+                self._size += len(line.encode("utf-8"))
             self._file.flush()
+            done = len(self._pending)
+            self._unsynced = True
+            return True
         except OSError as exc:
+            # What was not flushed is written again next time (a line may then repeat:
+            # better twice than lost).
             log.error("cannot write rejected records to %s: %s", self.path, exc)
+            self._close_quietly()
+            return False
+        finally:
+            del self._pending[:done]
+
+    def _rotate(self) -> None:
+        """``rejects.jsonl`` -> ``.1`` -> ... -> ``.{keep}``; the oldest goes."""
+        assert self._file is not None
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        self._file = None
+        self._unsynced = False
+        if self.keep == 0:
+            self.path.unlink(missing_ok=True)
+        else:
+            Path(f"{self.path}.{self.keep}").unlink(missing_ok=True)
+            for k in range(self.keep - 1, 0, -1):
+                older = Path(f"{self.path}.{k}")
+                if older.exists():
+                    older.rename(f"{self.path}.{k + 1}")
+            self.path.rename(f"{self.path}.1")
+        self.rotations += 1
+        self._file = self.path.open("a", encoding="utf-8")
+        self._size = 0
+
+    def _close_quietly(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(OSError):  # closing a file on a full disk: it is gone
+                self._file.close()
+            self._file = None
+
+    def sync(self) -> bool:
+        """Write what waits and fsync; True when every reject so far is on disk."""
+        if not self._write_pending():
+            return False
+        if self._unsynced and self._file is not None:
+            try:
+                os.fsync(self._file.fileno())
+            except OSError as exc:
+                log.error("cannot sync rejected records to %s: %s", self.path, exc)
+                self._close_quietly()
+                return False
+            self._unsynced = False
+        return True
 
     def close(self) -> None:
-        """Close the file."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        """Write what waits (if the disk allows), then close the file."""
+        self.sync()
+        self._close_quietly()
 
 
 @dataclass
@@ -161,11 +274,16 @@ class SourceHealth:
     logs: int = 0
     rejects: Counter[str] = field(default_factory=Counter)
     problems: dict[str, str] = field(default_factory=dict)
+    #: Rules reading this source that ever failed a batch: their fault record.
+    rules: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def state(self) -> str:
-        """``failing`` (polls raise), ``degraded`` (some parts fail) or ``ok``."""
-        return "failing" if not self.ok else ("degraded" if self.problems else "ok")
+        """``failing`` (polls raise), ``degraded`` (some parts or rules fail) or ``ok``."""
+        if not self.ok:
+            return "failing"
+        rules_failing = any(r["state"] != "ok" for r in self.rules.values())
+        return "degraded" if self.problems or rules_failing else "ok"
 
     def as_json(self, now: float) -> dict[str, Any]:
         """A JSON-ready copy; ``now`` is the daemon clock, for ``retry_in``."""
@@ -178,6 +296,7 @@ class SourceHealth:
             "logs": self.logs,
             "rejects": dict(self.rejects),
             "problems": dict(self.problems),
+            "rules": {k: dict(v) for k, v in self.rules.items()},
         }
 
 
@@ -194,6 +313,21 @@ def source_problems(source: Source) -> dict[str, str]:
         return dict(problems())
     except Exception as exc:  # a health probe must not take the daemon down
         return {"problems()": f"{type(exc).__name__}: {exc}"}
+
+
+def _point_json(batch: Batch, position: int) -> bytes:
+    key = batch.keys[int(batch.series[position])]
+    point = {
+        "series": str(key),
+        "timestamp": float(batch.timestamps[position]),
+        "value": float(batch.values[position]),
+    }
+    return json.dumps(point).encode()
+
+
+def _record_json(record: LogRecord) -> bytes:
+    doc = {"timestamp": record.timestamp, "labels": dict(record.labels), "message": record.message}
+    return json.dumps(doc).encode()
 
 
 #: After a failed checkpoint write, the next attempt comes this soon (or at the interval).
@@ -315,6 +449,12 @@ class Daemon:
     def _publish_health(self) -> None:
         """Replace the health report and gauges the listener reads (a fresh object)."""
         now = self.clock()
+        for sid, h in self.health.items():
+            h.rules = {
+                rt.spec.key: rt.health.as_json()
+                for rt in self.engine.by_source.get(sid, ())
+                if rt.health.failed_batches
+            }
         report = {sid: h.as_json(now) for sid, h in self.health.items()}
         for sid, h in self.health.items():
             self.metrics.source_health(sid, h.state == "ok", len(h.problems))
@@ -331,12 +471,16 @@ class Daemon:
             if self.dead_letters is not None:
                 self.dead_letters.write(source_id, batch.rejects)
         alerts = self.engine.process(source_id, batch)
+        failures = self.engine.take_failures()
+        if failures:
+            self._keep_aside(source_id, batch, failures)
         if batch.n_points:
             latest = float(np.nanmax(batch.timestamps, initial=-np.inf))
             if latest > self._data_time:
                 self._data_time, self._data_time_at = latest, self.clock()
             # Rules whose every series went quiet resolve by the time of the other data.
             alerts = [*alerts, *self.engine.resolve_stale(self._data_time)]
+        # Info alerts of drift checks and automatic rollbacks, through the same router.
         self.metrics.batch(source_id, batch)
         self.metrics.rules(self.engine.by_source.get(source_id, ()))
         if alerts:
@@ -344,6 +488,23 @@ class Daemon:
             self.alerts_sent += len(alerts)
             self._deliver(self.router.route(alerts))
         self.router.observe(self._data_time)
+
+    def _keep_aside(self, source_id: str, batch: Batch, failures: Sequence[RuleFailure]) -> None:
+        """The points (or log records) of a failed rule, to the rejects file and counted.
+
+        They count as processed (as rejects of reason ``rule_error``): the checkpoint
+        that follows may cover them, once the rejects file is synced.
+        """
+        for f in failures:
+            detail = f"rule {f.rule}: {f.error}"
+            rejects = [
+                Reject("rule_error", detail, _point_json(batch, int(p)), f.rule)
+                for p in f.positions.tolist()
+            ]
+            rejects.extend(Reject("rule_error", detail, _record_json(r), f.rule) for r in f.records)
+            self.metrics.rule_failed(f.rule, len(rejects))
+            if self.dead_letters is not None:
+                self.dead_letters.write(source_id, rejects)
 
     def _deliver(self, notifications: Sequence[Notification]) -> None:
         """The one place notifications leave the data loop: handed to the delivery."""
@@ -360,6 +521,17 @@ class Daemon:
         # The notifications of the batches this checkpoint covers must be durable first:
         # after a crash, only what follows the checkpoint is replayed.
         self.dispatcher.flush()
+        if self.dead_letters is not None and not self.dead_letters.sync():
+            # Kept-aside points (a failed rule's) are not on disk: a checkpoint now would
+            # cover data that is nowhere. Held back, retried like a failed write.
+            retry = min(self.checkpoint_interval, CHECKPOINT_RETRY_SECONDS)
+            self._last_checkpoint = self.clock() - self.checkpoint_interval + retry
+            self.metrics.checkpoint_failed()
+            log.error(
+                "checkpoint held back: the rejects file cannot be written (retried in %.0f s)",
+                retry,
+            )
+            return
         self._sequence += 1
         started = time.perf_counter()
         positions = {sid: src.snapshot() for sid, src in self.sources.items()}

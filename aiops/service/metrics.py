@@ -40,6 +40,13 @@ name                                            type       labels
 ``rule_dropped_series``                         gauge      rule (over the cap, cumulative)
 ``rule_state_refused``                          gauge      rule (checkpointed states refused
                                                            at start: the rule started fresh)
+``rule_degraded``                               gauge      rule (1: its last batch failed)
+``rule_failed_batches_total``                   counter    rule
+``rule_failed_points_total``                    counter    rule (kept aside in rejects.jsonl)
+``rule_series_dropped_total``                   counter    rule (new series over the cap)
+``rule_series_evicted_total``                   counter    rule (stale series forgotten)
+``rule_unmatched_series``                       gauge      rule (keys remembered as not
+                                                           selected; bounded)
 ``http_requests_total``                         counter    handler, code
 ``http_request_duration_seconds``               histogram  handler
 ``build_info``                                  gauge      version
@@ -106,6 +113,9 @@ class Metrics:
 
     def rules(self, runtimes: Iterable[RuleRuntime]) -> None:
         """Series counts of rules that just processed a batch."""
+
+    def rule_failed(self, rule: str, points: int) -> None:
+        """One failed batch of a rule, whose ``points`` were kept aside."""
 
     def state_refused(self, refused: Mapping[str, int]) -> None:
         """Rules whose checkpointed state was refused at start, and how often."""
@@ -275,6 +285,44 @@ class PrometheusMetrics(Metrics):
             ["rule"],
             registry=reg,
         )
+        self._degraded = pc.Gauge(
+            "aiops_rule_degraded",
+            "1 while the rule's last batch failed (its points kept aside), else 0.",
+            ["rule"],
+            registry=reg,
+        )
+        self._failed_batches = pc.Counter(
+            "aiops_rule_failed_batches",
+            "Batches a rule failed on (an exception in its detector, post-rules, ...).",
+            ["rule"],
+            registry=reg,
+        )
+        self._failed_points = pc.Counter(
+            "aiops_rule_failed_points",
+            "Points (or log records) of failed batches, kept aside in rejects.jsonl.",
+            ["rule"],
+            registry=reg,
+        )
+        self._series_dropped = pc.Counter(
+            "aiops_rule_series_dropped",
+            "New series a rule could not take because it had max_series series (each "
+            "counted once while it stays over the cap).",
+            ["rule"],
+            registry=reg,
+        )
+        self._series_evicted = pc.Counter(
+            "aiops_rule_series_evicted",
+            "Series a rule forgot after no point for its series staleness period.",
+            ["rule"],
+            registry=reg,
+        )
+        self._unmatched = pc.Gauge(
+            "aiops_rule_unmatched_series",
+            "Series keys a rule remembers as not selected by it (a bounded cache).",
+            ["rule"],
+            registry=reg,
+        )
+        self._rule_counts: dict[str, tuple[int, int]] = {}
         self._state_refused = pc.Gauge(
             "aiops_rule_state_refused",
             "Checkpointed rule states refused at start (bad signature, unknown format, "
@@ -367,8 +415,23 @@ class PrometheusMetrics(Metrics):
         """Set the series gauges of each rule."""
         for rt in runtimes:
             key = rt.spec.key
-            self._series.labels(key).set(len(rt.registry))
-            self._dropped.labels(key).set(rt.registry.dropped)
+            reg = rt.registry
+            self._series.labels(key).set(len(reg))
+            self._dropped.labels(key).set(reg.dropped)
+            self._degraded.labels(key).set(1.0 if rt.health.degraded else 0.0)
+            self._unmatched.labels(key).set(reg.unmatched)
+            # Counters from the registry's cumulative counts (kept across restarts).
+            dropped, evicted = self._rule_counts.get(key, (0, 0))
+            if reg.dropped > dropped:
+                self._series_dropped.labels(key).inc(reg.dropped - dropped)
+            if reg.evicted > evicted:
+                self._series_evicted.labels(key).inc(reg.evicted - evicted)
+            self._rule_counts[key] = (max(dropped, reg.dropped), max(evicted, reg.evicted))
+
+    def rule_failed(self, rule: str, points: int) -> None:
+        """Count one failed batch and its kept-aside points; the rule is degraded."""
+        self._failed_batches.labels(rule).inc()
+        self._failed_points.labels(rule).inc(points)
 
     def state_refused(self, refused: Mapping[str, int]) -> None:
         """Set the refused-state gauge of each rule that had one."""
