@@ -634,6 +634,15 @@ def alerts_retry(
         sys.exit(1)
 
 
+def _add_models() -> None:
+    from aiops.models.commands import models_group
+
+    cli.add_command(models_group)
+
+
+_add_models()
+
+
 def main() -> None:
     """Entry point of the ``aiops`` console script."""
     cli()

@@ -32,7 +32,7 @@ import sqlite3
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -452,6 +452,8 @@ class FeedbackApplier:
         self._next_poll = 0.0
         self._silences: dict[tuple[Any, ...], Any] = {}  # what this applier added
         self._wake = threading.Event()
+        #: Told ``(feedback, outcome)`` of each applied answer (the model history records it).
+        self.on_applied: Callable[[Feedback, str], None] | None = None
 
     def wake(self) -> None:
         """Ask the next ``apply`` to look at once (the HTTP handler calls it)."""
@@ -497,6 +499,11 @@ class FeedbackApplier:
                 )
                 if self.metrics is not None:
                     self.metrics.feedback(fb.action, "applied" if outcome == "ok" else outcome)
+                if self.on_applied is not None:
+                    try:
+                        self.on_applied(fb, outcome)
+                    except Exception:  # a history that cannot be written loses no answer
+                        log.exception("feedback %d: its observer failed", fb.id)
                 done.append(fb.id)
             if pending:
                 self.store.mark_applied(done)

@@ -222,6 +222,10 @@ class RuleRuntime:
         self._raised = 0  # how many series have a raised threshold
         #: The latest point time this rule has seen (staleness is measured against it).
         self.data_time = -np.inf
+        #: The earliest point time this rule has seen (its model's training window starts there).
+        self.first_time = np.inf
+        #: The model registry's version the detector state descends from (None: unknown).
+        self.model_version: int | None = None
         #: Failed batches and template errors (:mod:`aiops.pipeline.faults`).
         self.health = RuleHealth()
 
@@ -282,6 +286,7 @@ class RuleRuntime:
         self._last_value[i[last]] = v[last]
         self._last_score[i[last]] = s[last]
         self.data_time = max(self.data_time, float(np.max(t)))
+        self.first_time = min(self.first_time, float(np.min(t)))
         alerts.extend(self.resolve_stale(self.data_time))
         return RuleResult(positions, scores, fired, alerts)
 
@@ -434,6 +439,49 @@ class RuleRuntime:
         self.hits.load_state_dict({"history": hits})
         return True
 
+    # -- model versions (aiops.models) ---------------------------------------------------
+
+    @property
+    def points_seen(self) -> int:
+        """Points (with a value) this rule has scored since its state started."""
+        return int(self._win_n.sum())
+
+    def model_state(self) -> dict[str, Any]:
+        """The model alone (series list and detector state), as a registry version holds it."""
+        return {
+            "model_hash": self.spec.model_hash(),
+            "registry": self.registry.state_dict(),
+            "detector": self.detector.state_dict(),
+        }
+
+    def load_model_state(self, state: dict[str, Any]) -> None:
+        """Swap the detector to a :meth:`model_state`; alert states and windows stay.
+
+        The model's series list and the rule's must be one a prefix of the other (they
+        grow by appending, so a model saved from this rule's lineage is): the longer one
+        is kept, and series the model never saw start fresh when next scored.
+        :class:`ValueError` (nothing changed) for another configuration or series list.
+        """
+        if state.get("model_hash") != self.spec.model_hash():
+            raise ValueError(
+                f"the model was trained with another detector configuration "
+                f"({state.get('model_hash')}; the rule's is {self.spec.model_hash()})"
+            )
+        saved = SeriesRegistry(self.spec.matches, max_series=self.spec.max_series)
+        saved.load_state_dict(state["registry"])
+        mine, theirs = list(self.registry.keys), list(saved.keys)
+        if theirs[: len(mine)] != mine and mine[: len(theirs)] != theirs:
+            raise ValueError(
+                "the model's series list is not this rule's (its state was restarted since)"
+            )
+        detector: Detector = DETECTORS.create(self.spec.detector_type, **self._detector_params())
+        detector.load_state_dict(state["detector"])
+        if len(theirs) > len(mine):
+            self.registry.load_state_dict(state["registry"])
+        self.detector = detector
+        self._bound = len(self.registry)
+        self.detector.bind_series(self.registry.keys)
+
     def _detector_params(self) -> dict[str, Any]:
         params = dict(self.spec.detector_params)
         if self.spec.protect_baseline:
@@ -507,13 +555,18 @@ class RuleRuntime:
             },
             "min_threshold": self._min_threshold[:n].copy(),
             "data_time": self.data_time,
+            "first_time": self.first_time,
+            "model_version": self.model_version,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore; a detector state from a different model configuration is not loaded."""
         self.registry.load_state_dict(state["registry"])
+        self.model_version = None
         if state.get("model_hash") == self.spec.model_hash():
             self.detector.load_state_dict(state["detector"])
+            version = state.get("model_version")
+            self.model_version = int(version) if version is not None else None
         else:
             log.warning(
                 "rule %s: detector configuration changed since the checkpoint; "
@@ -541,6 +594,7 @@ class RuleRuntime:
         self._min_threshold = np.asarray(state.get("min_threshold", ()), dtype=np.float64).copy()
         self._raised = int(np.count_nonzero(self._min_threshold))
         self.data_time = float(state.get("data_time", -np.inf))
+        self.first_time = float(state.get("first_time", np.inf))
         # The rings and thresholds may be shorter than the value arrays: grow to match.
         self._grow_extras(n)
 

@@ -35,6 +35,7 @@ from aiops.config import (
     load_config,
 )
 from aiops.logs.rules import LogEngine, log_rule_specs
+from aiops.models.lifecycle import wire_models
 from aiops.pipeline.engine import Engine, RuleSpec
 from aiops.pipeline.source import QuerySpec, Source
 from aiops.registry import NOTIFIERS, SOURCES
@@ -294,6 +295,7 @@ def build_daemon(loaded: LoadedConfig, *, state_dir: Path) -> Daemon:
     if listen:
         daemon.listener = HttpServer(listen, daemon, metrics)
     wire_feedback(daemon, loaded, state_dir=state_dir, metrics=metrics)
+    wire_models(daemon, state_dir=state_dir)
     return daemon
 
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from aiops.alerting.feedback import FeedbackApplier, NullFeedback
 from aiops.alerting.notify import Alert, Notification
+from aiops.models.lifecycle import ModelLifecycle, NoModels
 from aiops.pipeline.engine import Engine
 from aiops.pipeline.faults import RuleFailure
 from aiops.pipeline.source import Source
@@ -373,6 +374,8 @@ class Daemon:
         self.listener: Listener = NullListener()
         #: Answers to alerts (Slack buttons) applied to the engine and router; set by the app.
         self.feedback: FeedbackApplier | NullFeedback = NullFeedback()
+        #: Model versions (aiops.models.lifecycle): rollbacks and pins; set by the app.
+        self.models: ModelLifecycle | NoModels = NoModels()
         # Read by the listener's threads; each is replaced whole, never mutated.
         self.ready = False
         self.last_step = 0.0
@@ -398,6 +401,7 @@ class Daemon:
         self.sources = factory(positions) if callable(factory) else factory
         self.health = {sid: SourceHealth() for sid in self.sources}
         self._last_checkpoint = self.clock()
+        self.models.start(self.engine)
         self.feedback.start(self.engine, self.router)
         self.dispatcher.start()
         self.listener.attach(self.sources)
@@ -433,6 +437,7 @@ class Daemon:
                 got = True
                 self.handle(sid, batch)
         self.feedback.apply(self.engine, self.router)
+        self.models.apply(self.engine)
         if not got and math.isfinite(self._data_time):
             # No data this turn: groups' time goes on with the loop's clock from the last
             # point, so a group waiting for group_wait (or a resolution) is sent although
@@ -621,5 +626,6 @@ class Daemon:
                 except Exception:
                     log.exception("closing source failed")
             self.dispatcher.close()
+            self.models.close()
             if self.dead_letters is not None:
                 self.dead_letters.close()
