@@ -192,6 +192,44 @@ def eval_nab(
     run_nab(data_dir, detector=name, params=detector_params, threshold=threshold, jobs=jobs)
 
 
+def _retrain_policy(
+    every: str | None, cron: str | None, window: str, options: tuple[str, ...]
+) -> Any:
+    """The ``retrain:`` settings of ``aiops eval labelled --retrain-*`` (None: none given)."""
+    if every is None and cron is None:
+        if options:
+            raise click.BadParameter(
+                "needs --retrain-every or --retrain-cron", param_hint="--retrain-option"
+            )
+        return None
+    from pydantic import ValidationError
+
+    from aiops.config.models import Retrain
+
+    doc: dict[str, Any] = {"window": window}
+    if every is not None:
+        doc["every"] = every
+    if cron is not None:
+        doc["cron"] = cron
+    for item in options:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(
+                f"expected KEY=VALUE, got {item!r}", param_hint="--retrain-option"
+            )
+        try:
+            doc[key.strip()] = json.loads(value)
+        except ValueError:
+            doc[key.strip()] = value
+    try:
+        return Retrain.model_validate(doc)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'retrain'}: {e['msg']}" for e in exc.errors()
+        )
+        raise click.BadParameter(problems, param_hint="--retrain-*") from None
+
+
 @eval_group.command(name="labelled")
 @click.option(
     "--data",
@@ -231,6 +269,26 @@ def eval_nab(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the per-series table to this CSV.",
 )
+@click.option(
+    "--retrain-every",
+    default=None,
+    help="Replay with retraining on this schedule (a duration: 1d), as a rule's "
+    "retrain.every; the daemon's own retraining code.",
+)
+@click.option("--retrain-cron", default=None, help="Retrain on this cron schedule instead.")
+@click.option(
+    "--retrain-window",
+    default="7d",
+    show_default=True,
+    help="With --retrain-every/--retrain-cron: the history each retrain learns.",
+)
+@click.option(
+    "--retrain-option",
+    "retrain_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Another retrain: setting (shadow=2h, max_alert_rate_ratio=3, on_drift=true); repeatable.",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def eval_labelled(
     data_dir: Path,
@@ -241,6 +299,10 @@ def eval_labelled(
     jobs: int,
     plot_path: Path | None,
     out_path: Path | None,
+    retrain_every: str | None,
+    retrain_cron: str | None,
+    retrain_window: str,
+    retrain_options: tuple[str, ...],
     no_progress: bool,
 ) -> None:
     """Score a folder of labelled series with the KPI protocol.
@@ -256,6 +318,7 @@ def eval_labelled(
     if not files_in(data_dir):
         msg = f"no *.csv or *.csv.gz files in {data_dir}"
         raise click.BadParameter(msg, param_hint="--data")
+    retrain = _retrain_policy(retrain_every, retrain_cron, retrain_window, retrain_options)
     scored = score_folder(
         data_dir,
         detector=name,
@@ -263,6 +326,7 @@ def eval_labelled(
         threshold=threshold,
         jobs=jobs,
         progress=not no_progress,
+        retrain=retrain,
     )
     report = evaluate(scored, warmup=warmup)
     click.echo(report.to_text())

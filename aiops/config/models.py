@@ -66,6 +66,7 @@ __all__ = [
     "AlertingConfig",
     "DaemonConfig",
     "DetectorSpec",
+    "Drift",
     "HttpSettings",
     "InhibitRule",
     "LimitsSettings",
@@ -410,12 +411,87 @@ class DetectorSpec(_Model):
     params: dict[StrictStr, Any] = Field(default_factory=dict)
 
 
+def _cron(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f'must be a cron expression such as "0 3 * * *", got {_show(value)}')
+    from aiops.models.retrain import cron_trigger  # APScheduler, imported when used
+
+    try:
+        cron_trigger(value)
+    except ValueError as exc:  # APScheduler's reason
+        raise ValueError(f"invalid cron expression {_show(value)}: {exc}") from None
+    return value
+
+
+CronField = Annotated[str, PlainValidator(_cron)]
+
+
+def _ratio(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"must be a number, got {_show(value)}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"must be a number greater than 0, got {_show(value)}")
+    return float(value)
+
+
+Ratio = Annotated[float, PlainValidator(_ratio)]
+
+
 class Retrain(_Model):
-    """``retrain:``: when a new model version is trained (all optional)."""
+    """``retrain:``: when a new model version is trained, and when it replaces the old one.
+
+    See :mod:`aiops.models.retrain` and the README's "Retraining". ``every`` and
+    ``cron`` are two ways to schedule (not both); ``on_drift`` adds a retrain when the
+    rule's ``drift:`` check fires.
+    """
 
     every: PositiveDuration | None = None
-    window: PositiveDuration | None = None
+    cron: CronField | None = None
+    window: PositiveDuration = 7 * 86400.0
     on_drift: StrictBool = False
+    max_points: StrictInt = Field(default=1_000_000, ge=1000, le=100_000_000)
+    shadow: PositiveDuration = 3600.0
+    max_alert_rate_ratio: Ratio = 2.0
+    rollback_alert_rate_ratio: Ratio = 5.0
+    watch: PositiveDuration = 6 * 3600.0
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> Retrain:
+        if self.every is not None and self.cron is not None:
+            raise config_error('give either "every" or "cron", not both', "cron")
+        return self
+
+
+class Drift(_Model):
+    """``drift:``: river drift checks on the rule's input, score and alert rate.
+
+    See :mod:`aiops.models.drift` and the README's "Drift checks".
+    """
+
+    detector: Literal["adwin", "kswin", "page_hinkley"] = "adwin"
+    params: dict[StrictStr, Any] = Field(default_factory=dict)
+    on: tuple[Literal["input", "score", "alert_rate"], ...] = ("input", "score", "alert_rate")
+    sample: StrictInt = Field(default=64, ge=1, le=10_000)
+    every: PositiveDuration = 300.0
+    cooldown: Duration = 3600.0
+
+    @model_validator(mode="after")
+    def _checks(self) -> Drift:
+        if not self.on:
+            raise config_error('"on" must name at least one of input, score, alert_rate', "on")
+        if len(set(self.on)) != len(self.on):
+            raise config_error('"on" names a signal twice', "on")
+        from aiops.models.drift import make_detector  # river, imported when used
+
+        try:
+            make_detector(self.detector, self.params)
+        except ImportError:
+            raise config_error(
+                "drift checks need river: pip install 'aiopsd[river]'", "detector"
+            ) from None
+        except (TypeError, ValueError) as exc:
+            raise config_error(f"invalid {self.detector} parameters: {exc}", "params") from None
+        return self
 
 
 def _regex(value: Any) -> str:
@@ -510,6 +586,7 @@ class Rule(_Model):
     protect_baseline: StrictBool = True
     resolve_after_stale: Duration = DEFAULT_RESOLVE_AFTER_STALE
     retrain: Retrain | None = None
+    drift: Drift | None = None
     labels: dict[RuleLabelName, StrictStr] = Field(default_factory=dict)
     annotations: dict[AnnotationName, TemplateField] = Field(default_factory=dict)
 
@@ -529,6 +606,9 @@ class Rule(_Model):
         if self.log is not None:
             if self.query is not None:
                 raise config_error('a log rule takes no "query" (use "selector")', "query")
+            for name in ("retrain", "drift"):
+                if name in self.model_fields_set:
+                    raise config_error(f'"{name}" does not apply to log rules', name)
             if self.log.type == "new_template":
                 for name in _NO_SCORING:
                     if name in self.model_fields_set:

@@ -50,7 +50,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -59,6 +59,9 @@ from aiops.pipeline.detector import DEFAULT_THRESHOLD
 from aiops.pipeline.scoring import DEFAULT_DETECTOR, score_series
 from aiops.timeutil import parse_timestamps
 from aiops.types import BoolArray, FloatArray, IntArray
+
+if TYPE_CHECKING:
+    from aiops.config.models import Retrain
 
 __all__ = [
     "DELAY",
@@ -492,6 +495,8 @@ class ScoredFile:
     seconds: float
     grid: Grid = field(repr=False)
     error: str = ""
+    #: With a retrain policy: what retraining did (trainings, promoted, rejected, ...).
+    retrain: Mapping[str, int] = field(default_factory=dict)
 
 
 def files_in(data_dir: Path) -> list[Path]:
@@ -506,23 +511,42 @@ def score_file(
     detector: str = DEFAULT_DETECTOR,
     params: Mapping[str, Any] | None = None,
     threshold: float = DEFAULT_THRESHOLD,
+    retrain: Retrain | None = None,
 ) -> ScoredFile:
     """Read one file, score its points in file order and re-grid it.
 
-    Input problems are reported in the result, never raised; a detector's own error
-    (bad parameters) is raised.
+    With ``retrain``, the rule retrains as the daemon would
+    (:func:`aiops.models.retrain.replay_retrained`). Input problems are reported in the
+    result, never raised; a detector's own error (bad parameters) is raised.
     """
     series = read_labelled_csv(path)
     grid, seconds, error = Grid.empty(), 0.0, series.error
+    counts: dict[str, int] = {}
     if len(series):
         started = time.process_time()
-        out = score_series(
-            series.timestamps,
-            series.values,
-            detector=detector,
-            params=params,
-            threshold=threshold,
-        )
+        if retrain is None:
+            out = score_series(
+                series.timestamps,
+                series.values,
+                detector=detector,
+                params=params,
+                threshold=threshold,
+            )
+        else:
+            from aiops.models.retrain import replay_retrained
+
+            out, outcome = replay_retrained(
+                series.timestamps,
+                series.values,
+                retrain=retrain,
+                detector=detector,
+                params=params,
+                threshold=threshold,
+            )
+            counts = {
+                k: int(getattr(outcome, k))
+                for k in ("trainings", "promoted", "rejected", "skipped", "failed", "rolled_back")
+            }
         seconds = time.process_time() - started
         try:
             grid = regrid(series.timestamps, series.labels, series.values, out.scores, out.alerts)
@@ -536,6 +560,7 @@ def score_file(
         seconds=seconds,
         grid=grid,
         error=error,
+        retrain=counts,
     )
 
 
@@ -550,6 +575,7 @@ class ScoredFolder:
     files: tuple[ScoredFile, ...]
     wall_seconds: float
     jobs: int = 1
+    retrain: Retrain | None = None
 
     @property
     def points(self) -> int:
@@ -577,6 +603,7 @@ def score_folder(
     threshold: float = DEFAULT_THRESHOLD,
     jobs: int = 1,
     progress: bool = True,
+    retrain: Retrain | None = None,
 ) -> ScoredFolder:
     """Score every file of ``data_dir`` (see :func:`files_in`), in ``jobs`` processes.
 
@@ -592,7 +619,7 @@ def score_folder(
 
     name = detector or DEFAULT_DETECTOR
     fn = functools.partial(
-        score_file, detector=name, params=dict(params or {}), threshold=threshold
+        score_file, detector=name, params=dict(params or {}), threshold=threshold, retrain=retrain
     )
     started = time.perf_counter()
     results: list[ScoredFile | None] = [None] * len(paths)
@@ -619,6 +646,7 @@ def score_folder(
         files=files,
         wall_seconds=time.perf_counter() - started,
         jobs=jobs,
+        retrain=retrain,
     )
 
 
@@ -668,6 +696,9 @@ class LabelledReport:
     detector_seconds: float
     wall_seconds: float
     jobs: int
+    #: The retrain policy replayed (None: models learned online only) and its totals.
+    retrain: Retrain | None = None
+    retrain_counts: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def points(self) -> int:
@@ -695,6 +726,7 @@ class LabelledReport:
             f"{self.delay + 1} slots finds it); pooled over series; warm-up: {warm}",
         ]
         lines += self._input_notes()
+        lines += self._retrain_notes()
         lines += [
             "",
             "| view | threshold | precision | recall | F1 | TP | FP | FN | segments detected |",
@@ -721,6 +753,29 @@ class LabelledReport:
             f"points/s per process); wall {self.wall_seconds:.1f} s with {self.jobs} job(s).",
         ]
         return "\n".join(lines)
+
+    def _retrain_notes(self) -> list[str]:
+        r = self.retrain
+        if r is None:
+            return []
+        from aiops.timeutil import format_duration
+
+        when = (
+            f"cron {r.cron!r}"
+            if r.cron
+            else (f"every {format_duration(r.every)}" if r.every else "no schedule")
+        )
+        drift = ", and on drift" if r.on_drift else ""
+        c = self.retrain_counts
+        done = ", ".join(
+            f"{c.get(k, 0)} {k.replace('_', ' ')}"
+            for k in ("trainings", "promoted", "rejected", "skipped", "failed", "rolled_back")
+        )
+        return [
+            f"Retraining: {when}{drift} on the last {format_duration(r.window)} "
+            f"(shadow {format_duration(r.shadow)}, max alert rate ratio "
+            f"{r.max_alert_rate_ratio:g}); over all series: {done}"
+        ]
 
     def _input_notes(self) -> list[str]:
         notes = []
@@ -812,6 +867,11 @@ def evaluate(scored: ScoredFolder, *, warmup: float = 0.0, delay: int = DELAY) -
         detector_seconds=scored.detector_seconds,
         wall_seconds=scored.wall_seconds,
         jobs=scored.jobs,
+        retrain=scored.retrain,
+        retrain_counts={
+            k: sum(f.retrain.get(k, 0) for f in scored.files)
+            for k in {k for f in scored.files for k in f.retrain}
+        },
     )
 
 

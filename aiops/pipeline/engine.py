@@ -25,7 +25,7 @@ import logging
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numba
 import numpy as np
@@ -68,6 +68,25 @@ BAND_SIGMAS = 3.0
 BAND_MIN_POINTS = 5
 
 Renderer = Callable[[str, Mapping[str, Any]], str]
+
+
+class PointObserver(Protocol):
+    """Sees each batch's points of a rule as its detector scored them (series indices)."""
+
+    def observe(
+        self, rt: RuleRuntime, idx: IntArray, ts: FloatArray, vs: FloatArray, scores: FloatArray
+    ) -> None:
+        """Called after scoring, before the post-rules; must not raise."""
+
+
+class _NoObserver:
+    def observe(
+        self, rt: RuleRuntime, idx: IntArray, ts: FloatArray, vs: FloatArray, scores: FloatArray
+    ) -> None:
+        pass
+
+
+NO_OBSERVER: PointObserver = _NoObserver()
 
 
 def _plain_render(template: str, context: Mapping[str, Any]) -> str:
@@ -228,6 +247,8 @@ class RuleRuntime:
         self.model_version: int | None = None
         #: Failed batches and template errors (:mod:`aiops.pipeline.faults`).
         self.health = RuleHealth()
+        #: Drift checks and retraining (:mod:`aiops.models.retrain`) see the scored points.
+        self.observer: PointObserver = NO_OBSERVER
 
     def process(self, batch: Batch) -> RuleResult:
         """Score the batch's points of this rule's series and advance their alerts."""
@@ -245,6 +266,7 @@ class RuleRuntime:
         ts = batch.timestamps[positions]
         vs = batch.values[positions]
         scores = self.detector.score(idx, ts, vs)
+        self.observer.observe(self, idx, ts, vs, scores)
         fired = np.zeros(len(positions), dtype=bool)
         # Post-rule state for every series seen, whether its values in this batch are
         # missing or not, so that the state does not depend on the batch boundaries.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,11 +57,13 @@ def score_series(
     hits_window: int | None = None,
     suppress_seconds: float = 0.0,
     chunk: int = 4096,
+    setup: Callable[[RuleRuntime], object] | None = None,
 ) -> ScoredSeries:
     """Score one series; ``alerts[i]`` is True where the daemon's alert would fire.
 
     Points are fed in chunks of ``chunk`` (batch boundaries do not change scores).
-    A NaN value scores 0 and never fires.
+    A NaN value scores 0 and never fires. ``setup`` is called with the rule's runtime
+    before the first point (``aiops eval labelled --retrain-every`` attaches retraining).
 
     >>> t = np.arange(200.0) * 600  # ten-minute points: the spike is 25 hours in
     >>> v = np.sin(np.arange(200) / 5.0)
@@ -85,6 +87,8 @@ def score_series(
         max_series=1,
     )
     rt = RuleRuntime(spec)
+    if setup is not None:
+        setup(rt)
     n = len(values)
     scores = np.zeros(n)
     alerts = np.zeros(n, dtype=bool)

@@ -36,6 +36,7 @@ from aiops.config import (
 )
 from aiops.logs.rules import LogEngine, log_rule_specs
 from aiops.models.lifecycle import wire_models
+from aiops.models.retrain import wire_retraining
 from aiops.pipeline.engine import Engine, RuleSpec
 from aiops.pipeline.source import QuerySpec, Source
 from aiops.registry import NOTIFIERS, SOURCES
@@ -296,6 +297,7 @@ def build_daemon(loaded: LoadedConfig, *, state_dir: Path) -> Daemon:
         daemon.listener = HttpServer(listen, daemon, metrics)
     wire_feedback(daemon, loaded, state_dir=state_dir, metrics=metrics)
     wire_models(daemon, state_dir=state_dir)
+    wire_retraining(daemon, loaded, metrics=metrics)
     return daemon
 
 

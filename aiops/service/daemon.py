@@ -26,6 +26,7 @@ import numpy as np
 from aiops.alerting.feedback import FeedbackApplier, NullFeedback
 from aiops.alerting.notify import Alert, Notification
 from aiops.models.lifecycle import ModelLifecycle, NoModels
+from aiops.models.retrain import NoRetraining, Retraining
 from aiops.pipeline.engine import Engine
 from aiops.pipeline.faults import RuleFailure
 from aiops.pipeline.source import Source
@@ -376,6 +377,8 @@ class Daemon:
         self.feedback: FeedbackApplier | NullFeedback = NullFeedback()
         #: Model versions (aiops.models.lifecycle): rollbacks and pins; set by the app.
         self.models: ModelLifecycle | NoModels = NoModels()
+        #: Drift checks and retraining (aiops.models.retrain); set by the app.
+        self.retraining: Retraining | NoRetraining = NoRetraining()
         # Read by the listener's threads; each is replaced whole, never mutated.
         self.ready = False
         self.last_step = 0.0
@@ -402,6 +405,7 @@ class Daemon:
         self.health = {sid: SourceHealth() for sid in self.sources}
         self._last_checkpoint = self.clock()
         self.models.start(self.engine)
+        self.retraining.start(self.engine, router=self.router, sources=self.sources)
         self.feedback.start(self.engine, self.router)
         self.dispatcher.start()
         self.listener.attach(self.sources)
@@ -485,6 +489,8 @@ class Daemon:
                 self._data_time, self._data_time_at = latest, self.clock()
             # Rules whose every series went quiet resolve by the time of the other data.
             alerts = [*alerts, *self.engine.resolve_stale(self._data_time)]
+        # Info alerts of drift checks and automatic rollbacks, through the same router.
+        alerts = [*alerts, *self.retraining.after_batch(self.engine, self._data_time)]
         # Info alerts of drift checks and automatic rollbacks, through the same router.
         self.metrics.batch(source_id, batch)
         self.metrics.rules(self.engine.by_source.get(source_id, ()))
@@ -627,5 +633,6 @@ class Daemon:
                     log.exception("closing source failed")
             self.dispatcher.close()
             self.models.close()
+            self.retraining.close()
             if self.dead_letters is not None:
                 self.dead_letters.close()

@@ -47,6 +47,11 @@ name                                            type       labels
 ``rule_series_evicted_total``                   counter    rule (stale series forgotten)
 ``rule_unmatched_series``                       gauge      rule (keys remembered as not
                                                            selected; bounded)
+``drift_detected_total``                        counter    rule, signal (input, score,
+                                                           alert_rate; every detection)
+``model_retrains_total``                        counter    rule, trigger, outcome (promoted,
+                                                           rejected, skipped, failed,
+                                                           rolled_back)
 ``http_requests_total``                         counter    handler, code
 ``http_request_duration_seconds``               histogram  handler
 ``build_info``                                  gauge      version
@@ -144,6 +149,12 @@ class Metrics:
 
     def slack_interaction(self, outcome: str) -> None:
         """``POST /slack/interactions`` handled one request or action (listener threads)."""
+
+    def drift_detected(self, rule: str, signal: str) -> None:
+        """A rule's drift check detected a drift (:mod:`aiops.models.drift`)."""
+
+    def model_retrain(self, rule: str, trigger: str, outcome: str) -> None:
+        """A retrain of a rule's model ended so (:mod:`aiops.models.retrain`)."""
 
 
 #: The shared null object.
@@ -371,6 +382,20 @@ class PrometheusMetrics(Metrics):
             ["outcome"],
             registry=reg,
         )
+        self._drift = pc.Counter(
+            "aiops_drift_detected_total",
+            "Drift detected by a rule's drift check, by signal (input, score, alert_rate); "
+            "every detection, also those within the check's cooldown.",
+            ["rule", "signal"],
+            registry=reg,
+        )
+        self._retrains = pc.Counter(
+            "aiops_model_retrains_total",
+            "Retrains of a rule's model by trigger (scheduled, drift, rollback) and outcome "
+            "(promoted, rejected, skipped, failed, rolled_back).",
+            ["rule", "trigger", "outcome"],
+            registry=reg,
+        )
 
     def _checkpoint_age(self) -> float:
         last = self._last_checkpoint
@@ -470,6 +495,14 @@ class PrometheusMetrics(Metrics):
     def slack_interaction(self, outcome: str) -> None:
         """Count one Slack interactivity outcome."""
         self._slack_interactions.labels(outcome).inc()
+
+    def drift_detected(self, rule: str, signal: str) -> None:
+        """Count one drift detection."""
+        self._drift.labels(rule, signal).inc()
+
+    def model_retrain(self, rule: str, trigger: str, outcome: str) -> None:
+        """Count one retrain outcome."""
+        self._retrains.labels(rule, trigger, outcome).inc()
 
 
 class _OutboxGauges:

@@ -1,0 +1,336 @@
+"""Drift checks: river's ADWIN, KSWIN or PageHinkley on a rule's input, score and alert rate.
+
+A rule with ``drift:`` (README "Drift checks") gets a :class:`DriftMonitor`. It sees
+every batch the rule scores (the engine's point observer) and reduces it, in one
+compiled pass, to one value per *bucket* of ``every`` seconds of data time:
+
+- ``input``: per followed series, the mean of its values in the bucket. A rule over many
+  series follows a fixed sample of ``sample`` of them: those whose stable series id
+  (:attr:`aiops.types.SeriesKey.series_id`) hashes lowest among the series seen (a
+  bottom-k sketch: the same series on every instance and after every restart, spread
+  over hosts, not the first ones to arrive);
+- ``score``: the mean calibrated score of all the rule's points in the bucket;
+- ``alert_rate``: the share of the rule's points in the bucket that scored at or above
+  the rule's threshold (the points that count as hits).
+
+Each closed bucket is one ``update`` of a river drift detector (one per followed series
+for ``input``, one each for ``score`` and ``alert_rate``), so the cost in river is a few
+microseconds per bucket, not per point: on a fleet batch (one point of every series)
+the checks cost a fraction of a percent of scoring (``bench/drift_overhead.py``).
+
+A detection is a :class:`DriftEvent`. Every detection is counted; events of one signal
+closer than ``cooldown`` to the previous one of that signal are counted but not
+reported again (no log line, notification or retrain). What a reported event does (a
+metric, a log line, an info notification, a retrain) is the lifecycle's business
+(:mod:`aiops.models.retrain`).
+
+The river detectors' state is not checkpointed: after a restart the checks learn their
+reference afresh (river's grace period) before they can report.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numba
+import numpy as np
+
+from aiops.types import FloatArray, IntArray, SeriesKey
+
+if TYPE_CHECKING:
+    from aiops.config.models import Drift
+
+__all__ = ["DETECTOR_DEFAULTS", "SIGNALS", "DriftEvent", "DriftMonitor", "make_detector"]
+
+log = logging.getLogger(__name__)
+
+#: The signals a drift check can watch.
+SIGNALS = ("input", "score", "alert_rate")
+
+_CLASSES = {"adwin": "ADWIN", "kswin": "KSWIN", "page_hinkley": "PageHinkley"}
+#: Parameters given to the river class unless the rule sets them. ADWIN tests for a cut
+#: every ``clock`` updates (river's default 32, meant for raw streams); here each update is
+#: already a whole bucket, and 32 buckets of 5 minutes would delay a detection by hours.
+#: KSWIN samples its reference window at random: seeded, so a replay finds the same drifts.
+DETECTOR_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
+    "adwin": {"clock": 1},
+    "kswin": {"seed": 0},
+    "page_hinkley": {},
+}
+#: Series named in one input event's message (the rest are counted).
+_NAMED_SERIES = 5
+
+
+def make_detector(kind: str, params: Mapping[str, Any]) -> Any:
+    """A fresh river drift detector ``kind`` (``adwin``, ``kswin``, ``page_hinkley``).
+
+    ``params`` go over :data:`DETECTOR_DEFAULTS`. Raises ``ImportError`` without river,
+    ``ValueError`` for an unknown kind, ``TypeError`` / ``ValueError`` for parameters
+    river refuses.
+
+    >>> make_detector("adwin", {"delta": 0.01}).delta
+    0.01
+    """
+    if kind not in _CLASSES:
+        raise ValueError(f"unknown drift detector {kind!r}; one of {', '.join(_CLASSES)}")
+    import inspect
+
+    from river import drift
+
+    cls = getattr(drift, _CLASSES[kind])
+    valid = [n for n in inspect.signature(cls).parameters if n != "self"]
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise TypeError(f"unknown parameter {unknown[0]!r}; valid: {', '.join(valid)}")
+    return cls(**{**DETECTOR_DEFAULTS[kind], **params})
+
+
+@dataclass(frozen=True)
+class DriftEvent:
+    """A drift reported on one signal of one rule, at the end of the bucket that showed it.
+
+    ``series`` names the followed series whose input drifted (input events only);
+    ``value`` is the bucket value that tipped the detector (for several series, the
+    first one's).
+    """
+
+    rule: str
+    signal: str
+    at: float
+    value: float
+    series: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        """One line for a log or a notification."""
+        what = {
+            "input": "input values",
+            "score": "mean score",
+            "alert_rate": "alert rate (share of points at or above the threshold)",
+        }[self.signal]
+        text = f"rule {self.rule}: drift in its {what}"
+        if self.series:
+            named = ", ".join(self.series[:_NAMED_SERIES])
+            more = len(self.series) - _NAMED_SERIES
+            text += f" of {named}" + (f" and {more} more series" if more > 0 else "")
+        return f"{text} (bucket value {self.value:.6g})"
+
+
+@numba.njit(cache=True, nogil=True)
+def _buckets(
+    idx: IntArray,
+    t: FloatArray,
+    v: FloatArray,
+    s: FloatArray,
+    every: float,
+    threshold: float,
+    slot_of: IntArray,
+    cur: IntArray,
+    sum_v: FloatArray,
+    n_v: IntArray,
+    rule_state: FloatArray,
+    out_slot: IntArray,
+    out_bucket: FloatArray,
+    out_value: FloatArray,
+    out_rbucket: FloatArray,
+    out_score: FloatArray,
+    out_rate: FloatArray,
+) -> tuple[int, int]:
+    """Accumulate points into buckets; write each bucket closed by a later one.
+
+    Per followed series (``slot_of[i] >= 0``): bucket id ``cur``, value sum and count.
+    Rule-wide ``rule_state``: bucket id, score sum, points, hits. A point of an older
+    bucket than the current one (late data) counts in the current one. Returns how many
+    series buckets and rule buckets were closed (the head of the ``out_*`` arrays).
+    """
+    n_series_out = 0
+    n_rule_out = 0
+    for k in range(len(idx)):
+        x = v[k]
+        if not math.isfinite(x):
+            continue
+        b = math.floor(t[k] / every)
+        if b > rule_state[0]:
+            if rule_state[2] > 0:
+                out_rbucket[n_rule_out] = rule_state[0]
+                out_score[n_rule_out] = rule_state[1] / rule_state[2]
+                out_rate[n_rule_out] = rule_state[3] / rule_state[2]
+                n_rule_out += 1
+            rule_state[0] = b
+            rule_state[1] = 0.0
+            rule_state[2] = 0.0
+            rule_state[3] = 0.0
+        rule_state[1] += s[k]
+        rule_state[2] += 1.0
+        if s[k] >= threshold:
+            rule_state[3] += 1.0
+        i = idx[k]
+        if i >= len(slot_of):
+            continue
+        j = slot_of[i]
+        if j < 0:
+            continue
+        if b > cur[j]:
+            if n_v[j] > 0:
+                out_slot[n_series_out] = j
+                out_bucket[n_series_out] = cur[j]
+                out_value[n_series_out] = sum_v[j] / n_v[j]
+                n_series_out += 1
+            cur[j] = b
+            sum_v[j] = 0.0
+            n_v[j] = 0
+        sum_v[j] += x
+        n_v[j] += 1
+    return n_series_out, n_rule_out
+
+
+class DriftMonitor:
+    """One rule's drift checks; see the module docstring.
+
+    :meth:`observe` takes the points the rule scored (series index, time, value, score)
+    and returns the events to report. ``keys`` is the rule's live series list (the
+    registry's), read when new indices appear.
+    """
+
+    def __init__(
+        self, rule: str, config: Drift, *, threshold: float, keys: Sequence[SeriesKey]
+    ) -> None:
+        self.rule = rule
+        self.config = config
+        self.threshold = threshold
+        self.keys = keys
+        self.signals = frozenset(config.on)
+        #: Every detection by signal, reported or held back by the cooldown.
+        self.detections: dict[str, int] = dict.fromkeys(config.on, 0)
+        self._last_event: dict[str, float] = {}
+        cap = config.sample if "input" in self.signals else 0
+        self._cap = cap
+        self._slot_of = np.full(0, -1, dtype=np.int64)
+        self._seen = 0  # series indices considered for the sample so far
+        self._heap: list[tuple[int, int]] = []  # (-hash, series index) of the followed ones
+        self._slot_series = np.full(cap, -1, dtype=np.int64)
+        self._free = list(range(cap - 1, -1, -1))
+        self._cur = np.full(cap, np.iinfo(np.int64).min, dtype=np.int64)
+        self._sum = np.zeros(cap)
+        self._n = np.zeros(cap, dtype=np.int64)
+        self._input: list[Any] = [None] * cap
+        self._rule_state = np.array([-np.inf, 0.0, 0.0, 0.0])
+        self._score = make_detector(config.detector, config.params)
+        self._rate = make_detector(config.detector, config.params)
+
+    @property
+    def followed(self) -> list[int]:
+        """Indices of the series the input check follows, sorted."""
+        return sorted(i for _, i in self._heap)
+
+    def observe(
+        self, idx: IntArray, ts: FloatArray, vs: FloatArray, scores: FloatArray
+    ) -> list[DriftEvent]:
+        """Take one batch's scored points (in order); the events to report."""
+        if len(idx) == 0:
+            return []
+        need = int(idx.max()) + 1
+        if need > self._seen:
+            self._follow(need)
+        n = len(idx)
+        out_slot = np.empty(n, dtype=np.int64)
+        out_bucket = np.empty(n)
+        out_value = np.empty(n)
+        out_rbucket = np.empty(n)
+        out_score = np.empty(n)
+        out_rate = np.empty(n)
+        n_series, n_rule = _buckets(
+            idx,
+            ts,
+            vs,
+            scores,
+            self.config.every,
+            self.threshold,
+            self._slot_of,
+            self._cur,
+            self._sum,
+            self._n,
+            self._rule_state,
+            out_slot,
+            out_bucket,
+            out_value,
+            out_rbucket,
+            out_score,
+            out_rate,
+        )
+        if not (n_series or n_rule):
+            return []
+        every = self.config.every
+        events: list[DriftEvent] = []
+        if n_series and "input" in self.signals:
+            drifted: list[str] = []
+            first, first_at = math.nan, math.nan
+            slots = out_slot[:n_series].tolist()
+            ends = ((out_bucket[:n_series] + 1.0) * every).tolist()
+            for j, end, x in zip(slots, ends, out_value[:n_series].tolist(), strict=True):
+                det = self._input[j]
+                det.update(x)
+                if det.drift_detected:
+                    self.detections["input"] += 1
+                    if not drifted:
+                        first, first_at = x, end
+                    drifted.append(str(self.keys[int(self._slot_series[j])]))
+            if drifted:
+                series = tuple(dict.fromkeys(drifted))
+                events += self._report("input", first_at, first, series)
+        if n_rule:
+            ends = ((out_rbucket[:n_rule] + 1.0) * every).tolist()
+            for signal, det, values in (
+                ("score", self._score, out_score[:n_rule]),
+                ("alert_rate", self._rate, out_rate[:n_rule]),
+            ):
+                if signal not in self.signals:
+                    continue
+                for end, x in zip(ends, values.tolist(), strict=True):
+                    det.update(x)
+                    if det.drift_detected:
+                        self.detections[signal] += 1
+                        events += self._report(signal, end, x)
+        return sorted(events, key=lambda e: e.at)
+
+    def _report(
+        self, signal: str, at: float, value: float, series: tuple[str, ...] = ()
+    ) -> list[DriftEvent]:
+        last = self._last_event.get(signal)
+        if last is not None and at - last < self.config.cooldown:
+            return []
+        self._last_event[signal] = at
+        return [DriftEvent(self.rule, signal, at, value, series)]
+
+    def _follow(self, need: int) -> None:
+        """Consider series ``_seen .. need-1`` for the sample (bottom-``sample`` hashes)."""
+        if need > len(self._slot_of):
+            grown = np.full(max(need, 2 * len(self._slot_of)), -1, dtype=np.int64)
+            grown[: len(self._slot_of)] = self._slot_of
+            self._slot_of = grown
+        if self._cap:
+            for i in range(self._seen, min(need, len(self.keys))):
+                h = int(self.keys[i].series_id, 16)
+                if len(self._heap) < self._cap:
+                    heapq.heappush(self._heap, (-h, i))
+                    self._take_slot(i)
+                elif -self._heap[0][0] > h:
+                    _, out = heapq.heapreplace(self._heap, (-h, i))
+                    j = int(self._slot_of[out])
+                    self._slot_of[out] = -1
+                    self._free.append(j)
+                    self._take_slot(i)
+        self._seen = need
+
+    def _take_slot(self, i: int) -> None:
+        j = self._free.pop()
+        self._slot_of[i] = j
+        self._slot_series[j] = i
+        self._cur[j] = np.iinfo(np.int64).min
+        self._sum[j] = 0.0
+        self._n[j] = 0
+        self._input[j] = make_detector(self.config.detector, self.config.params)

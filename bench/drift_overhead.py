@@ -1,0 +1,126 @@
+"""What drift checks (and retraining's history ring) cost the data loop, as a ratio.
+
+Usage (from the repository root)::
+
+    .venv/bin/python bench/drift_overhead.py [--series 100000] [--batches 30]
+
+Two shapes of batch, each timed three ways in the same process (CPU time, after warm-up,
+the variants interleaved batch by batch so machine load hits them alike):
+
+- *fleet*: one point of each of ``--series`` series per batch (a scrape of the fleet);
+- *replay*: one series, 4,096 points per batch (``aiops score``, a backfill).
+
+Variants: the rule alone; with ``drift: {}`` (ADWIN on input, score and alert rate, 64
+series followed, 5-minute buckets); the same with 1-hour buckets; with ``drift: {}`` and
+``retrain: {}`` (drift plus the history ring; no schedule, so no retrain fires). Prints
+points/s and the ratio of each variant's time to the rule alone. Log lines of drifts
+(the replay's daily cycle is one) are silenced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from aiops.config.models import Drift, Retrain
+from aiops.models.retrain import InlineExecutor, Retraining
+from aiops.pipeline.engine import RuleRuntime, RuleSpec
+from aiops.types import Batch, SeriesKey
+
+
+class _One:
+    def __init__(self, rt: RuleRuntime) -> None:
+        self.rules = {rt.spec.key: rt}
+
+
+def _runtime(drift: Drift | None, retrain: Retrain | None, n_series: int) -> RuleRuntime:
+    spec = RuleSpec("bench", "A", "s", lambda k: True, max_series=2 * n_series)
+    rt = RuleRuntime(spec)
+    if drift is not None or retrain is not None:
+        r = Retraining({spec.key: (retrain, drift)}, executor=InlineExecutor())
+        r.start(_One(rt))  # type: ignore[arg-type]
+    return rt
+
+
+def run(batches: list[Batch], warm: int, n_series: int) -> dict[str, float]:
+    """CPU seconds per variant over ``batches[warm:]``."""
+    variants: dict[str, Any] = {
+        "rule alone": _runtime(None, None, n_series),
+        "drift": _runtime(Drift(), None, n_series),
+        "drift, 1h buckets": _runtime(Drift(every=3600.0), None, n_series),
+        # No schedule: the ring fills, no retrain fires (that is a daily cost, not a batch's).
+        "drift + retrain ring": _runtime(Drift(), Retrain(), n_series),
+    }
+    for b in batches[:warm]:
+        for rt in variants.values():
+            rt.process(b)
+    spent = dict.fromkeys(variants, 0.0)
+    for b in batches[warm:]:
+        for name, rt in variants.items():
+            started = time.process_time()
+            rt.process(b)
+            spent[name] += time.process_time() - started
+    return spent
+
+
+def fleet(n_series: int, n_batches: int, warm: int = 110) -> tuple[list[Batch], int]:
+    rng = np.random.default_rng(0)
+    keys = [SeriesKey.of("latency", {"instance": f"i-{i}"}) for i in range(n_series)]
+    idx = np.arange(n_series, dtype=np.int64)
+    level = rng.uniform(10, 100, n_series)
+    out = [
+        Batch(
+            keys=keys,
+            series=idx,
+            timestamps=np.full(n_series, 1.7e9 + 60.0 * b),
+            values=level + rng.normal(0, 1, n_series),
+        )
+        for b in range(warm + n_batches)
+    ]
+    return out, warm
+
+
+def replay(n_batches: int, chunk: int = 4096, warm: int = 3) -> tuple[list[Batch], int]:
+    rng = np.random.default_rng(1)
+    key = [SeriesKey.of("latency")]
+    n = (warm + n_batches) * chunk
+    t = 1.7e9 + 60.0 * np.arange(n)
+    v = 50 + 10 * np.sin(np.arange(n) * 2 * np.pi / 1440) + rng.normal(0, 1, n)
+    out = [
+        Batch(
+            keys=key,
+            series=np.zeros(chunk, dtype=np.int64),
+            timestamps=t[lo : lo + chunk],
+            values=v[lo : lo + chunk],
+        )
+        for lo in range(0, n, chunk)
+    ]
+    return out, warm
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--series", type=int, default=100_000)
+    ap.add_argument("--batches", type=int, default=30)
+    args = ap.parse_args()
+    logging.disable(logging.WARNING)
+    for name, (batches, warm) in (
+        (f"fleet: {args.series:,} series x 1 point", fleet(args.series, args.batches)),
+        ("replay: 1 series x 4,096 points", replay(4 * args.batches)),
+    ):
+        spent = run(batches, warm, args.series)
+        points = sum(b.n_points for b in batches[warm:])
+        base = spent["rule alone"]
+        print(f"{name} ({len(batches) - warm} timed batches):")
+        for variant, seconds in spent.items():
+            print(
+                f"  {variant:21s} {points / seconds:>12,.0f} points/s  ratio {seconds / base:.3f}"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,345 @@
+"""Drift checks and retraining: detection, candidate, shadow, promotion, rollback, pins."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from aiops.alerting.notify import Alert
+from aiops.alerting.routing import RouteNode, SilenceWindow
+from aiops.alerting.selector import Matcher
+from aiops.config.models import Drift, Retrain, TimeInterval
+from aiops.models.drift import DriftMonitor
+from aiops.models.lifecycle import ModelLifecycle
+from aiops.models.registry import ModelRegistry
+from aiops.models.retrain import History, InlineExecutor, Retrainer, Retraining, Schedule
+from aiops.pipeline.engine import Engine, RuleRuntime, RuleSpec
+from aiops.types import Batch, SeriesKey
+
+RULE = "g/A"
+KEY = SeriesKey.of("latency", {"host": "a"})
+#: 2026-01-05 00:00:00 UTC, a Monday.
+T0 = datetime(2026, 1, 5, tzinfo=UTC).timestamp()
+MIN = 60.0
+DAY = 86400.0
+
+
+def spec() -> RuleSpec:
+    return RuleSpec(
+        group="g",
+        alert="A",
+        source="s",
+        matches=lambda k: True,
+        detector_type="ewma_z",
+        labels={"team": "db", "severity": "page"},
+    )
+
+
+def series(minutes: int, *, shift_at: int | None = None, seed: int = 7) -> tuple[Any, Any]:
+    """One point a minute from T0: level 10, sd 1; +8 from ``shift_at`` on."""
+    rng = np.random.default_rng(seed)
+    t = T0 + np.arange(minutes) * MIN
+    v = 10 + rng.normal(0, 1, minutes)
+    if shift_at is not None:
+        v[shift_at:] += 8
+    return t, v
+
+
+class Harness:
+    """An engine of one rule with a real registry and lifecycle, and retraining inline."""
+
+    def __init__(
+        self,
+        tmp_path: Path,
+        retrain: Retrain | None,
+        drift: Drift | None = None,
+        router: Any = None,
+    ) -> None:
+        self.engine = Engine([spec()])
+        self.models = ModelLifecycle(ModelRegistry(tmp_path / "models"), lock_timeout=0.0)
+        self.models.start(self.engine)
+        self.retraining = Retraining(
+            {RULE: (retrain, drift)},
+            models=self.models,
+            router=router,
+            executor=InlineExecutor(),
+        )
+        self.retraining.start(self.engine)
+        self.info: list[Alert] = []
+
+    @property
+    def rt(self) -> RuleRuntime:
+        return self.engine.rules[RULE]
+
+    @property
+    def retrainer(self) -> Retrainer:
+        return self.retraining.retrainers[RULE]
+
+    @property
+    def registry(self) -> ModelRegistry:
+        return self.models.registry
+
+    def feed(self, t: Any, v: Any, *, per_batch: int = 5) -> None:
+        for lo in range(0, len(t), per_batch):
+            hi = min(len(t), lo + per_batch)
+            b = Batch(
+                keys=[KEY],
+                series=np.zeros(hi - lo, dtype=np.int64),
+                timestamps=t[lo:hi],
+                values=v[lo:hi],
+            )
+            self.engine.process("s", b)
+            self.info += self.retraining.after_batch(self.engine, float(t[hi - 1]))
+
+
+def test_level_shift_drift_retrain_shadow_promote(tmp_path: Path) -> None:
+    shift = 2 * 1440  # two quiet days, then the level moves up by 8 sd
+    t, v = series(3 * 1440, shift_at=shift)
+    h = Harness(
+        tmp_path,
+        Retrain(window=DAY, on_drift=True, shadow=3600.0, watch=3600.0),
+        Drift(on=("input",)),
+    )
+    h.feed(t, v)
+    out = h.retrainer.outcome
+    drift_alerts = [a for a in h.info if a.labels["alertname"] == "ModelDrift"]
+    assert drift_alerts, "no drift reported"
+    first = drift_alerts[0]
+    shifted = T0 + shift * MIN
+    # Bounded delay: 5-minute buckets, ADWIN at clock 1; measured 20 minutes on this seed.
+    assert shifted < first.starts_at <= shifted + 30 * MIN
+    assert first.status == "firing"
+    assert first.labels["severity"] == "info"  # the rule's "page" is not inherited
+    assert first.labels["team"] == "db"  # but its routing labels are
+    assert first.labels["rule"] == RULE
+    assert "drift in its input values" in first.annotations["description"]
+    # Resolved an hour of data later, with the same fingerprint.
+    resolved = [a for a in h.info if a.fingerprint == first.fingerprint and a.status == "resolved"]
+    assert resolved
+    assert resolved[0].ends_at == first.starts_at + 3600.0
+
+    assert out.trainings >= 1
+    assert out.promoted >= 1
+    versions = h.registry.versions(RULE)
+    assert [v.trigger for v in versions][:2] == ["initial", "drift"]
+    v2 = versions[1]
+    assert v2.parent == 1
+    assert v2.rule_hash == h.rt.spec.model_hash()
+    assert v2.training_window is not None
+    lo, hi = v2.training_window
+    assert hi <= first.starts_at
+    assert lo >= first.starts_at - DAY
+    assert v2.points_seen == int(((t >= first.starts_at - DAY) & (t <= hi)).sum())
+    shadow = v2.evaluation["shadow"]
+    assert shadow["to"] - shadow["from"] >= 3600.0
+    assert shadow["points"] >= 60
+    assert set(shadow) >= {"current_alert_rate", "candidate_alert_rate"}
+    assert v2.evaluation["check"]["passed"] is True
+    assert v2.params["detector"] == "ewma_z"
+    assert "drift in its input values" in v2.note
+    promoted = [e for e in h.registry.history(RULE) if e["event"] == "promoted"]
+    assert promoted[1]["version"] == 2
+    assert promoted[1]["automatic"] is True
+    assert h.rt.model_version == h.registry.promoted(RULE)
+
+
+def test_shadow_scores_the_candidate_and_the_promoted_model_is_it(tmp_path: Path) -> None:
+    """The promoted state is the candidate's after training and shadow, not the live one's."""
+    t, v = series(2 * 1440 + 180)
+    h = Harness(tmp_path, Retrain(every=DAY, window=DAY, shadow=3600.0))
+    h.feed(t[: 2 * 1440 + 30], v[: 2 * 1440 + 30])
+    assert h.retrainer.phase == "shadow"
+    candidate = h.retrainer._shadow.candidate  # type: ignore[union-attr]
+    live_before = h.rt.detector
+    k = 2 * 1440 + 30
+    while h.retrainer.outcome.promoted < 2:  # up to the batch that ends the shadow
+        h.feed(t[k : k + 5], v[k : k + 5])
+        k += 5
+    assert h.retrainer.outcome.promoted == 2  # day 1 and day 2
+    # Triggered by the batch that crossed midnight (its last point, minute 2884), trained
+    # inline and shadowed from there for an hour: decided by the batch ending at 2944.
+    assert k == 2945
+    assert h.rt.detector is not live_before
+    # The rule now runs the candidate's state: both score the next points alike.
+    probe_t = np.array([t[-1] + MIN])
+    probe_v = np.array([14.0])
+    idx = np.zeros(1, dtype=np.int64)
+    assert h.rt.detector.score(idx, probe_t, probe_v) == pytest.approx(
+        candidate.score(idx, probe_t, probe_v)
+    )
+
+
+def test_cron_schedule_fires_on_its_data_time_clock() -> None:
+    s = Schedule(cron="30 3 * * *")
+    assert not s.due(T0)  # the first look sets the next fire time
+    assert s.next_at == T0 + 3.5 * 3600
+    assert not s.due(T0 + 3.5 * 3600 - 1)
+    assert s.due(T0 + 3.5 * 3600)
+    assert not s.due(T0 + 3.5 * 3600 + 60)
+    assert s.next_at == T0 + DAY + 3.5 * 3600
+    # A jump of three days (a backfill) fires once, then waits for the next 03:30.
+    assert s.due(T0 + 4 * DAY)
+    assert not s.due(T0 + 4 * DAY + 1)
+    assert s.next_at == T0 + 4 * DAY + 3.5 * 3600
+    weekly = Schedule(cron="0 6 * * sat")
+    weekly.due(T0)
+    assert datetime.fromtimestamp(weekly.next_at, UTC) == datetime(2026, 1, 10, 6, tzinfo=UTC)
+    every = Schedule(every=6 * 3600)
+    every.due(T0 + 100)
+    assert every.next_at == T0 + 6 * 3600  # multiples since the epoch
+    never = Schedule()
+    assert not never.due(T0)
+    assert not never.due(T0 + 10 * DAY)
+
+
+def test_scheduled_retrain_fires_on_its_cron(tmp_path: Path) -> None:
+    t, v = series(6 * 60)  # 00:00 to 06:00
+    h = Harness(tmp_path, Retrain(cron="30 3 * * *", window=DAY, shadow=1800.0))
+    h.feed(t[: 3 * 60 + 29], v[: 3 * 60 + 29], per_batch=1)
+    assert h.retrainer.outcome.trainings == 0
+    h.feed(t[3 * 60 + 29 :], v[3 * 60 + 29 :], per_batch=1)
+    out = h.retrainer.outcome
+    assert out.trainings == 1
+    assert out.promoted == 1
+    v2 = h.registry.versions(RULE)[-1]
+    assert v2.trigger == "scheduled"
+    assert v2.training_window == (T0, T0 + 3.5 * 3600)
+    assert v2.points_seen == 3 * 60 + 31
+    assert v2.evaluation["shadow"]["from"] == T0 + 3.5 * 3600
+
+
+def test_exploding_alert_rate_after_promotion_rolls_back(tmp_path: Path) -> None:
+    t, v = series(1440 + 3 * 60)
+    h = Harness(tmp_path, Retrain(every=DAY, window=DAY, shadow=1800.0, watch=3600.0))
+    h.feed(t[: 1440 + 40], v[: 1440 + 40])  # retrain at midnight, 30 minutes of shadow
+    assert h.registry.promoted(RULE) == 2
+    assert h.retrainer.phase == "watch"
+    # A deliberately broken promoted model: every point scores at the top.
+    broken = h.rt.detector
+    real_score = broken.score
+    broken.score = lambda i, ts, vs: np.maximum(real_score(i, ts, vs), 0.99999)  # type: ignore[method-assign]
+    previous = h.retrainer._watch.previous  # type: ignore[union-attr]
+    k = 1440 + 40
+    while h.retrainer.outcome.rolled_back == 0 and k < len(t):
+        h.feed(t[k : k + 5], v[k : k + 5])
+        k += 5
+    out = h.retrainer.outcome
+    assert out.rolled_back == 1
+    assert h.registry.promoted(RULE) == 1
+    assert h.rt.model_version == 1
+    last = [e for e in h.registry.history(RULE) if e["event"] == "rolled back"][-1]
+    assert last["version"] == 1
+    assert last["reason"].startswith("rolled back because its alert rate over 1h")
+    assert last["automatic"] is True
+    notes = [a for a in h.info if a.labels["alertname"] == "ModelRolledBack"]
+    assert notes[0].status == "firing"
+    assert "version 2 rolled back because" in notes[0].annotations["description"]
+    # The rule runs the previous model as it learned on during the watch.
+    assert h.rt.detector is not broken
+    probe = (np.zeros(1, dtype=np.int64), np.array([t[k - 1] + MIN]), np.array([13.0]))
+    assert h.rt.detector.score(*probe) == pytest.approx(previous.score(*probe))
+
+
+def test_pinned_version_is_never_replaced(tmp_path: Path) -> None:
+    t, v = series(2 * 1440 + 60)
+    h = Harness(tmp_path, Retrain(every=DAY, window=DAY, shadow=1800.0))
+    h.registry.pin(RULE, 1, reason="test")
+    h.feed(t, v)
+    out = h.retrainer.outcome
+    assert out.trainings == 0
+    assert out.skipped == 2
+    assert [mv.version for mv in h.registry.versions(RULE)] == [1]
+    assert h.registry.promoted(RULE) == 1
+
+
+def test_pin_during_shadow_blocks_the_promotion(tmp_path: Path) -> None:
+    t, v = series(1440 + 60)
+    h = Harness(tmp_path, Retrain(every=DAY, window=DAY, shadow=1800.0))
+    h.feed(t[: 1440 + 5], v[: 1440 + 5])
+    assert h.retrainer.phase == "shadow"
+    h.registry.pin(RULE, 1, reason="freeze")
+    h.feed(t[1440 + 5 :], v[1440 + 5 :])
+    assert h.retrainer.outcome.promoted == 0
+    assert h.registry.promoted(RULE) == 1
+
+
+def test_candidate_failing_the_promotion_check_is_recorded_not_promoted(tmp_path: Path) -> None:
+    t, v = series(1440 + 60)
+    # At most half the current model's hits (+1 each): two quiet models cannot pass.
+    h = Harness(tmp_path, Retrain(every=DAY, window=DAY, shadow=1800.0, max_alert_rate_ratio=0.5))
+    h.feed(t, v)
+    assert h.retrainer.outcome.rejected == 1
+    assert h.registry.promoted(RULE) == 1
+    event = next(e for e in h.registry.history(RULE) if e["event"] == "candidate rejected")
+    assert "more than 0.5 x the current model's" in event["reason"]
+    assert event["shadow"]["points"] >= 30
+
+
+def test_silences_and_maintenance_windows_stay_out_of_training(tmp_path: Path) -> None:
+    t, v = series(1440 + 60)
+    silence = SilenceWindow((Matcher("host", "=", "a"),), T0 + 3600, T0 + 3 * 3600)
+    other = SilenceWindow((Matcher("host", "=", "b"),), T0, T0 + DAY)
+    nightly = {"times": [{"start_time": "20:00", "end_time": "21:00"}]}
+    maintenance = TimeInterval.model_validate({"name": "nightly", "time_intervals": [nightly]})
+
+    class Router:  # what the retrainer reads of the daemon's router (Groups)
+        def __init__(self) -> None:
+            self.silences = [silence, other]
+            self.root = RouteNode("default", mute_during=(maintenance,))
+
+    h = Harness(tmp_path, Retrain(every=DAY, window=DAY, shadow=1800.0), router=Router())
+    h.feed(t, v)
+    v2 = h.registry.versions(RULE)[1]
+    # A day and one point (00:00 to 24:00), less 2 h silenced and 1 h of maintenance.
+    assert v2.points_seen == 1441 - 120 - 60
+    event = [e for e in h.registry.history(RULE) if e["event"] == "promoted"][-1]
+    assert event["version"] == 2
+
+
+def test_drift_sample_follows_the_lowest_hashes_whatever_the_order() -> None:
+    keys = [SeriesKey.of("cpu", {"host": f"h{i}"}) for i in range(300)]
+    lowest = sorted(keys, key=lambda k: int(k.series_id, 16))[:8]
+    for order in (keys, keys[::-1]):
+        m = DriftMonitor(RULE, Drift(sample=8), threshold=0.998, keys=order)
+        n = len(order)
+        m.observe(np.arange(n), np.full(n, T0), np.ones(n), np.zeros(n))
+        assert {order[i] for i in m.followed} == set(lowest)
+
+
+def test_drift_on_score_and_alert_rate_and_cooldown() -> None:
+    rng = np.random.default_rng(3)
+    n = 2000
+    t = T0 + np.arange(n) * MIN
+    scores = rng.uniform(0, 0.9, n)
+    scores[1000:] = 0.9995  # every point a hit from minute 1000 on
+    m = DriftMonitor(
+        RULE, Drift(on=("score", "alert_rate"), cooldown=DAY), threshold=0.998, keys=[KEY]
+    )
+    events = []
+    for lo in range(0, n, 50):
+        sl = slice(lo, lo + 50)
+        events += m.observe(np.zeros(50, dtype=np.int64), t[sl], np.ones(50), scores[sl])
+    assert {e.signal for e in events} == {"score", "alert_rate"}
+    # On a signal in [0, 1] ADWIN needs 10-25 buckets after a change (the 1/n term of its
+    # bound): with 5-minute buckets, 1-2 hours; measured 65 min (alert rate), 110 (score).
+    for e in events:
+        assert T0 + 1000 * MIN < e.at <= T0 + 1150 * MIN
+    # One event per signal within the cooldown, however often river fires.
+    assert len(events) == 2
+
+
+def test_history_ring_keeps_the_last_points() -> None:
+    hist = History(5)
+    hist.append(np.arange(3), np.arange(3.0), np.arange(3.0))
+    hist.append(np.arange(4), np.arange(3.0, 7.0), np.arange(3.0, 7.0))
+    _, ts, _ = hist.since_mark(0)
+    assert ts.tolist() == [2.0, 3.0, 4.0, 5.0, 6.0]
+    assert hist.since_mark(5)[1].tolist() == [5.0, 6.0]
+    assert hist.between(3.0, 5.0)[1].tolist() == [3.0, 4.0, 5.0]
+    hist.append(np.arange(12), np.arange(10.0, 22.0), np.arange(12.0))
+    assert hist.since_mark(0)[1].tolist() == [17.0, 18.0, 19.0, 20.0, 21.0]
+    assert hist.count == 19
