@@ -491,7 +491,6 @@ class Daemon:
             alerts = [*alerts, *self.engine.resolve_stale(self._data_time)]
         # Info alerts of drift checks and automatic rollbacks, through the same router.
         alerts = [*alerts, *self.retraining.after_batch(self.engine, self._data_time)]
-        # Info alerts of drift checks and automatic rollbacks, through the same router.
         self.metrics.batch(source_id, batch)
         self.metrics.rules(self.engine.by_source.get(source_id, ()))
         if alerts:
