@@ -58,6 +58,7 @@ class Harness:
         retrain: Retrain | None,
         drift: Drift | None = None,
         router: Any = None,
+        executor: Any = None,
     ) -> None:
         self.engine = Engine([spec()])
         self.models = ModelLifecycle(ModelRegistry(tmp_path / "models"), lock_timeout=0.0)
@@ -66,7 +67,7 @@ class Harness:
             {RULE: (retrain, drift)},
             models=self.models,
             router=router,
-            executor=InlineExecutor(),
+            executor=executor or InlineExecutor(),
         )
         self.retraining.start(self.engine)
         self.info: list[Alert] = []
@@ -343,3 +344,151 @@ def test_history_ring_keeps_the_last_points() -> None:
     hist.append(np.arange(12), np.arange(10.0, 22.0), np.arange(12.0))
     assert hist.since_mark(0)[1].tolist() == [17.0, 18.0, 19.0, 20.0, 21.0]
     assert hist.count == 19
+
+
+def test_daemon_drift_notifies_info_through_the_outbox_and_retrains(tmp_path: Path) -> None:
+    """A whole daemon: CSV with a level shift -> drift -> info alert delivered, new version."""
+    import json
+    import threading
+
+    from prometheus_client import generate_latest
+
+    from aiops.config import load_config
+    from aiops.service.app import build_daemon
+    from aiops.service.metrics import PrometheusMetrics
+
+    t, v = series(2 * 1440, shift_at=1440)
+    data = tmp_path / "in.csv"
+    data.write_text(
+        "timestamp,value\n" + "".join(f"{a:.0f},{b:.4f}\n" for a, b in zip(t, v, strict=True))
+    )
+    rule = {
+        "alert": "Latency",
+        "source": "f",
+        "selector": "value",
+        "labels": {"team": "db"},
+        "drift": {"on": ["input"]},
+        "retrain": {"window": "1d", "on_drift": True, "shadow": "30m", "watch": "1h"},
+    }
+    (tmp_path / "rules.yaml").write_text(json.dumps({"groups": [{"name": "g", "rules": [rule]}]}))
+    route = {"receiver": "file", "group_wait": "0s", "group_by": ["alertname", "rule"]}
+    receivers = [{"name": "file", "jsonl_configs": [{"path": "notified.jsonl"}]}]
+    (tmp_path / "alerting.yaml").write_text(json.dumps({"route": route, "receivers": receivers}))
+    config = {
+        "sources": {"f": {"type": "file", "path": str(data), "batch_size": 10}},
+        "state": {"dir": "state", "checkpoint_interval": "1h"},
+        "http": {"listen": "127.0.0.1:0"},
+        "rule_files": ["rules.yaml"],
+        "alerting_file": "alerting.yaml",
+    }
+    (tmp_path / "aiops.yaml").write_text(json.dumps(config))
+    loaded = load_config(tmp_path / "aiops.yaml")
+    state = loaded.daemon.state.dir
+    daemon = build_daemon(loaded, state_dir=state)
+    assert isinstance(daemon.retraining, Retraining)
+    # Trainings inline: a replay this fast would end before a worker thread's result.
+    daemon.retraining.executor = InlineExecutor()
+    daemon.run(threading.Event(), until_exhausted=True)
+    lines = [json.loads(x) for x in (state / "notified.jsonl").read_text().splitlines()]
+    drift = [
+        a
+        for n in lines
+        for a in n["alerts"]
+        if a["labels"].get("alertname") == "ModelDrift" and a["status"] == "firing"
+    ]
+    assert drift, "no ModelDrift notification delivered"
+    assert drift[0]["labels"]["severity"] == "info"
+    assert drift[0]["labels"]["rule"] == "g/Latency"
+    assert drift[0]["labels"]["team"] == "db"
+    registry = ModelRegistry(state / "models")
+    triggers = [mv.trigger for mv in registry.versions("g/Latency")]
+    assert triggers[:2] == ["initial", "drift"]
+    assert registry.promoted("g/Latency") == len(triggers)
+    assert isinstance(daemon.metrics, PrometheusMetrics)
+    text = generate_latest(daemon.metrics.registry).decode()
+    assert 'aiops_drift_detected_total{rule="g/Latency",signal="input"}' in text
+    assert 'aiops_model_retrains_total{outcome="promoted",rule="g/Latency",trigger="drift"}' in text
+
+
+@pytest.mark.servers
+def test_a_prometheus_rule_trains_on_the_range_queries_of_its_source(
+    prometheus_server: Any, tmp_path: Path
+) -> None:
+    """The history ring holds a few points; the candidate learns a day from Prometheus."""
+    import math
+    import time
+
+    from servers import HistorySeries
+
+    from aiops.connectors.sources.prometheus import PrometheusSource
+
+    step = 60.0
+    now = math.floor(time.time() / step) * step
+    start = now - DAY
+    rng = np.random.default_rng(5)
+    times = np.arange(start, now + step / 2, step)
+    hist = [
+        HistorySeries(
+            "lat",
+            {"host": h},
+            list(zip(times.tolist(), (lvl + rng.normal(0, 1, len(times))).tolist(), strict=True)),
+        )
+        for h, lvl in (("a", 10.0), ("b", 20.0))
+    ]
+    prom = prometheus_server(history=hist)
+    src = PrometheusSource("prom", PrometheusSource.Config(url=prom.url))
+    query = "lat"
+    s = RuleSpec("g", "A", "prom", lambda k: True, selector_text=query)
+    engine = Engine([s])
+    models = ModelLifecycle(ModelRegistry(tmp_path / "models"), lock_timeout=0.0)
+    models.start(engine)
+    r = Retraining(
+        {RULE: (Retrain(window=DAY, shadow=600.0), None)},
+        models=models,
+        sources={"prom": src},
+        steps={RULE: step},
+        executor=InlineExecutor(),
+    )
+    r.start(engine)
+    rt = engine.rules[RULE]
+    live = src.fetch_history(query, now - 10 * step, now, step)  # the last ten minutes, live
+    engine.process("prom", live)
+    retrainer = r.retrainers[RULE]
+    assert retrainer.history is not None
+    assert len(retrainer.history) == 22  # what the ring holds: ten minutes, two series
+    assert retrainer.trigger(rt, "manual", now)
+    expected = 2 * len(times)  # a day and one point of both series, from Prometheus
+    # Shadow on ten more (synthetic) minutes of both series, then promotion.
+    for k in range(1, 12):
+        b = Batch(
+            keys=live.keys,
+            series=np.arange(2, dtype=np.int64),
+            timestamps=np.full(2, now + k * step),
+            values=np.array([10.0, 20.0]) + rng.normal(0, 1, 2),
+        )
+        engine.process("prom", b)
+    mv = models.registry.versions(RULE)[-1]
+    assert mv.trigger == "manual"
+    assert mv.points_seen == expected
+    assert mv.training_window == (start, now)
+    src.close()
+
+
+def test_training_on_a_worker_thread_catches_up_before_its_shadow(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    t, v = series(1440 + 120)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        h = Harness(tmp_path, Retrain(every=DAY, window=DAY, shadow=1800.0), executor=pool)
+        h.feed(t[: 1440 + 5], v[: 1440 + 5])  # the retrain starts at midnight
+        training = h.retrainer._training
+        if training is not None:  # still running on the worker: the rule scores on
+            assert h.retrainer.phase == "training"
+            training.future.result(timeout=30)
+        h.feed(t[1440 + 5 : 1440 + 20], v[1440 + 5 : 1440 + 20])
+        assert h.retrainer.phase == "shadow"
+        h.feed(t[1440 + 20 :], v[1440 + 20 :])
+    assert h.retrainer.outcome.promoted == 1
+    mv = h.registry.versions(RULE)[-1]
+    assert mv.trigger == "scheduled"
+    assert mv.points_seen == 1441
