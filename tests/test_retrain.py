@@ -492,3 +492,47 @@ def test_training_on_a_worker_thread_catches_up_before_its_shadow(tmp_path: Path
     mv = h.registry.versions(RULE)[-1]
     assert mv.trigger == "scheduled"
     assert mv.points_seen == 1441
+
+
+def test_eval_labelled_replays_with_the_retrain_policy(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from aiops.cli import cli
+
+    data = tmp_path / "kpi"
+    data.mkdir()
+    for seed in (1, 2):
+        t, v = series(3 * 1440, seed=seed)
+        labels = np.zeros(len(t), dtype=int)
+        v[2000:2005] += 12
+        labels[2000:2005] = 1
+        rows = "".join(f"{a:.0f},{b:.4f},{c}\n" for a, b, c in zip(t, v, labels, strict=True))
+        (data / f"s{seed}.csv").write_text("timestamp,value,label\n" + rows)
+    run = CliRunner().invoke(
+        cli,
+        [
+            "eval",
+            "labelled",
+            "--data",
+            str(data),
+            "--no-progress",
+            "--retrain-every",
+            "1d",
+            "--retrain-window",
+            "1d",
+            "--retrain-option",
+            "shadow=30m",
+        ],
+        catch_exceptions=False,
+    )
+    assert run.exit_code == 0, run.output
+    line = next(x for x in run.output.splitlines() if x.startswith("Retraining:"))
+    assert line.startswith(
+        "Retraining: every 1d on the last 1d (shadow 30m, max alert rate ratio 2)"
+    )
+    assert "4 trainings, 4 promoted" in line  # two midnights in each of two series
+    bad = CliRunner().invoke(
+        cli, ["eval", "labelled", "--data", str(data), "--retrain-cron", "61 * * * *"]
+    )
+    assert bad.exit_code == 2
+    assert "invalid cron expression" in bad.output

@@ -49,6 +49,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -89,6 +90,10 @@ log = logging.getLogger(__name__)
 EVENT_HOLD = 3600.0
 #: Points per ``score`` call while training (one vectorized call each; bounded memory).
 TRAIN_CHUNK = 65_536
+#: Events a retrainer keeps in memory (:attr:`_Outcome.events`); the registry has them all.
+_EVENTS_KEPT = 100
+#: Info alerts waiting for the daemon to take them; beyond, the oldest are dropped (logged).
+_ALERTS_KEPT = 10_000
 #: Resolution of the maintenance-window check: time intervals are minute-based.
 _MINUTE = 60.0
 
@@ -219,8 +224,13 @@ class Maintenance:
         self.root = getattr(router, "root", None)
         self._timed = self.root is not None and _has_time_intervals(self.root)
 
-    def keep(self, rt: RuleRuntime, idx: IntArray, t: FloatArray) -> np.ndarray[Any, Any]:
-        """A mask over the points: True for those a training may learn."""
+    def keep(
+        self, rt: RuleRuntime, idx: IntArray, t: FloatArray, *, n_series: int | None = None
+    ) -> np.ndarray[Any, Any]:
+        """A mask over the points: True for those a training may learn.
+
+        Only series below ``n_series`` (default: all the rule has) are looked at.
+        """
         keep = np.ones(len(idx), dtype=bool)
         silences = list(getattr(self.router, "silences", ()) or ())
         if not len(idx) or not (silences or self._timed):
@@ -229,8 +239,9 @@ class Maintenance:
         live = [s for s in silences if s.starts_at <= hi and s.ends_at > lo]
         series = np.unique(idx)
         routes: dict[tuple[int, ...], list[int]] = {}
+        limit = len(rt.registry) if n_series is None else n_series
         for i in series.tolist():
-            if i >= len(rt.registry):
+            if i >= limit:
                 continue
             labels = rt.alert_labels(i)
             mine = idx == i
@@ -330,12 +341,25 @@ class _Counts:
 class _Training:
     trigger: str
     at: float  # data time of the trigger
-    window: tuple[float, float]
     mark: int  # History.count when the training's points were taken
+    future: Future[Any]  # of a _Trained
+    detail: str = ""
+    # Known once the worker is done:
+    window: tuple[float, float] = (math.nan, math.nan)
+    points: int = 0
+    excluded: int = 0
+
+
+@dataclass
+class _Trained:
+    detector: Detector
+    window: tuple[float, float]
     points: int
     excluded: int
-    future: Future[Any]
-    detail: str = ""
+
+
+class _NoHistory(Exception):
+    """Nothing left to train on (no history, or all of it in maintenance)."""
 
 
 @dataclass
@@ -389,7 +413,8 @@ class _Outcome:
     skipped: int = 0
     failed: int = 0
     rolled_back: int = 0
-    events: list[dict[str, Any]] = field(default_factory=list)
+    #: The latest promotions, rejections and rollbacks (a bounded log, newest last).
+    events: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=_EVENTS_KEPT))
 
 
 class Retrainer:
@@ -499,8 +524,9 @@ class Retrainer:
     def trigger(self, rt: RuleRuntime, trigger: str, now: float, *, detail: str = "") -> bool:
         """Start a retrain of the rule (``scheduled``, ``drift``, ``manual``) at data time ``now``.
 
-        False (and nothing starts) when one is under way, the rule is pinned, or there
-        is no history yet.
+        False (and nothing starts) when one is under way or the rule is pinned. The
+        worker finds the history; with none left to train on, the retrain counts as
+        skipped.
         """
         if self.retrain is None or self.history is None:
             return False
@@ -512,36 +538,15 @@ class Retrainer:
             self._skip(rt, trigger, f"the model is pinned to version {pinned}")
             return False
         start = now - self.retrain.window
-        fetched = self.owner.fetch_history(rt, start, now)
-        if fetched is not None:
-            idx, ts, vs = fetched
-            mark = self.history.count
-        else:
-            idx, ts, vs = self.history.between(start, now)
-            mark = self.history.count
-        keep = self.owner.maintenance.keep(rt, idx, ts)
-        excluded = int(len(keep) - keep.sum())
-        if excluded:
-            idx, ts, vs = idx[keep], ts[keep], vs[keep]
-        if not len(idx):
-            self._skip(rt, trigger, "no history to train on")
-            return False
-        window = (float(ts.min()), float(ts.max()))
+        # Copies, taken on the data loop (the ring moves on); the worker may fetch instead.
+        ring = self.history.between(start, now)
+        mark = self.history.count
         keys = list(rt.registry.keys)
-        future = self.owner.executor.submit(
-            train_candidate, rt.spec.detector_type, rt._detector_params(), keys, idx, ts, vs
-        )
-        self._training = _Training(trigger, now, window, mark, len(idx), excluded, future, detail)
+        future = self.owner.executor.submit(self.owner.build_candidate, rt, keys, ring, start, now)
+        self._training = _Training(trigger, now, mark, future, detail)
         self.outcome.trainings += 1
         log.info(
-            "rule %s: %s retrain on %d points from %s to %s (%d left out: silences, "
-            "maintenance windows)",
-            self.rule,
-            trigger,
-            len(idx),
-            _iso(window[0]),
-            _iso(window[1]),
-            excluded,
+            "rule %s: %s retrain started on the history since %s", self.rule, trigger, _iso(start)
         )
         return True
 
@@ -557,13 +562,28 @@ class Retrainer:
         assert training is not None
         self._training = None
         try:
-            candidate = training.future.result()
+            trained: _Trained = training.future.result()
+        except _NoHistory as exc:
+            self._skip(rt, training.trigger, str(exc))
+            return
         except Exception as exc:  # a failed training changes nothing; the rule runs on
             self.outcome.failed += 1
             self.owner.metrics_retrain(self.rule, training.trigger, "failed")
             log.error("rule %s: retrain failed: %s: %s", self.rule, type(exc).__name__, exc)
             return
         assert self.history is not None
+        candidate = trained.detector
+        training.window, training.points = trained.window, trained.points
+        training.excluded = trained.excluded
+        log.info(
+            "rule %s: candidate trained on %d points from %s to %s (%d left out: silences, "
+            "maintenance windows)",
+            self.rule,
+            trained.points,
+            _iso(trained.window[0]),
+            _iso(trained.window[1]),
+            trained.excluded,
+        )
         # Catch up with what the rule scored while the candidate trained (a worker thread).
         idx, ts, vs = self.history.since_mark(training.mark)
         if len(idx):
@@ -847,6 +867,32 @@ class Retraining:
             except OSError as exc:
                 log.error("model %s: event not recorded in its history: %s", rule, exc)
 
+    def build_candidate(
+        self,
+        rt: RuleRuntime,
+        keys: Sequence[SeriesKey],
+        ring: tuple[IntArray, FloatArray, FloatArray],
+        start: float,
+        end: float,
+    ) -> _Trained:
+        """The worker's part of a retrain: history (source or ring), maintenance, training.
+
+        Runs on the retrain worker thread (inline in replays): range queries and the
+        training never hold up the data loop. It reads only immutable parts of ``rt``
+        (its spec, the labels of series ``keys`` already holds) and the router's silences.
+        """
+        fetched = self.fetch_history(rt, start, end)
+        idx, ts, vs = fetched if fetched is not None else ring
+        keep = self.maintenance.keep(rt, idx, ts, n_series=len(keys))
+        excluded = int(len(keep) - keep.sum())
+        if excluded:
+            idx, ts, vs = idx[keep], ts[keep], vs[keep]
+        if not len(idx):
+            why = "no history to train on" if not excluded else "all its history is in maintenance"
+            raise _NoHistory(why)
+        detector = train_candidate(rt.spec.detector_type, rt._detector_params(), keys, idx, ts, vs)
+        return _Trained(detector, (float(ts.min()), float(ts.max())), len(idx), excluded)
+
     def fetch_history(
         self, rt: RuleRuntime, start: float, end: float
     ) -> tuple[IntArray, FloatArray, FloatArray] | None:
@@ -979,6 +1025,9 @@ class Retraining:
         # One alert per name and rule at a time: a new event replaces a pending resolution.
         self._pending = [p for p in self._pending if p.alert.fingerprint != fp]
         self._alerts.append(Alert(status="firing", starts_at=at, **common))
+        if len(self._alerts) > _ALERTS_KEPT:  # nobody takes them (a replay): keep the newest
+            del self._alerts[: len(self._alerts) - _ALERTS_KEPT]
+            log.warning("info alerts not taken by the daemon: the oldest were dropped")
         end = at + EVENT_HOLD
         self._pending.append(
             _Pending(end, Alert(status="resolved", starts_at=at, ends_at=end, **common))
