@@ -536,3 +536,28 @@ def test_eval_labelled_replays_with_the_retrain_policy(tmp_path: Path) -> None:
     )
     assert bad.exit_code == 2
     assert "invalid cron expression" in bad.output
+
+
+def test_a_reload_reconfigures_keeps_unchanged_retrainers_and_detaches_removed(
+    tmp_path: Path,
+) -> None:
+    from aiops.pipeline.engine import NO_OBSERVER
+
+    t, v = series(120)
+    h = Harness(tmp_path, Retrain(every=DAY))
+    h.feed(t[:60], v[:60])
+    first = h.retrainer
+    assert first.history is not None
+    assert len(first.history) == 60
+    h.retraining.reconfigure({RULE: (Retrain(every=DAY), None)})  # the same settings
+    h.feed(t[60:90], v[60:90])
+    assert h.retrainer is first
+    assert len(first.history) == 90
+    h.retraining.reconfigure({RULE: (Retrain(every=DAY, window=DAY), Drift())})  # changed
+    h.feed(t[90:100], v[90:100])
+    assert h.retrainer is not first
+    assert h.rt.observer is h.retrainer
+    h.retraining.reconfigure({})  # retrain: and drift: removed from the rule
+    h.feed(t[100:], v[100:])
+    assert h.retraining.retrainers == {}
+    assert h.rt.observer is NO_OBSERVER

@@ -80,6 +80,7 @@ __all__ = [
     "Schedule",
     "cron_trigger",
     "replay_retrained",
+    "retraining_rules",
     "train_candidate",
     "wire_retraining",
 ]
@@ -789,13 +790,17 @@ class Retraining:
         metrics: Any = None,
         executor: Executor | None = None,
         steps: Mapping[str, float] | None = None,
+        daemon: Any = None,
     ) -> None:
-        self.config = {k: v for k, v in rules.items() if v[0] is not None or v[1] is not None}
-        self.models = models
-        self.maintenance = Maintenance(router)
-        self.sources: Mapping[str, Any] = sources or {}
+        self.config: dict[str, tuple[Retrain | None, Drift | None]] = {}
         #: Evaluation step of each query rule (its history comes from its source at it).
-        self.steps: Mapping[str, float] = steps or {}
+        self.steps: Mapping[str, float] = {}
+        self.reconfigure(rules, steps)
+        self.models = models
+        self._maintenance = Maintenance(router)
+        self._sources: Mapping[str, Any] = sources or {}
+        #: When set, its current ``router`` and ``sources`` are used (a reload replaces them).
+        self.daemon = daemon
         self.metrics = metrics
         self.executor: Executor = executor or ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="aiops-retrain"
@@ -811,14 +816,52 @@ class Retraining:
         """Attach a retrainer to every configured rule of ``engine``."""
         self._engine = engine
         if router is not None:
-            self.maintenance = Maintenance(router)
+            self._maintenance = Maintenance(router)
         if sources is not None:
-            self.sources = sources
+            self._sources = sources
         self.attach(engine)
 
+    def reconfigure(
+        self,
+        rules: Mapping[str, tuple[Retrain | None, Drift | None]],
+        steps: Mapping[str, float] | None = None,
+    ) -> None:
+        """New settings (a reload): the next :meth:`after_batch` attaches them.
+
+        A rule whose ``retrain:`` and ``drift:`` did not change keeps its retrainer (its
+        history, and a retrain under way); a changed one starts a new retrainer.
+        """
+        self.config = {k: v for k, v in rules.items() if v[0] is not None or v[1] is not None}
+        self.steps = dict(steps or {})
+        self._engine = None  # re-attach at the next batch
+
+    @property
+    def maintenance(self) -> Maintenance:
+        """Silences and muted intervals of the daemon's current router."""
+        router = getattr(self.daemon, "router", None)
+        if router is not None and router is not self._maintenance.router:
+            self._maintenance = Maintenance(router)
+        return self._maintenance
+
+    @property
+    def sources(self) -> Mapping[str, Any]:
+        """The daemon's current sources (for range queries)."""
+        sources = getattr(self.daemon, "sources", None)
+        return sources if sources is not None else self._sources
+
     def attach(self, engine: Any) -> None:
-        """Make each configured rule's observer its retrainer (new runtimes after a reload)."""
+        """Make each configured rule's observer its retrainer (new runtimes after a reload).
+
+        A rule no longer configured for it loses its retrainer (and its observer).
+        """
+        from aiops.pipeline.engine import NO_OBSERVER
+
         self._engine = engine
+        for key in [k for k in self.retrainers if k not in self.config]:
+            gone = self.retrainers.pop(key)
+            old_rt = engine.rules.get(key)
+            if old_rt is not None and old_rt.observer is gone:
+                old_rt.observer = NO_OBSERVER
         for key, (retrain, drift) in self.config.items():
             rt = engine.rules.get(key)
             if rt is None:
@@ -1124,11 +1167,13 @@ def replay_retrained(
     return scored, retrainers[0].outcome if retrainers else _Outcome()
 
 
-def wire_retraining(daemon: Any, loaded: Any, *, metrics: Any = None) -> None:
-    """Give the daemon retraining when any of its rules has ``retrain:`` or ``drift:``.
+def retraining_rules(
+    loaded: Any,
+) -> tuple[dict[str, tuple[Retrain | None, Drift | None]], dict[str, float]]:
+    """Each rule's ``retrain:`` and ``drift:`` settings, and the step of query rules.
 
     ``on_drift: true`` without a ``drift:`` section checks with the default ``drift:``
-    settings. Query rules learn their history from their source at their step.
+    settings.
     """
     from aiops.config.models import Drift
 
@@ -1147,8 +1192,23 @@ def wire_retraining(daemon: Any, loaded: Any, *, metrics: Any = None) -> None:
                 spec = loaded.daemon.sources.get(rule.source)
                 step = getattr(getattr(spec, "config", None), "step", None)
                 steps[key] = float(step or group.interval or 60.0)
+    return rules, steps
+
+
+def wire_retraining(daemon: Any, loaded: Any, *, metrics: Any = None) -> None:
+    """Give the daemon retraining when any of its rules has ``retrain:`` or ``drift:``.
+
+    Query rules learn their history from their source at their step. A reload that
+    keeps the daemon calls ``daemon.retraining.reconfigure(*retraining_rules(loaded))``
+    (or this again when the daemon had none).
+    """
+    rules, steps = retraining_rules(loaded)
+    current = getattr(daemon, "retraining", None)
+    if isinstance(current, Retraining):
+        current.reconfigure(rules, steps)
+        return
     if not rules:
         return
     daemon.retraining = Retraining(
-        rules, models=daemon.models, router=daemon.router, metrics=metrics, steps=steps
+        rules, models=daemon.models, metrics=metrics, steps=steps, daemon=daemon
     )
