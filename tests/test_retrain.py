@@ -561,3 +561,23 @@ def test_a_reload_reconfigures_keeps_unchanged_retrainers_and_detaches_removed(
     h.feed(t[100:], v[100:])
     assert h.retraining.retrainers == {}
     assert h.rt.observer is NO_OBSERVER
+
+
+def test_a_history_too_short_for_the_warm_up_is_not_trained_on(tmp_path: Path) -> None:
+    """100 series in a 1,000-point ring: 10 points each, below ewma_z's warm-up of 100."""
+    keys = [SeriesKey.of("latency", {"host": f"h{i}"}) for i in range(100)]
+    h = Harness(tmp_path, Retrain(every=DAY, window=DAY, max_points=1000))
+    rng = np.random.default_rng(1)
+    for m in range(1440 + 5):
+        b = Batch(
+            keys=keys,
+            series=np.arange(100, dtype=np.int64),
+            timestamps=np.full(100, T0 + m * MIN),
+            values=10 + rng.normal(0, 1, 100),
+        )
+        h.engine.process("s", b)
+    out = h.retrainer.outcome
+    assert out.trainings == 1
+    assert out.skipped == 1
+    assert out.promoted == 0
+    assert h.registry.promoted(RULE) == 1

@@ -311,6 +311,33 @@ def train_candidate(
     return det
 
 
+def _check_warm(rt: RuleRuntime, idx: IntArray, ring_points: int) -> None:
+    """Refuse a history too thin for the detector to get past its warm-up.
+
+    A candidate that learned fewer than ``warmup`` points of a typical series would
+    score (almost) nothing in its shadow, pass the alert-rate check and go blind once
+    promoted: the median series of the history must have at least ``warmup`` points
+    (for detectors that have a ``warmup`` parameter).
+    """
+    from aiops.pipeline.engine import effective_params
+
+    warmup = effective_params(rt.spec.detector_type, rt.spec.detector_params).get("warmup")
+    if not isinstance(warmup, int | float) or warmup <= 0:
+        return
+    counts = np.bincount(idx)
+    median = float(np.median(counts[counts > 0]))
+    if median < warmup:
+        cap = (
+            f"; the ring keeps the last {ring_points:,} points (raise retrain.max_points)"
+            if ring_points
+            else ""
+        )
+        raise _NoHistory(
+            f"the history holds {median:.0f} points of the median series and the detector "
+            f"needs warmup={warmup:g} to score{cap}"
+        )
+
+
 class InlineExecutor(Executor):
     """Runs each task at once in the caller's thread: replays and tests are deterministic."""
 
@@ -933,6 +960,7 @@ class Retraining:
         if not len(idx):
             why = "no history to train on" if not excluded else "all its history is in maintenance"
             raise _NoHistory(why)
+        _check_warm(rt, idx, len(ring[0]) if fetched is None else 0)
         detector = train_candidate(rt.spec.detector_type, rt._detector_params(), keys, idx, ts, vs)
         return _Trained(detector, (float(ts.min()), float(ts.max())), len(idx), excluded)
 
