@@ -74,6 +74,35 @@ def test_the_materiality_gate_learns_on_a_series_that_was_flat_through_its_warm_
     assert det.state_dict()["long_dev"][0] > 1e5
 
 
+def test_bursts_that_are_frequent_are_learned_as_normal_but_a_huge_one_still_alerts() -> None:
+    # A disk idle at zero with a write burst in 5% of the points: holding every burst
+    # (clipped variance, tail without them) kept them all "anomalous" for ever.
+    rng = np.random.default_rng(3)
+    x = np.zeros(6000)
+    x[200:] = np.where(rng.random(5800) < 0.05, rng.uniform(5e6, 5e7, 5800), 0.0)
+    x[5000] = 1e9  # twenty times the largest burst
+    idx, t = np.zeros(len(x), dtype=np.int64), np.arange(6000) * 300.0
+    s = EwmaZ(learn_below=0.998).score(idx, t, x)
+    assert np.mean(s[3000:] >= 0.998) < 0.003
+    assert s[5000] > 0.9999
+    always_held = EwmaZ(learn_below=0.998, max_held_share=1.0).score(idx, t, x)
+    assert np.mean(always_held[3000:] >= 0.998) > 0.03
+
+
+def test_a_state_without_the_held_share_loads() -> None:
+    t, x = _fleet_like()
+    idx = np.zeros(len(x), dtype=np.int64)
+    first = EwmaZ()
+    first.score(idx[:1234], t[:1234], x[:1234])
+    state = first.state_dict()
+    assert state.pop("held")[0] == 0.0  # nothing held on this series so far
+    second = EwmaZ()
+    second.load_state_dict(state)
+    np.testing.assert_array_equal(
+        second.score(idx[1234:], t[1234:], x[1234:]), first.score(idx[1234:], t[1234:], x[1234:])
+    )
+
+
 def test_a_stuck_gauge_alerts_but_a_count_series_at_zero_does_not() -> None:
     t, x = _fleet_like()
     x[2000:2030] = x[2000]  # the gauge stops updating: the same value 31 times
@@ -132,6 +161,7 @@ def test_state_round_trip_mid_series_and_bad_state() -> None:
         ({"tail_start": 0.0}, "tail_start must be positive"),
         ({"tail_shape_max": 1.0}, "tail_shape_max must be in"),
         ({"warmup": 1}, "warmup must be at least 2"),
+        ({"max_held_share": -0.1}, "max_held_share must be in"),
     ],
 )
 def test_bad_parameters_are_refused(params: dict[str, float], message: str) -> None:
