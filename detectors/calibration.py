@@ -134,20 +134,30 @@ def tail_score(surprise: FloatArray) -> FloatArray:
     return out
 
 
-def combine_min_p(scores: FloatArray) -> FloatArray:
+def combine_min_p(scores: FloatArray, weights: FloatArray | None = None) -> FloatArray:
     """Calibrated scores of ``k`` detectors (rows) on the same points, combined per point.
 
-    The combined tail probability is ``min(1, k * min_i p_i)`` (Bonferroni): a point
-    scores ``s`` or more only if some detector put it at ``p <= (1 - s) / k``, so on
-    normal points the combination reaches ``s`` at most about as often as ``1 - s``
-    (exactly that if the detectors never agree, ``(1 - s) / k`` if they always do).
+    The combined tail probability is ``min(1, min_i p_i / w_i)`` (weighted Bonferroni),
+    with weights ``w_i`` summing to 1 (``1 / k`` each by default: ``k * min_i p_i``). A
+    point scores ``s`` or more only if some detector put it at ``p_i <= w_i (1 - s)``, so
+    on normal points the combination reaches ``s`` at most about as often as ``1 - s``
+    (exactly that if the detectors never agree) and at least ``max_i w_i`` times that.
+    A detector given a small weight spends little of the false-alarm budget: it adds
+    only its very rare points, and the others keep nearly all of their power.
 
     >>> np.round(combine_min_p(np.array([[0.999, 0.5, 0.0], [0.9, 0.99, 0.0]])), 4).tolist()
     [0.998, 0.98, 0.0]
+    >>> w = np.array([0.9, 0.1])
+    >>> np.round(combine_min_p(np.array([[0.999, 0.5, 0.0], [0.9, 0.99, 0.0]]), w), 4).tolist()
+    [0.9989, 0.9, 0.0]
     """
     scores = np.asarray(scores, dtype=np.float64)
-    p = np.min(1.0 - scores, axis=0)
-    out: FloatArray = np.clip(1.0 - len(scores) * p, 0.0, 1.0)
+    k = len(scores)
+    w = np.full(k, 1.0 / k) if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.shape != (k,) or not np.all(w > 0):
+        raise ValueError(f"weights must be {k} positive numbers, got {weights!r}")
+    p = np.min((1.0 - scores) / (w / w.sum())[:, None], axis=0)
+    out: FloatArray = np.clip(1.0 - p, 0.0, 1.0)
     return out
 
 

@@ -16,7 +16,7 @@ from aiops.types import FloatArray, IntArray, SeriesKey
 __all__ = ["Ensemble"]
 
 METHODS = ("min_p", "max", "mean", "noisy_or")
-MEMBER_KEYS = frozenset({"type", "params"})
+MEMBER_KEYS = frozenset({"type", "params", "weight"})
 #: ``detector: {type: ensemble}`` without members: the record detector for spikes, shifts
 #: and volatility beyond anything seen, and the level model for deviations inside that
 #: range that are rare for the series. The best set on NAB v1.1 (standard score, swept /
@@ -34,15 +34,19 @@ class Ensemble(Detector):
     """Several detectors on the same points; their ``[0, 1]`` scores combined per point.
 
     Each member is ``{"type": name, "params": {...}}`` as in a rule file's ``detector:``
-    (any registered type, ensembles included). Every member scores and learns from every
-    point on its own, so batch boundaries, missing values and new series behave as they
-    do for the members. ``method`` combines the members' calibrated scores:
+    (any registered type, ensembles included), with an optional ``"weight"`` (a positive
+    number; the weights are normalized to sum to 1, equal by default) for ``min_p``.
+    Every member scores and learns from every point on its own, so batch boundaries,
+    missing values and new series behave as they do for the members. ``method``
+    combines the members' calibrated scores:
 
-    - ``"min_p"`` (the default): the members' smallest tail probability ``1 - s_i`` times
-      their number ``k`` (Bonferroni; :func:`~aiops.detectors.calibration.combine_min_p`).
-      The combination keeps the members' meaning of a score: on normal points it reaches
-      ``s`` at most about as often as ``1 - s`` (that often if the members never agree on
-      a rare point, ``(1 - s) / k`` if they always do), so a threshold carries over.
+    - ``"min_p"`` (the default): the members' smallest tail probability ``1 - s_i``
+      divided by its weight ``w_i`` (Bonferroni, ``k`` times the smallest with equal
+      weights; :func:`~aiops.detectors.calibration.combine_min_p`). The combination keeps
+      the members' meaning of a score: on normal points it reaches ``s`` at most about as
+      often as ``1 - s`` (that often if the members never agree on a rare point,
+      ``max_i w_i (1 - s)`` if they always do), so a threshold carries over. A member of
+      small weight adds only its rarest points and costs the others little power.
     - ``"max"``: alert when any member would; the false-alarm rates roughly add up.
     - ``"mean"``: members must agree; a lone member's spike is damped.
     - ``"noisy_or"``: ``1 - prod(1 - s_i)``, the probability that at least one member is
@@ -70,8 +74,8 @@ class Ensemble(Detector):
     Parameters
     ----------
     members
-        The members, ``[{"type": ..., "params": {...}}, ...]``; at least one. Default:
-        ``DEFAULT_MEMBERS``.
+        The members, ``[{"type": ..., "params": {...}, "weight": w}, ...]``; at least
+        one; ``params`` and ``weight`` optional. Default: ``DEFAULT_MEMBERS``.
     method
         ``"min_p"`` (default), ``"max"``, ``"mean"`` or ``"noisy_or"``.
 
@@ -102,6 +106,14 @@ class Ensemble(Detector):
         self.members = copy.deepcopy(list(members))
         self.method = method
         self._members = [self._build(i, m) for i, m in enumerate(self.members)]
+        raw = [m.get("weight", 1.0) for m in self.members]
+        for i, w in enumerate(raw):
+            if isinstance(w, bool) or not isinstance(w, int | float) or not 0 < w < math.inf:
+                raise ValueError(f"members[{i}]: weight must be a positive number, got {w!r}")
+        if method != "min_p" and any("weight" in m for m in self.members):
+            raise ValueError(f'member weights need method "min_p", got {method!r}')
+        total = float(sum(raw))
+        self._weights = np.array([w / total for w in raw])
 
     @classmethod
     def check_params(cls) -> dict[str, Any]:
@@ -122,8 +134,9 @@ class Ensemble(Detector):
         if not isinstance(spec, Mapping) or "type" not in spec:
             raise ValueError(f"members[{i}] must be a mapping with a type, got {spec!r}")
         unknown = sorted(set(spec) - MEMBER_KEYS)
+        valid = ", ".join(sorted(MEMBER_KEYS))
         if unknown:
-            raise ValueError(f"members[{i}]: unknown keys {unknown}; valid keys: type, params")
+            raise ValueError(f"members[{i}]: unknown keys {unknown}; valid keys: {valid}")
         name = spec["type"]
         params = dict(spec.get("params") or {})
         params.setdefault("seed", int(np.random.SeedSequence([self.seed, i]).generate_state(1)[0]))
@@ -156,10 +169,13 @@ class Ensemble(Detector):
         return "tail" if self.bonferroni_factor <= 3 and "tail" in kinds else "at_most"
 
     @property
-    def bonferroni_factor(self) -> int:
-        """The largest factor a member's tail probability is multiplied by (nested too)."""
+    def bonferroni_factor(self) -> float:
+        """How far below the members' own the combined rate can fall (nested too).
+
+        ``1 / max_i w_i`` times the members' largest: ``k`` with equal weights.
+        """
         inner = [getattr(m, "bonferroni_factor", 1) for m in self._members]
-        return len(self._members) * max(inner)
+        return float(max(inner)) / float(self._weights.max())
 
     @property
     def pickled_models(self) -> bool:
@@ -180,7 +196,7 @@ class Ensemble(Detector):
         """Score with every member and combine; see the class docstring."""
         scores = np.stack([np.asarray(m.score(idx, timestamps, values)) for m in self._members])
         if self.method == "min_p":
-            out: FloatArray = combine_min_p(scores)
+            out: FloatArray = combine_min_p(scores, self._weights)
         elif self.method == "max":
             out = scores.max(axis=0)
         elif self.method == "mean":

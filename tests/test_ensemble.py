@@ -133,3 +133,40 @@ def test_shared_checks_with_a_river_member_nested() -> None:
     inner = {"type": "ensemble", "params": {"members": [PAD, {"type": "robust_ewma"}]}}
     hst = {"type": "river", "params": RiverAdapter.check_params()}
     run_all(factory_for(Ensemble, members=[inner, hst]))
+
+
+def test_member_weights_split_the_false_alarm_budget() -> None:
+    ts, x = series()
+    a = _score(DETECTORS.create("stl", **STL["params"]), ts, x)
+    b = _score(DETECTORS.create("river", **PAD["params"]), ts, x)
+    weighted = [{**STL, "weight": 9}, {**PAD, "weight": 1}]  # normalized: 0.9 and 0.1
+    got = _score(Ensemble(members=weighted), ts, x)
+    expected = np.clip(1 - np.minimum((1 - a) / 0.9, (1 - b) / 0.1), 0, 1)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-15)
+    det = Ensemble(members=weighted)
+    assert det.bonferroni_factor == pytest.approx(1 / 0.9)
+    assert Ensemble(members=[STL, PAD]).bonferroni_factor == 2
+
+
+@pytest.mark.parametrize(
+    ("members", "method", "message"),
+    [
+        ([{**STL, "weight": 0}], "min_p", r"members\[0\]: weight must be a positive number"),
+        ([{**STL, "weight": "1"}], "min_p", r"members\[0\]: weight must be a positive number"),
+        ([STL, {**PAD, "weight": 2.0}], "max", r'member weights need method "min_p"'),
+    ],
+)
+def test_bad_weights_are_refused(members: list[dict[str, Any]], method: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Ensemble(members=members, method=method)
+
+
+def test_shared_checks_with_weighted_ewma_z_and_envelope_novelty() -> None:
+    from aiops.detectors.envelope_novelty import EnvelopeNovelty
+    from aiops.detectors.ewma_z import EwmaZ
+
+    members = [
+        {"type": "ewma_z", "params": EwmaZ.check_params(), "weight": 0.9},
+        {"type": "envelope_novelty", "params": EnvelopeNovelty.check_params(), "weight": 0.1},
+    ]
+    run_all(factory_for(Ensemble, members=members))
