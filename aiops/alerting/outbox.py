@@ -52,7 +52,6 @@ writer; writers wait up to ``busy_timeout``). No transaction is held across a se
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import random
@@ -65,6 +64,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+import numpy as np
+import orjson
 
 from aiops.alerting.notify import (
     Alert,
@@ -99,6 +101,10 @@ log = logging.getLogger(__name__)
 OUTBOX_FILE = "outbox.sqlite"
 #: Rows kept in memory while the database refuses appends (then the oldest are dropped).
 MAX_BACKLOG = 100_000
+#: How long the appender gathers notifications into one transaction after the first
+#: arrives (a flush before a checkpoint does not wait for it); the delivery latency this
+#: adds is small beside any ``group_wait``.
+APPEND_GATHER_SECONDS = 0.05
 #: Version of the tables below; bump it and add a step to ``_MIGRATIONS`` to change them.
 SCHEMA_VERSION = 1
 
@@ -305,45 +311,57 @@ class ReceiverStats:
 
 
 def encode_notification(notification: Notification) -> str:
-    """The notification as JSON text, every field kept (floats exactly; NaN allowed).
+    """The notification as JSON text, every field kept (floats exactly; NaN as ``null``).
+
+    orjson writes the dataclasses in C: every notification of an alert storm passes
+    here, on a thread that shares the interpreter with the data loop, and the standard
+    library's encoder took about 0.1 ms for one alert with its 60-point window.
 
     >>> a = Alert("f1", "firing", {"alertname": "X"}, {}, starts_at=1.5, value=2.0, score=0.9)
     >>> n = Notification("ops", [a], group_labels={"alertname": "X"})
     >>> decode_notification(encode_notification(n)) == n
     True
     """
-    doc: dict[str, Any] = {}
-    for f in dataclasses.fields(notification):
-        value = getattr(notification, f.name)
-        if f.name == "alerts":
-            value = [_alert_doc(a) for a in value]
-        elif isinstance(value, Mapping):
-            value = dict(value)
-        doc[f.name] = value
-    return json.dumps(doc, sort_keys=True)
+    return orjson.dumps(notification, default=_plain, option=orjson.OPT_SERIALIZE_NUMPY).decode(
+        "utf-8"
+    )
 
 
-def _alert_doc(alert: Alert) -> dict[str, Any]:
-    doc: dict[str, Any] = {}
-    for f in dataclasses.fields(alert):
-        value = getattr(alert, f.name)
-        if isinstance(value, AlertWindow):
-            value = value.to_json()
-        elif isinstance(value, Mapping):
-            value = dict(value)
-        doc[f.name] = value
-    return doc
+def _plain(value: Any) -> Any:
+    """What orjson cannot write itself: other mappings and sequences, numpy scalars."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, (tuple, list, Sequence)) and not isinstance(value, (str, bytes)):
+        return list(value)
+    if isinstance(value, (np.floating, np.integer, np.bool_)):
+        return value.item()
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+#: Alert fields written as ``null`` when NaN (orjson has no NaN), read back as NaN.
+_NAN_FIELDS = ("value", "score")
 
 
 def _alert(doc: dict[str, Any]) -> Alert:
     if doc.get("window") is not None:
         doc["window"] = AlertWindow.from_json(doc["window"])
+    for name in _NAN_FIELDS:
+        if doc.get(name, 0.0) is None:
+            doc[name] = float("nan")
+    if doc.get("labels") is None:
+        doc["labels"] = {}
     return Alert(**doc)
 
 
 def decode_notification(text: str) -> Notification:
-    """The :class:`Notification` that :func:`encode_notification` wrote."""
-    doc = json.loads(text)
+    """The :class:`Notification` that :func:`encode_notification` wrote.
+
+    Rows of earlier versions (the standard library's encoder, ``NaN`` literals) read too.
+    """
+    try:
+        doc = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        doc = json.loads(text)
     doc["alerts"] = [_alert(a) for a in doc["alerts"]]
     return Notification(**doc)
 
@@ -399,9 +417,10 @@ class Outbox:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._backlog: list[tuple[Any, ...]] = []
-        self._queued: list[tuple[float, Notification]] = []
+        self._queued: list[tuple[Any, ...]] = []  # encoded rows for the appender
         self._nowhere: set[str] = set()
         self._writing = False
+        self._flushers = 0  # threads waiting in flush(): the appender writes at once
         self._append_cv = threading.Condition()
         self._appender: threading.Thread | None = None
         self._appender_stop = False
@@ -507,10 +526,11 @@ class Outbox:
                 log.info("outbox: receiver %r has no integrations; not queued", n.receiver)
         if not notes:
             return 0
+        rows = self._rows(notes)
         if self._appender is None:  # not started (tests, one-shot use): write now
-            return self._insert(self._rows(notes))
+            return self._insert(rows)
         with self._append_cv:
-            self._queued.extend(notes)
+            self._queued.extend(rows)
             self._append_cv.notify()
         return len(notes)
 
@@ -577,11 +597,18 @@ class Outbox:
         """
         deadline = time.monotonic() + timeout
         with self._append_cv:
-            while self._appender is not None and (self._queued or self._writing or self._backlog):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._append_cv.wait(min(left, 0.5))
+            self._flushers += 1
+            self._append_cv.notify_all()
+            try:
+                while self._appender is not None and (
+                    self._queued or self._writing or self._backlog
+                ):
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._append_cv.wait(min(left, 0.5))
+            finally:
+                self._flushers -= 1
             left_over = len(self._queued) + len(self._backlog)
         if left_over:
             log.error("outbox: %d notifications not yet written to %s", left_over, self.path)
@@ -595,11 +622,19 @@ class Outbox:
                     cv.wait()
                 if self._appender_stop and not (self._queued or self._backlog):
                     break
-                notes, self._queued = self._queued, []
+                # Gather what else comes in the next moment into the same transaction:
+                # in an alert storm that is one commit (and fsync) for dozens of batches
+                # instead of one each, on a thread that shares the interpreter with the
+                # data loop. A flush() (before a checkpoint) or stop() cuts it short.
+                gather_until = time.monotonic() + APPEND_GATHER_SECONDS
+                while not (self._flushers or self._appender_stop):
+                    left = gather_until - time.monotonic()
+                    if left <= 0:
+                        break
+                    cv.wait(left)
+                rows, self._queued = self._queued, []
                 self._writing = True
-            rows: list[tuple[Any, ...]] = []
             try:
-                rows = self._rows(notes)
                 self._insert(rows)  # on a database error the rows wait in the backlog
             except Exception:
                 log.exception("outbox appender")
