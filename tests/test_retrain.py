@@ -581,3 +581,13 @@ def test_a_history_too_short_for_the_warm_up_is_not_trained_on(tmp_path: Path) -
     assert out.skipped == 1
     assert out.promoted == 0
     assert h.registry.promoted(RULE) == 1
+
+
+def test_a_replay_with_on_drift_checks_with_the_default_drift_settings() -> None:
+    from aiops.models.retrain import replay_retrained
+
+    t, v = series(2 * 1440, shift_at=1440)
+    scored, outcome = replay_retrained(t, v, retrain=Retrain(window=DAY, on_drift=True))
+    assert len(scored.scores) == len(t)
+    assert outcome.drifts >= 1
+    assert outcome.trainings >= 1

@@ -1169,6 +1169,10 @@ def replay_retrained(
     from aiops.models.registry import ModelRegistry
     from aiops.pipeline.scoring import score_series
 
+    if drift is None and retrain.on_drift:  # as the daemon does (retraining_rules)
+        from aiops.config.models import Drift
+
+        drift = Drift()
     holder: dict[str, Retraining] = {}
     with tempfile.TemporaryDirectory(prefix="aiops-replay-") as tmp:
         models = ModelLifecycle(ModelRegistry(Path(tmp) / "models"), lock_timeout=0.0)
