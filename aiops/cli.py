@@ -97,11 +97,44 @@ def cli(log_level: str) -> None:
     help="Override the state directory (demo default: ./aiops-state).",
 )
 @click.option("--once", is_flag=True, help="Stop when every finite source is exhausted.")
-def run(config_path: Path | None, state_dir: Path | None, once: bool) -> None:
-    """Run the daemon (the built-in demo when no --config is given)."""
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Log lines as text, or one JSON object a line (time, level, logger, message, extras).",
+)
+@click.option(
+    "--stop-timeout",
+    type=click.FloatRange(min=1.0),
+    default=None,
+    metavar="SECONDS",
+    help="Longest a stop (SIGTERM) may take before the process exits anyway "
+    "[default: 50; keep it under systemd's TimeoutStopSec].",
+)
+def run(
+    config_path: Path | None,
+    state_dir: Path | None,
+    once: bool,
+    log_format: str,
+    stop_timeout: float | None,
+) -> None:
+    """Run the daemon (the built-in demo when no --config is given).
+
+    SIGHUP (or POST /-/reload) reloads the configuration; SIGTERM stops with a final
+    checkpoint; under systemd it speaks the notify protocol (Type=notify).
+    """
     from aiops.service.app import run_daemon
 
-    sys.exit(run_daemon(config_path, state_dir=state_dir, until_exhausted=once))
+    if log_format == "json":
+        from aiops.service.logjson import json_handler
+
+        root = logging.getLogger()
+        logging.basicConfig(level=root.level, handlers=[json_handler(sys.stderr)], force=True)
+    code = run_daemon(
+        config_path, state_dir=state_dir, until_exhausted=once, stop_timeout=stop_timeout
+    )
+    sys.exit(code)
 
 
 @cli.command()

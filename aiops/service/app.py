@@ -5,12 +5,9 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import logging
-import signal
-import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from pydantic import BaseModel
@@ -350,9 +347,18 @@ def wire_feedback(
 
 
 def run_daemon(
-    config_path: Path | None, *, state_dir: Path | None = None, until_exhausted: bool = False
+    config_path: Path | None,
+    *,
+    state_dir: Path | None = None,
+    until_exhausted: bool = False,
+    stop_timeout: float | None = None,
 ) -> int:
-    """Load, build and run until SIGINT/SIGTERM; returns the process exit code."""
+    """Load, build and run until SIGINT/SIGTERM; returns the process exit code.
+
+    Signals, reloads (SIGHUP, ``POST /-/reload``) and systemd notifications:
+    :mod:`aiops.service.lifecycle`; ``stop_timeout`` bounds the stop (seconds).
+    """
+    from aiops.service import lifecycle
     demo = config_path is None
     path = demo_config_path() if config_path is None else config_path
     try:
@@ -368,14 +374,13 @@ def run_daemon(
     except (ImportError, OutboxSchemaError) as exc:
         log.error("%s", exc)
         return 1
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        log.info("received %s: final checkpoint, then exit", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    supervisor = lifecycle.service(
+        daemon,
+        loaded,
+        state_dir=state,
+        state_dir_fixed=state_dir is not None,
+        stop_timeout=lifecycle.STOP_TIMEOUT if stop_timeout is None else stop_timeout,
+    )
     if demo:
         log.info(
             "demo: simulated fleet -> shipped rules -> console and %s (state in %s)",
@@ -388,7 +393,7 @@ def run_daemon(
         daemon.dispatcher.drain_timeout = ONCE_DRAIN_TIMEOUT
     started = time.monotonic()
     try:
-        daemon.run(stop, until_exhausted=until_exhausted)
+        supervisor.run(until_exhausted=until_exhausted)
     except ListenError as exc:
         log.error("%s; not starting", exc)
         return 1

@@ -383,6 +383,15 @@ class Daemon:
         self.ready = False
         self.last_step = 0.0
         self.health_report: Mapping[str, Mapping[str, Any]] = {}
+        # --- service hooks (aiops.service.lifecycle: reloads, systemd, signals) ---
+        #: Told ``started(daemon)``, ``turned(daemon)`` between two loop steps (on this
+        #: loop's thread) and ``stopping(daemon)``; an observer that raises is logged.
+        self.observers: list[Any] = []
+        #: Set to stop faster (a second SIGTERM, or the stop deadline): draining ends,
+        #: the final checkpoint is still written.
+        self.hurry = threading.Event()
+        #: True once the final checkpoint of :meth:`shutdown` was attempted.
+        self.final_checkpoint_done = False
 
     def start(self) -> None:
         """Load the last checkpoint and open the sources at its positions."""
@@ -589,8 +598,10 @@ class Daemon:
         try:
             self.start()
             self.ready = True
+            self._tell("started")
             while not stop.is_set():
                 got = self.step()
+                self._tell("turned")
                 if until_exhausted and self.exhausted:
                     # The data has ended: what waits in its groups is notified now.
                     self._deliver(self.router.drain())
@@ -599,9 +610,18 @@ class Daemon:
                     stop.wait(self.poll_interval)
         finally:
             self.ready = False
+            self._tell("stopping")
             self.listener.stop()
             self._drain_receivers()
             self.shutdown()
+
+    def _tell(self, event: str) -> None:
+        """Call ``event`` on every observer; one that raises stops nothing."""
+        for observer in self.observers:
+            try:
+                getattr(observer, event)(self)
+            except Exception:
+                log.exception("daemon observer %r failed on %s", observer, event)
 
     def _drain_receivers(self, timeout: float = 30.0) -> None:
         """Process what HTTP receivers acknowledged before the listener stopped."""
@@ -609,7 +629,7 @@ class Daemon:
         for sid, src in self.sources.items():
             if not isinstance(src, HttpReceiver):
                 continue
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and not self.hurry.is_set():
                 try:
                     batch = src.next_batch()
                 except Exception as exc:
@@ -624,6 +644,7 @@ class Daemon:
         try:
             if self.sources:
                 self.checkpoint()
+            self.final_checkpoint_done = True
         finally:
             for src in self.sources.values():
                 try:

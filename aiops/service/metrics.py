@@ -58,6 +58,11 @@ name                                            type       labels
 ==============================================  =========  ================================
 
 plus prometheus-client's ``process_*``, ``python_gc_*`` and ``python_info``.
+
+The configuration reload gauges use Prometheus' own names:
+``aiops_config_last_reload_successful`` (1: the last reload, or the start, applied the
+files; 0: refused, the previous configuration runs) and
+``aiops_config_last_reload_success_timestamp_seconds``.
 """
 
 from __future__ import annotations
@@ -155,6 +160,9 @@ class Metrics:
 
     def model_retrain(self, rule: str, trigger: str, outcome: str) -> None:
         """A retrain of a rule's model ended so (:mod:`aiops.models.retrain`)."""
+
+    def config_reload(self, success: bool) -> None:
+        """A configuration load (the start, then each reload) succeeded or was refused."""
 
 
 #: The shared null object.
@@ -396,6 +404,18 @@ class PrometheusMetrics(Metrics):
             ["rule", "trigger", "outcome"],
             registry=reg,
         )
+        # Prometheus' names: alert on aiops_config_last_reload_successful == 0.
+        self._reload_ok = pc.Gauge(
+            "aiops_config_last_reload_successful",
+            "1 when the last configuration reload (or the start) applied the files, 0 when "
+            "it was refused and the previous configuration runs.",
+            registry=reg,
+        )
+        self._reload_time = pc.Gauge(
+            "aiops_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last configuration load that was applied.",
+            registry=reg,
+        )
 
     def _checkpoint_age(self) -> float:
         last = self._last_checkpoint
@@ -503,6 +523,12 @@ class PrometheusMetrics(Metrics):
     def model_retrain(self, rule: str, trigger: str, outcome: str) -> None:
         """Count one retrain outcome."""
         self._retrains.labels(rule, trigger, outcome).inc()
+
+    def config_reload(self, success: bool) -> None:
+        """Set the reload gauges (the timestamp only moves on success)."""
+        self._reload_ok.set(1.0 if success else 0.0)
+        if success:
+            self._reload_time.set(time.time())
 
 
 class _OutboxGauges:
