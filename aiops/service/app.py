@@ -359,6 +359,7 @@ def run_daemon(
     :mod:`aiops.service.lifecycle`; ``stop_timeout`` bounds the stop (seconds).
     """
     from aiops.service import lifecycle
+
     demo = config_path is None
     path = demo_config_path() if config_path is None else config_path
     try:
