@@ -139,12 +139,12 @@ def test_stale_markers_are_dropped_and_bad_series_rejected_one_by_one():
     assert src.stale_dropped == 1
 
 
-def test_bad_payloads_are_400_and_rejects_with_their_first_bytes():
+def test_bad_payloads_are_400_or_413_and_rejects_with_their_first_bytes():
     src = RemoteWriteSource("rw", RemoteWriteSource.Config(max_decoded_bytes=1000))
     bomb = cramjam.snappy.compress_raw(b"\x00" * 5000).read()
     not_proto = cramjam.snappy.compress_raw(b"\x0a\xff\xff\xff\x0f").read()
     statuses = [post(src, b"not snappy at all"), post(src, bomb), post(src, not_proto)]
-    assert statuses == [400, 400, 400]
+    assert statuses == [400, 413, 400]
     rejects = src.next_batch().rejects
     assert [r.reason for r in rejects] == ["bad_snappy", "too_large", "bad_protobuf"]
     assert rejects[0].raw == b"not snappy at all"
@@ -165,12 +165,17 @@ def test_a_full_queue_answers_503_until_the_daemon_takes_batches():
     assert src.next_batch().n_points == 3
     assert post(src, three) == 204
     big = encode_write_request([({"__name__": "m"}, [(i, 1.0) for i in range(10)])])
-    assert post(src, big) == 503
+    # Larger than the whole queue: it can never be kept, so 413 (not retried), never 204.
+    assert post(src, big) == 413
     src.next_batch()
-    assert post(src, big) == 204  # larger than the queue, taken when it is empty
+    resp = src.handle_http(HttpRequest("POST", PATH, {}, big))
+    assert (resp.status, resp.refusal) == (413, "too_many_samples")
+    assert src.queued_samples == 0
+    assert [r.reason for r in src.next_batch().rejects] == ["too_many_samples"]
+    assert post(src, three) == 204
     src.stop_receiving()
     assert post(src, three) == 503
-    assert src.next_batch().n_points == 10
+    assert src.next_batch().n_points == 3
 
 
 def test_config_checks_the_path():
@@ -223,10 +228,10 @@ def test_random_bytes_never_raise_and_every_400_is_one_reject(body, compress):
     if compress:  # past snappy, into the protobuf layer
         body = cramjam.snappy.compress_raw(body).read()
     status = post(src, body)
-    assert status in (204, 400)
+    assert status in (204, 400, 413)
     batch = src.next_batch()
     bad = [r for r in batch.rejects if r.reason in ("bad_snappy", "bad_protobuf", "too_large")]
-    assert len(bad) == (status == 400)
+    assert len(bad) == (status != 204)
 
 
 class _View:
@@ -258,11 +263,11 @@ def test_random_bytes_over_http_never_crash_the_server_and_are_counted(fuzz_serv
     if compress:
         body = cramjam.snappy.compress_raw(body).read()
     r = session.post(server.url + PATH, data=body, timeout=10)
-    assert r.status_code in (204, 400), r.text
+    assert r.status_code in (204, 400, 413), r.text
     counts["400"] += r.status_code == 400
     batch = src.next_batch()
     bad = [x for x in batch.rejects if x.reason in ("bad_snappy", "bad_protobuf", "too_large")]
-    assert len(bad) == (r.status_code == 400)
+    assert len(bad) == (r.status_code != 204)
     assert session.get(server.url + "/readyz", timeout=10).status_code == 200
 
 

@@ -619,6 +619,8 @@ class SlackInteractions:
 
     http_path = "/slack/interactions"
     max_body_bytes = MAX_INTERACTION_BYTES
+    #: Slack cannot send the listener's credentials; its signature is the check.
+    http_authenticates = True
 
     def __init__(
         self,

@@ -67,7 +67,10 @@ __all__ = [
     "DaemonConfig",
     "DetectorSpec",
     "Drift",
+    "HttpAuth",
+    "HttpLimits",
     "HttpSettings",
+    "HttpTls",
     "InhibitRule",
     "LimitsSettings",
     "LogMining",
@@ -724,12 +727,75 @@ class SlackInteractivity(_Model):
         return self
 
 
+_BCRYPT_RE = re.compile(r"\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}")
+
+
+def _bcrypt_hash(value: str) -> str:
+    if not _BCRYPT_RE.fullmatch(value):
+        raise ValueError(
+            'must be a bcrypt hash such as "$2y$10$..." (60 characters; make one with '
+            "`htpasswd -nBC 10 USER`), not a password"
+        )
+    return value
+
+
+class HttpAuth(_Model):
+    """``http.auth:``: credentials every endpoint but ``/healthz`` asks for.
+
+    A bearer token (from an environment variable or a file, never inline) and/or basic
+    auth users with bcrypt-hashed passwords, as in Prometheus' web configuration.
+    """
+
+    bearer_token_env: NonEmptyStr | None = None
+    bearer_token_file: NonEmptyStr | None = None
+    basic_auth_users: dict[NonEmptyStr, Annotated[StrictStr, AfterValidator(_bcrypt_hash)]] = Field(
+        default_factory=dict
+    )
+
+    @model_validator(mode="after")
+    def _some_credential(self) -> HttpAuth:
+        if self.bearer_token_env is not None and self.bearer_token_file is not None:
+            raise ValueError(
+                'give the bearer token as one of "bearer_token_env" or '
+                '"bearer_token_file", not both'
+            )
+        no_token = self.bearer_token_env is None and self.bearer_token_file is None
+        if no_token and not self.basic_auth_users:
+            raise ValueError(
+                'set "bearer_token_env", "bearer_token_file" or "basic_auth_users" '
+                "(or remove http.auth)"
+            )
+        return self
+
+
+class HttpTls(_Model):
+    """``http.tls:``: serve HTTPS from certificate files (PEM)."""
+
+    cert_file: NonEmptyStr
+    key_file: NonEmptyStr
+    client_ca_file: NonEmptyStr | None = None
+
+
+class HttpLimits(_Model):
+    """``http.limits:``: what one client may cost the listener (see :mod:`aiops.service.http`)."""
+
+    max_connections: StrictInt = Field(default=512, ge=8, le=100_000)
+    read_header_timeout: PositiveDuration = 10.0
+    read_timeout: PositiveDuration = 60.0
+    idle_timeout: PositiveDuration = 60.0
+    max_header_bytes: StrictInt = Field(default=16 << 10, ge=1024, le=1 << 20)
+    max_inflight_bytes: StrictInt = Field(default=128 << 20, ge=1 << 20, le=1 << 40)
+
+
 class HttpSettings(_Model):
     """``http:``: the HTTP API and ``/metrics`` listener."""
 
     listen: Annotated[StrictStr, AfterValidator(_listen)] = ""
     external_url: StrictStr = ""
     slack: SlackInteractivity | None = None
+    auth: HttpAuth | None = None
+    tls: HttpTls | None = None
+    limits: HttpLimits = Field(default_factory=HttpLimits)
 
 
 def _at_least_one_source(sources: dict[str, SourceSpec]) -> dict[str, SourceSpec]:

@@ -291,7 +291,9 @@ def build_daemon(loaded: LoadedConfig, *, state_dir: Path) -> Daemon:
         metrics=metrics,
     )
     if listen:
-        daemon.listener = HttpServer(listen, daemon, metrics)
+        daemon.listener = HttpServer.from_settings(
+            loaded.daemon.http, daemon, metrics, base_dir=loaded.path.parent
+        )
     wire_feedback(daemon, loaded, state_dir=state_dir, metrics=metrics)
     wire_models(daemon, state_dir=state_dir)
     wire_retraining(daemon, loaded, metrics=metrics)

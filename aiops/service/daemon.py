@@ -623,13 +623,17 @@ class Daemon:
             except Exception:
                 log.exception("daemon observer %r failed on %s", observer, event)
 
-    def _drain_receivers(self, timeout: float = 30.0) -> None:
-        """Process what HTTP receivers acknowledged before the listener stopped."""
-        deadline = time.monotonic() + timeout
+    def _drain_receivers(self) -> None:
+        """Process everything HTTP receivers acknowledged before the listener stopped.
+
+        No deadline of its own: an acknowledged sample is never dropped for time. The
+        receivers bound what they acknowledge so that this ends in time (remote write:
+        ``max_queue_seconds``); only ``hurry`` cuts it short, and that is logged.
+        """
         for sid, src in self.sources.items():
             if not isinstance(src, HttpReceiver):
                 continue
-            while time.monotonic() < deadline and not self.hurry.is_set():
+            while not self.hurry.is_set():
                 try:
                     batch = src.next_batch()
                 except Exception as exc:
@@ -638,6 +642,11 @@ class Daemon:
                 if not batch:
                     break
                 self.handle(sid, batch)
+            left = getattr(src, "queued_samples", 0)
+            if left:
+                log.error(
+                    "source %s: %d acknowledged samples not processed (stop hurried)", sid, left
+                )
 
     def shutdown(self) -> None:
         """Final checkpoint, then close sources, notifiers and files."""

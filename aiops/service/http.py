@@ -294,6 +294,19 @@ class _Conn:
         self.task: asyncio.Task[None] | None = None
 
 
+class _TlsFirst(asyncio.StreamReaderProtocol):
+    """Reads nothing before ``start_tls``: a ClientHello read as plain data would be lost.
+
+    Connections are counted (and can be evicted) from the moment they are accepted,
+    TLS handshake included, which a server-level ``ssl=`` context would hide.
+    """
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Pause reading until the handshake takes the transport over."""
+        transport.pause_reading()  # type: ignore[attr-defined]
+        super().connection_made(transport)
+
+
 class HttpServer:
     """The listener: serves ``listen`` (``host:port``; no host is 127.0.0.1).
 
@@ -349,6 +362,51 @@ class HttpServer:
             self._metrics_app = make_wsgi_app(metrics.registry)
             self._refusals = _refusal_counter(metrics.registry)
 
+    @classmethod
+    def from_settings(
+        cls, http: Any, view: DaemonView, metrics: Metrics = NULL_METRICS, *, base_dir: Any = None
+    ) -> HttpServer:
+        """The listener of the ``http:`` section (:class:`aiops.config.models.HttpSettings`).
+
+        Relative file names are relative to ``base_dir`` (the config file's folder).
+        The bearer token is read by :meth:`start`, which fails (:class:`ListenError`)
+        rather than serve without the authentication it was told to require.
+        """
+        from pathlib import Path
+
+        def at(name: str | None) -> str | None:
+            if name is None or base_dir is None or Path(name).is_absolute():
+                return name
+            return str(Path(base_dir) / name)
+
+        auth: Authenticator | Callable[[], Authenticator] = NO_AUTH
+        if http.auth is not None:
+            spec = http.auth
+
+            def make_auth() -> Authenticator:
+                from aiops.alerting.feedback import read_secret
+
+                token = read_secret(
+                    spec.bearer_token_env, at(spec.bearer_token_file), "bearer token"
+                )
+                return Authenticator(bearer_token=token, basic_users=spec.basic_auth_users)
+
+            auth = make_auth
+        tls = None
+        if http.tls is not None:
+            t = http.tls
+            tls = (str(at(t.cert_file)), str(at(t.key_file)), at(t.client_ca_file))
+        lim = http.limits
+        limits = ListenerLimits(
+            max_connections=lim.max_connections,
+            read_header_timeout=lim.read_header_timeout,
+            read_timeout=lim.read_timeout,
+            idle_timeout=lim.idle_timeout,
+            max_header_bytes=lim.max_header_bytes,
+            max_inflight_bytes=lim.max_inflight_bytes,
+        )
+        return cls(http.listen, view, metrics, auth=auth, tls=tls, limits=limits)
+
     # -- lifecycle ------------------------------------------------------------------
 
     def start(self) -> None:
@@ -390,7 +448,7 @@ class HttpServer:
             asyncio.set_event_loop(loop)
             try:
                 self._server = loop.run_until_complete(
-                    asyncio.start_server(self._accept, sock=sock, limit=READ_CHUNK)
+                    loop.create_server(self._protocol, sock=sock)
                 )
             except BaseException as exc:  # surfaced by start()
                 failure.append(exc)
@@ -505,6 +563,12 @@ class HttpServer:
 
     # -- connections --------------------------------------------------------------------
 
+    def _protocol(self) -> asyncio.StreamReaderProtocol:
+        reader = asyncio.StreamReader(limit=READ_CHUNK)
+        if self._ssl is None:
+            return asyncio.StreamReaderProtocol(reader, self._accept)
+        return _TlsFirst(reader, self._accept)
+
     def _refused(self, reason: str) -> None:
         if self._refusals is not None:
             self._refusals.labels(reason).inc()
@@ -550,7 +614,9 @@ class HttpServer:
         deadline = loop.time() + limits.read_header_timeout
         if self._ssl is not None:
             try:
-                await asyncio.wait_for(conn.writer.start_tls(self._ssl), deadline - loop.time())
+                await conn.writer.start_tls(
+                    self._ssl, ssl_handshake_timeout=max(deadline - loop.time(), 0.1)
+                )
             except (TimeoutError, ssl.SSLError, OSError, ConnectionError):
                 self._refused("tls_handshake")
                 return
@@ -585,6 +651,12 @@ class HttpServer:
                 return
             if not isinstance(event, h11.Request):
                 return  # ConnectionClosed
+            # h11 bounds only headers still incomplete; a request read whole is checked here.
+            size = len(event.target) + sum(len(k) + len(v) + 4 for k, v in event.headers)
+            if size > limits.max_header_bytes:
+                self._refused("headers_too_large")
+                await self._send_raw(conn, 431, "request headers too large\n")
+                return
             self._waiting.pop(conn, None)
             started = loop.time()
             keep = await self._request(conn, h, reader, event, started)
@@ -654,6 +726,9 @@ class HttpServer:
             resp = _text(500, "internal error; see the daemon log\n")
         if resp.refusal:
             self._refused(resp.refusal)
+        if h.their_state is h11.SEND_BODY:  # a request without a body still has its end
+            with contextlib.suppress(h11.RemoteProtocolError):
+                h.next_event()
         # A body left unread (refused from its headers) cannot be skipped: close.
         keep = h.their_state is h11.DONE
         out_headers = [("Content-Type", resp.content_type), ("Content-Length", str(len(resp.body)))]

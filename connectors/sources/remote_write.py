@@ -19,16 +19,27 @@ Answers:
 
 - 204: decoded and queued. Series without a ``__name__`` label are rejected one by one
   (``missing_field``) while the rest of the request is kept.
-- 400: the body is not snappy (``bad_snappy``), its declared size is over
-  ``max_decoded_bytes`` (``too_large``), or it is not a WriteRequest
-  (``bad_protobuf``). Each such request is one reject of the source (counted by
-  reason, kept in the dead-letter file with its first bytes). Prometheus drops a
-  request answered with 4xx: it cannot get better by sending it again.
-- 413: the body is larger than ``max_body_bytes`` (not read, not counted as a reject).
-- 503 with ``Retry-After``: the queue holds ``max_queued_samples`` already, or the
-  daemon is stopping. Prometheus retries 5xx with back-off, so this is backpressure,
-  and nothing is lost. (429 would be dropped by Prometheus unless its
-  ``retry_on_http_429`` is on, so the receiver does not use it.)
+- 400: the body is not snappy (``bad_snappy``) or not a WriteRequest
+  (``bad_protobuf``).
+- 413: the body is larger than ``max_body_bytes`` (refused by the listener from its
+  Content-Length, before it is read; not a reject of the source), its declared
+  decompressed size is over ``max_decoded_bytes`` (``too_large``: nothing is
+  decompressed), or it holds more than ``max_samples_per_request`` samples
+  (``too_many_samples``: decoding stops there).
+  Each 400 and these 413s are one reject of the source (counted by reason, kept in the
+  dead-letter file with the body's first bytes). Prometheus drops a request answered
+  with 4xx: it cannot get better by sending it again.
+- 503 with ``Retry-After``: the request fits the limits but not the queue now (the
+  queue plus this request would pass ``max_queued_samples``), or the daemon is
+  stopping. Prometheus retries 5xx with back-off, so this is backpressure, and nothing
+  is lost. (429 would be dropped by Prometheus unless its ``retry_on_http_429`` is on,
+  so the receiver does not use it.)
+
+Memory: the queue never holds more than ``max_queued_samples`` samples, whatever the
+size of one request or how many arrive at once (a request can never be larger than the
+queue: ``max_samples_per_request`` is capped at ``max_queued_samples``); each request
+being decoded holds at most ``max_decoded_bytes`` of protobuf and
+``max_samples_per_request`` samples, and the listener decodes in a few threads.
 
 Samples are decoded in the listener's threads and queued as one
 :class:`~aiops.types.Batch` per request; ``next_batch()`` hands out one queued request
@@ -37,10 +48,14 @@ series disappears) are not observations and are dropped.
 
 Delivery guarantee. ``snapshot()`` is ``{}``: Prometheus, not the daemon, holds the
 position (it resends what was not answered with 2xx). A 204 means the samples sit in
-this process' memory. From there:
+this process' memory; the decision to keep them is taken under the queue's lock, after
+decoding and within the bound, so a 204 is never followed by a drop. From there:
 
-- Clean stop (SIGTERM): the listener stops taking requests, the daemon processes every
-  queued sample, then writes its final checkpoint: nothing acknowledged is lost.
+- Clean stop (SIGTERM): the listener stops taking requests (503 from then on), the
+  daemon processes every queued sample, however long that takes, then writes its
+  final checkpoint: nothing acknowledged is lost. How long that takes is bounded by
+  ``max_queued_samples``: size it so the engine drains it within the service
+  manager's stop timeout.
 - Crash (SIGKILL, OOM): samples queued or processed after the last checkpoint are lost
   for the detectors; Prometheus will not resend them (they were acknowledged). The
   loss is bounded by ``checkpoint_interval`` of data plus the queue.
@@ -54,8 +69,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import cramjam
@@ -65,6 +81,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError, Message
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from aiops.config.models import PositiveDuration
 from aiops.pipeline.source import Source
 from aiops.service.http import HttpRequest, HttpResponse
 from aiops.types import Batch, FloatArray, Reject, SeriesKey
@@ -342,8 +359,11 @@ class _Decoder:
     def __init__(self) -> None:
         self._keys: dict[bytes, SeriesKey | str] = {}
 
-    def decode(self, payload: bytes) -> tuple[Batch, list[Reject], int]:
-        """``(batch, per-series rejects, stale markers dropped)``."""
+    def decode(self, payload: bytes, max_samples: int = 1 << 62) -> tuple[Batch, list[Reject], int]:
+        """``(batch, per-series rejects, stale markers dropped)``.
+
+        Stops with ``too_many_samples`` as soon as more than ``max_samples`` are seen.
+        """
         req = _RawWriteRequest()
         try:
             req.ParseFromString(payload)
@@ -380,6 +400,12 @@ class _Decoder:
             if n_samples:
                 keys.append(key)
                 counts.append(n_samples)
+            if len(samples) > max_samples:
+                raise _BadPayload(
+                    "too_many_samples",
+                    f"more than {max_samples} samples in one request "
+                    "(max_samples_per_request; lower the sender's max_samples_per_send)",
+                )
         stamps, values = _decode_samples(samples)
         batch, stale = _columns(keys, counts, stamps, values)
         return batch, rejects, stale
@@ -462,12 +488,23 @@ class RemoteWriteSource(Source):
             "and Prometheus retries.",
         )
         max_body_bytes: int = Field(
-            default=32 << 20, ge=1, description="Largest compressed request body (413 above)."
+            default=8 << 20, ge=1, description="Largest compressed request body (413 above)."
         )
         max_decoded_bytes: int = Field(
-            default=128 << 20,
+            default=32 << 20,
             ge=1,
-            description="Largest decompressed WriteRequest (400 too_large above).",
+            description="Largest decompressed WriteRequest (413 too_large above).",
+        )
+        max_queue_seconds: PositiveDuration = Field(
+            default=10.0,
+            description="The queue never holds more samples than the daemon processed in "
+            "this long (measured while it runs), so a stop drains it in time; beyond, 503.",
+        )
+        max_samples_per_request: int = Field(
+            default=100_000,
+            ge=1,
+            description="Most samples in one request (413 too_many_samples above; at most "
+            "max_queued_samples). Prometheus sends max_samples_per_send (2000) per request.",
         )
 
         @field_validator("path")
@@ -483,6 +520,7 @@ class RemoteWriteSource(Source):
         config: Config,
         *,
         resume: dict[str, Any] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if resume not in (None, {}):
             msg = f"remote_write source {source_id!r}: resume state must be {{}}, got {resume!r}"
@@ -491,6 +529,12 @@ class RemoteWriteSource(Source):
         self.config = config
         self.http_path = config.path
         self.max_body_bytes = config.max_body_bytes
+        #: Read by the listener: bound of a gzip/deflate Content-Encoding it inflates.
+        self.max_decoded_bytes = config.max_decoded_bytes
+        #: A request never holds more than the whole queue.
+        self.max_samples_per_request = min(
+            config.max_samples_per_request, config.max_queued_samples
+        )
         self._decoder = _Decoder()
         self._lock = threading.Lock()
         self._queue: deque[Batch] = deque()
@@ -498,6 +542,13 @@ class RemoteWriteSource(Source):
         self._rejects: list[Reject] = []
         self._lost_rejects = 0
         self._receiving = True
+        self._clock = clock
+        self._handed_at = 0.0
+        self._handed_n = 0
+        self._spent = 0.0
+        self._processed = 0.0
+        #: Measured seconds the daemon spends per queued sample (0: not measured yet).
+        self.seconds_per_sample = 0.0
         #: Requests answered 503 because the queue was full (for tests and logs).
         self.refused = 0
         #: Staleness markers dropped.
@@ -506,28 +557,36 @@ class RemoteWriteSource(Source):
     # -- HTTP side (listener threads) -------------------------------------------------
 
     def handle_http(self, request: HttpRequest) -> HttpResponse:
-        """Decode one WriteRequest and queue it (204), or say why not (400, 503)."""
+        """Decode one WriteRequest and queue it (204), or say why not (400, 413, 503)."""
         if not self._receiving:
-            return _busy("the daemon is stopping")
+            return _busy("the daemon is stopping", "stopping")
         if self._queued >= self.config.max_queued_samples:  # cheap check before decoding
             return self._refuse()
         try:
             batch, rejects, stale = self._decoder.decode(
-                _decompress(request.body, self.config.max_decoded_bytes)
+                _decompress(request.body, self.config.max_decoded_bytes),
+                self.max_samples_per_request,
             )
         except _BadPayload as exc:
             origin = f"{request.remote_addr} {request.path}".strip()
             self._add_rejects([Reject(exc.reason, str(exc), request.body[:RAW_KEEP], origin)])
-            return HttpResponse(400, f"{exc.reason}: {exc}\n".encode())
+            status = 413 if exc.reason in ("too_large", "too_many_samples") else 400
+            return HttpResponse(status, f"{exc.reason}: {exc}\n".encode(), refusal=exc.reason)
         n = batch.n_points
         with self._lock:
             if not self._receiving:
-                return _busy("the daemon is stopping")
-            # A request larger than the whole queue is still taken when the queue is
-            # empty, or it would be refused forever.
-            if self._queued and self._queued + n > self.config.max_queued_samples:
+                return _busy("the daemon is stopping", "stopping")
+            # n <= max_samples_per_request <= max_queued_samples: an empty queue takes
+            # any request, and the queue never passes its bound.
+            if self._queued + n > self.config.max_queued_samples:
                 self.refused += 1
-                return _busy("queue full")
+                return _busy("queue full", "queue_full")
+            # Nor more than the daemon gets through in max_queue_seconds: what is
+            # acknowledged must be processed before a stop's deadline.
+            drain = (self._queued + n) * self.seconds_per_sample
+            if self._queued and drain > self.config.max_queue_seconds:
+                self.refused += 1
+                return _busy(f"queue full ({drain:.0f} s of work queued)", "queue_full")
             if n:
                 self._queue.append(batch)
                 self._queued += n
@@ -539,7 +598,7 @@ class RemoteWriteSource(Source):
     def _refuse(self) -> HttpResponse:
         with self._lock:
             self.refused += 1
-        return _busy("queue full")
+        return _busy("queue full", "queue_full")
 
     def _add_rejects(self, rejects: list[Reject]) -> None:
         with self._lock:
@@ -569,10 +628,20 @@ class RemoteWriteSource(Source):
         return self._queued
 
     def next_batch(self) -> Batch:
-        """One queued request's samples (and any pending rejects); never blocks."""
+        """One queued request's samples (and any pending rejects); never blocks.
+
+        The daemon calls again right after processing what it got (it waits only when
+        no source had data), so the time between two calls measures its speed.
+        """
+        now = self._clock()
         with self._lock:
+            if self._handed_n:  # weighted by samples: small batches' overhead counts less
+                self._spent = 0.9 * self._spent + max(now - self._handed_at, 0.0)
+                self._processed = 0.9 * self._processed + self._handed_n
+                self.seconds_per_sample = self._spent / self._processed
             batch = self._queue.popleft() if self._queue else Batch()
             self._queued -= batch.n_points
+            self._handed_at, self._handed_n = now, batch.n_points
             rejects, self._rejects = self._rejects, []
         if rejects:
             batch = dataclasses.replace(batch, rejects=rejects)
@@ -583,9 +652,11 @@ class RemoteWriteSource(Source):
         return {}
 
     def close(self) -> None:
-        """Refuse further requests; queued samples are dropped with the object."""
+        """Refuse further requests (the daemon has drained the queue before: see above)."""
         self.stop_receiving()
 
 
-def _busy(why: str) -> HttpResponse:
-    return HttpResponse(503, f"{why}; retry later\n".encode(), headers=(("Retry-After", "1"),))
+def _busy(why: str, refusal: str) -> HttpResponse:
+    return HttpResponse(
+        503, f"{why}; retry later\n".encode(), headers=(("Retry-After", "1"),), refusal=refusal
+    )
