@@ -25,7 +25,8 @@ Sources of the rules:
   <= 15000, responders, visibleTo, actions, tags (<= 20, each <= 50), details (string
   map), entity <= 512, source <= 100, priority P1-P5, user <= 100, note <= 25000; close
   ``POST /v2/alerts/{identifier}/close?identifierType=id|alias|tiny`` with optional
-  user, source, note; 202 ``{"result": "Request will be processed", ...}``.
+  user, source, note; acknowledge ``POST /v2/alerts/{identifier}/acknowledge?identifierType=...``
+  with the same optional fields; 202 ``{"result": "Request will be processed", ...}``.
 - Alertmanager's webhook payload (prometheus.io, Alertmanager configuration,
   ``<webhook_config>``): version "4", groupKey, truncatedAlerts, status, receiver,
   groupLabels, commonLabels, commonAnnotations, externalURL, alerts with status,
@@ -353,7 +354,7 @@ def opsgenie_create_problems(body: Any) -> list[str]:
 
 
 class OpsgenieStub(Stub):
-    """``/v2/alerts`` create and close; keeps alerts by alias with their repeat count."""
+    """``/v2/alerts`` create, acknowledge and close; keeps alerts by alias (repeat count)."""
 
     def __init__(self, api_key: str) -> None:
         self.api_key = api_key
@@ -380,7 +381,8 @@ class OpsgenieStub(Stub):
                 history.append({"status": "open", "count": 1, "body": req.body})
             return self._accepted()
         parts = path.split("/")
-        if len(parts) == 5 and parts[:3] == ["", "v2", "alerts"] and parts[4] == "close":
+        verb = parts[4] if len(parts) == 5 and parts[:3] == ["", "v2", "alerts"] else ""
+        if verb in ("close", "acknowledge"):
             kind = req.query.get("identifierType", ["id"])
             if kind[0] not in ("id", "alias", "tiny"):
                 problems.append(f"identifierType {kind[0]!r}")
@@ -394,7 +396,10 @@ class OpsgenieStub(Stub):
             if kind[0] == "alias":
                 history = self.alerts.get(parts[3], [])
                 if history and history[-1]["status"] == "open":
-                    history[-1]["status"] = "closed"
+                    if verb == "close":
+                        history[-1]["status"] = "closed"
+                    else:
+                        history[-1]["acknowledged"] = body.get("note", True)
             return self._accepted()
         return self.invalid(req, [f"unknown path {req.path}"], 404)
 

@@ -3,7 +3,8 @@
 Receivers with buttons (Slack) let people answer an alert. Four answers exist
 (:data:`ACTIONS`):
 
-- ``acknowledge``: recorded (who, when), nothing else changes;
+- ``acknowledge``: recorded (who, when), and the incident tools that were sent the
+  alert (PagerDuty, Opsgenie) are told it is acknowledged; detection does not change;
 - ``silence``: a silence of the alert's labels (every label, ``=``) for
   :data:`SILENCE_SECONDS`, applied by the router like a configured silence;
 - ``false_positive``: the series' alert threshold is raised so that the same score no
@@ -485,7 +486,7 @@ class FeedbackApplier:
             done: list[int] = []
             for fb in pending:
                 try:
-                    outcome = self._apply_one(engine, fb)
+                    outcome = self._apply_one(engine, router, fb)
                 except (ValueError, TypeError, KeyError, IndexError) as exc:
                     # One bad answer must neither stop the loop nor come back forever.
                     outcome = f"error: {type(exc).__name__}"
@@ -520,7 +521,7 @@ class FeedbackApplier:
         except sqlite3.Error as exc:
             log.error("feedback store %s: %s", self.store.path, exc)
 
-    def _apply_one(self, engine: _Engine, fb: Feedback) -> str:
+    def _apply_one(self, engine: _Engine, router: _Router, fb: Feedback) -> str:
         if fb.action == "false_positive":
             threshold = float(fb.detail.get("threshold", float("nan")))
             if not math.isfinite(threshold):
@@ -529,7 +530,12 @@ class FeedbackApplier:
             return self._raise(engine, fb.rule, fb.series, threshold)
         if fb.action == "expected_change":
             return self._reset(engine, fb.rule, fb.series)
-        return "ok"  # acknowledge: recorded; silence: synced below
+        if fb.action == "acknowledge":
+            # A router that keeps no record of what it sent (the immediate one) has none.
+            acknowledge = getattr(router, "acknowledge", None)
+            if acknowledge is not None:
+                acknowledge(fb.fingerprint, fb.user)
+        return "ok"  # silence: synced below
 
     def _raise(self, engine: _Engine, rule_key: str, series: str, threshold: float) -> str:
         rt = engine.rule(rule_key)

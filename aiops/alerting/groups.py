@@ -249,6 +249,7 @@ class Groups:
         self._firing: dict[str, Mapping[str, str]] = {}
         self._groups: dict[str, _Group] = {}
         self._heap: list[tuple[float, str]] = []
+        self._acks: list[Notification] = []
         self._routes: dict[str, RouteNode] = {}
         self._route_ids: dict[int, str] = {}
         self._number(root, "0")
@@ -301,10 +302,38 @@ class Groups:
                     heapq.heappush(self._heap, (group.due, key))
                 group.alerts[fp] = alert
 
+    def acknowledge(self, fingerprint: str, actor: str = "") -> int:
+        """Someone took the firing alert ``fingerprint`` on: tell the receivers it went to.
+
+        One ``action="acknowledge"`` notification for each group that holds the alert
+        firing and whose receiver was sent it, returned by the next :meth:`flush` (at
+        once: an acknowledgement waits for no timer). Only notifiers with an
+        acknowledged state are handed it (PagerDuty, Opsgenie): with their default
+        ``incident: group`` that acknowledges the group's incident. Returns how many.
+        Not in the state: an acknowledgement is sent once, and the Slack message keeps it.
+        """
+        n = 0
+        for group in self._groups.values():
+            alert = group.alerts.get(fingerprint)
+            if alert is None or alert.status != "firing" or fingerprint not in group.sent_firing:
+                continue
+            self._acks.append(
+                Notification(
+                    self._routes[group.route].receiver,
+                    [alert],
+                    group_labels=dict(group.labels),
+                    action="acknowledge",
+                    actor=actor,
+                )
+            )
+            n += 1
+        return n
+
     def flush(self) -> list[Notification]:
         """The notifications of every group whose time has come, by the clock."""
         now = self.clock()
-        out: list[Notification] = []
+        out: list[Notification] = self._acks
+        self._acks = []
         while self._heap and self._heap[0][0] <= now:
             due, key = heapq.heappop(self._heap)
             notification = self._flush_due(due, key)
@@ -320,7 +349,8 @@ class Groups:
         """
         pending = sorted(self._heap)
         self._heap = []
-        out = [n for due, key in pending if (n := self._flush_due(due, key)) is not None]
+        out, self._acks = self._acks, []
+        out += [n for due, key in pending if (n := self._flush_due(due, key)) is not None]
         return out
 
     def _flush_due(self, due: float, key: str) -> Notification | None:

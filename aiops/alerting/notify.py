@@ -12,6 +12,12 @@ sent twice after a crash pages once.
 
 Notifiers never raise for a delivery problem; they return a result. Raising is a bug.
 
+Acknowledgements. When someone acknowledges a firing alert (a Slack button), the
+receivers that were sent it and whose remote end has an acknowledged state (PagerDuty,
+Opsgenie: their class sets :attr:`Notifier.acknowledges`) get a notification with
+``action="acknowledge"`` for the same group, so the page stops escalating there too.
+Other notifiers are not handed those.
+
 Optional context for richer receivers (Slack): the rule that raised the alert
 (``rule``, ``group/alert``), its detector type and model version, and an
 :class:`AlertWindow` of the series' recent points with the expected band and the points
@@ -176,6 +182,11 @@ class Notification:
     #: group's ``repeat_interval`` passed (0: not a repeat); part of the key, so a repeat
     #: is a new delivery while a re-send of the same one (after a crash) is not.
     repeat: int = 0
+    #: ``notify`` (tell the alerts' state), or ``acknowledge``: someone (``actor``) took
+    #: the alerts on; only notifiers that can acknowledge are handed it (see above).
+    action: Literal["notify", "acknowledge"] = "notify"
+    #: Who asked for the action (an acknowledgement's user), for the remote end's record.
+    actor: str = ""
 
     @property
     def status(self) -> AlertStatus:
@@ -189,6 +200,8 @@ class Notification:
         raw = self.receiver + "|" + "|".join(parts)
         if self.repeat:
             raw += f"|repeat {self.repeat}"
+        if self.action != "notify":
+            raw += f"|{self.action}"
         return hashlib.sha256(raw.encode()).hexdigest()[:32]
 
 
@@ -234,6 +247,10 @@ DeliveryResult = Delivered | RetryAfter | PermanentFailure
 
 class Notifier(ABC):
     """Base class of every notifier; see the module docstring for the contract."""
+
+    #: True if :meth:`send` takes ``action="acknowledge"`` notifications (the remote end
+    #: has an acknowledged state); the others are never handed one.
+    acknowledges = False
 
     @abstractmethod
     def send(self, notification: Notification) -> DeliveryResult:

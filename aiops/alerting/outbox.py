@@ -542,8 +542,11 @@ class Outbox:
         for now, n in notes:
             payload = encode_notification(n)
             key = n.idempotency_key
+            # What `aiops alerts history` shows: firing / resolved, or the action.
+            status = n.status if n.action == "notify" else n.action
             for integ in self._by_receiver[n.receiver]:
-                rows.append((n.receiver, integ.name, key, n.status, payload, now, now))
+                if n.action == "notify" or integ.notifier.acknowledges:
+                    rows.append((n.receiver, integ.name, key, status, payload, now, now))
         return rows
 
     def _insert(self, rows: list[tuple[Any, ...]]) -> int:

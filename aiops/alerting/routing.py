@@ -277,7 +277,8 @@ class Dispatcher:
         now = self.clock()
         for n in notifications:
             for notifier in self.receivers.get(n.receiver, ()):
-                self._attempt(_Pending(now, self._next_seq(), n, notifier, 1, now))
+                if n.action == "notify" or notifier.acknowledges:
+                    self._attempt(_Pending(now, self._next_seq(), n, notifier, 1, now))
 
     def pump(self) -> None:
         """Retry the queued notifications whose time has come."""

@@ -1,7 +1,9 @@
-"""Opsgenie receiver: the Alert API (create, and close by alias).
+"""Opsgenie receiver: the Alert API (create, acknowledge and close by alias).
 
 A firing notification creates an alert (``POST /v2/alerts``), a resolved one closes it
-(``POST /v2/alerts/{alias}/close?identifierType=alias``). The ``alias`` names the
+(``POST /v2/alerts/{alias}/close?identifierType=alias``), an acknowledgement (someone
+pressed Acknowledge in Slack) acknowledges it (``.../acknowledge?identifierType=alias``,
+with the person's name in the note). The ``alias`` names the
 incident: with ``incident: group`` (the default) a hash of the receiver and the group
 labels, with ``incident: alert`` one Opsgenie alert per alert (a hash of the receiver
 and the fingerprint; one request per alert).
@@ -59,7 +61,7 @@ class Responder(BaseModel):
 
 
 class OpsgenieNotifier(Notifier):
-    """Creates and closes Opsgenie alerts; see the module docstring.
+    """Creates, acknowledges and closes Opsgenie alerts; see the module docstring.
 
     >>> n = OpsgenieNotifier(OpsgenieNotifier.Config(api_key_env="OG_KEY", tags=["aiops"]))
     >>> a = Alert("f1", "firing", {"alertname": "Lat", "host": "web1", "priority": "P2"},
@@ -97,13 +99,15 @@ class OpsgenieNotifier(Notifier):
                 raise ValueError("set exactly one of api_key_env and api_key_file")
             return self
 
+    acknowledges = True
+
     def __init__(self, config: Config, *, base_dir: Path | None = None, **_: object) -> None:
         self.config = config
         self._key = Secret("api_key", config.api_key_env, config.api_key_file)
         self._session = config.session()
 
     def send(self, notification: Notification) -> DeliveryResult:
-        """Create or close; never raise."""
+        """Create, close or acknowledge; never raise."""
         try:
             key = self._key.value()
         except SecretError as exc:
@@ -114,36 +118,34 @@ class OpsgenieNotifier(Notifier):
             parts = [(list(notification.alerts), incident_key(notification))]
         aliases = []
         for alerts, alias in parts:
-            firing = any(a.status == "firing" for a in alerts)
-            if not firing and not self.config.send_resolved:
+            if notification.action == "acknowledge":
+                who = f" by {notification.actor}" if notification.actor else ""
+                request = self._by_alias(alias, "acknowledge", f"Acknowledged{who} (aiopsd)")
+            elif any(a.status == "firing" for a in alerts):
+                request = ("/v2/alerts", self.create_body(notification, alerts, alias))
+            elif self.config.send_resolved:
+                request = self._by_alias(alias, "close", "Resolved (aiopsd)")
+            else:
                 continue
-            result = self._request(notification, alerts, alias, key, create=firing)
+            path, body = request
+            result = post_json(
+                self._session,
+                self.config.api_url.rstrip("/") + path,
+                body,
+                where="opsgenie",
+                timeout=self.config.timeout,
+                headers={"Authorization": f"GenieKey {key}"},
+                secrets=[key],
+            )
             if not isinstance(result, Delivered):
                 return result
             aliases.append(alias)
         return Delivered("alias " + ",".join(aliases))
 
-    def _request(
-        self, notification: Notification, alerts: list[Alert], alias: str, key: str, *, create: bool
-    ) -> DeliveryResult:
-        base = self.config.api_url.rstrip("/")
-        if create:
-            url = f"{base}/v2/alerts"
-            body = self.create_body(notification, alerts, alias)
-        else:
-            url = (
-                f"{base}/v2/alerts/{urllib.parse.quote(alias, safe='')}/close?identifierType=alias"
-            )
-            body = {"source": self.config.source[:MAX_SOURCE], "note": "Resolved (aiopsd)"}
-        return post_json(
-            self._session,
-            url,
-            body,
-            where="opsgenie",
-            timeout=self.config.timeout,
-            headers={"Authorization": f"GenieKey {key}"},
-            secrets=[key],
-        )
+    def _by_alias(self, alias: str, verb: str, note: str) -> tuple[str, dict[str, Any]]:
+        """Path and body of a close or acknowledge request on the alert ``alias``."""
+        path = f"/v2/alerts/{urllib.parse.quote(alias, safe='')}/{verb}?identifierType=alias"
+        return path, {"source": self.config.source[:MAX_SOURCE], "note": note}
 
     def create_body(
         self, notification: Notification, alerts: list[Alert], alias: str

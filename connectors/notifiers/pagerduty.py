@@ -1,7 +1,9 @@
 """PagerDuty receiver: PagerDuty Events API v2 (``POST /v2/enqueue``).
 
 A firing notification is a ``trigger`` event, a resolved one a ``resolve`` event, both
-with the same ``dedup_key``, so PagerDuty opens one alert and later resolves it. With
+with the same ``dedup_key``, so PagerDuty opens one alert and later resolves it. An
+acknowledgement (someone pressed Acknowledge on the alert in Slack) is an
+``acknowledge`` event with that ``dedup_key``: PagerDuty stops escalating it. With
 ``incident: group`` (the default, Alertmanager's behaviour) one PagerDuty alert stands
 for one aggregation group: ``dedup_key`` is a hash of the receiver and the group
 labels, and the event's ``custom_details`` list the group's alerts. With ``incident:
@@ -99,6 +101,8 @@ class PagerDutyNotifier(Notifier):
                 raise ValueError("set exactly one of routing_key_env and routing_key_file")
             return self
 
+    acknowledges = True
+
     def __init__(self, config: Config, *, base_dir: Path | None = None, **_: object) -> None:
         self.config = config
         self._key = Secret("routing_key", config.routing_key_env, config.routing_key_file)
@@ -130,6 +134,16 @@ class PagerDutyNotifier(Notifier):
 
     def events(self, notification: Notification, routing_key: str) -> list[dict[str, Any]]:
         """The Events API v2 bodies for one notification (one, or one per alert)."""
+        if notification.action == "acknowledge":
+            keys = (
+                [incident_key(notification, a) for a in notification.alerts]
+                if self.config.incident == "alert"
+                else [incident_key(notification)]
+            )
+            return [
+                {"routing_key": routing_key, "event_action": "acknowledge", "dedup_key": k}
+                for k in keys
+            ]
         if self.config.incident == "alert":
             return [
                 self._event(notification, [a], incident_key(notification, a), routing_key)
