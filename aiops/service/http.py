@@ -86,7 +86,7 @@ import weakref
 import zlib
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Protocol, runtime_checkable
 
 from aiops.service.http_auth import NO_AUTH, Authenticator
@@ -396,14 +396,9 @@ class HttpServer:
         if http.tls is not None:
             t = http.tls
             tls = (str(at(t.cert_file)), str(at(t.key_file)), at(t.client_ca_file))
-        lim = http.limits
+        # http.limits has the same fields (durations already in seconds).
         limits = ListenerLimits(
-            max_connections=lim.max_connections,
-            read_header_timeout=lim.read_header_timeout,
-            read_timeout=lim.read_timeout,
-            idle_timeout=lim.idle_timeout,
-            max_header_bytes=lim.max_header_bytes,
-            max_inflight_bytes=lim.max_inflight_bytes,
+            **{f.name: getattr(http.limits, f.name) for f in fields(ListenerLimits)}
         )
         return cls(http.listen, view, metrics, auth=auth, tls=tls, limits=limits)
 
