@@ -105,6 +105,10 @@ DEFAULT_RESOLVE_AFTER_STALE = 900.0
 """A rule's default ``resolve_after_stale`` (seconds): a firing series with no point for
 15 minutes of data time resolves. Three times Prometheus' 5-minute staleness window, so
 a few missed scrapes or a late push do not end an alert; ``0s`` turns it off."""
+DEFAULT_FORGET_AFTER_STALE = 900.0
+"""``limits.forget_after_stale`` (seconds): a series with no point for 15 minutes of data
+time is forgotten (its firing alert resolved, its row freed for a new series, as pods
+come and go); a rule's own ``forget_after_stale`` overrides it; ``0s`` turns it off."""
 
 _ID_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_-]*")
 _ALERT_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
@@ -588,6 +592,8 @@ class Rule(_Model):
     suppress: Duration = 0.0
     protect_baseline: StrictBool = True
     resolve_after_stale: Duration = DEFAULT_RESOLVE_AFTER_STALE
+    #: None: ``limits.forget_after_stale``.
+    forget_after_stale: Duration | None = None
     retrain: Retrain | None = None
     drift: Drift | None = None
     labels: dict[RuleLabelName, StrictStr] = Field(default_factory=dict)
@@ -703,6 +709,8 @@ class LimitsSettings(_Model):
     """``limits:``: caps that protect the daemon from runaway cardinality."""
 
     max_series_per_rule: StrictInt = Field(default=100_000, ge=1)
+    #: A series with no point for this long (data time) is forgotten; 0 never.
+    forget_after_stale: Duration = DEFAULT_FORGET_AFTER_STALE
 
 
 class SlackInteractivity(_Model):

@@ -198,6 +198,24 @@ class AlertStateMachine:
             fired=np.zeros(0, np.int64), resolved=stale, starts_at=starts, ends_at=ends
         )
 
+    def forget(self, rows: IntArray) -> None:
+        """Start these series afresh (inactive, unsuppressed) and mark them unused.
+
+        A forgotten row is never stale (its last point counts as +inf) until
+        :meth:`reuse` hands it to a new series.
+        """
+        rows = rows[rows < len(self.state)]
+        self.state[rows] = INACTIVE
+        self.active_at[rows] = 0.0
+        self.fired_at[rows] = 0.0
+        self.suppress_until[rows] = -np.inf
+        self.last_seen[rows] = np.inf
+
+    def reuse(self, rows: IntArray) -> None:
+        """Rows that :meth:`forget` marked now hold a new series (seen at no time yet)."""
+        rows = rows[rows < len(self.state)]
+        self.last_seen[rows] = -np.inf
+
     def state_dict(self) -> dict[str, Any]:
         """All per-series arrays."""
         return {f: getattr(self, f).copy() for f in _FIELDS}

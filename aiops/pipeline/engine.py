@@ -35,7 +35,7 @@ from aiops.pipeline.alerts import AlertStateMachine
 from aiops.pipeline.detector import DEFAULT_THRESHOLD, Detector
 from aiops.pipeline.faults import NAMED_SERIES, RuleFailure, RuleHealth, render_or_error
 from aiops.pipeline.postrule import HitWindow
-from aiops.pipeline.series import SeriesRegistry
+from aiops.pipeline.series import DROPPED, SeriesRegistry
 from aiops.registry import DEFAULT_DETECTOR, DETECTORS
 from aiops.types import Batch, BoolArray, FloatArray, IntArray, SeriesKey
 
@@ -66,6 +66,9 @@ WINDOW_POINTS = 60
 BAND_SIGMAS = 3.0
 #: ... once at least this many such points exist (NaN before).
 BAND_MIN_POINTS = 5
+#: Looks for series to forget per ``forget_seconds`` of data time: a look is one
+#: vectorized pass over every series' last point time, so it is not made every batch.
+FORGET_CHECKS = 8
 
 Renderer = Callable[[str, Mapping[str, Any]], str]
 
@@ -115,6 +118,9 @@ class RuleSpec:
     selector_text: str = ""
     #: A firing series with no point for this long (data time) resolves; 0: never.
     stale_seconds: float = 0.0
+    #: A series with no point for this long (data time) is forgotten (its row freed for a
+    #: new series, its firing alert resolved first); 0: never.
+    forget_seconds: float = 0.0
 
     @classmethod
     def from_rule(
@@ -126,6 +132,7 @@ class RuleSpec:
         max_series: int,
         selector_text: str,
         stale_seconds: float = 0.0,
+        forget_seconds: float = 0.0,
     ) -> RuleSpec:
         """The spec of a validated rule-file rule; what selects its series is the caller's."""
         return cls(
@@ -142,6 +149,7 @@ class RuleSpec:
             suppress_seconds=rule.suppress,
             protect_baseline=rule.protect_baseline,
             stale_seconds=stale_seconds,
+            forget_seconds=forget_seconds,
             labels=dict(rule.labels),
             annotations={k: str(v) for k, v in rule.annotations.items()},
             max_series=max_series,
@@ -230,7 +238,9 @@ class RuleRuntime:
         )
         self._last_value = np.zeros(0)
         self._last_score = np.zeros(0)
-        self._bound = 0  # registry size last told to the detector (bind_series)
+        self._bound = -1  # registry generation last told to the detector (bind_series)
+        # Data time of the next look for series to forget (:meth:`forget_stale`).
+        self._forget_check = -np.inf
         # Recent window: a ring of WINDOW_POINTS per series; _win_n counts points ever.
         self._win_ts = np.zeros((0, WINDOW_POINTS))
         self._win_v = np.zeros((0, WINDOW_POINTS), dtype=np.float32)
@@ -255,13 +265,19 @@ class RuleRuntime:
         if batch.n_points == 0:
             return RuleResult(np.zeros(0, np.int64), np.zeros(0), np.zeros(0, bool), [])
         key_idx = self.registry.resolve(batch.keys)
-        if len(self.registry) != self._bound:
-            self._bound = len(self.registry)
+        reused = self.registry.take_reused()
+        if reused:  # rows of forgotten series, reset then, now hold new series
+            self.alerts.reuse(np.asarray(reused, dtype=np.int64))
+        if self.registry.generation != self._bound:
+            self._bound = self.registry.generation
             self.detector.bind_series(self.registry.keys)
         point_idx = key_idx[batch.series]
         positions = np.flatnonzero(point_idx >= 0)
         if len(positions) == 0:
-            return RuleResult(positions, np.zeros(0), np.zeros(0, bool), [])
+            # Points of series over the cap still move the rule's data time, so that
+            # quiet series are forgotten and make room for them.
+            alerts = self._over_cap_time(batch, key_idx, point_idx)
+            return RuleResult(positions, np.zeros(0), np.zeros(0, bool), alerts)
         idx = point_idx[positions]
         ts = batch.timestamps[positions]
         vs = batch.values[positions]
@@ -312,14 +328,33 @@ class RuleRuntime:
         alerts.extend(self.resolve_stale(self.data_time))
         return RuleResult(positions, scores, fired, alerts)
 
+    def _over_cap_time(self, batch: Batch, key_idx: IntArray, point_idx: IntArray) -> list[Alert]:
+        if self.spec.forget_seconds <= 0 or not (key_idx == DROPPED).any():
+            return []
+        t = batch.timestamps[(point_idx == DROPPED) & np.isfinite(batch.values)]
+        latest = float(np.max(t, initial=-np.inf))
+        if not latest > self.data_time:
+            return []
+        self.data_time = latest
+        return self.resolve_stale(latest)
+
     def resolve_stale(self, now: float) -> list[Alert]:
         """Resolutions of firing series silent for ``stale_seconds`` of data time by ``now``.
 
         Dated at the moment each went stale (its last point + ``stale_seconds``), with
         its last value and score. Called after every batch with the rule's latest point
         time, and by :meth:`Engine.resolve_stale` with the latest time of all the data.
+        Series silent for ``forget_seconds`` are then forgotten (:meth:`forget_stale`).
         """
-        tr = self.alerts.resolve_stale(now, self.spec.stale_seconds)
+        out = self._resolutions(self.alerts.resolve_stale(now, self.spec.stale_seconds))
+        if out:
+            log.debug("rule %s: %d firing series went stale", self.spec.key, len(out))
+        if self.spec.forget_seconds > 0 and now >= self._forget_check:
+            out.extend(self.forget_stale(now))
+        return out
+
+    def _resolutions(self, tr: Any) -> list[Alert]:
+        """The resolved alerts of stale transitions, in the order they went stale."""
         if not len(tr.resolved) or tr.ends_at is None:
             return []
         out = []
@@ -328,8 +363,67 @@ class RuleRuntime:
             value, score = float(self._last_value[index]), float(self._last_score[index])
             start, end = float(tr.starts_at[k]), float(tr.ends_at[k])
             out.append(self._alert(index, "resolved", start, end, value, score))
-        log.debug("rule %s: %d firing series went stale", self.spec.key, len(out))
         return out
+
+    def forget_stale(self, now: float) -> list[Alert]:
+        """Forget the series with no point for ``forget_seconds`` of data time by ``now``.
+
+        Their firing alerts resolve first (dated last point + ``forget_seconds``), then
+        every per-series state of their rows starts afresh and the registry frees the
+        rows for new series: a series that comes back later starts as a new one. One
+        vectorized pass over the last-seen times; :meth:`resolve_stale` calls it at most
+        once per :data:`FORGET_CHECKS` th of the period of data time, so a series is
+        forgotten between ``forget_seconds`` and ``1 + 1/FORGET_CHECKS`` times that after
+        its last point. A point without a value (NaN) does not count as a point.
+        """
+        forget = self.spec.forget_seconds
+        self._forget_check = now + forget / FORGET_CHECKS
+        n = len(self.registry)
+        if forget <= 0 or n == 0:
+            return []
+        seen = np.full(n, -np.inf)
+        m = min(n, len(self.alerts.last_seen))
+        seen[:m] = self.alerts.last_seen[:m]
+        rows = np.flatnonzero(seen <= now - forget)  # forgotten rows hold +inf
+        if len(rows) == 0:
+            return []
+        # Exactly the firing series among ``rows`` (the same test on the same times).
+        out = self._resolutions(self.alerts.resolve_stale(now, forget))
+        reusable = self._reset_rows(rows)
+        freed = self.registry.free(rows.tolist(), reuse=reusable)
+        log.info(
+            "rule %s: forgot %d series with no point for %gs of data time%s",
+            self.spec.key,
+            freed,
+            forget,
+            "" if reusable else " (its detector cannot reset a row: the rows are retired)",
+        )
+        return out
+
+    def _reset_rows(self, rows: IntArray) -> bool:
+        """Every per-series state of ``rows`` as a new series has it.
+
+        False if the detector's rows could not be reset: they must then not be handed
+        out again.
+        """
+        self.alerts.forget(rows)
+        hist = self.hits.state_dict()["history"]
+        hist[rows[rows < len(hist)]] = 0
+        self.hits.load_state_dict({"history": hist})
+        ok = rows[rows < len(self._last_value)]
+        self._last_value[ok] = np.nan
+        self._last_score[ok] = 0.0
+        ok = rows[rows < len(self._win_n)]
+        self._win_n[ok] = 0
+        ok = rows[rows < len(self._min_threshold)]
+        self._raised -= int(np.count_nonzero(self._min_threshold[ok]))
+        self._min_threshold[ok] = 0.0
+        mine = rows[rows < self.detector.n_series]
+        if not len(mine):
+            return True
+        if _groups_by_key(self.detector):
+            return False  # its rows are tied to keys (bind_series): a reset row is not fresh
+        return self.reset_series(mine.tolist())
 
     def _ensure(self, n: int) -> None:
         if n > len(self._last_value):
@@ -417,7 +511,7 @@ class RuleRuntime:
     def series_index(self, series: str) -> int | None:
         """The index of the series whose text form (``str(SeriesKey)``) is ``series``."""
         for k, key in enumerate(self.registry.keys):
-            if str(key) == series:
+            if str(key) == series and self.registry.is_live(k):
                 return k
         return None
 
@@ -501,7 +595,7 @@ class RuleRuntime:
         if len(theirs) > len(mine):
             self.registry.load_state_dict(state["registry"])
         self.detector = detector
-        self._bound = len(self.registry)
+        self._bound = self.registry.generation
         self.detector.bind_series(self.registry.keys)
 
     def _detector_params(self) -> dict[str, Any]:
@@ -578,6 +672,7 @@ class RuleRuntime:
             "min_threshold": self._min_threshold[:n].copy(),
             "data_time": self.data_time,
             "first_time": self.first_time,
+            "forget_check": self._forget_check,
             "model_version": self.model_version,
         }
 
@@ -595,7 +690,7 @@ class RuleRuntime:
                 "its model starts fresh (series, alert states kept)",
                 self.spec.key,
             )
-        self._bound = len(self.registry)
+        self._bound = self.registry.generation
         self.detector.bind_series(self.registry.keys)
         self.hits.load_state_dict(state["hits"])
         self.alerts.load_state_dict(state["alerts"])
@@ -617,6 +712,7 @@ class RuleRuntime:
         self._raised = int(np.count_nonzero(self._min_threshold))
         self.data_time = float(state.get("data_time", -np.inf))
         self.first_time = float(state.get("first_time", np.inf))
+        self._forget_check = float(state.get("forget_check", -np.inf))
         # The rings and thresholds may be shorter than the value arrays: grow to match.
         self._grow_extras(n)
 
@@ -669,6 +765,14 @@ def _band(
         if not anomalous[k] and math.isfinite(x):
             prior[c] = x
             c += 1
+
+
+def _groups_by_key(detector: Any) -> bool:
+    """True if the detector (or an ensemble member, ``_members``) uses :meth:`bind_series`."""
+    members = getattr(detector, "_members", None)
+    if isinstance(members, list | tuple):
+        return any(_groups_by_key(m) for m in members)
+    return type(detector).bind_series is not Detector.bind_series
 
 
 def _copy_rows(current: Any, fresh: Any, idx: IntArray, n: int, copied: list[int]) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -21,18 +22,29 @@ MAX_UNMATCHED = 100_000
 
 
 class SeriesRegistry:
-    """Maps series keys to dense indices ``0..n-1`` for one rule, up to a cap.
+    """Maps series keys to dense row indices ``0..n-1`` for one rule, up to a cap.
 
-    Detectors keep one row of state per index, so indices are handed out in order of
-    first appearance and never reused. Once ``max_series`` series are registered, new
-    matching series are dropped: they get :data:`DROPPED`, are counted in
-    :attr:`dropped`, and cost no state.
+    Detectors keep one row of state per index. Rows are handed out in order of first
+    appearance; a row freed by :meth:`free` (its series stopped reporting and was
+    evicted) goes to the next new series, lowest row first, after the rule has reset
+    the row's state (or, ``reuse=False``, the row is retired and never handed out
+    again). At most ``max_series`` series hold a row at once: beyond that, new
+    matching series get :data:`DROPPED`, are counted in :attr:`dropped` (once while
+    remembered, see below) and cost no state; when rows are freed, new series get in.
+
+    Verdicts for keys that hold no row (not selected, or over the cap) are remembered
+    in caches of at most ``max_unmatched`` keys each, emptied whole when full (the
+    verdict is then computed again): series that no rule takes cost bounded memory.
 
     >>> reg = SeriesRegistry(lambda k: k.name == "cpu", max_series=1)
     >>> cpu_a, cpu_b = SeriesKey.of("cpu", {"h": "a"}), SeriesKey.of("cpu", {"h": "b"})
     >>> keys = [cpu_a, SeriesKey.of("mem"), cpu_b]
     >>> reg.resolve(keys).tolist(), len(reg), reg.dropped
     ([0, -1, -2], 1, 1)
+    >>> reg.free([0])
+    1
+    >>> reg.resolve([cpu_b]).tolist(), reg.key(0) == cpu_b, reg.live, reg.evicted
+    ([0], True, 1, 1)
     """
 
     def __init__(
@@ -50,85 +62,152 @@ class SeriesRegistry:
         self.max_series = max_series
         self.max_unmatched = max_unmatched
         self.dropped = 0
-        #: Series forgotten after their staleness period (:meth:`evict`).
+        #: Series forgotten after their staleness period (:meth:`free`).
         self.evicted = 0
+        #: Changes whenever a row gets another key (a detector that groups series by key
+        #: is told again).
+        self.generation = 0
+        # Row -> key; a freed row keeps its old key until reused (not in _index then).
         self._keys: list[SeriesKey] = []
         self._index: dict[SeriesKey, int] = {}
-        # Keys the selector said no to (and keys over the cap, counted once each): a
-        # cache, emptied when full, so that series no rule takes cost bounded memory.
+        self._free: list[int] = []  # a heap of freed rows
+        self._retired: set[int] = set()  # freed rows never handed out again
+        self._reused: list[int] = []  # freed rows handed out since take_reused()
         self._unmatched: dict[SeriesKey, int] = {}
+        self._over_cap: dict[SeriesKey, int] = {}
 
     def __len__(self) -> int:
+        """Rows (live series plus freed rows waiting for a new series)."""
         return len(self._keys)
 
+    @property
+    def live(self) -> int:
+        """Series that hold a row now."""
+        return len(self._index)
+
+    @property
+    def unmatched(self) -> int:
+        """Keys remembered as not selected or over the cap (each cache bounded)."""
+        return len(self._unmatched) + len(self._over_cap)
+
     def key(self, index: int) -> SeriesKey:
-        """The key registered at ``index``."""
+        """The key registered at ``index`` (a freed row: its last key)."""
         return self._keys[index]
 
     @property
     def keys(self) -> Sequence[SeriesKey]:
-        """All registered keys, by index."""
+        """The key of every row, by index (a freed row: its last key)."""
         return self._keys
 
-    @property
-    def unmatched(self) -> int:
-        """Keys remembered as not selected (or over the cap): at most ``max_unmatched``."""
-        return len(self._unmatched)
+    def is_live(self, index: int) -> bool:
+        """True if row ``index`` holds a series now (not freed)."""
+        return 0 <= index < len(self._keys) and self._index.get(self._keys[index]) == index
 
     def lookup(self, keys: Sequence[SeriesKey]) -> IntArray:
-        """Indices of keys already registered, -1 for the others; registers nothing."""
+        """Indices of keys that hold a row, -1 for the others; registers nothing."""
         index = self._index
         return np.fromiter((index.get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
 
     def resolve(self, keys: Sequence[SeriesKey]) -> IntArray:
-        """Indices for a batch's keys: dense index, NOT_SELECTED, or DROPPED."""
+        """Indices for a batch's keys: row index, NOT_SELECTED, or DROPPED."""
         out = np.empty(len(keys), dtype=np.int64)
         index = self._index
         unmatched = self._unmatched
+        over_cap = self._over_cap
         for i, key in enumerate(keys):
             j = index.get(key)
             if j is None:
                 j = unmatched.get(key)
                 if j is None:
-                    j = self._register(key)
+                    j = over_cap.get(key)
+                    if j is None:
+                        j = self._register(key)
             out[i] = j
         return out
 
     def _register(self, key: SeriesKey) -> int:
         if not self.matches(key):
-            self._remember(key, NOT_SELECTED)
+            self._remember(self._unmatched, key, NOT_SELECTED)
             return NOT_SELECTED
-        if len(self._keys) >= self.max_series:
+        if len(self._index) >= self.max_series:
             self.dropped += 1
-            self._remember(key, DROPPED)
+            self._remember(self._over_cap, key, DROPPED)
             return DROPPED
-        j = len(self._keys)
-        self._keys.append(key)
+        if self._free:
+            j = heapq.heappop(self._free)
+            self._keys[j] = key
+            self._reused.append(j)
+        else:
+            j = len(self._keys)
+            self._keys.append(key)
         self._index[key] = j
+        self.generation += 1
         return j
 
-    def _remember(self, key: SeriesKey, verdict: int) -> None:
-        if len(self._unmatched) >= self.max_unmatched:
+    def _remember(self, cache: dict[SeriesKey, int], key: SeriesKey, verdict: int) -> None:
+        if len(cache) >= self.max_unmatched:
             # Emptied whole (cheaper than an LRU per lookup): the verdicts are recomputed,
             # and a key over the cap is counted again once.
-            self._unmatched.clear()
+            cache.clear()
         if self.max_unmatched:
-            self._unmatched[key] = verdict
+            cache[key] = verdict
+
+    def free(self, rows: Sequence[int], *, reuse: bool = True) -> int:
+        """Forget the series of these rows; returns how many were live.
+
+        With ``reuse`` the rows go to the next new series (the caller resets their state
+        first); without it (a detector whose rows cannot be reset) they are retired: never
+        handed out again, a new series gets a new row. Either way the keys no longer
+        count against the cap, and keys dropped over the cap are asked again.
+        """
+        n = 0
+        for r in rows:
+            r = int(r)
+            if self.is_live(r):
+                del self._index[self._keys[r]]
+                if reuse:
+                    heapq.heappush(self._free, r)
+                else:
+                    self._retired.add(r)
+                n += 1
+        if n:
+            self.evicted += n
+            self.generation += 1
+            self._over_cap.clear()
+        return n
+
+    def take_reused(self) -> list[int]:
+        """Freed rows handed to a new series since the last call (their owner marks them)."""
+        out, self._reused = self._reused, []
+        return out
 
     def state_dict(self) -> dict[str, Any]:
-        """Registered keys in index order, as plain JSON."""
+        """Every row's key in index order and the freed rows, as plain JSON."""
         return {
             "keys": [[k.name, [list(kv) for kv in k.labels]] for k in self._keys],
+            "free": sorted(self._free),
+            "retired": sorted(self._retired),
             "dropped": self.dropped,
             "evicted": self.evicted,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore the keys and their indices; selector verdicts are recomputed lazily."""
+        """Restore the keys, their indices and the freed rows; verdicts are recomputed."""
         self._keys = [
             SeriesKey(name, tuple((k, v) for k, v in labels)) for name, labels in state["keys"]
         ]
-        self._index = {k: i for i, k in enumerate(self._keys)}
+        n = len(self._keys)
+        free = sorted({int(r) for r in state.get("free", ()) if 0 <= int(r) < n})
+        retired = {int(r) for r in state.get("retired", ()) if 0 <= int(r) < n} - set(free)
+        freed = set(free) | retired
+        self._index = {k: i for i, k in enumerate(self._keys) if i not in freed}
+        if len(self._index) + len(freed) != n:
+            raise ValueError("series registry state lists a key twice")
+        self._free = free  # a sorted list is a heap
+        self._retired = retired
+        self._reused = []
         self._unmatched = {}
+        self._over_cap = {}
         self.dropped = int(state.get("dropped", 0))
         self.evicted = int(state.get("evicted", 0))
+        self.generation += 1

@@ -78,6 +78,7 @@ def rule_specs(loaded: LoadedConfig) -> list[RuleSpec]:
     """The engine's view of every rule in the loaded rule files."""
     specs = []
     cap = loaded.daemon.limits.max_series_per_rule
+    forget = loaded.daemon.limits.forget_after_stale
     for group in loaded.groups:
         for rule in group.rules:
             if rule.log is not None:
@@ -94,6 +95,9 @@ def rule_specs(loaded: LoadedConfig) -> list[RuleSpec]:
                     max_series=cap,
                     selector_text=text,
                     stale_seconds=rule.resolve_after_stale,
+                    forget_seconds=forget
+                    if rule.forget_after_stale is None
+                    else rule.forget_after_stale,
                 )
             )
     return specs
@@ -315,8 +319,8 @@ def wire_feedback(
         FeedbackApplier,
         FeedbackStore,
         SlackInteractions,
-        read_secret,
     )
+    from aiops.secrets import read_secret
 
     slack = loaded.daemon.http.slack
     path = state_dir / FEEDBACK_FILE

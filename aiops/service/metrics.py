@@ -295,7 +295,10 @@ class PrometheusMetrics(Metrics):
         )
         age.set_function(self._checkpoint_age)
         self._series = pc.Gauge(
-            "aiops_rule_series", "Series a rule tracks (its registry size).", ["rule"], registry=reg
+            "aiops_rule_series",
+            "Series a rule tracks now (forgotten series' rows not counted).",
+            ["rule"],
+            registry=reg,
         )
         self._dropped = pc.Gauge(
             "aiops_rule_dropped_series",
@@ -461,7 +464,7 @@ class PrometheusMetrics(Metrics):
         for rt in runtimes:
             key = rt.spec.key
             reg = rt.registry
-            self._series.labels(key).set(len(reg))
+            self._series.labels(key).set(reg.live)
             self._dropped.labels(key).set(reg.dropped)
             self._degraded.labels(key).set(1.0 if rt.health.degraded else 0.0)
             self._unmatched.labels(key).set(reg.unmatched)

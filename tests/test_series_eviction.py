@@ -1,0 +1,224 @@
+"""Series eviction: series that stop reporting are forgotten and their rows reused.
+
+Pod churn under a cap: old pods are forgotten ``forget_after_stale`` after their last
+point (their firing alerts resolved first), new pods are dropped and counted while the
+cap is full and admitted once rows are freed, and a checkpoint taken in between gives
+what an uninterrupted run gives. A series that comes back after being forgotten scores
+exactly as a brand-new one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from aiops.config.models import DEFAULT_FORGET_AFTER_STALE, LimitsSettings, Rule
+from aiops.pipeline.detector import Detector
+from aiops.pipeline.engine import FORGET_CHECKS, RuleRuntime, RuleSpec
+from aiops.pipeline.series import DROPPED, SeriesRegistry
+from aiops.state.envelope import dumps, loads
+from aiops.types import Batch, SeriesKey
+
+PODS = [SeriesKey.of("latency", {"pod": f"p{i}"}) for i in range(6)]
+
+
+class ValueIsScore(Detector):
+    """The value is the score: the test decides which points are anomalous."""
+
+    name = "value_is_score"
+
+    def score(self, idx, timestamps, values):
+        return np.where(np.isfinite(values), values, 0.0)
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+    @property
+    def n_series(self):
+        return 0
+
+
+def spec(**kw):
+    base = dict(
+        group="g",
+        alert="A",
+        source="s",
+        matches=lambda k: True,
+        threshold=0.9,
+        stale_seconds=0.0,  # resolutions here come from forgetting alone
+        forget_seconds=300.0,
+        max_series=3,
+    )
+    base.update(kw)
+    return RuleSpec(**base)
+
+
+def runtime(**kw):
+    rt = RuleRuntime(spec(**kw))
+    rt.detector = ValueIsScore()
+    return rt
+
+
+def batch(points):
+    """``points``: (pod, time, value) triples; the batch's keys are the pods in it."""
+    s, t, v = zip(*points, strict=True)
+    used = sorted(set(s))
+    series = np.searchsorted(used, s)
+    keys = [PODS[p] for p in used]
+    return Batch(keys=keys, series=series, timestamps=np.array(t, float), values=np.array(v))
+
+
+def churn():
+    """p0-p2 report every minute until t=600 (p1 firing from t=540); then p3-p5 take over."""
+    out = []
+    for t in range(0, 660, 60):
+        out.append(batch([(p, t, 1.0 if p == 1 and t >= 540 else 0.0) for p in range(3)]))
+    for t in range(660, 1500, 60):
+        out.append(batch([(p, t, 1.0 if p == 4 and t >= 1200 else 0.0) for p in range(3, 6)]))
+    return out
+
+
+def transitions(alerts):
+    return [(a.labels["pod"], a.status, a.starts_at, a.ends_at) for a in alerts]
+
+
+def run(rt, batches):
+    return [tr for b in batches for tr in transitions(rt.process(b).alerts)]
+
+
+def test_pod_churn_under_the_cap_forgets_old_pods_and_admits_new_ones():
+    rt = runtime()
+    data = churn()
+    got = run(rt, data[:11])  # up to t=600: the old pods fill the cap
+    assert got == [("p1", "firing", 540.0, None)]
+    assert (rt.registry.live, rt.registry.dropped) == (3, 0)
+    got = run(rt, data[11:15])  # t=660..840: the new pods are over the cap, counted once
+    assert got == []
+    assert rt.registry.dropped == 3
+    assert rt.registry.live == 3
+    # The old pods' last point was t=600: forgotten once the data reaches 900.
+    got = run(rt, data[15:])
+    assert got[0] == ("p1", "resolved", 540.0, 900.0)
+    assert rt.registry.evicted == 3
+    assert sorted(str(k) for k in rt.registry.keys) == [str(k) for k in PODS[3:]]
+    assert len(rt.registry) == 3  # rows reused, not grown
+    # p4 was admitted late but scored from then on: its incident fires.
+    assert got[1:] == [("p4", "firing", 1200.0, None)]
+
+
+def test_a_checkpoint_in_the_middle_of_churn_gives_the_uninterrupted_run():
+    data = churn()
+    uninterrupted = runtime()
+    whole = run(uninterrupted, data)
+    for cut in (11, 15, 16, 17, 20):
+        first = runtime()
+        before = run(first, data[:cut])
+        again = runtime()
+        again.load_state_dict(loads(dumps(first.state_dict())))
+        assert before + run(again, data[cut:]) == whole, cut
+        assert again.registry.keys == uninterrupted.registry.keys
+        assert again.registry.evicted == uninterrupted.registry.evicted == 3
+
+
+def test_a_series_that_comes_back_after_being_forgotten_starts_fresh():
+    rng = np.random.default_rng(3)
+    kw = dict(detector_type="ewma_z", detector_params={"warmup": 20}, max_series=10)
+    rt = RuleRuntime(spec(**kw))
+    ts = np.arange(200) * 60.0
+    # p0 learns a level of 100 for 200 minutes, then stops; p1 goes on.
+    rt.process(batch([(0, t, 100 + rng.normal()) for t in ts] + [(1, t, 5.0) for t in ts]))
+    later = np.arange(200, 220) * 60.0
+    rt.process(batch([(1, t, 5.0 + rng.normal()) for t in later]))
+    assert rt.registry.evicted == 1
+    assert rt.registry.lookup([PODS[0]]).tolist() == [-1]
+    # It returns at another level: scored exactly as a series never seen before.
+    back_t = np.arange(230, 260) * 60.0
+    back_v = 20 + rng.normal(size=len(back_t))
+    got = rt.process(batch(list(zip([0] * len(back_t), back_t, back_v, strict=True)))).scores
+    fresh = RuleRuntime(spec(**kw))
+    want = fresh.process(batch(list(zip([0] * len(back_t), back_t, back_v, strict=True)))).scores
+    np.testing.assert_allclose(got, want)
+    assert rt.registry.lookup([PODS[0]]).tolist() == [0]  # its old row, reset
+
+
+def test_forgotten_rows_get_fresh_post_rule_state_and_windows():
+    rt = runtime(min_hits=2, hits_window=3, max_series=1)
+    run(rt, [batch([(0, 0.0, 0.95)])])  # one hit of p0
+    rt.raise_threshold(0, 0.99)
+    run(rt, [batch([(0, 60.0, 0.0)])])
+    assert run(rt, [batch([(1, 400.0, 0.95)])]) == []  # over the cap; p0 forgotten
+    assert (rt.registry.live, rt.registry.dropped, rt.registry.evicted) == (0, 1, 1)
+    # p1 takes row 0: no hit history, no raised threshold, an empty window.
+    assert run(rt, [batch([(1, 2000.0, 0.95)])]) == []
+    assert rt.registry.lookup([PODS[1]]).tolist() == [0]
+    assert rt.threshold_of(0) == 0.9
+    assert rt._win_n[0] == 1
+    assert run(rt, [batch([(1, 2060.0, 0.95)])]) == [("p1", "firing", 2060.0, None)]
+
+
+def test_zero_turns_forgetting_off_and_the_check_is_periodic():
+    rt = runtime(forget_seconds=0.0)
+    run(rt, [batch([(0, 0.0, 0.0)]), batch([(1, 1e6, 0.0)])])
+    assert rt.registry.evicted == 0
+    rt = runtime()
+    run(rt, [batch([(0, 0.0, 0.0), (1, 0.0, 0.0)])])  # a look at t=0 finds nothing
+    run(rt, [batch([(1, 300.0, 0.0)])])  # the next look is due at 300 / FORGET_CHECKS
+    assert rt.registry.evicted == 1
+    run(rt, [batch([(1, 301.0, 0.0)])])  # not due again before 300 + 300 / FORGET_CHECKS
+    assert rt._forget_check == 300.0 + 300.0 / FORGET_CHECKS
+
+
+def test_a_detector_that_groups_series_by_key_retires_rows_instead():
+    class Grouping(ValueIsScore):
+        n = 0
+
+        def score(self, idx, timestamps, values):
+            self.n = max(self.n, int(np.max(idx, initial=-1)) + 1)
+            return super().score(idx, timestamps, values)
+
+        def bind_series(self, keys):
+            self.n = max(self.n, len(keys))
+
+        @property
+        def n_series(self):
+            return self.n
+
+    rt = runtime(max_series=1)
+    rt.detector = Grouping()
+    run(rt, [batch([(0, 0.0, 0.0)]), batch([(1, 300.0, 0.0)])])
+    assert rt.registry.dropped == 1
+    assert rt.registry.evicted == 1
+    run(rt, [batch([(1, 360.0, 0.0)])])
+    assert rt.registry.lookup([PODS[1]]).tolist() == [1]  # a new row: row 0 is retired
+    again = runtime(max_series=1)
+    again.load_state_dict(loads(dumps(rt.state_dict())))
+    assert again.registry.lookup([PODS[0], PODS[1]]).tolist() == [-1, 1]
+    assert again.registry.resolve([PODS[2]]).tolist() == [DROPPED]
+
+
+def test_registry_free_reuse_and_state_round_trip():
+    reg = SeriesRegistry(lambda k: True, max_series=2)
+    assert reg.resolve(PODS[:3]).tolist() == [0, 1, DROPPED]
+    assert reg.free([1, 1, 5]) == 1
+    assert reg.live == 1
+    assert reg.resolve([PODS[2], PODS[1]]).tolist() == [1, DROPPED]  # p2 asked again
+    assert reg.take_reused() == [1]
+    assert reg.take_reused() == []
+    assert reg.free([0], reuse=False) == 1
+    state = loads(dumps(reg.state_dict()))
+    again = SeriesRegistry(lambda k: True, max_series=2)
+    again.load_state_dict(state)
+    assert again.lookup(PODS[:3]).tolist() == [-1, -1, 1]
+    assert again.resolve([PODS[3]]).tolist() == [2]  # row 0 retired: a new row
+    with pytest.raises(ValueError, match="twice"):
+        again.load_state_dict({"keys": [["m", []], ["m", []]]})
+
+
+def test_the_config_keys_and_their_defaults():
+    assert LimitsSettings().forget_after_stale == DEFAULT_FORGET_AFTER_STALE == 900.0
+    base = {"alert": "A", "source": "s", "selector": "up"}
+    assert Rule.model_validate(base).forget_after_stale is None
+    assert Rule.model_validate({**base, "forget_after_stale": "1h"}).forget_after_stale == 3600
