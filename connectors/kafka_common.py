@@ -30,9 +30,7 @@ pydantic_core._pydantic_core.ValidationError: 1 validation error for KafkaClient
 from __future__ import annotations
 
 import math
-import os
 import re
-from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
@@ -45,6 +43,7 @@ from pydantic import (
     model_validator,
 )
 
+from aiops.secrets import SecretError, read_secret
 from aiops.timeutil import parse_duration
 
 __all__ = [
@@ -96,32 +95,6 @@ def topic_name(name: str) -> str:
     if not _TOPIC.fullmatch(name) or name in (".", ".."):
         raise ValueError(f"invalid topic name {name!r}: use 1-249 of a-z A-Z 0-9 . _ -")
     return name
-
-
-class SecretError(ValueError):
-    """A secret reference (``*_env`` / ``*_file``) that cannot be resolved now."""
-
-
-def read_secret(env: str | None, file: str | None, what: str) -> str | None:
-    """The secret named by an environment variable or held in a file; None if neither.
-
-    Raises :class:`SecretError` when the variable is unset or empty or the file cannot
-    be read, naming the reference (never the value).
-    """
-    if env is not None:
-        value = os.environ.get(env)
-        if not value:
-            raise SecretError(f"{what}: environment variable {env} is not set or empty")
-        return value
-    if file is not None:
-        try:
-            value = Path(file).read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise SecretError(f"{what}: cannot read {file}: {exc}") from None
-        if not value:
-            raise SecretError(f"{what}: {file} is empty")
-        return value
-    return None
 
 
 class KafkaClientConfig(BaseModel):

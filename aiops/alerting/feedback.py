@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import sqlite3
 import threading
 import time
@@ -54,7 +53,6 @@ __all__ = [
     "action_id",
     "parse_action_id",
     "raised_threshold",
-    "read_secret",
 ]
 
 log = logging.getLogger(__name__)
@@ -109,28 +107,6 @@ CREATE TABLE IF NOT EXISTS thresholds (
     PRIMARY KEY (rule, series)
 );
 """
-
-
-def read_secret(env: str | None, file: str | None, what: str) -> str | None:
-    """A secret from an environment variable or a file (stripped); None if neither is set.
-
-    Raises :class:`ValueError` naming the reference (never the value) when it is unset,
-    empty or unreadable.
-    """
-    if env is not None:
-        value = os.environ.get(env, "")
-        if not value:
-            raise ValueError(f"{what}: environment variable {env} is not set or empty")
-        return value
-    if file is not None:
-        try:
-            value = Path(file).read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{what}: cannot read {file}: {type(exc).__name__}") from None
-        if not value:
-            raise ValueError(f"{what}: {file} is empty")
-        return value
-    return None
 
 
 def raised_threshold(score: float, current: float) -> float:

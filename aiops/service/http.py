@@ -384,7 +384,7 @@ class HttpServer:
             spec = http.auth
 
             def make_auth() -> Authenticator:
-                from aiops.alerting.feedback import read_secret
+                from aiops.secrets import read_secret
 
                 token = read_secret(
                     spec.bearer_token_env, at(spec.bearer_token_file), "bearer token"

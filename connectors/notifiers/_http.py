@@ -29,8 +29,9 @@ from aiops.alerting.notify import (
     PermanentFailure,
     RetryAfter,
 )
+from aiops.secrets import Secret, SecretError
 
-from ..kafka_common import Seconds, SecretError, read_secret
+from ..kafka_common import Seconds
 
 __all__ = [
     "AuthSettings",
@@ -119,30 +120,6 @@ class HttpAuth:
             password = self.password.value()
             return {}, (self.username, password), [password]
         return {}, None, []
-
-
-class Secret:
-    """A secret read from ``env`` or ``file`` at each use (rotated files are picked up).
-
-    ``value()`` raises :class:`SecretError` naming the reference, never the value.
-    """
-
-    def __init__(self, what: str, env: str | None, file: str | None) -> None:
-        self.what, self.env, self.file = what, env, file
-
-    def __bool__(self) -> bool:
-        return self.env is not None or self.file is not None
-
-    def value(self) -> str:
-        """The secret now."""
-        value = read_secret(self.env, self.file, self.what)
-        if value is None:
-            raise SecretError(f"{self.what}: no {self.what}_env or {self.what}_file set")
-        return value
-
-    def __repr__(self) -> str:
-        where = f"env {self.env}" if self.env else f"file {self.file}"
-        return f"Secret({self.what}, {where})"
 
 
 def retry_after_seconds(header: str | None, now: float | None = None) -> float | None:

@@ -70,9 +70,10 @@ from aiops.alerting.notify import (
 )
 from aiops.alerting.templates import Template
 from aiops.config.models import config_error
+from aiops.secrets import SecretError, read_secret
 from aiops.timeutil import to_rfc3339
 
-from ..kafka_common import Seconds, SecretError, read_secret
+from ..kafka_common import Seconds
 
 __all__ = ["SlackNotifier", "build_message", "classify_slack_error"]
 

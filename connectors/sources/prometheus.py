@@ -52,7 +52,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import os
 import threading
 import time
 from collections import deque
@@ -68,6 +67,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from aiops import __version__
 from aiops.config.models import Duration, PositiveDuration
 from aiops.pipeline.source import QuerySpec, Source, SourceError
+from aiops.secrets import Secret, SecretError
 from aiops.timeutil import format_duration, to_rfc3339
 from aiops.types import Batch, SeriesKey
 
@@ -572,30 +572,6 @@ class _NoScheduler:
 # -- HTTP ---------------------------------------------------------------------------------
 
 
-class _Secret:
-    """A secret from an environment variable or a file (re-read when the file changes)."""
-
-    def __init__(self, what: str, env: str | None, path: str | None) -> None:
-        self.what, self.env, self.path = what, env, path
-        self._cache: tuple[float, str] | None = None
-
-    def get(self) -> str:
-        if self.env:
-            value = os.environ.get(self.env)
-            if value is None:
-                raise QueryError(f"{self.what}_env: environment variable {self.env} is not set")
-            return value
-        assert self.path is not None
-        try:
-            mtime = os.stat(self.path).st_mtime
-            if self._cache is None or self._cache[0] != mtime:
-                with open(self.path, encoding="utf-8") as f:
-                    self._cache = (mtime, f.read().strip())
-        except OSError as exc:
-            raise QueryError(f"{self.what}_file: cannot read {self.path}: {exc}") from exc
-        return self._cache[1]
-
-
 class _Client:
     """Range queries over HTTP with the configured auth and TLS (thread-safe)."""
 
@@ -611,12 +587,12 @@ class _Client:
         if config.cert_file and config.key_file:
             self._session.cert = (config.cert_file, config.key_file)
         self._password = (
-            _Secret("password", config.password_env, config.password_file)
+            Secret("password", config.password_env, config.password_file)
             if config.username
             else None
         )
         self._token = (
-            _Secret("token", config.token_env, config.token_file)
+            Secret("token", config.token_env, config.token_file)
             if config.token_env or config.token_file
             else None
         )
@@ -636,10 +612,13 @@ class _Client:
         }
         headers = {}
         auth = None
-        if self._token is not None:
-            headers["Authorization"] = f"Bearer {self._token.get()}"
-        if self._password is not None and self.config.username:
-            auth = (self.config.username, self._password.get())
+        try:
+            if self._token is not None:
+                headers["Authorization"] = f"Bearer {self._token.value()}"
+            if self._password is not None and self.config.username:
+                auth = (self.config.username, self._password.value())
+        except SecretError as exc:
+            raise QueryError(str(exc)) from None
         try:
             # POST keeps long PromQL out of URLs (and out of proxies' access logs).
             resp = self._session.post(
