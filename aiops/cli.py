@@ -172,17 +172,24 @@ def score(
     from aiops.pipeline.scoring import read_series_csv, score_series, write_scored_csv
 
     name, detector_params = _detector_and_params(detector, params)
-    rows, ts, vs = read_series_csv(csv_path)
+    counts: dict[str, int] = {}
+    rows, ts, vs = read_series_csv(csv_path, counts=counts)
     try:
         result = score_series(ts, vs, detector=name, params=detector_params, threshold=threshold)
     except (TypeError, ValueError) as exc:
         raise click.UsageError(f"detector {name}: {exc}") from None
     write_scored_csv(out_path, rows, result)
-    unusable = int((vs != vs).sum())  # NaN: empty, unparseable or infinite
+    bad_time = counts.get("bad_timestamp", 0)
+    unusable = int((vs != vs).sum()) - bad_time  # NaN: empty, unparseable or infinite
     rows_word = "row" if unusable == 1 else "rows"
     note = (
         f" ({unusable} {rows_word} without a usable value, scored as missing)" if unusable else ""
     )
+    if bad_time:
+        note += (
+            f" ({bad_time} {'row' if bad_time == 1 else 'rows'} with a bad timestamp: "
+            "unparseable, infinite, NaN or outside years 1-9999; written, scored as missing)"
+        )
     click.echo(
         f"scored {len(rows)} rows with {name}: {int(result.alerts.sum())} alerts -> "
         f"{out_path}{note}",

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from aiops.pipeline.decoder import MAX_TIMESTAMP, MIN_TIMESTAMP
 from aiops.pipeline.scoring import ScoredSeries, read_series_csv, write_scored_csv
 from aiops.timeutil import parse_timestamp, parse_timestamps
 
@@ -43,14 +44,18 @@ def row_by_row_read(path):
     ts, vs = np.empty(len(rows)), np.empty(len(rows))
     last_t = 0.0
     for i, row in enumerate(rows):
+        time_ok = False
         with contextlib.suppress(ValueError, IndexError):
             t = parse_timestamp(row[0])
-            if math.isfinite(t) and abs(t) < 1e11:  # beyond: a wrong unit, unparseable
+            # Beyond 1e11: a wrong unit; before year 1 or past 9999: no alert can carry it.
+            time_ok = math.isfinite(t) and abs(t) < 1e11 and MIN_TIMESTAMP <= t < MAX_TIMESTAMP
+            if time_ok:
                 last_t = t
         ts[i] = last_t
         try:
             v = float(row[1])
-            vs[i] = v if math.isfinite(v) else math.nan
+            # A row without a usable time is scored as missing.
+            vs[i] = v if math.isfinite(v) and time_ok else math.nan
         except (ValueError, IndexError):
             vs[i] = math.nan
     return rows, ts, vs
@@ -182,10 +187,9 @@ def test_one_bad_row_never_fails_the_file(tmp_path):
     path.write_bytes(b"timestamp,value\n" + b"\n".join(good[:20] + bad + good[20:]) + b"\n")
     rows, ts, vs = read_series_csv(path)
     assert len(rows) == len(ts) == len(vs) == 53
-    assert np.isnan(vs[20:22]).all()
-    assert vs[22] == 1.5
+    assert np.isnan(vs[20:23]).all()  # the inf row's value too: no time to score it at
     assert ts[22] == ts[21]  # an unparseable timestamp takes the previous one
-    assert not np.isnan(np.delete(vs, [20, 21])).any()
+    assert not np.isnan(np.delete(vs, [20, 21, 22])).any()
     assert csv.field_size_limit() == 131072  # the global limit is restored
 
 

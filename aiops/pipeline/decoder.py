@@ -19,6 +19,10 @@ Contract, pitfalls included:
   field that has no numeric value).
 - ``timestamp`` is the record's own time (the Kafka record timestamp, in unix seconds);
   a decoder uses it for items that carry no time, and the current time if it is None.
+- A time outside years 1-9999 (:data:`MIN_TIMESTAMP`, :data:`MAX_TIMESTAMP`), infinite
+  or NaN is a ``bad_timestamp`` reject: an alert dated then could not be written (RFC
+  3339, every receiver) and would never be delivered. :meth:`Decoded.to_batch` and the
+  daemon (:func:`drop_bad_times`) enforce it for every decoder and source.
 - Decoders are configured by a nested pydantic ``Config`` (unknown keys are errors,
   frozen) and are registered under their ``type`` name. They keep no state between
   records except caches, so one instance may decode records of many partitions.
@@ -27,6 +31,7 @@ Contract, pitfalls included:
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
@@ -36,14 +41,23 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from aiops.types import Batch, LogRecord, Reject, SeriesKey
+from aiops.types import Batch, BoolArray, FloatArray, LogRecord, Reject, SeriesKey
 
 __all__ = [
+    "MAX_TIMESTAMP",
+    "MIN_TIMESTAMP",
     "REJECT_REASONS",
     "Decoded",
     "Decoder",
     "DecoderConfig",
+    "drop_bad_times",
+    "times_ok",
 ]
+
+#: 0001-01-01T00:00:00Z in unix seconds: the first time an alert can carry.
+MIN_TIMESTAMP = -62_135_596_800.0
+#: 10000-01-01T00:00:00Z in unix seconds: every time an alert carries is before it.
+MAX_TIMESTAMP = 253_402_300_800.0
 
 #: The reasons a decoder may give, each a metric-label-safe word.
 REJECT_REASONS: frozenset[str] = frozenset(
@@ -130,10 +144,14 @@ class Decoded:
             self.skip(reason, n)
 
     def to_batch(self) -> Batch:
-        """The points, logs and rejects as a columnar :class:`~aiops.types.Batch`."""
+        """The points, logs and rejects as a columnar :class:`~aiops.types.Batch`.
+
+        Points and log records whose time is outside years 1-9999 (or not finite)
+        become ``bad_timestamp`` rejects (:func:`drop_bad_times`).
+        """
         index: dict[SeriesKey, int] = {}
         series = [index.setdefault(k, len(index)) for k in self.keys]
-        return Batch(
+        batch = Batch(
             keys=list(index),
             series=np.asarray(series, dtype=np.int64),
             timestamps=np.asarray(self.timestamps, dtype=np.float64),
@@ -141,6 +159,58 @@ class Decoded:
             logs=list(self.logs),
             rejects=list(self.rejects),
         )
+        return drop_bad_times(batch, self.origin)
+
+
+def times_ok(timestamps: FloatArray) -> BoolArray:
+    """True where a unix time is within years 1-9999 (False for inf and NaN).
+
+    >>> times_ok(np.array([0.0, -7e10, 2.6e11, np.inf, np.nan])).tolist()
+    [True, False, False, False, False]
+    """
+    ts = np.asarray(timestamps, dtype=np.float64)
+    return (ts >= MIN_TIMESTAMP) & (ts < MAX_TIMESTAMP)
+
+
+def drop_bad_times(batch: Batch, origin: str = "") -> Batch:
+    """``batch`` without the points and log records dated outside years 1-9999.
+
+    Each one left out becomes a ``bad_timestamp`` reject (its series, time and value in
+    the detail and the raw bytes); keys left without a point are dropped too, so a
+    series with only bad times costs no rule a row. The batch itself when all is well
+    (one vectorized test over the times).
+
+    >>> b = Batch.from_points([(SeriesKey.of("up"), 1e20, 1.0), (SeriesKey.of("up"), 60.0, 2.0)])
+    >>> out = drop_bad_times(b)
+    >>> out.timestamps.tolist(), [r.reason for r in out.rejects], out.rejects[0].detail
+    ([60.0], ['bad_timestamp'], 'point of up{}: timestamp 1e+20 is outside years 1-9999')
+    """
+    ok = times_ok(batch.timestamps)
+    bad_logs = [r for r in batch.logs if not MIN_TIMESTAMP <= r.timestamp < MAX_TIMESTAMP]
+    all_ok = bool(ok.all())
+    if all_ok and not bad_logs:
+        return batch
+    rejects = list(batch.rejects)
+    keys, series = batch.keys, batch.series
+    ts, vs = batch.timestamps, batch.values
+    if not all_ok:
+        for j in np.flatnonzero(~ok).tolist():
+            key = batch.keys[int(series[j])]
+            detail = f"point of {key}: timestamp {float(ts[j])!r} is outside years 1-9999"
+            raw = f"{key} {float(vs[j])!r} {float(ts[j])!r}".encode()
+            rejects.append(Reject("bad_timestamp", detail, raw, origin))
+        used, series = np.unique(series[ok], return_inverse=True)
+        keys = [batch.keys[int(k)] for k in used.tolist()]
+        series = series.astype(np.int64, copy=False)
+        ts, vs = ts[ok], vs[ok]
+    for r in bad_logs:
+        where = f"log record of {dict(r.labels)}"
+        detail = f"{where}: timestamp {r.timestamp!r} is outside years 1-9999"
+        rejects.append(Reject("bad_timestamp", detail, r.message.encode()[:4096], origin))
+    logs = [r for r in batch.logs if MIN_TIMESTAMP <= r.timestamp < MAX_TIMESTAMP]
+    return dataclasses.replace(
+        batch, keys=keys, series=series, timestamps=ts, values=vs, logs=logs, rejects=rejects
+    )
 
 
 class Decoder(ABC):

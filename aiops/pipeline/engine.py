@@ -276,8 +276,8 @@ class RuleRuntime:
         if len(positions) == 0:
             # Points of series over the cap still move the rule's data time, so that
             # quiet series are forgotten and make room for them.
-            alerts = self._over_cap_time(batch, key_idx, point_idx)
-            return RuleResult(positions, np.zeros(0), np.zeros(0, bool), alerts)
+            over = self._over_cap_time(batch, key_idx, point_idx)
+            return RuleResult(positions, np.zeros(0), np.zeros(0, bool), over)
         idx = point_idx[positions]
         ts = batch.timestamps[positions]
         vs = batch.values[positions]

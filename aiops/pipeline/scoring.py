@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from aiops.pipeline.decoder import times_ok
 from aiops.pipeline.detector import DEFAULT_THRESHOLD
 from aiops.pipeline.engine import RuleRuntime, RuleSpec
 from aiops.registry import DEFAULT_DETECTOR
@@ -115,14 +116,18 @@ MAX_ABS_TIMESTAMP = 1e11
 _FIELD_LIMIT = 2**31 - 1
 
 
-def read_series_csv(path: Path) -> tuple[list[list[str]], FloatArray, FloatArray]:
+def read_series_csv(
+    path: Path, *, counts: dict[str, int] | None = None
+) -> tuple[list[list[str]], FloatArray, FloatArray]:
     """Read a ``timestamp,value`` CSV leniently: one output row per input row.
 
     Returns the raw rows (for echoing) and the parsed timestamps and values. An empty
     or unparseable value becomes NaN, as do infinite ones; an unparseable timestamp takes
-    the previous row's timestamp (so the row is still scored, as missing), 0 before the
-    first parseable one (infinite ones and those past ``MAX_ABS_TIMESTAMP`` count as
-    unparseable); timestamps are ISO 8601 or unix seconds (see
+    the previous row's timestamp and its value becomes NaN (so the row is still written,
+    scored as missing), 0 before the first parseable one (infinite and NaN ones, those
+    past ``MAX_ABS_TIMESTAMP`` and those outside years 1-9999 count as unparseable; an
+    alert could not carry them); ``counts["bad_timestamp"]`` (if given) is how many such
+    rows there were. Timestamps are ISO 8601 or unix seconds (see
     :func:`~aiops.timeutil.parse_timestamp`); blank lines are skipped; the header is
     optional. Columns after the second are kept in the rows and otherwise ignored.
     Bytes that are not UTF-8 become U+FFFD (the row stays, its field unparseable), and a
@@ -140,7 +145,9 @@ def read_series_csv(path: Path) -> tuple[list[list[str]], FloatArray, FloatArray
     n = len(rows)
     ts, parsed = parse_timestamps([r[0] for r in rows])
     # inf, NaN and times past year ~5000 (a wrong unit) are as unparseable as "x".
-    parsed &= np.isfinite(ts) & (np.abs(ts) < MAX_ABS_TIMESTAMP)
+    parsed &= times_ok(ts) & (np.abs(ts) < MAX_ABS_TIMESTAMP)
+    if counts is not None:
+        counts["bad_timestamp"] = counts.get("bad_timestamp", 0) + int(n - parsed.sum())
     # Forward fill: each unparseable timestamp takes the last parsed one before it.
     last = np.maximum.accumulate(np.where(parsed, np.arange(n), -1))
     ts = np.where(last >= 0, ts[np.maximum(last, 0)], 0.0)
@@ -150,7 +157,7 @@ def read_series_csv(path: Path) -> tuple[list[list[str]], FloatArray, FloatArray
         vs = np.fromiter(map(float, texts), np.float64, n)
     except ValueError:
         vs = np.fromiter(map(_float_or_nan, texts), np.float64, n)
-    vs[~np.isfinite(vs)] = np.nan
+    vs[~np.isfinite(vs) | ~parsed] = np.nan
     return rows, ts, vs
 
 

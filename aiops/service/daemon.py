@@ -27,6 +27,7 @@ from aiops.alerting.feedback import FeedbackApplier, NullFeedback
 from aiops.alerting.notify import Alert, Notification
 from aiops.models.lifecycle import ModelLifecycle, NoModels
 from aiops.models.retrain import NoRetraining, Retraining
+from aiops.pipeline.decoder import drop_bad_times
 from aiops.pipeline.engine import Engine
 from aiops.pipeline.faults import RuleFailure
 from aiops.pipeline.source import Source
@@ -481,6 +482,7 @@ class Daemon:
 
     def handle(self, source_id: str, batch: Batch) -> None:
         """Run one batch through the engine and route the alerts it caused."""
+        batch = drop_bad_times(batch, source_id)  # times no alert could carry: rejects
         h = self.health[source_id]
         h.points += batch.n_points
         h.logs += len(batch.logs)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from datetime import date
 from typing import Any, Literal
 
-from aiops.pipeline.decoder import Decoded, Decoder
+from aiops.pipeline.decoder import MAX_TIMESTAMP, MIN_TIMESTAMP, Decoded, Decoder
 from aiops.types import SeriesKey
 
 __all__ = [
@@ -213,7 +213,7 @@ def parse_time(value: Any, fmt: TimeFormat = "auto", what: str = "timestamp") ->
         seconds = number / divisor
     except OverflowError:
         raise ItemError("bad_timestamp", f"{what} {_short(value)} is out of range") from None
-    if not math.isfinite(seconds) or abs(seconds) >= _MAX_ABS_SECONDS:
+    if not math.isfinite(seconds) or abs(seconds) >= _MAX_ABS_SECONDS or seconds < MIN_TIMESTAMP:
         raise ItemError("bad_timestamp", f"{what} {_short(value)} is out of range")
     return float(seconds)
 
@@ -243,6 +243,8 @@ def _rfc3339_seconds(m: re.Match[str], raw: str, what: str) -> float:
         if hh > 23 or mm > 59:
             raise ItemError("bad_timestamp", f"{what} {_short(raw)}: bad zone offset")
         seconds -= sign * (hh * 3600 + mm * 60)
+    if not MIN_TIMESTAMP <= seconds < MAX_TIMESTAMP:  # a zone moved it past year 1 or 9999
+        raise ItemError("bad_timestamp", f"{what} {_short(raw)} is outside years 1-9999")
     if len(_RFC3339_MEMO) >= _RFC3339_MEMO_MAX:
         _RFC3339_MEMO.clear()
     _RFC3339_MEMO[m.group()] = seconds

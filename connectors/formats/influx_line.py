@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from aiops.pipeline.decoder import Decoded, Decoder, DecoderConfig
+from aiops.pipeline.decoder import MAX_TIMESTAMP, MIN_TIMESTAMP, Decoded, Decoder, DecoderConfig
 from aiops.types import SeriesKey
 
 __all__ = ["InfluxLineDecoder"]
@@ -238,7 +238,10 @@ class InfluxLineDecoder(Decoder):
         n = int(text) if len(text) <= _MAX_DIGITS else _INT64_MAX + 1
         if not _INT64_MIN <= n <= _INT64_MAX:
             return f"timestamp {_clip(text)} is out of the int64 range"
-        return n / self._divisor
+        seconds = n / self._divisor
+        if not MIN_TIMESTAMP <= seconds < MAX_TIMESTAMP:  # precision s or ms reaches past them
+            return f"timestamp {_clip(text)} is outside years 1-9999"
+        return seconds
 
     @staticmethod
     def _bad_value(out: Decoded, line: str, lineno: int, fkey: str, raw: str, why: str) -> None:

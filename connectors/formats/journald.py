@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import Field
 
-from aiops.pipeline.decoder import Decoded, Decoder, DecoderConfig
+from aiops.pipeline.decoder import MAX_TIMESTAMP, MIN_TIMESTAMP, Decoded, Decoder, DecoderConfig
 from aiops.types import LogRecord
 
 __all__ = ["PRIORITY_LEVELS", "JournaldDecoder"]
@@ -93,8 +93,13 @@ class JournaldDecoder(Decoder):
         if raw_ts is not None:
             try:
                 ts = int(str(raw_ts)) / 1e6
-            except ValueError:
+            except (ValueError, OverflowError):
                 return ("bad_timestamp", f"__REALTIME_TIMESTAMP {str(raw_ts)[:40]!r}")
+            if not MIN_TIMESTAMP <= ts < MAX_TIMESTAMP:
+                return (
+                    "bad_timestamp",
+                    f"__REALTIME_TIMESTAMP {str(raw_ts)[:40]!r} is outside years 1-9999",
+                )
         labels = dict(self.config.labels)
         host = entry.get("_HOSTNAME")
         if isinstance(host, str):
