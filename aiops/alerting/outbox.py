@@ -533,8 +533,13 @@ class Outbox:
         if self._appender is None:  # not started (tests, one-shot use): write now
             return self._insert(rows)
         with self._append_cv:
+            # Wake the appender only for the first rows: while it gathers (rows already
+            # queued) it wakes at the end of its gathering time by itself, and a wake-up
+            # per batch would take the interpreter from the data loop each time.
+            first = not self._queued
             self._queued.extend(rows)
-            self._append_cv.notify()
+            if first:
+                self._append_cv.notify()
         return len(notes)
 
     def _rows(self, notes: Iterable[tuple[float, Notification]]) -> list[tuple[Any, ...]]:
