@@ -518,7 +518,7 @@ def simulate(
     "--out",
     "out_dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Write alerts.csv, summary.json and alerts_per_day.png here.",
+    help="Write alerts.csv, notifications.csv, summary.json and alerts_per_day.png here.",
 )
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def backtest(
@@ -534,7 +534,8 @@ def backtest(
     Finite sources (file replays, a simulator with a duration) replay from their start;
     Prometheus pull sources replay each rule's query over --from/--to (both required).
     Nothing is sent and the config's state directory is not touched. Prints alerts per
-    day per rule and per receiver (after silences, inhibitions, time intervals).
+    day per rule and per receiver (after silences, inhibitions, time intervals), and the
+    notifications the aggregation groups would have sent per day per receiver.
     """
     from aiops.config import ConfigErrors, load_config
     from aiops.evaluation.backtest import (

@@ -144,7 +144,7 @@ def test_alerts_per_day_per_rule_and_receiver(tmp_path):
     config = write_config(tmp_path)
     out = aiops("backtest", "--config", str(config), "--no-progress")
     assert out.returncode == 0, out.stderr
-    rules, receivers = parse_tables(out.stdout)
+    rules, receivers, _ = parse_tables(out.stdout)
     assert per_rule({d: rules[d] for d in DAYS}) == EXPECTED
     assert rules["total"] == {RULE_A: 2, RULE_B: 2, "total": 4}
     assert {d: receivers[d] for d in DAYS} == {
@@ -166,7 +166,7 @@ def test_a_silence_mutes_one_incident(tmp_path):
     config = write_config(tmp_path, silence=True)
     out = aiops("backtest", "--config", str(config), "--no-progress")
     assert out.returncode == 0, out.stderr
-    rules, receivers = parse_tables(out.stdout)
+    rules, receivers, _ = parse_tables(out.stdout)
     assert per_rule({d: rules[d] for d in DAYS}) == EXPECTED  # before routing: all alerts
     assert receivers["2024-01-03"] == {"ops": 1, "team-b": 0, "total": 1}
     assert receivers["total"] == {"ops": 2, "team-b": 1, "total": 3}
@@ -187,7 +187,7 @@ def test_from_to_narrow_the_replay(tmp_path):
         "--no-progress",
     )
     assert out.returncode == 0, out.stderr
-    rules, _ = parse_tables(out.stdout)
+    rules, _, _ = parse_tables(out.stdout)
     assert per_rule({d: rules[d] for d in rules if d != "total"}) == {
         "2024-01-02": {RULE_A: 0, RULE_B: 1}
     }
@@ -208,7 +208,7 @@ def test_rules_option_replaces_the_config_rules(tmp_path):
     (only_a / "a.yaml").write_text(RULES.split("      - alert: HostB")[0])
     out = aiops("backtest", "--config", str(config), "--rules", str(only_a), "--no-progress")
     assert out.returncode == 0, out.stderr
-    rules, _ = parse_tables(out.stdout)
+    rules, _, _ = parse_tables(out.stdout)
     assert rules["total"] == {RULE_A: 2, "total": 2}
 
 
@@ -217,7 +217,7 @@ def test_out_writes_csv_json_and_png(tmp_path):
     out_dir = tmp_path / "report"
     out = aiops("backtest", "--config", str(config), "--out", str(out_dir), "--no-progress")
     assert out.returncode == 0, out.stderr
-    rules, receivers = parse_tables(out.stdout)
+    rules, receivers, notifications = parse_tables(out.stdout)
     with (out_dir / "alerts.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == [
@@ -239,7 +239,20 @@ def test_out_writes_csv_json_and_png(tmp_path):
     assert {(r["time"][:10], r["rule"]) for r in firing} == {
         (d, rule) for d, counts in EXPECTED.items() for rule, n in counts.items() if n
     }
+    with (out_dir / "notifications.csv").open() as f:
+        sent = list(csv.DictReader(f))
+    # The three incidents not silenced: each its firing, then its resolution.
+    assert [(n["receiver"], n["status"], n["firing"], n["resolved"]) for n in sent] == [
+        ("ops", "firing", "1", "0"),
+        ("ops", "resolved", "0", "1"),
+        ("team-b", "firing", "1", "0"),
+        ("team-b", "resolved", "0", "1"),
+        ("ops", "firing", "1", "0"),
+        ("ops", "resolved", "0", "1"),
+    ]
+    assert len(sent) == notifications["total"]["total"]
     summary = json.loads((out_dir / "summary.json").read_text())
+    assert summary["notifications_per_receiver"] == {"ops": 4, "team-b": 2}
     assert summary["alerts"] == 4
     assert summary["silenced"] == 1
     assert summary["days"] == 3
@@ -248,6 +261,34 @@ def test_out_writes_csv_json_and_png(tmp_path):
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
     assert len(png) > 5000
     assert not (tmp_path / "state").exists()
+
+
+def test_alerts_of_one_group_are_one_notification(tmp_path):
+    """Both hosts spike at once: two alerts, one page per group_wait, as the daemon sends."""
+    config = write_config(tmp_path)
+    data = tmp_path / "replay.csv"
+    spike = f"{T0 + STEP * 144},h1,"  # h1 joins h0's incident of 2024-01-01 12:00
+    rows = [spike + "2.0" if r.startswith(spike) else r for r in data.read_text().splitlines()]
+    data.write_text("\n".join(rows) + "\n")
+    one_rule = RULES.replace(
+        "selector: 'latency_seconds{host=\"h0\"}'", "selector: latency_seconds"
+    )
+    (tmp_path / "rules.yaml").write_text(one_rule)
+    (tmp_path / "alerting.yaml").write_text(
+        "route: {receiver: ops, group_by: [alertname], group_wait: 30s}\nreceivers: [{name: ops}]\n"
+    )
+    report = tmp_path / "report"
+    out = aiops("backtest", "--config", str(config), "--out", str(report), "--no-progress")
+    assert out.returncode == 0, out.stderr
+    with (report / "alerts.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    fired = [r for r in rows if r["status"] == "firing" and r["rule"] == RULE_A]
+    noon = [r["series"] for r in fired if r["time"].startswith("2024-01-01T12:00")]
+    assert sorted(noon) == ['latency_seconds{host="h0"}', 'latency_seconds{host="h1"}']
+    with (report / "notifications.csv").open() as f:
+        sent = [n for n in csv.DictReader(f) if n["group"] == '{alertname="HostA"}']
+    first = [n for n in sent if n["time"].startswith("2024-01-01") and n["status"] == "firing"]
+    assert [(n["firing"], n["time"]) for n in first] == [("2", "2024-01-01T12:00:30Z")]
 
 
 @pytest.mark.parametrize(

@@ -143,7 +143,7 @@ def test_cli_backtests_prometheus_history_and_writes_the_report(days_of_history,
         "backtest", "--config", str(config), "--from", start, "--to", end, "--out", str(out_dir)
     )
     assert out.returncode == 0, out.stderr
-    rules, receivers = parse_tables(out.stdout)
+    rules, receivers, _ = parse_tables(out.stdout)
     assert per_rule({d: rules[d] for d in rules if d != "total"}) == {
         "2024-01-02": {RULE_A: 0, RULE_B: 1}
     }

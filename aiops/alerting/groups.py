@@ -227,7 +227,8 @@ class Groups:
     returns the notifications of every group due by the clock; :meth:`observe` moves a
     :class:`DataClock` on; :meth:`drain` flushes every group once, due or not (the data
     has ended). ``silences`` may be appended to while running (answers from Slack
-    buttons).
+    buttons). ``on_notify``, if set, is told ``(due, notification)`` of every flushed
+    notification with the clock time its group was due (a backtest counts them per day).
     """
 
     def __init__(
@@ -250,6 +251,7 @@ class Groups:
         self._groups: dict[str, _Group] = {}
         self._heap: list[tuple[float, str]] = []
         self._acks: list[Notification] = []
+        self.on_notify: Callable[[float, Notification], None] | None = None
         self._routes: dict[str, RouteNode] = {}
         self._route_ids: dict[int, str] = {}
         self._number(root, "0")
@@ -359,6 +361,8 @@ class Groups:
             return None  # a stale timer (the group was rescheduled or removed)
         node = self._routes[group.route]
         notification = self._flush(group, node, due)
+        if notification is not None and self.on_notify is not None:
+            self.on_notify(due, notification)
         if group.alerts:
             # The next tick after the clock: when the clock jumped (a backfill, a replay,
             # a quiet source), the ticks it skipped are one flush, as a timer that fired

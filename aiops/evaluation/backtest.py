@@ -11,12 +11,14 @@ Nothing is sent and nothing is written to the config's state directory: there ar
 notifiers, no checkpoints and no dead letters.
 
 The report counts alert transitions per UTC day, per rule and per receiver after
-routing; with an output directory it also writes ``alerts.csv``, ``summary.json`` and
+routing, and the notifications the daemon would have sent: the same alerts through
+the daemon's aggregation groups (:class:`~aiops.alerting.groups.Groups` on the data's
+clock: ``group_by``, ``group_wait``, ``group_interval``, ``repeat_interval``), per day
+and receiver, which is what a person on call would have been paged. With an output
+directory it also writes ``alerts.csv``, ``notifications.csv``, ``summary.json`` and
 ``alerts_per_day.png``.
 
-Not yet: push sources that only receive live data (Kafka, remote write) are refused,
-and ``group_wait`` / ``group_interval`` grouping (the router sends one notification per
-transition).
+Not yet: push sources that only receive live data (Kafka, remote write) are refused.
 """
 
 from __future__ import annotations
@@ -35,13 +37,19 @@ from typing import Any
 
 import numpy as np
 
-from aiops.alerting.notify import Alert
+from aiops.alerting.notify import Alert, Notification
 from aiops.alerting.routing import Router
 from aiops.config import LoadedConfig, load_rule_files
 from aiops.pipeline.engine import Engine
 from aiops.pipeline.source import Source, SourceError
 from aiops.registry import SOURCES
-from aiops.service.app import render_template, resolve_paths, rule_queries, rule_specs
+from aiops.service.app import (
+    build_groups,
+    render_template,
+    resolve_paths,
+    rule_queries,
+    rule_specs,
+)
 from aiops.timeutil import parse_timestamp, to_rfc3339
 from aiops.types import Batch
 
@@ -50,6 +58,7 @@ __all__ = [
     "BacktestError",
     "BacktestResult",
     "BacktestUsageError",
+    "NotificationRecord",
     "format_report",
     "open_sources",
     "parse_time_bound",
@@ -98,6 +107,24 @@ def _day(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d")
 
 
+@dataclass(frozen=True)
+class NotificationRecord:
+    """One notification the daemon's aggregation groups would have sent."""
+
+    time: float  # when its group was due (data time)
+    receiver: str
+    status: str  # firing (some alert of the group fires) or resolved
+    firing: int
+    resolved: int
+    repeat: int  # 0, or the n-th repeat after repeat_interval
+    group: str  # the group labels, {a="b", ...}
+
+    @property
+    def day(self) -> str:
+        """The UTC day it would have been sent, ``YYYY-MM-DD``."""
+        return _day(self.time)
+
+
 @dataclass
 class BacktestResult:
     """Everything a replay produced; the report and the output files are views of it."""
@@ -114,6 +141,7 @@ class BacktestResult:
     last_ts: float | None = None
     rejects: Counter[str] = field(default_factory=Counter)
     records: list[AlertRecord] = field(default_factory=list)
+    notifications: list[NotificationRecord] = field(default_factory=list)
 
     @property
     def firing(self) -> list[AlertRecord]:
@@ -127,7 +155,7 @@ class BacktestResult:
 
     def days(self) -> list[str]:
         """Every UTC day from the first replayed point (or alert) to the last."""
-        times = [r.time for r in self.records]
+        times = [r.time for r in self.records] + [n.time for n in self.notifications]
         times += [t for t in (self.first_ts, self.last_ts) if t is not None]
         if not times:
             return []
@@ -150,6 +178,14 @@ class BacktestResult:
             for name in r.receivers:
                 out.setdefault(r.day, dict.fromkeys(self.receivers, 0))
                 out[r.day][name] = out[r.day].get(name, 0) + 1
+        return out
+
+    def per_day_notifications(self) -> dict[str, dict[str, int]]:
+        """Notifications per day, then per receiver (after grouping)."""
+        out: dict[str, dict[str, int]] = {d: dict.fromkeys(self.receivers, 0) for d in self.days()}
+        for n in self.notifications:
+            row = out.setdefault(n.day, dict.fromkeys(self.receivers, 0))
+            row[n.receiver] = row.get(n.receiver, 0) + 1
         return out
 
     def summary(self) -> dict[str, Any]:
@@ -178,6 +214,11 @@ class BacktestResult:
             "alerts_per_receiver": {k: per_receiver.get(k, 0) for k in self.receivers},
             "alerts_per_day_per_rule": self.per_day_rule(),
             "alerts_per_day_per_receiver": self.per_day_receiver(),
+            "notifications": len(self.notifications),
+            "notifications_per_receiver": {
+                k: sum(1 for n in self.notifications if n.receiver == k) for k in self.receivers
+            },
+            "notifications_per_day_per_receiver": self.per_day_notifications(),
         }
 
     def summary_line(self) -> str:
@@ -189,7 +230,8 @@ class BacktestResult:
             f"replayed {s['points']} points{extra} of {s['series']} series: "
             f"{s['alerts']} alerts ({s['delivered']} delivered, {s['silenced']} silenced, "
             f"{s['inhibited']} inhibited, {s['muted_by_time_interval']} muted by time "
-            f"intervals), {s['resolved']} resolved, {rejects} rejects, {s['days']} days"
+            f"intervals), {s['resolved']} resolved, {s['notifications']} notifications "
+            f"after grouping, {rejects} rejects, {s['days']} days"
         )
 
 
@@ -368,7 +410,10 @@ def run_backtest(
     Finite sources replay from their start; pull sources (Prometheus) replay their
     rules' queries over ``[start, end)``, which they require (see :func:`open_sources`).
     Sources are read round-robin, one batch each in turn, as the daemon does. Points
-    outside ``[start, end)`` are dropped before the rules see them. Raises
+    outside ``[start, end)`` are dropped before the rules see them. Each alert is routed
+    on its own through ``router`` (the per-alert counts) and, with every other, through
+    the daemon's aggregation groups (the notifications; groups still waiting at the end
+    are flushed once, as the daemon does when a finite replay ends). Raises
     :class:`BacktestError` when a source cannot be opened or read (a failed query names
     its rule), :class:`BacktestUsageError` when a pull source lacks ``start``/``end``.
     """
@@ -383,6 +428,8 @@ def run_backtest(
         start=start,
         end=end,
     )
+    groups = build_groups(loaded.alerting)
+    groups.on_notify = lambda due, n: result.notifications.append(_notification_record(due, n))
     seen: set[tuple[str, str]] = set()
     ticks = 1000
     bar = tqdm(
@@ -407,13 +454,19 @@ def run_backtest(
                 result.out_of_range += dropped
                 if batch.n_points:
                     _account(result, seen, sid, batch)
+                    batch_alerts: list[Alert] = []
                     for rt, alerts in engine.process_by_rule(sid, batch):
                         _record(result, router, rt.spec.key, alerts)
+                        batch_alerts += alerts
+                    groups.route(batch_alerts)
+                    groups.observe(float(np.nanmax(batch.timestamps)))
+                    groups.flush()
                 if source.exhausted:
                     del active[sid]
             done = sum(_progress_of(s) for s in sources.values()) / max(1, len(sources))
             bar.update(int(done * ticks) - bar.n)
             bar.set_postfix_str(f"{result.points} points, {len(result.firing)} alerts")
+        groups.drain()
     finally:
         bar.close()
         for s in sources.values():
@@ -431,6 +484,20 @@ def _account(result: BacktestResult, seen: set[tuple[str, str]], sid: str, batch
         lo, hi = float(finite.min()), float(finite.max())
         result.first_ts = lo if result.first_ts is None else min(result.first_ts, lo)
         result.last_ts = hi if result.last_ts is None else max(result.last_ts, hi)
+
+
+def _notification_record(due: float, n: Notification) -> NotificationRecord:
+    firing = sum(a.status == "firing" for a in n.alerts)
+    labels = ", ".join(f'{k}="{v}"' for k, v in sorted(n.group_labels.items()))
+    return NotificationRecord(
+        time=due,
+        receiver=n.receiver,
+        status=n.status,
+        firing=firing,
+        resolved=len(n.alerts) - firing,
+        repeat=n.repeat,
+        group="{" + labels + "}",
+    )
 
 
 def _record(result: BacktestResult, router: Router, rule: str, alerts: list[Alert]) -> None:
@@ -485,6 +552,12 @@ def format_report(result: BacktestResult) -> str:
         result.per_day_receiver(),
         result.receivers,
     )
+    lines.append("")
+    lines += _table(
+        "Notifications per day and receiver (what would have been sent, after grouping):",
+        result.per_day_notifications(),
+        result.receivers,
+    )
     if result.rejects:
         lines.append("")
         lines.append("rejects: " + ", ".join(f"{k}={v}" for k, v in sorted(result.rejects.items())))
@@ -494,10 +567,13 @@ def format_report(result: BacktestResult) -> str:
 
 
 CSV_COLUMNS = ["time", "rule", "status", "series", "score", "value", "receivers", "muted"]
+NOTIFICATION_COLUMNS = ["time", "receiver", "status", "firing", "resolved", "repeat", "group"]
 
 
 def write_outputs(result: BacktestResult, out_dir: Path) -> list[Path]:
-    """Write ``alerts.csv``, ``summary.json`` and (with matplotlib) ``alerts_per_day.png``.
+    """Write ``alerts.csv``, ``notifications.csv``, ``summary.json`` and a plot.
+
+    The plot, ``alerts_per_day.png``, needs matplotlib.
 
     Returns the files written; the plot is skipped (not an error) without matplotlib.
     """
@@ -521,6 +597,15 @@ def write_outputs(result: BacktestResult, out_dir: Path) -> list[Path]:
                 ]
             )
     written.append(alerts_csv)
+    notes_csv = out_dir / "notifications.csv"
+    with notes_csv.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(NOTIFICATION_COLUMNS)
+        for n in result.notifications:
+            w.writerow(
+                [to_rfc3339(n.time), n.receiver, n.status, n.firing, n.resolved, n.repeat, n.group]
+            )
+    written.append(notes_csv)
     summary = out_dir / "summary.json"
     summary.write_text(json.dumps(result.summary(), indent=2) + "\n", encoding="utf-8")
     written.append(summary)
