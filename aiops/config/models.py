@@ -705,12 +705,20 @@ class DeliverySettings(_Model):
     retention: PositiveDuration = 7 * 86_400.0
 
 
+def _memory_budget(value: ByteSize) -> ByteSize:
+    if value and not (64 << 20) <= value <= (1 << 50):
+        raise ValueError("must be 0 (no budget) or between 64MiB and 1PiB")
+    return value
+
+
 class LimitsSettings(_Model):
     """``limits:``: caps that protect the daemon from runaway cardinality."""
 
     max_series_per_rule: StrictInt = Field(default=100_000, ge=1)
     #: A series with no point for this long (data time) is forgotten; 0 never.
     forget_after_stale: Duration = DEFAULT_FORGET_AFTER_STALE
+    #: The process' resident set size above which new series are dropped; 0: no budget.
+    max_memory: Annotated[ByteSize, AfterValidator(_memory_budget)] = ByteSize(0)
 
 
 class SlackInteractivity(_Model):

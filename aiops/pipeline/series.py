@@ -61,6 +61,9 @@ class SeriesRegistry:
         self.matches = matches
         self.max_series = max_series
         self.max_unmatched = max_unmatched
+        #: False while the daemon is over its memory budget (``limits.max_memory``): new
+        #: series are then dropped as over the cap, existing ones still scored.
+        self.admitting = True
         self.dropped = 0
         #: Series forgotten after their staleness period (:meth:`free`).
         self.evicted = 0
@@ -129,7 +132,7 @@ class SeriesRegistry:
         if not self.matches(key):
             self._remember(self._unmatched, key, NOT_SELECTED)
             return NOT_SELECTED
-        if len(self._index) >= self.max_series:
+        if len(self._index) >= self.max_series or not self.admitting:
             self.dropped += 1
             self._remember(self._over_cap, key, DROPPED)
             return DROPPED
@@ -151,6 +154,15 @@ class SeriesRegistry:
             cache.clear()
         if self.max_unmatched:
             cache[key] = verdict
+
+    def admit(self, on: bool) -> None:
+        """Take new series (``True``) or drop them as over the cap; see :attr:`admitting`.
+
+        When admission resumes, keys dropped meanwhile are asked again.
+        """
+        if on and not self.admitting:
+            self._over_cap.clear()
+        self.admitting = on
 
     def free(self, rows: Sequence[int], *, reuse: bool = True) -> int:
         """Forget the series of these rows; returns how many were live.

@@ -39,6 +39,7 @@ from aiops.pipeline.source import QuerySpec, Source
 from aiops.registry import NOTIFIERS, SOURCES
 from aiops.service.daemon import Daemon, DeadLetterFile
 from aiops.service.http import HttpServer, ListenError
+from aiops.service.memory import MemoryGuard
 from aiops.service.metrics import NULL_METRICS, Metrics, PrometheusMetrics
 from aiops.state.checkpoint import Checkpointer
 from aiops.state.envelope import FileStateStore
@@ -298,6 +299,7 @@ def build_daemon(loaded: LoadedConfig, *, state_dir: Path) -> Daemon:
         daemon.listener = HttpServer.from_settings(
             loaded.daemon.http, daemon, metrics, base_dir=loaded.path.parent
         )
+    daemon.memory = MemoryGuard(int(loaded.daemon.limits.max_memory), metrics=metrics)
     wire_feedback(daemon, loaded, state_dir=state_dir, metrics=metrics)
     wire_models(daemon, state_dir=state_dir)
     wire_retraining(daemon, loaded, metrics=metrics)

@@ -32,6 +32,7 @@ from aiops.pipeline.engine import Engine
 from aiops.pipeline.faults import RuleFailure
 from aiops.pipeline.source import Source
 from aiops.service.http import HttpReceiver, Listener, NullListener
+from aiops.service.memory import MemoryGuard
 from aiops.service.metrics import NULL_METRICS, Metrics
 from aiops.state.checkpoint import Checkpoint, Checkpointer
 from aiops.types import Batch, LogRecord, Reject
@@ -376,6 +377,8 @@ class Daemon:
         self.listener: Listener = NullListener()
         #: Answers to alerts (Slack buttons) applied to the engine and router; set by the app.
         self.feedback: FeedbackApplier | NullFeedback = NullFeedback()
+        #: limits.max_memory (off unless the app sets a budget).
+        self.memory = MemoryGuard(0)
         #: Model versions (aiops.models.lifecycle): rollbacks and pins; set by the app.
         self.models: ModelLifecycle | NoModels = NoModels()
         #: Drift checks and retraining (aiops.models.retrain); set by the app.
@@ -426,6 +429,7 @@ class Daemon:
         """Poll each source once and process what came; True if anything did."""
         got = False
         now = self.clock()
+        self.memory.check(self.engine)
         for sid, src in self.sources.items():
             h = self.health[sid]
             if now < h.retry_at or src.exhausted:

@@ -47,6 +47,8 @@ name                                            type       labels
 ``rule_series_evicted_total``                   counter    rule (stale series forgotten)
 ``rule_unmatched_series``                       gauge      rule (keys remembered as not
                                                            selected; bounded)
+``memory_budget_bytes``                         gauge      (limits.max_memory; 0: none)
+``memory_budget_exceeded``                      gauge      (1: new series are dropped)
 ``drift_detected_total``                        counter    rule, signal (input, score,
                                                            alert_rate; every detection)
 ``model_retrains_total``                        counter    rule, trigger, outcome (promoted,
@@ -126,6 +128,9 @@ class Metrics:
 
     def rule_failed(self, rule: str, points: int) -> None:
         """One failed batch of a rule, whose ``points`` were kept aside."""
+
+    def memory(self, rss: int, budget: int, exceeded: bool) -> None:
+        """The memory guard's last reading (:mod:`aiops.service.memory`)."""
 
     def state_refused(self, refused: Mapping[str, int]) -> None:
         """Rules whose checkpointed state was refused at start, and how often."""
@@ -332,6 +337,16 @@ class PrometheusMetrics(Metrics):
             ["rule"],
             registry=reg,
         )
+        self._memory_budget = pc.Gauge(
+            "aiops_memory_budget_bytes",
+            "The daemon's memory budget (limits.max_memory); 0 when there is none.",
+            registry=reg,
+        )
+        self._memory_exceeded = pc.Gauge(
+            "aiops_memory_budget_exceeded",
+            "1 while the resident set size is over the budget: new series are dropped.",
+            registry=reg,
+        )
         self._series_evicted = pc.Counter(
             "aiops_rule_series_evicted",
             "Series a rule forgot after no point for its series staleness period.",
@@ -480,6 +495,11 @@ class PrometheusMetrics(Metrics):
         """Count one failed batch and its kept-aside points; the rule is degraded."""
         self._failed_batches.labels(rule).inc()
         self._failed_points.labels(rule).inc(points)
+
+    def memory(self, rss: int, budget: int, exceeded: bool) -> None:
+        """The budget and whether RSS is over it (RSS itself: process_resident_memory_bytes)."""
+        self._memory_budget.set(budget)
+        self._memory_exceeded.set(1 if exceeded else 0)
 
     def state_refused(self, refused: Mapping[str, int]) -> None:
         """Set the refused-state gauge of each rule that had one."""

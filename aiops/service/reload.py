@@ -454,6 +454,10 @@ class _Plan:
         if interval != d.checkpoint_interval:
             self.changes.append(f"checkpoint_interval {d.checkpoint_interval:g}s -> {interval:g}s")
             d.checkpoint_interval = interval
+        budget = int(self.new.daemon.limits.max_memory)
+        if budget != d.memory.budget:
+            self.changes.append(f"limits.max_memory {d.memory.budget} -> {budget} bytes")
+            d.memory.set_budget(budget, d.engine)
         return self.changes
 
 
