@@ -65,6 +65,17 @@ class FakeSource:
         url: str | None = None
 
 
+class StandInPrometheus:
+    """Used only while the real Prometheus source does not import: a pull source."""
+
+    accepts_queries = True
+
+    class Config(BaseModel):
+        model_config = ConfigDict(extra="forbid", frozen=True)
+
+        url: str = "http://127.0.0.1:9090"
+
+
 class FakeNotifier:
     """A notifier type whose settings model the fixtures pin."""
 
@@ -142,13 +153,14 @@ _TEST_TYPES: list[tuple[Registry[Any], str, str]] = [
 ]
 REAL_PATHS = [(r, dict(r._paths)) for r in (SOURCES, NOTIFIERS, DETECTORS)]
 PINNED_TYPES: list[tuple[Registry[Any], tuple[str, ...]]] = [
-    (SOURCES, ("simulator", "file")),
+    (SOURCES, ("simulator", "file", "prometheus")),
     (NOTIFIERS, ("console", "jsonl")),
     (DETECTORS, ("ewma_z", "envelope_novelty", "robust_ewma")),
 ]
 _STAND_INS: list[tuple[Registry[Any], str, str]] = [
     (SOURCES, "simulator", "StandInSimulator"),
     (SOURCES, "file", "StandInFile"),
+    (SOURCES, "prometheus", "StandInPrometheus"),
     (NOTIFIERS, "console", "StandInConsole"),
     (NOTIFIERS, "jsonl", "StandInJsonl"),
     (DETECTORS, "robust_ewma", "StandInDetector"),

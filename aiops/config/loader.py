@@ -18,7 +18,7 @@ import glob
 import inspect
 import os
 import typing
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -400,6 +400,7 @@ class _Session:
         groups, rule_docs = self.rule_files(rule_paths)
         if isinstance(sources, dict):
             self.errors.extend(_undefined_sources(rule_docs, set(sources), doc.file))
+            self.errors.extend(_rule_kinds(rule_docs, sources))
 
         alerting_path: Path | None = None
         alerting: AlertingConfig | None = None
@@ -551,6 +552,43 @@ def _undefined_sources(docs: Sequence[YamlDoc], ids: set[str], config: str) -> l
                     + f" (sources in {config}: {defined})"
                 )
                 out.append(located(doc, (*loc, "source"), msg, _where_rules))
+    return out
+
+
+def _rule_kinds(docs: Sequence[YamlDoc], sources: Mapping[str, Any]) -> list[ConfigError]:
+    """A rule's kind against its source's: either mismatch runs without any error.
+
+    A pull source (``accepts_queries``: Prometheus) gets only the series its rules'
+    queries return, so a ``selector`` (or log) rule on it never gets data; a push source
+    never evaluates a ``query``, and the rule would see every series of the stream.
+    """
+    out = []
+    for doc in docs:
+        for loc, rule in _raw_rules(doc):
+            sid = rule.get("source")
+            entry = sources.get(sid) if isinstance(sid, str) else None
+            stype = _get(entry, "type")
+            if not isinstance(stype, str):
+                continue
+            cls = _plugin_class(SOURCES, stype)
+            if isinstance(cls, str):
+                continue  # reported with the source
+            pull = bool(getattr(cls, "accepts_queries", False))
+            if pull and "query" not in rule:
+                key = "selector" if "selector" in rule else "log" if "log" in rule else "source"
+                what = "a log rule" if "log" in rule else f'a "{key}" rule'
+                msg = (
+                    f'source "{sid}" is a {stype} source, which reads only the series of '
+                    f'its rules\' "query": {what} on it never gets data'
+                )
+                out.append(located(doc, (*loc, key), msg, _where_rules))
+            elif not pull and "query" in rule:
+                msg = (
+                    f'source "{sid}" is a {stype} source, which evaluates no "query" '
+                    f'(only pull sources such as prometheus do): use "selector" to pick '
+                    f"series of its stream"
+                )
+                out.append(located(doc, (*loc, "query"), msg, _where_rules))
     return out
 
 

@@ -105,6 +105,12 @@ DEFAULT_RESOLVE_AFTER_STALE = 900.0
 """A rule's default ``resolve_after_stale`` (seconds): a firing series with no point for
 15 minutes of data time resolves. Three times Prometheus' 5-minute staleness window, so
 a few missed scrapes or a late push do not end an alert; ``0s`` turns it off."""
+#: The longest duration any key takes: a longer one is a typo, and overflows the
+#: timeouts of threads and sockets (``threading.TIMEOUT_MAX`` is about 292 years).
+MAX_DURATION = 100 * 365 * 86400.0
+#: The shortest ``forget_after_stale`` but 0: shorter forgets series between two scrapes
+#: (each would start afresh at every point and never learn).
+MIN_FORGET_AFTER_STALE = 60.0
 DEFAULT_FORGET_AFTER_STALE = 900.0
 """``limits.forget_after_stale`` (seconds): a series with no point for 15 minutes of data
 time is forgotten (its firing alert resolved, its row freed for a new series, as pods
@@ -145,7 +151,22 @@ def _duration(value: Any, info: ValidationInfo) -> float:
         ) from None
     if not math.isfinite(seconds):
         raise ValueError(f"must be a finite duration, got {_show(value)}")
+    if seconds > MAX_DURATION:
+        raise ValueError(f"must be at most 100y, got {_show(value)}")
     return seconds
+
+
+def _at_least(minimum: float, *, off: bool = False) -> AfterValidator:
+    """A duration of at least ``minimum`` seconds (or 0, the off value, with ``off``)."""
+    floor = format_duration(minimum)
+
+    def check(seconds: float) -> float:
+        if seconds < minimum and not (off and seconds == 0):
+            got = format_duration(seconds)
+            raise ValueError(f"must be {'0s (off) or ' if off else ''}at least {floor}, got {got}")
+        return seconds
+
+    return AfterValidator(check)
 
 
 def _positive(seconds: float) -> float:
@@ -526,7 +547,7 @@ class LogMining(_Model):
 
     depth: StrictInt = Field(default=4, ge=3, le=10)
     sim_th: Annotated[float, PlainValidator(_threshold)] = 0.4
-    max_clusters: StrictInt = Field(default=10_000, ge=1)
+    max_clusters: StrictInt = Field(default=10_000, ge=1, le=10_000_000)
     masks: tuple[MaskSpec, ...] = ()
     default_masks: StrictBool = True
 
@@ -548,7 +569,7 @@ class LogRule(_Model):
     partition_by: tuple[LabelName, ...] = ("service",)
     interval: PositiveDuration = 60.0
     learn_for: Duration = 3600.0
-    max_alerts: StrictInt = Field(default=3, ge=1)
+    max_alerts: StrictInt = Field(default=3, ge=1, le=100_000)
     per: PositiveDuration = 600.0
     resolve_after: PositiveDuration = 600.0
     levels: tuple[NonEmptyStr, ...] = ()
@@ -586,14 +607,16 @@ class Rule(_Model):
     detector: DetectorSpec = Field(default_factory=DetectorSpec)
     threshold: Annotated[float, PlainValidator(_threshold)] = DEFAULT_THRESHOLD
     for_: Duration = Field(default=0.0, alias="for")
-    min_hits: StrictInt = Field(default=1, ge=1)
+    min_hits: StrictInt = Field(default=1, ge=1, le=64)
     # The hit history is one 64-bit word per series (aiops.pipeline.postrule.MAX_WINDOW).
     hits_window: StrictInt = Field(default=1, ge=1, le=64)
     suppress: Duration = 0.0
     protect_baseline: StrictBool = True
     resolve_after_stale: Duration = DEFAULT_RESOLVE_AFTER_STALE
     #: None: ``limits.forget_after_stale``.
-    forget_after_stale: Duration | None = None
+    forget_after_stale: Annotated[Duration, _at_least(MIN_FORGET_AFTER_STALE, off=True)] | None = (
+        None
+    )
     retrain: Retrain | None = None
     drift: Drift | None = None
     labels: dict[RuleLabelName, StrictStr] = Field(default_factory=dict)
@@ -604,7 +627,8 @@ class Rule(_Model):
     def _default_hits_window(cls, data: Any) -> Any:
         if isinstance(data, dict) and "hits_window" not in data:
             min_hits = data.get("min_hits", 1)
-            if isinstance(min_hits, int) and not isinstance(min_hits, bool) and min_hits >= 1:
+            # An out-of-range min_hits is reported alone (not again as its window).
+            if isinstance(min_hits, int) and not isinstance(min_hits, bool) and 1 <= min_hits <= 64:
                 return {**data, "hits_window": min_hits}
         return data
 
@@ -697,12 +721,22 @@ class DeliverySettings(_Model):
 
     base_delay: PositiveDuration = 1.0
     max_delay: PositiveDuration = 300.0
-    max_attempts: StrictInt = Field(default=50, ge=1)
+    max_attempts: StrictInt = Field(default=50, ge=1, le=100_000)
     max_age: PositiveDuration = 86_400.0
     attempt_timeout: PositiveDuration = 30.0
-    breaker_failures: StrictInt = Field(default=5, ge=1)
+    breaker_failures: StrictInt = Field(default=5, ge=1, le=100_000)
     breaker_cooldown: PositiveDuration = 60.0
     retention: PositiveDuration = 7 * 86_400.0
+
+    @model_validator(mode="after")
+    def _delays(self) -> DeliverySettings:
+        if self.base_delay > self.max_delay:
+            raise config_error(
+                f'"base_delay" ({format_duration(self.base_delay)}) must not exceed '
+                f'"max_delay" ({format_duration(self.max_delay)})',
+                "base_delay",
+            )
+        return self
 
 
 def _memory_budget(value: ByteSize) -> ByteSize:
@@ -714,9 +748,12 @@ def _memory_budget(value: ByteSize) -> ByteSize:
 class LimitsSettings(_Model):
     """``limits:``: caps that protect the daemon from runaway cardinality."""
 
-    max_series_per_rule: StrictInt = Field(default=100_000, ge=1)
+    #: At about 1 KiB per series, beyond 100 million is a typo, not a machine.
+    max_series_per_rule: StrictInt = Field(default=100_000, ge=1, le=100_000_000)
     #: A series with no point for this long (data time) is forgotten; 0 never.
-    forget_after_stale: Duration = DEFAULT_FORGET_AFTER_STALE
+    forget_after_stale: Annotated[Duration, _at_least(MIN_FORGET_AFTER_STALE, off=True)] = (
+        DEFAULT_FORGET_AFTER_STALE
+    )
     #: The process' resident set size above which new series are dropped; 0: no budget.
     max_memory: Annotated[ByteSize, AfterValidator(_memory_budget)] = ByteSize(0)
 
