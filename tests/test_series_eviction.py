@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from aiops.config.models import DEFAULT_FORGET_AFTER_STALE, LimitsSettings, Rule
+from aiops.config.models import DEFAULT_FORGET_AFTER_STALE, LimitsSettings, Rule, RuleGroup
 from aiops.pipeline.detector import Detector
 from aiops.pipeline.engine import FORGET_CHECKS, RuleRuntime, RuleSpec
 from aiops.pipeline.series import DROPPED, SeriesRegistry
@@ -222,3 +222,17 @@ def test_the_config_keys_and_their_defaults():
     base = {"alert": "A", "source": "s", "selector": "up"}
     assert Rule.model_validate(base).forget_after_stale is None
     assert Rule.model_validate({**base, "forget_after_stale": "1h"}).forget_after_stale == 3600
+
+
+def test_a_slow_query_group_forgets_after_three_evaluations_by_default():
+    push = Rule.model_validate({"alert": "A", "source": "s", "selector": "up"})
+    pull = Rule.model_validate({"alert": "B", "source": "p", "query": "up"})
+    own = Rule.model_validate(
+        {"alert": "C", "source": "p", "query": "up", "forget_after_stale": "1h"}
+    )
+    group = RuleGroup(name="g", interval=600.0, rules=(push, pull, own))
+    assert group.forget_seconds(push, 900.0) == 900.0
+    assert group.forget_seconds(pull, 900.0) == 1800.0  # 3 x 10m, not 15m
+    assert group.forget_seconds(pull, 0.0) == 0.0
+    assert group.forget_seconds(own, 900.0) == 3600.0
+    assert RuleGroup(name="g", rules=(pull,)).forget_seconds(pull, 900.0) == 900.0

@@ -111,6 +111,11 @@ MAX_DURATION = 100 * 365 * 86400.0
 #: The shortest ``forget_after_stale`` but 0: shorter forgets series between two scrapes
 #: (each would start afresh at every point and never learn).
 MIN_FORGET_AFTER_STALE = 60.0
+#: Evaluation interval of a query rule whose group sets none (Prometheus' default).
+DEFAULT_QUERY_INTERVAL = 60.0
+#: A query rule's series are forgotten after at least this many evaluation intervals
+#: without a point (``limits.forget_after_stale`` is raised to it for slow groups).
+FORGET_MIN_EVALUATIONS = 3
 DEFAULT_FORGET_AFTER_STALE = 900.0
 """``limits.forget_after_stale`` (seconds): a series with no point for 15 minutes of data
 time is forgotten (its firing alert resolved, its row freed for a new series, as pods
@@ -667,6 +672,36 @@ class Rule(_Model):
 
 class RuleGroup(_Model):
     """A named list of rules; ``file`` and ``line`` say where it was loaded from."""
+
+    @model_validator(mode="after")
+    def _forget_after_evaluations(self) -> RuleGroup:
+        every = self.interval or DEFAULT_QUERY_INTERVAL
+        for i, rule in enumerate(self.rules):
+            forget = rule.forget_after_stale
+            if rule.query is not None and forget and forget < 2 * every:
+                raise config_error(
+                    f'"forget_after_stale" ({format_duration(forget)}) '
+                    f"must be at least two evaluation intervals ({format_duration(2 * every)}): "
+                    "its series would be forgotten between evaluations",
+                    "rules",
+                    i,
+                    "forget_after_stale",
+                )
+        return self
+
+    def forget_seconds(self, rule: Rule, default: float) -> float:
+        """``rule``'s forget_after_stale: its own, else ``default`` (the limits').
+
+        For a query rule the default is raised to :data:`FORGET_MIN_EVALUATIONS`
+        evaluation intervals, so that a slow group's series are never forgotten between
+        two evaluations while other sources move the data time on.
+        """
+        if rule.forget_after_stale is not None:
+            return rule.forget_after_stale
+        if rule.query is None or default == 0:
+            return default
+        every = self.interval or DEFAULT_QUERY_INTERVAL
+        return max(default, FORGET_MIN_EVALUATIONS * every)
 
     name: NonEmptyStr
     interval: PositiveDuration | None = None

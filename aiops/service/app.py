@@ -31,6 +31,7 @@ from aiops.config import (
     TimeInterval,
     load_config,
 )
+from aiops.config.models import DEFAULT_QUERY_INTERVAL
 from aiops.logs.rules import LogEngine, log_rule_specs
 from aiops.models.lifecycle import wire_models
 from aiops.models.retrain import wire_retraining
@@ -96,9 +97,7 @@ def rule_specs(loaded: LoadedConfig) -> list[RuleSpec]:
                     max_series=cap,
                     selector_text=text,
                     stale_seconds=rule.resolve_after_stale,
-                    forget_seconds=forget
-                    if rule.forget_after_stale is None
-                    else rule.forget_after_stale,
+                    forget_seconds=group.forget_seconds(rule, forget),
                 )
             )
     return specs
@@ -216,9 +215,6 @@ def build_outbox(
 
 #: With ``--once``, how long the outbox may take at exit to send what is due.
 ONCE_DRAIN_TIMEOUT = 600.0
-
-#: Evaluation interval of a query rule whose group sets none (Prometheus' default).
-DEFAULT_QUERY_INTERVAL = 60.0
 
 
 def rule_queries(loaded: LoadedConfig) -> dict[str, list[QuerySpec]]:
