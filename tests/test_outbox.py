@@ -383,3 +383,31 @@ def test_once_started_append_does_not_wait_for_a_locked_database(tmp_path):
         time.sleep(0.02)
     box.close()
     assert [n.alerts[0].fingerprint for n in sink.sent] == ["fp1"]
+
+
+def test_a_notifier_without_charts_gets_and_stores_no_windows(tmp_path):
+    from aiops.alerting.notify import AlertWindow
+
+    class Plain(ListNotifier):
+        uses_window = False
+
+    window = AlertWindow((0.0, 60.0), (1.0, 9.0), (0.5, 0.5), (1.5, 1.5), (False, True), 0.99)
+    a = Alert("fpw", "firing", {"alertname": "Lat"}, {}, 100.0, value=9.0, score=1.0, window=window)
+    charts, plain = ListNotifier(), Plain()
+    box = Outbox(
+        tmp_path / "outbox.sqlite",
+        [Integration("ops", "chart[0]", charts), Integration("ops", "plain[0]", plain)],
+        clock=FakeClock(1000.0),
+    )
+    box.append(Notification("ops", [a]))
+    box.deliver_due()
+    assert charts.sent[0].alerts[0].window == window
+    assert plain.sent[0].alerts[0].window is None
+    assert plain.sent[0].alerts[0].score == 1.0  # everything else is there
+    rows = dict(
+        sqlite3.connect(tmp_path / "outbox.sqlite").execute(
+            "SELECT integration, length(payload) FROM outbox"
+        )
+    )
+    assert rows["plain[0]"] < rows["chart[0]"]
+    box.close()

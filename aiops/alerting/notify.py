@@ -251,6 +251,9 @@ class Notifier(ABC):
     #: True if :meth:`send` takes ``action="acknowledge"`` notifications (the remote end
     #: has an acknowledged state); the others are never handed one.
     acknowledges = False
+    #: False if the notifier never uses the alerts' chart windows (:class:`AlertWindow`):
+    #: the outbox then stores and hands it the notification without them.
+    uses_window = True
 
     @abstractmethod
     def send(self, notification: Notification) -> DeliveryResult:

@@ -53,6 +53,7 @@ writer; writers wait up to ``busy_timeout``). No transaction is held across a se
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import random
@@ -311,8 +312,12 @@ class ReceiverStats:
     dead: int
 
 
-def encode_notification(notification: Notification) -> str:
+def encode_notification(notification: Notification, *, windows: bool = True) -> str:
     """The notification as JSON text, every field kept (floats exactly; NaN as ``null``).
+
+    ``windows=False`` leaves out each alert's chart window (``window`` reads back as
+    None): most of a row's size, and of no use to a notifier that draws no chart
+    (:attr:`~aiops.alerting.notify.Notifier.uses_window`).
 
     orjson writes the dataclasses in C: every notification of an alert storm passes
     here, on a thread that shares the interpreter with the data loop, and the standard
@@ -323,9 +328,17 @@ def encode_notification(notification: Notification) -> str:
     >>> decode_notification(encode_notification(n)) == n
     True
     """
-    return orjson.dumps(notification, default=_plain, option=orjson.OPT_SERIALIZE_NUMPY).decode(
-        "utf-8"
-    )
+    doc: Any = notification
+    if not windows and any(a.window is not None for a in notification.alerts):
+        doc = {name: getattr(notification, name) for name in _NOTIFICATION_FIELDS}
+        doc["alerts"] = [
+            {name: getattr(a, name) for name in _ALERT_FIELDS} for a in notification.alerts
+        ]
+    return orjson.dumps(doc, default=_plain, option=orjson.OPT_SERIALIZE_NUMPY).decode("utf-8")
+
+
+_NOTIFICATION_FIELDS = [f.name for f in dataclasses.fields(Notification)]
+_ALERT_FIELDS = [f.name for f in dataclasses.fields(Alert) if f.name != "window"]
 
 
 def _plain(value: Any) -> Any:
@@ -545,12 +558,16 @@ class Outbox:
     def _rows(self, notes: Iterable[tuple[float, Notification]]) -> list[tuple[Any, ...]]:
         rows = []
         for now, n in notes:
-            payload = encode_notification(n)
+            payloads: dict[bool, str] = {}  # with and without the alerts' chart windows
             key = n.idempotency_key
             # What `aiops alerts history` shows: firing / resolved, or the action.
             status = n.status if n.action == "notify" else n.action
             for integ in self._by_receiver[n.receiver]:
                 if n.action == "notify" or integ.notifier.acknowledges:
+                    windows = integ.notifier.uses_window
+                    payload = payloads.get(windows)
+                    if payload is None:
+                        payload = payloads[windows] = encode_notification(n, windows=windows)
                     rows.append((n.receiver, integ.name, key, status, payload, now, now))
         return rows
 

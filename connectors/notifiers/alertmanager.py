@@ -64,6 +64,8 @@ class AlertmanagerNotifier(Notifier):
 'startsAt': '1970-01-01T00:00:00Z', 'endsAt': '1970-01-01T00:14:00Z'}
     """
 
+    uses_window = False  # no chart here
+
     class Config(AuthSettings):
         """Settings of one ``alertmanager_configs`` entry."""
 

@@ -32,6 +32,8 @@ class ConsoleNotifier(Notifier):
     1970-01-01T00:00:00Z FIRING   HighCPU cpu{host="a"} score=0.9990 value=0.97 cpu high
     """
 
+    uses_window = False  # no chart here
+
     class Config(BaseModel):
         """Settings of one ``console_configs`` entry."""
 

@@ -100,6 +100,7 @@ class OpsgenieNotifier(Notifier):
             return self
 
     acknowledges = True
+    uses_window = False  # no chart here
 
     def __init__(self, config: Config, *, base_dir: Path | None = None, **_: object) -> None:
         self.config = config

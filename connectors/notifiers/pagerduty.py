@@ -102,6 +102,7 @@ class PagerDutyNotifier(Notifier):
             return self
 
     acknowledges = True
+    uses_window = False  # no chart here
 
     def __init__(self, config: Config, *, base_dir: Path | None = None, **_: object) -> None:
         self.config = config

@@ -52,6 +52,8 @@ class WebhookNotifier(Notifier):
     ('4', 'hook:{alertname="Lat"}', '0001-01-01T00:00:00Z')
     """
 
+    uses_window = False  # no chart here
+
     class Config(AuthSettings):
         """Settings of one ``webhook_configs`` entry."""
 
