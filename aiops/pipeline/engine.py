@@ -365,6 +365,21 @@ class RuleRuntime:
             out.append(self._alert(index, "resolved", start, end, value, score))
         return out
 
+    def resolve_all(self) -> list[Alert]:
+        """Resolutions of every firing alert, dated at the rule's last data time.
+
+        For a rule that stops (removed or changed by a reload): its alerts must not fire
+        on for ever at the receivers.
+        """
+        out = []
+        for index in self.alerts.firing().tolist():
+            start = float(self.alerts.fired_at[index])
+            end = max(start, float(self.data_time))
+            value = float(self._last_value[index]) if index < len(self._last_value) else math.nan
+            score = float(self._last_score[index]) if index < len(self._last_score) else math.nan
+            out.append(self._alert(index, "resolved", start, end, value, score))
+        return out
+
     def forget_stale(self, now: float) -> list[Alert]:
         """Forget the series with no point for ``forget_seconds`` of data time by ``now``.
 
@@ -852,12 +867,28 @@ class Engine:
             raise ValueError(f"duplicate rules: {', '.join(dupes)}")
         self.rules = {s.key: RuleRuntime(s, render=render) for s in specs}
         self.by_source: dict[str, list[RuleRuntime]] = {}
-        for rt in self.rules.values():
-            self.by_source.setdefault(rt.spec.source, []).append(rt)
+        self._index_sources()
         #: Rules whose checkpointed state could not be loaded, and how often (a metric).
         self.refused_states: dict[str, int] = {}
         #: Failed batches of rules since :meth:`take_failures` last emptied it.
         self.failures: list[RuleFailure] = []
+
+    def _index_sources(self) -> None:
+        self.by_source = {}
+        for rt in self.rules.values():
+            self.by_source.setdefault(rt.spec.source, []).append(rt)
+
+    def adopt(self, kept: Mapping[str, RuleRuntime], refused: Mapping[str, int]) -> None:
+        """Take over running rules in place of the fresh ones of the same keys (a reload).
+
+        ``kept`` are runtimes of another engine whose rules did not change: they go on
+        with their state. ``refused`` are that engine's refused-state counts, kept for
+        the rules this engine has.
+        """
+        for key, rt in kept.items():
+            self.rules[key] = rt
+        self._index_sources()
+        self.refused_states = {k: v for k, v in refused.items() if k in self.rules}
 
     def _replace(self, old: RuleRuntime) -> RuleRuntime:
         """Put a fresh runtime of ``old``'s rule in its place (a half-loaded state is gone)."""

@@ -44,7 +44,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,7 +54,6 @@ from aiops.service.metrics import NULL_METRICS, Metrics
 from aiops.service.sdnotify import NullNotifier, SystemdNotifier, monotonic_usec
 
 if TYPE_CHECKING:
-    from aiops.alerting.notify import Alert
     from aiops.pipeline.engine import Engine, RuleRuntime, RuleSpec
     from aiops.pipeline.source import Source
     from aiops.service.daemon import Daemon
@@ -414,9 +413,12 @@ class _Plan:
             if isinstance(src, HttpReceiver):
                 src.stop_receiving()
                 _drain(d, sid, src)
-        resolved = [a for rt in self._retired for a in _resolve_all(rt)]
+        resolved = [a for rt in self._retired for a in rt.resolve_all()]
         assert self.engine is not None
-        _adopt(self.engine, d.engine, self.kept_rules, self._annotated)
+        for key, rt in self.kept_rules.items():
+            if key in self._annotated:
+                rt.spec = self._annotated[key]  # same definition; new annotations from now
+        self.engine.adopt(self.kept_rules, d.engine.refused_states)
         if self._logs_changed:
             try:
                 self.engine.logs.load_state_dict(d.engine.logs.state_dict())
@@ -473,37 +475,6 @@ def _definition(spec: RuleSpec) -> dict[str, Any]:
 def _path(config: Any) -> Any:
     """The file a source reads (its ``path`` setting), or None."""
     return getattr(config, "path", None)
-
-
-def _adopt(
-    engine: Engine,
-    old: Engine,
-    kept: Mapping[str, RuleRuntime],
-    annotated: Mapping[str, RuleSpec],
-) -> None:
-    """Put the kept runtimes into ``engine`` in place of the fresh ones it built."""
-    for key, rt in kept.items():
-        if key in annotated:
-            rt.spec = annotated[key]  # same definition; new annotations for its next alerts
-        engine.rules[key] = rt
-    by_source: dict[str, list[RuleRuntime]] = {}
-    for rt in engine.rules.values():
-        by_source.setdefault(rt.spec.source, []).append(rt)
-    engine.by_source = by_source
-    engine.refused_states = {k: v for k, v in old.refused_states.items() if k in engine.rules}
-
-
-def _resolve_all(rt: RuleRuntime) -> list[Alert]:
-    """Resolutions of every firing alert of a rule that stops, dated at its last data time."""
-    firing = rt.alerts.firing()
-    out = []
-    for index in firing.tolist():
-        start = float(rt.alerts.fired_at[index])
-        end = max(start, float(rt.data_time))
-        value = float(rt._last_value[index]) if index < len(rt._last_value) else float("nan")
-        score = float(rt._last_score[index]) if index < len(rt._last_score) else float("nan")
-        out.append(rt._alert(index, "resolved", start, end, value, score))
-    return out
 
 
 #: Bound on draining one retired push receiver during a reload.
