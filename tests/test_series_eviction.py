@@ -205,6 +205,7 @@ def test_registry_free_reuse_and_state_round_trip():
     assert reg.free([1, 1, 5]) == 1
     assert reg.live == 1
     assert reg.resolve([PODS[2], PODS[1]]).tolist() == [1, DROPPED]  # p2 asked again
+    assert reg.dropped == 2  # p2 once (not again when it got in), p1 now
     assert reg.take_reused() == [1]
     assert reg.take_reused() == []
     assert reg.free([0], reuse=False) == 1

@@ -125,6 +125,9 @@ class SeriesRegistry:
                     j = over_cap.get(key)
                     if j is None:
                         j = self._register(key)
+                    elif len(index) < self.max_series:  # room was made: in, not recounted
+                        del over_cap[key]
+                        j = self._register(key)
             out[i] = j
         return out
 
@@ -170,7 +173,8 @@ class SeriesRegistry:
         With ``reuse`` the rows go to the next new series (the caller resets their state
         first); without it (a detector whose rows cannot be reset) they are retired: never
         handed out again, a new series gets a new row. Either way the keys no longer
-        count against the cap, and keys dropped over the cap are asked again.
+        count against the cap; keys dropped over the cap get the rows when next seen
+        (not counted again).
         """
         n = 0
         for r in rows:
@@ -185,7 +189,6 @@ class SeriesRegistry:
         if n:
             self.evicted += n
             self.generation += 1
-            self._over_cap.clear()
         return n
 
     def take_reused(self) -> list[int]:
