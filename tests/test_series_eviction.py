@@ -309,3 +309,21 @@ def test_pod_churn_in_a_daemon_restarted_halfway_equals_an_uninterrupted_run(tmp
         d1.shutdown()  # final checkpoint, as on SIGTERM
         churn_daemon(tmp_path / str(cut), data, second).run(threading.Event())
         assert sent(first) + sent(second) == sent(whole), cut
+
+
+def test_a_model_saved_before_a_row_was_reused_loads_with_that_row_fresh():
+    kw = dict(detector_type="ewma_z", detector_params={"warmup": 5}, max_series=2)
+    rt = RuleRuntime(spec(**kw))
+    ts = np.arange(50) * 60.0
+    rt.process(batch([(p, t, 10.0 * (p + 1) + np.sin(t)) for t in ts for p in (0, 1)]))
+    saved = loads(dumps(rt.model_state()))  # a model version, as the registry keeps it
+    # p0 stops; p2 takes its row after it is forgotten; p1 goes on.
+    later = np.arange(50, 80) * 60.0
+    rt.process(batch([(1, t, 20.0) for t in later]))
+    rt.process(batch([(2, 80 * 60.0, 7.0)]))
+    assert rt.registry.lookup([PODS[0], PODS[1], PODS[2]]).tolist() == [-1, 1, 0]
+    rt.load_model_state(saved)  # a rollback to that version
+    n = np.asarray(rt.detector.state_dict()["n"])
+    assert n[1] == np.asarray(saved["detector"]["n"])[1] == 50  # p1: what the model learned
+    assert n[0] == 0  # row 0 is p2's now: nothing of p0's
+    assert rt.registry.lookup([PODS[2]]).tolist() == [0]  # the rule's series list stays

@@ -551,6 +551,19 @@ class RuleRuntime:
         per-series rows that can be told apart.
         """
         idx = np.asarray(sorted({int(k) for k in indices}), dtype=np.int64)
+        if not self._reset_detector_rows(idx):
+            return False
+        n = self.detector.n_series
+        if len(idx) == 0 or n == 0:
+            return True
+        idx = idx[idx < n]
+        hits = self.hits.state_dict()["history"]
+        hits[idx[idx < len(hits)]] = 0
+        self.hits.load_state_dict({"history": hits})
+        return True
+
+    def _reset_detector_rows(self, idx: IntArray) -> bool:
+        """The detector's rows ``idx`` (sorted, unique) as a new detector's; see reset_series."""
         n = self.detector.n_series
         if len(idx) == 0 or n == 0:
             return len(idx) == 0
@@ -565,9 +578,6 @@ class RuleRuntime:
         if not copied[0]:
             return False
         self.detector.load_state_dict(state)
-        hits = self.hits.state_dict()["history"]
-        hits[idx[idx < len(hits)]] = 0
-        self.hits.load_state_dict({"history": hits})
         return True
 
     # -- model versions (aiops.models) ---------------------------------------------------
@@ -590,8 +600,12 @@ class RuleRuntime:
 
         The model's series list and the rule's must be one a prefix of the other (they
         grow by appending, so a model saved from this rule's lineage is): the longer one
-        is kept, and series the model never saw start fresh when next scored.
-        :class:`ValueError` (nothing changed) for another configuration or series list.
+        is kept, and series the model never saw start fresh when next scored. Rows whose
+        series differ (a series forgotten and its row reused by another since the model
+        was saved, :meth:`forget_stale`) take a new detector's state, so a swap after pod
+        churn still works: each series keeps only what the model learned of it.
+        :class:`ValueError` (nothing changed) for another configuration, or for rows that
+        differ when the detector cannot reset a row.
         """
         if state.get("model_hash") != self.spec.model_hash():
             raise ValueError(
@@ -601,14 +615,27 @@ class RuleRuntime:
         saved = SeriesRegistry(self.spec.matches, max_series=self.spec.max_series)
         saved.load_state_dict(state["registry"])
         mine, theirs = list(self.registry.keys), list(saved.keys)
-        if theirs[: len(mine)] != mine and mine[: len(theirs)] != theirs:
-            raise ValueError(
-                "the model's series list is not this rule's (its state was restarted since)"
-            )
+        reg = self.registry
+        shared = min(len(mine), len(theirs))
+        differ = [
+            r for r in range(shared) if mine[r] != theirs[r] or reg.is_live(r) != saved.is_live(r)
+        ]
         detector: Detector = DETECTORS.create(self.spec.detector_type, **self._detector_params())
         detector.load_state_dict(state["detector"])
-        if len(theirs) > len(mine):
-            self.registry.load_state_dict(state["registry"])
+        if not differ:
+            if len(theirs) > len(mine):
+                self.registry.load_state_dict(state["registry"])
+        else:
+            # Rows the model holds beyond this rule's would go to new series: fresh too.
+            differ.extend(range(len(mine), len(theirs)))
+            previous = self.detector
+            self.detector = detector
+            if not self._reset_detector_rows(np.asarray(differ, dtype=np.int64)):
+                self.detector = previous
+                raise ValueError(
+                    f"the model's series list is not this rule's ({len(differ)} rows hold "
+                    "other series) and its detector cannot reset a row"
+                )
         self.detector = detector
         self._bound = self.registry.generation
         self.detector.bind_series(self.registry.keys)
