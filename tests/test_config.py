@@ -108,6 +108,7 @@ class StandInSimulator:
 
         seed: int = 42
         hosts: int = Field(default=4, ge=1)
+        speed: float = Field(default=0.0, ge=0.0)
 
 
 class StandInFile:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import glob
 import inspect
+import math
 import os
 import typing
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -474,10 +475,20 @@ class _Session:
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
             model = _NoSettings
         try:
-            return model.model_validate({k: v for k, v in settings.items() if k not in flagged})
+            config = model.model_validate({k: v for k, v in settings.items() if k not in flagged})
         except ValidationError as exc:
             errors.extend(translate(exc, doc, model, where, loc))
             return _Unchecked()
+        # YAML's .inf and .nan pass a bound such as ge=0, and then fail at run time (a
+        # simulator at speed .inf raised in every poll): no plugin setting takes them.
+        bad = [
+            located(doc, (*loc, *sub), f"{_name(sub)}must be a finite number, got {value}", where)
+            for sub, value in _non_finite(config)
+        ]
+        if bad:
+            errors.extend(bad)
+            return _Unchecked()
+        return config
 
     def _expand_rule_files(self, doc: YamlDoc, base: Path, errors: list[ConfigError]) -> list[Path]:
         raw = _get(doc.data, "rule_files", missing := object())
@@ -501,6 +512,26 @@ class _Session:
 
 
 # --- checks over raw data (independent of the models' success) --------------------
+
+
+def _name(sub: Loc) -> str:
+    return f'"{sub[-1]}" ' if sub and isinstance(sub[-1], str) else ""
+
+
+def _non_finite(value: Any, at: Loc = ()) -> Iterator[tuple[Loc, float]]:
+    """``(sub-path, value)`` of every infinite or NaN float in a validated settings model."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            yield at, value
+    elif isinstance(value, BaseModel):
+        for name, info in type(value).model_fields.items():
+            yield from _non_finite(getattr(value, name), (*at, info.alias or name))
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            yield from _non_finite(item, (*at, i))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _non_finite(item, (*at, str(key)))
 
 
 def _get(node: Any, key: str, default: Any = None) -> Any:
