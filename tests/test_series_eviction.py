@@ -327,3 +327,17 @@ def test_a_model_saved_before_a_row_was_reused_loads_with_that_row_fresh():
     assert n[1] == np.asarray(saved["detector"]["n"])[1] == 50  # p1: what the model learned
     assert n[0] == 0  # row 0 is p2's now: nothing of p0's
     assert rt.registry.lookup([PODS[2]]).tolist() == [0]  # the rule's series list stays
+
+
+def test_series_are_forgotten_by_their_rules_own_time_not_by_a_source_ahead():
+    from aiops.pipeline.engine import Engine
+
+    rt = runtime()
+    engine = Engine([])
+    engine.rules = {rt.spec.key: rt}
+    run(rt, [batch([(0, 0.0, 0.0)])])
+    # Another source is an hour ahead (this one reads a backlog): nothing is forgotten.
+    assert engine.resolve_stale(3600.0) == []
+    assert rt.registry.evicted == 0
+    run(rt, [batch([(1, 300.0, 0.0)])])  # the rule's own data moves on: p0 goes
+    assert rt.registry.evicted == 1

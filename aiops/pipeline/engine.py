@@ -344,13 +344,15 @@ class RuleRuntime:
         Dated at the moment each went stale (its last point + ``stale_seconds``), with
         its last value and score. Called after every batch with the rule's latest point
         time, and by :meth:`Engine.resolve_stale` with the latest time of all the data.
-        Series silent for ``forget_seconds`` are then forgotten (:meth:`forget_stale`).
+        Series silent for ``forget_seconds`` by the rule's own latest point are then
+        forgotten (:meth:`forget_stale`): not by ``now``, since a source that lags behind
+        the others (a backlog being read) would lose every learned state.
         """
         out = self._resolutions(self.alerts.resolve_stale(now, self.spec.stale_seconds))
         if out:
             log.debug("rule %s: %d firing series went stale", self.spec.key, len(out))
-        if self.spec.forget_seconds > 0 and now >= self._forget_check:
-            out.extend(self.forget_stale(now))
+        if self.spec.forget_seconds > 0 and self.data_time >= self._forget_check:
+            out.extend(self.forget_stale(self.data_time))
         return out
 
     def _resolutions(self, tr: Any) -> list[Alert]:
