@@ -40,6 +40,7 @@ import numpy as np
 from aiops.alerting.notify import Alert, Notification
 from aiops.alerting.routing import Router
 from aiops.config import LoadedConfig, load_rule_files
+from aiops.pipeline.decoder import drop_bad_times
 from aiops.pipeline.engine import Engine
 from aiops.pipeline.source import Source, SourceError
 from aiops.registry import SOURCES
@@ -449,6 +450,7 @@ def run_backtest(
                     batch = source.next_batch()
                 except SourceError as exc:
                     raise BacktestError(f'source "{sid}": {exc}') from exc
+                batch = drop_bad_times(batch, sid)  # as the daemon does
                 result.rejects.update(r.reason for r in batch.rejects)
                 batch, dropped = _select(batch, start, end)
                 result.out_of_range += dropped
