@@ -205,3 +205,25 @@ def test_aiops_score_keeps_every_row_and_counts_bad_times(tmp_path: Path):
     assert len(lines) == 200
     for k, t in enumerate(bad):
         assert lines[100 + k] == f"{t},1000,0.000000,0"
+
+
+def test_a_backtest_counts_them_as_the_daemon_does(tmp_path: Path):
+    from aiops.config import load_config
+    from aiops.evaluation.backtest import run_backtest
+    from aiops.service.app import build_router
+
+    (tmp_path / "t.csv").write_text(
+        "timestamp,value\n1700000000,1\n-70000000000,2\n1e20,3\n"
+        "9999-12-31T23:59:59-05:00,4\n1700000060,2\n"
+    )
+    (tmp_path / "rules.yaml").write_text(
+        "groups:\n  - name: g\n    rules:\n      - {alert: B, source: f, selector: m}\n"
+    )
+    (tmp_path / "aiops.yaml").write_text(
+        "sources:\n  f: {type: file, path: t.csv, metric: m}\n"
+        "state: {dir: state}\nrule_files: [rules.yaml]\n"
+    )
+    loaded = load_config(tmp_path / "aiops.yaml")
+    result = run_backtest(loaded, build_router(loaded.alerting))
+    assert result.rejects == {"bad_timestamp": 3}
+    assert result.points == 2
