@@ -239,6 +239,36 @@ def test_a_slow_query_group_forgets_after_three_evaluations_by_default():
     assert RuleGroup(name="g", rules=(pull,)).forget_seconds(pull, 900.0) == 900.0
 
 
+@pytest.mark.parametrize(
+    ("source", "limits", "forget"),
+    [
+        ("{type: remote_write}", "", 900.0),
+        (
+            "{type: kafka, bootstrap_servers: 'k:9092', topics: [t], group_id: g,"
+            " format: influx_line}",
+            "",
+            0.0,
+        ),
+        ("{type: file, path: x.csv}", "", 0.0),
+        ("{type: file, path: x.csv}", "limits: {forget_after_stale: 15m}\n", 900.0),
+    ],
+)
+def test_the_default_forgets_only_where_series_share_a_clock(tmp_path, source, limits, forget):
+    """Kafka partitions read at different paces: a lagging one is behind, not gone."""
+    from aiops.config import load_config
+    from aiops.service.app import rule_specs
+
+    (tmp_path / "rules.yaml").write_text(
+        "groups:\n  - name: g\n    rules:\n      - {alert: A, source: s, selector: up}\n"
+    )
+    (tmp_path / "aiops.yaml").write_text(
+        f"sources:\n  s: {source}\nrule_files: [rules.yaml]\n{limits}"
+        + ("http: {listen: '127.0.0.1:0'}\n" if "remote_write" in source else "")
+    )
+    [spec] = rule_specs(load_config(tmp_path / "aiops.yaml"))
+    assert spec.forget_seconds == forget
+
+
 def pod_fleet():
     """Pods p0-p2 for 4 hours, then p3-p5 (a rollout), one point a minute; each
     generation has one incident (p1 at 2h, p4 at 6h), and a cap of 3 series."""

@@ -76,15 +76,28 @@ def _match_all(key: SeriesKey) -> bool:
     return True
 
 
+#: Source types whose series share one clock: a Prometheus source evaluates every query
+#: at the same times, remote write arrives as scraped. Elsewhere (Kafka partitions read
+#: at different paces, a file of one series after another) a series can be far behind
+#: the rule's latest point without being gone, so the default ``forget_after_stale``
+#: applies only to these; ``limits.forget_after_stale`` written out, or a rule's own,
+#: applies to every source.
+SHARED_CLOCK_SOURCES = frozenset({"prometheus", "remote_write"})
+
+
 def rule_specs(loaded: LoadedConfig) -> list[RuleSpec]:
     """The engine's view of every rule in the loaded rule files."""
     specs = []
-    cap = loaded.daemon.limits.max_series_per_rule
-    forget = loaded.daemon.limits.forget_after_stale
+    limits = loaded.daemon.limits
+    cap = limits.max_series_per_rule
+    forget_everywhere = "forget_after_stale" in limits.model_fields_set
     for group in loaded.groups:
         for rule in group.rules:
             if rule.log is not None:
                 continue  # log rules: log_rule_specs
+            source = loaded.daemon.sources.get(rule.source)
+            shared_clock = source is not None and source.type in SHARED_CLOCK_SOURCES
+            forget = limits.forget_after_stale if forget_everywhere or shared_clock else 0.0
             selector = rule.selector
             # Query rules (Prometheus pull) see exactly the series their query returns.
             matches = _match_all if selector is None else selector.matches
