@@ -5,11 +5,42 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from aiops.alerting.notify import Delivered, DeliveryResult, Notification, Notifier
-from aiops.pipeline.source import Source
-from aiops.types import Batch
+import numpy as np
 
-__all__ = ["FakeClock", "ListNotifier", "MemorySource"]
+from aiops.alerting.notify import Delivered, DeliveryResult, Notification, Notifier
+from aiops.pipeline.detector import Detector
+from aiops.pipeline.source import Source
+from aiops.types import Batch, FloatArray, IntArray
+
+__all__ = ["FakeClock", "ListNotifier", "MemorySource", "ValueIsScore"]
+
+
+class ValueIsScore(Detector):
+    """A detector whose score is the point's value (0 where there is none).
+
+    A test decides which points are anomalous by the values it sends. No state.
+
+    >>> ValueIsScore().score(np.zeros(2, np.int64), np.zeros(2), np.array([0.5, np.nan]))
+    array([0.5, 0. ])
+    """
+
+    name = "value_is_score"
+
+    def score(self, idx: IntArray, timestamps: FloatArray, values: FloatArray) -> FloatArray:
+        """The values, NaN as 0."""
+        return np.where(np.isfinite(values), values, 0.0)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Nothing to keep."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Nothing to restore."""
+
+    @property
+    def n_series(self) -> int:
+        """No per-series rows."""
+        return 0
 
 
 class MemorySource(Source):

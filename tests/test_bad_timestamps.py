@@ -26,8 +26,8 @@ from aiops.connectors.formats import (
 )
 from aiops.connectors.formats._common import ItemError, parse_time
 from aiops.pipeline.decoder import MAX_TIMESTAMP, MIN_TIMESTAMP, Decoded, drop_bad_times
-from aiops.pipeline.detector import Detector
 from aiops.pipeline.engine import Engine, RuleSpec
+from aiops.testing import ValueIsScore
 from aiops.types import Batch, LogRecord, SeriesKey
 
 UP = SeriesKey.of("up", {"job": "a"})
@@ -157,18 +157,6 @@ def test_the_daemon_counts_them_and_no_alert_carries_them(tmp_path):
     spec = RuleSpec(group="g", alert="A", source="mem", matches=lambda k: True, threshold=0.9)
     engine = Engine([spec])
     rt = engine.rules[spec.key]
-
-    class ValueIsScore(Detector):
-        def score(self, idx, timestamps, values):
-            return np.where(np.isfinite(values), values, 0.0)
-
-        def state_dict(self):
-            return {}
-
-        def load_state_dict(self, state):
-            pass
-
-        n_series = 0
 
     rt.detector = ValueIsScore()
     notifier = ListNotifier()

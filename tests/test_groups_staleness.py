@@ -5,31 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 from aiops.config.models import DEFAULT_RESOLVE_AFTER_STALE, Rule
-from aiops.pipeline.detector import Detector
 from aiops.pipeline.engine import Engine, RuleRuntime, RuleSpec
 from aiops.state.envelope import dumps, loads
+from aiops.testing import ValueIsScore
 from aiops.types import Batch, SeriesKey
 
 KEYS = [SeriesKey.of("m", {"host": f"h{i}"}) for i in range(3)]
-
-
-class ValueIsScore(Detector):
-    """The value is the score: the test decides which points are anomalous."""
-
-    name = "value_is_score"
-
-    def score(self, idx, timestamps, values):
-        return np.where(np.isfinite(values), values, 0.0)
-
-    def state_dict(self):
-        return {}
-
-    def load_state_dict(self, state):
-        pass
-
-    @property
-    def n_series(self):
-        return 0
 
 
 def runtime(stale=900.0, alert="A", source="s"):

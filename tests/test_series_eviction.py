@@ -13,32 +13,13 @@ import numpy as np
 import pytest
 
 from aiops.config.models import DEFAULT_FORGET_AFTER_STALE, LimitsSettings, Rule, RuleGroup
-from aiops.pipeline.detector import Detector
 from aiops.pipeline.engine import FORGET_CHECKS, RuleRuntime, RuleSpec
 from aiops.pipeline.series import DROPPED, SeriesRegistry
 from aiops.state.envelope import dumps, loads
+from aiops.testing import ValueIsScore
 from aiops.types import Batch, SeriesKey
 
 PODS = [SeriesKey.of("latency", {"pod": f"p{i}"}) for i in range(6)]
-
-
-class ValueIsScore(Detector):
-    """The value is the score: the test decides which points are anomalous."""
-
-    name = "value_is_score"
-
-    def score(self, idx, timestamps, values):
-        return np.where(np.isfinite(values), values, 0.0)
-
-    def state_dict(self):
-        return {}
-
-    def load_state_dict(self, state):
-        pass
-
-    @property
-    def n_series(self):
-        return 0
 
 
 def spec(**kw):

@@ -581,33 +581,25 @@ def write_outputs(result: BacktestResult, out_dir: Path) -> list[Path]:
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    alerts_csv = out_dir / "alerts.csv"
-    with alerts_csv.open("w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(CSV_COLUMNS)
-        for r in result.records:
-            w.writerow(
-                [
-                    to_rfc3339(r.time),
-                    r.rule,
-                    r.status,
-                    r.series,
-                    f"{r.score:.6f}",
-                    "" if math.isnan(r.value) else repr(r.value),
-                    ";".join(r.receivers),
-                    r.muted,
-                ]
-            )
-    written.append(alerts_csv)
-    notes_csv = out_dir / "notifications.csv"
-    with notes_csv.open("w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(NOTIFICATION_COLUMNS)
-        for n in result.notifications:
-            w.writerow(
-                [to_rfc3339(n.time), n.receiver, n.status, n.firing, n.resolved, n.repeat, n.group]
-            )
-    written.append(notes_csv)
+    alert_rows = (
+        [
+            to_rfc3339(r.time),
+            r.rule,
+            r.status,
+            r.series,
+            f"{r.score:.6f}",
+            "" if math.isnan(r.value) else repr(r.value),
+            ";".join(r.receivers),
+            r.muted,
+        ]
+        for r in result.records
+    )
+    written.append(_write_csv(out_dir / "alerts.csv", CSV_COLUMNS, alert_rows))
+    note_rows = (
+        [to_rfc3339(n.time), n.receiver, n.status, n.firing, n.resolved, n.repeat, n.group]
+        for n in result.notifications
+    )
+    written.append(_write_csv(out_dir / "notifications.csv", NOTIFICATION_COLUMNS, note_rows))
     summary = out_dir / "summary.json"
     summary.write_text(json.dumps(result.summary(), indent=2) + "\n", encoding="utf-8")
     written.append(summary)
@@ -615,6 +607,14 @@ def write_outputs(result: BacktestResult, out_dir: Path) -> list[Path]:
     if _plot(result, png):
         written.append(png)
     return written
+
+
+def _write_csv(path: Path, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(columns)
+        w.writerows(rows)
+    return path
 
 
 def _plot(result: BacktestResult, path: Path) -> bool:
