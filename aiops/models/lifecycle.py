@@ -33,7 +33,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +85,9 @@ class NoModels:
     running: Mapping[str, int | None] = {}
 
     def start(self, engine: Any) -> None:
+        """Nothing to do."""
+
+    def reloaded(self, engine: Any, retired: Any = ()) -> None:
         """Nothing to do."""
 
     def apply(self, engine: Any) -> None:
@@ -238,6 +241,65 @@ class ModelLifecycle:
                     exc,
                 )
         self._publish(engine)
+
+    def reloaded(self, engine: Engine, retired: Iterable[RuleRuntime] = ()) -> None:
+        """After a reload put ``engine`` in place: rules it started fresh get their versions.
+
+        Runtimes kept by the reload go on with their version. A rule changed by the
+        reload (its old runtime is among ``retired``, and it ran a version) starts fresh
+        as a new version (trigger ``config-change``, parent the version it ran), and what
+        the old runtime learned is kept as that version's ``continued`` state, so a
+        rollback to it restores the model as it last ran. A new rule is brought in step
+        as at a start: version 1, or, when the registry knows the rule (removed and added
+        back), its promoted version if its configuration fits. A removed rule's version
+        keeps what it learned (``continued``) for that case.
+        """
+        old = {rt.spec.key: rt for rt in retired}
+        self._engine = engine
+        for key, gone in old.items():
+            if key not in engine.rules and gone.model_version is not None:
+                self._keep_learned(gone)
+        for rt in list(engine.rules.values()):
+            if rt.model_version is not None:
+                continue
+            key = rt.spec.key
+            try:
+                before = old.get(key)
+                if before is not None and before.model_version is not None:
+                    self._restart_changed(rt, before)
+                else:
+                    self._start_rule(rt)
+            except Exception as exc:  # one rule's registry trouble stops nothing
+                log.error(
+                    "model %s: the registry could not be brought in step after the reload "
+                    "(%s: %s); the rule runs the model it has",
+                    key,
+                    type(exc).__name__,
+                    exc,
+                )
+        self._publish(engine)
+
+    def _restart_changed(self, rt: RuleRuntime, before: RuleRuntime) -> None:
+        key, parent = rt.spec.key, before.model_version
+        assert parent is not None
+        self._keep_learned(before)
+        mv = self.snapshot(
+            rt,
+            trigger="config-change",
+            parent=parent,
+            fresh=True,
+            note="reload: the rule's definition changed; its model starts fresh",
+        )
+        self.registry.promote(key, mv.version, reason="a reload changed the rule's definition")
+        rt.model_version = mv.version
+
+    def _keep_learned(self, rt: RuleRuntime) -> None:
+        key, version = rt.spec.key, rt.model_version
+        assert version is not None
+        try:
+            self.registry.save_continued(key, version, rt.model_state())
+        except (ModelError, OSError) as exc:
+            log.warning("model %s: what version %s learned is not kept: %s", key, version, exc)
 
     def apply(self, engine: Engine) -> None:
         """Carry out the operations other threads asked for (one loop turn's worth)."""

@@ -466,6 +466,8 @@ class Retrainer:
         self.drift_config = drift
         self.threshold = threshold
         self.owner = owner
+        #: The rule runtime it observes (set by :meth:`Retraining.attach`).
+        self.runtime: RuleRuntime | None = None
         self.schedule = Schedule(
             retrain.every if retrain else None, retrain.cron if retrain else None
         )
@@ -855,8 +857,9 @@ class Retraining:
     ) -> None:
         """New settings (a reload): the next :meth:`after_batch` attaches them.
 
-        A rule whose ``retrain:`` and ``drift:`` did not change keeps its retrainer (its
-        history, and a retrain under way); a changed one starts a new retrainer.
+        A rule whose ``retrain:`` and ``drift:`` did not change, and whose runtime the
+        reload kept, keeps its retrainer (its history, and a retrain under way); a
+        changed one, or a rule the reload started afresh, gets a new retrainer.
         """
         self.config = {k: v for k, v in rules.items() if v[0] is not None or v[1] is not None}
         self.steps = dict(steps or {})
@@ -894,10 +897,19 @@ class Retraining:
             if rt is None:
                 continue
             r = self.retrainers.get(key)
-            if r is None or r.retrain != retrain or r.drift_config != drift:
+            # A new runtime (a reload changed the rule) gets a new retrainer: the old
+            # one's history, drift reference and shadow are of the old runtime's series.
+            if (
+                r is None
+                or r.retrain != retrain
+                or r.drift_config != drift
+                or r.threshold != rt.spec.threshold
+                or r.runtime is not rt
+            ):
                 r = Retrainer(
                     key, retrain=retrain, drift=drift, threshold=rt.spec.threshold, owner=self
                 )
+                r.runtime = rt
                 self.retrainers[key] = r
             if rt.observer is not r:
                 rt.observer = r

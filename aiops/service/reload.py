@@ -18,6 +18,9 @@ loop between two loop steps (never while a batch is processed):
   rule does not carry its active alerts over: its new model has not decided them.
   Log rules: unchanged ones keep the log engine as it is; if any changed, the log
   rules are rebuilt and restore what they can from the old state, as a restart does.
+  The model lifecycle then versions the rules started fresh
+  (:meth:`aiops.models.lifecycle.ModelLifecycle.reloaded`) and retraining takes the
+  new ``retrain:`` / ``drift:`` settings (:func:`aiops.models.retrain.wire_retraining`).
 - **Alerting** (route tree, receivers, silences, inhibit rules, time intervals): the
   aggregation groups are rebuilt and take over the old groups' state (groups of routes
   that no longer exist are dropped with a warning). When receivers or ``delivery:``
@@ -426,6 +429,12 @@ class _Plan:
                 log.error("reload: the log rules' state does not fit; they start fresh: %s", exc)
                 self.engine.logs = self.engine.logs.fresh()
         d.engine = self.engine
+        # Versions for the rules started fresh; drift checks and retraining of the new rules.
+        d.models.reloaded(d.engine, self._retired)
+        from aiops.models.retrain import wire_retraining
+
+        wire_retraining(d, self.new, metrics=d.metrics)
+        d.retraining.start(d.engine)  # observers in place before the next batch
         if self.router is not None:
             d.router = self.router
         if self.outbox is not None:
