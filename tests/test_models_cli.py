@@ -5,15 +5,19 @@ from __future__ import annotations
 import json
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from aiops.cli import cli
 from aiops.config import load_config
+from aiops.models.api import list_doc
 from aiops.models.lifecycle import ModelLifecycle
 from aiops.models.registry import ModelRegistry
 from aiops.service.app import build_daemon
@@ -210,3 +214,74 @@ def test_offline_list_show_pin_and_errors(tmp_path: Path) -> None:
     assert "no version 9 (versions: 1, 2)" in out.output
     assert models("unpin", RULE, "--state-dir", state).exit_code == 0
     assert reg.pinned(RULE) is None
+
+
+def get(url: str, token: str = "") -> tuple[int, Any]:
+    request = urllib.request.Request(url)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        body = exc.read()
+        try:
+            return exc.code, json.loads(body)
+        except ValueError:
+            return exc.code, body.decode()
+
+
+def test_get_endpoints_behind_the_listeners_auth_and_the_cli_reads_them(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    doc = json.loads(config.read_text())
+    (tmp_path / "token").write_text("s3cret\n")
+    doc["http"]["auth"] = {"bearer_token_file": "token"}
+    config.write_text(json.dumps(doc))
+    run = Running(config)
+    try:
+        wait_until(lambda: run.daemon.engine.rules[RULE].points_seen >= 300, what="the file scored")
+        life = run.life
+        life.submit(lambda e: life.snapshot(e.rule(RULE), trigger="manual", parent=1, note="t"))
+        api = f"{run.url}/api/v1/models"
+        assert get(api)[0] == 401
+        assert get(f"{api}/{RULE}")[0] == 401
+        status, listed = get(api, "s3cret")
+        assert status == 200
+        assert listed == json.loads(json.dumps(list_doc(life.registry, life.running)))
+        (row,) = listed["rules"]
+        assert (row["rule"], row["running"], [v["version"] for v in row["versions"]]) == (
+            RULE,
+            1,
+            [1, 2],
+        )
+        # The rule as it is (with its "/") or percent-encoded; a version or the running one.
+        for path in (f"{api}/{RULE}", f"{api}/g%2FLatency"):
+            status, shown = get(path, "s3cret")
+            assert status == 200, shown
+            assert (shown["rule"], shown["version"]["version"], shown["running"]) == (RULE, 1, 1)
+        status, shown = get(f"{api}/{RULE}/2", "s3cret")
+        assert (status, shown["version"]["version"], shown["version"]["note"]) == (200, 2, "t")
+        assert get(f"{api}/{RULE}/9", "s3cret")[0] == 404
+        assert get(f"{api}/other/Rule", "s3cret")[0] == 404
+        # The CLI reads through the GETs; a change is still a POST.
+        token = str(tmp_path / "token")
+        out = models("list", "--url", run.url, "--token-file", token, "--json")
+        assert json.loads(out.output) == listed
+        out = models("show", RULE, "2", "--url", run.url, "--token-file", token, "--json")
+        assert json.loads(out.output)["version"]["version"] == 2
+        out = CliRunner().invoke(cli, ["models", "list", "--url", run.url])
+        assert out.exit_code == 1
+        assert "401" in out.output
+        # POST on a rule's path is 405; the changes are POSTs as before.
+        request = urllib.request.Request(
+            f"{api}/{RULE}", data=b"{}", method="POST", headers={"Authorization": "Bearer s3cret"}
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        assert refused.value.code == 405
+        assert refused.value.headers["Allow"] == "GET, HEAD"
+        out = models("rollback", RULE, "--to", "2", "--url", run.url, "--token-file", token)
+        assert out.exit_code == 0, out.output
+        assert get(api, "s3cret")[1]["rules"][0]["running"] == 2
+    finally:
+        run.stop()

@@ -4,7 +4,8 @@ Offline (``--state-dir``, or the state directory of ``--config``, else the demo'
 reading works at any time; a change (rollback, pin, unpin) takes the registry's daemon
 lock and is refused while a daemon runs on that directory (the message says where it
 listens); it takes effect at the daemon's next start. With ``--url`` the running daemon
-does it at once through its HTTP API (:mod:`aiops.models.api`).
+does it at once through its HTTP API (:mod:`aiops.models.api`): ``list`` and ``show``
+``GET`` their documents, the changes ``POST``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import click
 
@@ -77,14 +79,21 @@ class _Target:
 
     def post(self, path: str, doc: dict[str, Any]) -> dict[str, Any]:
         """POST to the daemon's models API; exits with its error message on failure."""
+        return self._call("POST", path, doc)
+
+    def get(self, path: str) -> dict[str, Any]:
+        """GET from the daemon's models API; exits with its error message on failure."""
+        return self._call("GET", path, None)
+
+    def _call(self, method: str, path: str, doc: dict[str, Any] | None) -> dict[str, Any]:
         from aiops.models.api import API_PREFIX
 
         assert self.url is not None
         request = urllib.request.Request(
             f"{self.url}{API_PREFIX}{path}",
-            data=json.dumps(doc).encode(),
-            headers={"Content-Type": "application/json"},
-            method="POST",
+            data=None if doc is None else json.dumps(doc).encode(),
+            headers={} if doc is None else {"Content-Type": "application/json"},
+            method=method,
         )
         if self.token:
             request.add_header("Authorization", f"Bearer {self.token}")
@@ -175,7 +184,7 @@ def models_list(
 
     target = _Target(config_path, state_dir, url, token_file)
     if target.url:
-        doc = target.post("", {})
+        doc = target.get("")
     else:
         doc = list_doc(target.registry())
         target.running_note()
@@ -223,7 +232,8 @@ def models_show(
 
     target = _Target(config_path, state_dir, url, token_file)
     if target.url:
-        doc = target.post("/show", {"rule": rule, "version": version})
+        path = "/" + quote(rule, safe="") + ("" if version is None else f"/{version}")
+        doc = target.get(path)
     else:
         try:
             doc = show_doc(target.registry(), rule, version)

@@ -28,7 +28,10 @@ Endpoints:
   daemon opens its sources (:meth:`HttpServer.attach`).
 - Other handlers of the daemon's own (``POST /slack/interactions``, the Slack buttons:
   :class:`aiops.alerting.feedback.SlackInteractions`) are mounted once by the app
-  (:meth:`HttpServer.mount`), with the same contract as a push receiver.
+  (:meth:`HttpServer.mount`), with the same contract as a push receiver. A mounted
+  handler may set ``http_methods`` (default ``("POST",)``; ``GET`` allows ``HEAD``) and
+  ``http_subpaths = True`` to be served every path under ``http_path + "/"`` too (the
+  models API: ``GET /api/v1/models/<rule>``).
 
 Security and limits (``http.auth``, ``http.tls``, ``http.limits``; see
 :class:`ListenerLimits`): every endpoint but ``/healthz`` needs the bearer token or a
@@ -704,6 +707,10 @@ class HttpServer:
             receiver, handler = self._routes[path], path
         elif path in self._mounted:
             receiver, handler = self._mounted[path], path
+        else:
+            receiver = _under(self._mounted, path)
+            if receiver is not None:
+                handler = receiver.http_path  # bounded label values
         try:
             resp = await self._respond(
                 conn, h, reader, req, method, path, query, headers, receiver, started
@@ -793,8 +800,12 @@ class HttpServer:
                 return await loop.run_in_executor(self._aux, self._metrics, headers, query)
             return self._index()
         assert receiver is not None
-        if method != "POST":
-            return _text(405, "use POST\n", (("Allow", "POST"),))
+        methods = tuple(getattr(receiver, "http_methods", ("POST",)))
+        if "GET" in methods:
+            methods = (*methods, "HEAD")
+        if method not in methods:
+            allow = ", ".join(methods)
+            return _text(405, f"use {allow}\n", (("Allow", allow),))
         body = await self._read_body(conn, h, reader, receiver, headers, started)
         encoding = headers.get("content-encoding", "").strip().lower()
         assert self._workers is not None
@@ -942,6 +953,17 @@ class HttpServer:
     def _index(self) -> HttpResponse:
         paths = ["/healthz", "/readyz", "/metrics", *sorted({*self._routes, *self._mounted})]
         return _text(200, "aiopsd\n" + "".join(f"  {p}\n" for p in paths))
+
+
+def _under(mounted: Mapping[str, HttpReceiver], path: str) -> HttpReceiver | None:
+    """The mounted handler with ``http_subpaths`` whose path is the longest prefix of ``path``."""
+    best: HttpReceiver | None = None
+    for prefix, receiver in mounted.items():
+        if not getattr(receiver, "http_subpaths", False) or not path.startswith(prefix + "/"):
+            continue
+        if best is None or len(prefix) > len(best.http_path):
+            best = receiver
+    return best
 
 
 _BUILTIN_PATHS = frozenset({"/", "/healthz", "/readyz", "/metrics"})
