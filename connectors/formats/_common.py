@@ -29,6 +29,7 @@ __all__ = [
     "load_json",
     "parse_number",
     "parse_time",
+    "replace_lone_surrogates",
     "scalar_text",
 ]
 
@@ -82,7 +83,7 @@ def load_json(payload: bytes) -> JsonDoc:
     except UnicodeDecodeError as e:
         raise ItemError("bad_utf8", f"invalid UTF-8 at byte {e.start}: {e.reason}") from None
     try:
-        return json.loads(text)
+        return replace_lone_surrogates(json.loads(text), text)
     except json.JSONDecodeError as e:
         detail = f"{e.msg}: line {e.lineno} column {e.colno} (char {e.pos})"
         raise ItemError("bad_json", detail) from None
@@ -90,6 +91,38 @@ def load_json(payload: bytes) -> JsonDoc:
         raise ItemError("bad_json", "nested too deeply") from None
     except ValueError as e:  # e.g. an integer literal longer than Python's digit limit
         raise ItemError("bad_json", str(e)) from None
+
+
+# A \uD800-\uDFFF escape: json.loads turns one without its pair into a lone surrogate.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def replace_lone_surrogates(doc: JsonDoc, text: str) -> JsonDoc:
+    """``doc`` (parsed from ``text``) with each lone surrogate replaced by U+FFFD.
+
+    JSON may escape half of a UTF-16 pair alone (``"\\ud800"``); Python keeps it as a
+    lone surrogate, which no UTF-8 writer accepts: a label holding one made the rule
+    fail at its first alert (the fingerprint), a log message at its first write.
+    Replaced like an invalid byte elsewhere (``log_lines``), so nothing is lost. The
+    walk runs only when ``text`` holds such an escape.
+
+    >>> replace_lone_surrogates({"a": ["\\ud800x"]}, r'{"a": ["\\ud800x"]}')
+    {'a': ['\ufffdx']}
+    """
+    if _SURROGATE_ESCAPE.search(text) is None:
+        return doc
+    return _scrub(doc)
+
+
+def _scrub(node: Any) -> Any:
+    if isinstance(node, str):
+        return _SURROGATE.sub("\ufffd", node)
+    if isinstance(node, list):
+        return [_scrub(v) for v in node]
+    if isinstance(node, dict):
+        return {_scrub(k): _scrub(v) for k, v in node.items()}
+    return node
 
 
 def compile_path(path: str) -> tuple[str, ...]:

@@ -10,6 +10,8 @@ from pydantic import Field
 from aiops.pipeline.decoder import MAX_TIMESTAMP, MIN_TIMESTAMP, Decoded, Decoder, DecoderConfig
 from aiops.types import LogRecord
 
+from ._common import ItemError, load_json
+
 __all__ = ["PRIORITY_LEVELS", "JournaldDecoder"]
 
 #: syslog priorities (journald ``PRIORITY``) as level names (RFC 5424 keywords).
@@ -26,7 +28,7 @@ class JournaldDecoder(Decoder):
     (``_HOSTNAME``), ``unit`` (``_SYSTEMD_UNIT``), ``service`` (the unit without its
     ``.service`` suffix, else ``SYSLOG_IDENTIFIER``), ``level`` (``PRIORITY`` 0-7 as
     ``emerg`` ... ``debug``), plus the constant ``labels``. Rejects (``raw`` = the line):
-    ``bad_json``, ``bad_shape`` (not an object), ``missing_field`` (no or null
+    ``bad_utf8``, ``bad_json``, ``bad_shape`` (not an object), ``missing_field`` (no or null
     ``MESSAGE``), ``bad_value`` (a ``MESSAGE`` array that is not bytes),
     ``bad_timestamp``. Blank lines are skipped.
 
@@ -62,9 +64,9 @@ class JournaldDecoder(Decoder):
                 continue
             where = f"line {n}: " if b"\n" in payload.strip() else ""
             try:
-                entry = json.loads(raw)
-            except (ValueError, RecursionError) as e:
-                out.reject("bad_json", f"{where}{e}"[:200], raw)
+                entry = load_json(raw)
+            except ItemError as e:
+                out.reject(e.reason, f"{where}{e.detail}"[:200], raw)
                 continue
             if not isinstance(entry, dict):
                 out.reject("bad_shape", f"{where}a JSON {type(entry).__name__}, not an object", raw)
@@ -112,6 +114,9 @@ class JournaldDecoder(Decoder):
         elif isinstance(ident, str):
             labels["service"] = ident
         prio = entry.get("PRIORITY")
-        if isinstance(prio, str | int) and str(prio).isdigit() and int(prio) < 8:
-            labels["level"] = PRIORITY_LEVELS[int(prio)]
+        digits = str(prio) if isinstance(prio, str | int) else ""
+        # isdigit() alone also takes "²", which int() refuses, and 5,000 digits, which
+        # int() refuses past 4,300.
+        if digits.isascii() and digits.isdigit() and len(digits) < 4 and int(digits) < 8:
+            labels["level"] = PRIORITY_LEVELS[int(digits)]
         return LogRecord(ts, message, tuple(sorted(labels.items())))

@@ -67,6 +67,8 @@ from aiops.pipeline.source import Source, SourceError
 from aiops.timeutil import parse_timestamp
 from aiops.types import Batch, BoolArray, FloatArray, IntArray, Reject, SeriesKey
 
+from ..formats._common import replace_lone_surrogates
+
 __all__ = ["FileSource", "parse_timestamps", "parse_values"]
 
 _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
@@ -398,7 +400,7 @@ class FileSource(Source):
             if not text or text.isspace():
                 continue
             try:
-                obj = _JSON.decode(text)
+                obj = replace_lone_surrogates(_JSON.decode(text), text)
             except (ValueError, RecursionError) as e:
                 rejects.append(self._reject(lines, i, "bad_json", str(e)[:200]))
                 continue
