@@ -242,3 +242,44 @@ def test_feedback_from_slack_buttons_is_in_the_model_history(tmp_path: Path) -> 
     ]
     assert events[0]["series"] == str(KEYS[1])
     store.close()
+
+
+def test_metrics_of_the_running_version_promotions_rollbacks_and_refused_states(
+    tmp_path: Path,
+) -> None:
+    from aiops.service.metrics import PrometheusMetrics
+
+    def value(name: str, **labels: str) -> float | None:
+        return metrics.registry.get_sample_value(name, labels)
+
+    metrics = PrometheusMetrics()
+    engine = Engine([spec()])
+    life = ModelLifecycle(ModelRegistry(tmp_path / "models"), metrics=metrics)
+    life.start(engine)
+    rt = engine.rules[RULE]
+    assert value("aiops_model_version", rule=RULE) == 1.0
+    assert value("aiops_model_promotions_total", rule=RULE, automatic="true") is None
+    rt.process(batch(1))
+    life.snapshot(rt, trigger="manual", parent=1)
+    life.activate(engine, RULE, 2, reason="retrain", automatic=True)
+    assert value("aiops_model_version", rule=RULE) == 2.0
+    assert value("aiops_model_promotions_total", rule=RULE, automatic="true") == 1.0
+    life.rollback(engine, RULE, by="ops")
+    assert value("aiops_model_version", rule=RULE) == 1.0
+    assert value("aiops_model_rollbacks_total", rule=RULE, automatic="false") == 1.0
+    life.pin(engine, RULE, 2, by="ops")
+    assert value("aiops_model_promotions_total", rule=RULE, automatic="false") == 1.0
+    life.pin(engine, RULE, None)
+    # A version whose stored state was tampered with is refused, counted, and not run.
+    life.snapshot(rt, trigger="manual", parent=2)
+    state = tmp_path / "models" / rule_dirname(RULE) / "3" / "state"
+    blob = state.read_bytes()
+    state.write_bytes(blob[:-3] + b"xyz")
+    with pytest.raises(ModelError):
+        life.activate(engine, RULE, 3, reason="retrain", automatic=True)
+    assert value("aiops_model_state_refused_total", rule=RULE) == 1.0
+    assert value("aiops_model_version", rule=RULE) == 2.0
+    # A rule gone after a reload loses its gauge.
+    life.reloaded(Engine([]), retired=[rt])
+    assert value("aiops_model_version", rule=RULE) is None
+    life.close()

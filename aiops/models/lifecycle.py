@@ -49,6 +49,7 @@ from aiops.models.registry import (
     UnknownModel,
     VersionUnreadable,
 )
+from aiops.service.metrics import NULL_METRICS, Metrics
 
 if TYPE_CHECKING:
     from aiops.pipeline.engine import Engine, RuleRuntime
@@ -211,10 +212,12 @@ class ModelLifecycle:
         *,
         url: str | Callable[[], str] = "",
         lock_timeout: float = 10.0,
+        metrics: Metrics = NULL_METRICS,
     ) -> None:
         self.registry = registry
         self.url = url
         self.lock_timeout = lock_timeout
+        self.metrics = metrics
         #: The version each configured rule runs, by rule key.
         self.running: Mapping[str, int | None] = {}
         #: Operations carried out (rollbacks, pins, swaps) since start.
@@ -292,6 +295,7 @@ class ModelLifecycle:
         )
         self.registry.promote(key, mv.version, reason="a reload changed the rule's definition")
         rt.model_version = mv.version
+        self.metrics.model_changed(key, "promoted", True)
 
     def _keep_learned(self, rt: RuleRuntime) -> None:
         key, version = rt.spec.key, rt.model_version
@@ -463,11 +467,17 @@ class ModelLifecycle:
         reason: str,
         event: str = "promoted",
         automatic: bool = False,
+        count: bool = True,
     ) -> None:
         key = rt.spec.key
-        state = self._version_state(key, version)
+        try:
+            state = self._version_state(key, version)
+        except VersionUnreadable:
+            self.metrics.model_state_refused(key)
+            raise
         rt_hash = rt.spec.model_hash()
         if state.get("model_hash") != rt_hash:
+            self.metrics.model_state_refused(key)
             raise ModelError(
                 f"model {key!r} version {version} was trained with another detector "
                 f"configuration (the rule's is {rt_hash})"
@@ -481,9 +491,12 @@ class ModelLifecycle:
         try:
             rt.load_model_state(state)
         except ValueError as exc:
+            self.metrics.model_state_refused(key)
             raise ModelError(f"model {key!r} version {version} cannot be loaded: {exc}") from None
         rt.model_version = version
         self.registry.promote(key, version, reason=reason, event=event, automatic=automatic)
+        if count:
+            self.metrics.model_changed(key, event, automatic)
         self.swaps += 1
         log.warning("model %s: now runs version %d (was %s): %s", key, version, outgoing, reason)
 
@@ -491,6 +504,7 @@ class ModelLifecycle:
         try:
             state = self.registry.load_continued(rule, version)
         except VersionUnreadable as exc:
+            self.metrics.model_state_refused(rule)
             log.error("%s; the version's saved state is used instead", exc)
             state = None
         if state is None:
@@ -531,6 +545,7 @@ class ModelLifecycle:
             )
             reg.promote(key, mv.version, reason="the rule's detector configuration changed")
             rt.model_version = mv.version
+            self.metrics.model_changed(key, "promoted", True)
             return
         if rt.model_version == target.version:
             if promoted != target.version:
@@ -546,7 +561,7 @@ class ModelLifecycle:
         errors: list[str] = []
         for v in candidates:
             try:
-                self._swap(rt, v, reason="restart: the rule runs its promoted version")
+                self._swap(rt, v, reason="restart: the rule runs its promoted version", count=False)
                 if v != target.version:
                     log.error(
                         "model %s: version %d refused (%s); running its ancestor %d",
@@ -571,6 +586,7 @@ class ModelLifecycle:
 
     def _publish(self, engine: Engine) -> None:
         self.running = {k: rt.model_version for k, rt in engine.rules.items()}
+        self.metrics.model_running(self.running)
 
     def _take_lock(self) -> None:
         root = self.registry.root
@@ -648,7 +664,9 @@ def wire_models(daemon: Any, *, state_dir: Path) -> ModelLifecycle:
     def url() -> str:
         return str(getattr(listener, "url", "")) if served else ""
 
-    lifecycle = ModelLifecycle(ModelRegistry(Path(state_dir) / MODELS_DIR), url=url)
+    lifecycle = ModelLifecycle(
+        ModelRegistry(Path(state_dir) / MODELS_DIR), url=url, metrics=daemon.metrics
+    )
     daemon.models = lifecycle
     if served:
         mount_models_api(listener, lifecycle)

@@ -54,6 +54,12 @@ name                                            type       labels
 ``model_retrains_total``                        counter    rule, trigger, outcome (promoted,
                                                            rejected, skipped, failed,
                                                            rolled_back)
+``model_version``                               gauge      rule (the registry version it runs)
+``model_promotions_total``                      counter    rule, automatic (another version
+                                                           made the one it runs)
+``model_rollbacks_total``                       counter    rule, automatic
+``model_state_refused_total``                   counter    rule (a stored version's state
+                                                           refused: signature, format, fit)
 ``http_requests_total``                         counter    handler, code
 ``http_request_duration_seconds``               histogram  handler
 ``build_info``                                  gauge      version
@@ -165,6 +171,15 @@ class Metrics:
 
     def model_retrain(self, rule: str, trigger: str, outcome: str) -> None:
         """A retrain of a rule's model ended so (:mod:`aiops.models.retrain`)."""
+
+    def model_running(self, running: Mapping[str, int | None]) -> None:
+        """The registry version each configured rule runs (:mod:`aiops.models.lifecycle`)."""
+
+    def model_changed(self, rule: str, event: str, automatic: bool) -> None:
+        """A rule runs another version: ``event`` is ``promoted`` or ``rolled back``."""
+
+    def model_state_refused(self, rule: str) -> None:
+        """A stored version's state of ``rule`` was refused when the daemon tried to run it."""
 
     def config_reload(self, success: bool) -> None:
         """A configuration load (the start, then each reload) succeeded or was refused."""
@@ -422,6 +437,34 @@ class PrometheusMetrics(Metrics):
             ["rule", "trigger", "outcome"],
             registry=reg,
         )
+        self._model_version = pc.Gauge(
+            "aiops_model_version",
+            "The model registry version each rule runs (aiops models list).",
+            ["rule"],
+            registry=reg,
+        )
+        self._model_rules: set[str] = set()
+        self._promotions = pc.Counter(
+            "aiops_model_promotions_total",
+            "Times a rule was made to run another model version (a retrain's promotion, "
+            "a pin or a configuration change), by whether it was automatic.",
+            ["rule", "automatic"],
+            registry=reg,
+        )
+        self._rollbacks = pc.Counter(
+            "aiops_model_rollbacks_total",
+            "Rollbacks of a rule's model: by an operator (automatic=false) or after the "
+            "alert rate of a promoted version exploded (automatic=true).",
+            ["rule", "automatic"],
+            registry=reg,
+        )
+        self._model_refused = pc.Counter(
+            "aiops_model_state_refused_total",
+            "Stored model versions whose state was refused when the daemon tried to run "
+            "them (bad signature, unknown format, does not fit the detector).",
+            ["rule"],
+            registry=reg,
+        )
         # Prometheus' names: alert on aiops_config_last_reload_successful == 0.
         self._reload_ok = pc.Gauge(
             "aiops_config_last_reload_successful",
@@ -546,6 +589,25 @@ class PrometheusMetrics(Metrics):
     def model_retrain(self, rule: str, trigger: str, outcome: str) -> None:
         """Count one retrain outcome."""
         self._retrains.labels(rule, trigger, outcome).inc()
+
+    def model_running(self, running: Mapping[str, int | None]) -> None:
+        """Set the version gauge of each rule; rules gone (a reload) lose theirs."""
+        now = {rule for rule, v in running.items() if v is not None}
+        for rule in self._model_rules - now:
+            self._model_version.remove(rule)
+        for rule, version in running.items():
+            if version is not None:
+                self._model_version.labels(rule).set(version)
+        self._model_rules = now
+
+    def model_changed(self, rule: str, event: str, automatic: bool) -> None:
+        """Count a promotion or a rollback."""
+        counter = self._rollbacks if event == "rolled back" else self._promotions
+        counter.labels(rule, "true" if automatic else "false").inc()
+
+    def model_state_refused(self, rule: str) -> None:
+        """Count a refused version state."""
+        self._model_refused.labels(rule).inc()
 
     def config_reload(self, success: bool) -> None:
         """Set the reload gauges (the timestamp only moves on success)."""
