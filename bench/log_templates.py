@@ -13,6 +13,9 @@ ground-truth event (Zhu et al., "Tools and Benchmarks for Automated Log Parsing"
 2019; Drain averages 0.865 on the 16 systems there).
 
     .venv/bin/python bench/log_templates.py --data /path/to/loghub [--systems HDFS,Spark]
+
+``--explain`` also lists, per system, each ground-truth event that was not grouped
+exactly: the templates its lines fell into and the other events sharing them.
 """
 
 from __future__ import annotations
@@ -67,8 +70,27 @@ def read_structured(path: Path) -> tuple[list[str], list[str]]:
     return [r["Content"] for r in rows], [r["EventId"] for r in rows]
 
 
-def mine_with_cli(contents: list[str]) -> list[str]:
-    """Template ids from ``aiops logs templates`` run as a command."""
+def explain(contents: list[str], truth: list[str], rows: list[dict[str, str]]) -> None:
+    """Print each ground-truth event whose lines are not exactly one predicted group."""
+    ids = [r["template_id"] for r in rows]
+    templates = {r["template_id"]: r["template"] for r in rows}
+    by_truth: dict[str, list[int]] = defaultdict(list)
+    by_pred: dict[str, set[int]] = defaultdict(set)
+    for i, (t, p) in enumerate(zip(truth, ids, strict=True)):
+        by_truth[t].append(i)
+        by_pred[p].add(i)
+    for event, lines in by_truth.items():
+        preds = sorted({ids[i] for i in lines})
+        if len(preds) == 1 and by_pred[preds[0]] == set(lines):
+            continue
+        print(f"    {event} ({len(lines)} lines, first: {contents[lines[0]][:100]!r})")
+        for p in preds[:5]:
+            shared = sorted({truth[i] for i in by_pred[p]} - {event})
+            print(f"      -> {templates[p][:100]!r}" + (f" also {shared[:6]}" if shared else ""))
+
+
+def mine_with_cli(contents: list[str]) -> list[dict[str, str]]:
+    """The rows ``aiops logs templates`` writes, run as a command."""
     with tempfile.TemporaryDirectory() as tmp:
         src, out = Path(tmp) / "in.log", Path(tmp) / "out.csv"
         # A message holding a newline would shift the rows: keep one message a line.
@@ -78,16 +100,18 @@ def mine_with_cli(contents: list[str]) -> list[str]:
         subprocess.run([*cmd, "logs", "templates", str(src), "--out", str(out)], check=True)
         with out.open(newline="", encoding="utf-8") as fh:
             rows = list(csv.DictReader(fh))
-    ids = [r["template_id"] or f"blank-{r['line']}" for r in rows]
-    if len(ids) != len(contents):
-        raise SystemExit(f"aiops logs templates wrote {len(ids)} rows for {len(contents)} lines")
-    return ids
+    if len(rows) != len(contents):
+        raise SystemExit(f"aiops logs templates wrote {len(rows)} rows for {len(contents)} lines")
+    for r in rows:
+        r["template_id"] = r["template_id"] or f"blank-{r['line']}"
+    return rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=os.environ.get("AIOPS_LOGHUB_DIR"))
     ap.add_argument("--systems", default=",".join(SYSTEMS))
+    ap.add_argument("--explain", action="store_true", help="list the events grouped wrongly")
     args = ap.parse_args()
     if not args.data:
         raise SystemExit("give --data DIR (or AIOPS_LOGHUB_DIR): a Loghub folder")
@@ -99,8 +123,11 @@ def main() -> None:
             print(f"{system:12s} missing ({path})")
             continue
         contents, truth = read_structured(path)
-        scores[system] = (grouping_accuracy(truth, mine_with_cli(contents)), len(truth))
+        rows = mine_with_cli(contents)
+        scores[system] = (grouping_accuracy(truth, [r["template_id"] for r in rows]), len(truth))
         print(f"{system:12s} {scores[system][0]:.3f}  ({len(truth)} lines)")
+        if args.explain:
+            explain(contents, truth, rows)
     if scores:
         mean = sum(a for a, _ in scores.values()) / len(scores)
         print(f"{'average':12s} {mean:.3f}  over {len(scores)} systems")
