@@ -406,7 +406,10 @@ class _Decoder:
                     f"more than {max_samples} samples in one request "
                     "(max_samples_per_request; lower the sender's max_samples_per_send)",
                 )
-        stamps, values = _decode_samples(samples)
+        try:
+            stamps, values = _decode_samples(samples)
+        except (DecodeError, RecursionError, ValueError) as exc:
+            raise _BadPayload("bad_protobuf", f"malformed Sample: {exc}") from None
         batch, stale = _columns(keys, counts, stamps, values)
         return batch, rejects, stale
 
