@@ -39,9 +39,11 @@ Events an operator should hear of (a drift, an automatic rollback) become info a
 that go through the normal router and outbox; each resolves after :data:`EVENT_HOLD`
 of data time. Counters: ``aiops_drift_detected_total`` and ``aiops_model_retrains_total``.
 
-What is not kept across a restart: the history ring (it fills again; a Prometheus rule
-reads its history from Prometheus), a training, shadow or watch under way (dropped:
-the model keeps running the promoted version), and the drift checks' river state.
+Across a restart (:mod:`aiops.models.carry`): a clean stop keeps each rule's history
+ring and a watch under way for the next start. Not kept: a training or shadow under way
+(dropped: the rule runs its promoted version; the next trigger retrains), the drift
+checks' river state (they learn a reference afresh), and after a crash the ring and the
+watch too (the ring fills again; a Prometheus rule reads its history from Prometheus).
 """
 
 from __future__ import annotations
@@ -54,11 +56,13 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from aiops.alerting.notify import Alert
+from aiops.models import carry
 from aiops.models.drift import DriftEvent, DriftMonitor
 from aiops.registry import DETECTORS
 from aiops.types import Batch, FloatArray, IntArray, SeriesKey
@@ -838,6 +842,7 @@ class Retraining:
         self._engine: Any = None
         self._pending: list[_Pending] = []
         self._alerts: list[Alert] = []
+        self._restoring = False
 
     # -- daemon hooks ------------------------------------------------------------------
 
@@ -848,7 +853,11 @@ class Retraining:
             self._maintenance = Maintenance(router)
         if sources is not None:
             self._sources = sources
-        self.attach(engine)
+        self._restoring = True  # what the last clean stop carried over (aiops.models.carry)
+        try:
+            self.attach(engine)
+        finally:
+            self._restoring = False
 
     def reconfigure(
         self,
@@ -911,6 +920,8 @@ class Retraining:
                 )
                 r.runtime = rt
                 self.retrainers[key] = r
+                if self._restoring:
+                    self._restore(r, rt)
             if rt.observer is not r:
                 rt.observer = r
 
@@ -930,8 +941,48 @@ class Retraining:
         return out
 
     def close(self) -> None:
-        """Stop the worker (a training under way is dropped)."""
+        """Stop the worker (a training under way is dropped); carry rings and watches over.
+
+        Called at a clean stop, after the final checkpoint: each rule's history ring and
+        a watch under way are written to its registry folder for the next start
+        (:mod:`aiops.models.carry`).
+        """
         self.executor.shutdown(wait=False, cancel_futures=True)
+        for key, r in self.retrainers.items():
+            path = self._carry_path(key)
+            rt = r.runtime
+            if path is None or rt is None:
+                continue
+            try:
+                if carry.save(path, r, rt):
+                    log.info("rule %s: retraining history and watch kept for the next start", key)
+            except Exception as exc:  # the next start begins with an empty ring
+                log.error(
+                    "rule %s: retraining state not kept: %s: %s", key, type(exc).__name__, exc
+                )
+
+    def _carry_path(self, rule: str) -> Path | None:
+        registry = getattr(self.models, "registry", None)
+        root = getattr(registry, "root", None)
+        if root is None:
+            return None
+        from aiops.models.registry import rule_dirname
+
+        return Path(root) / rule_dirname(rule) / carry.CARRY_FILE
+
+    def _restore(self, r: Retrainer, rt: RuleRuntime) -> None:
+        path = self._carry_path(r.rule)
+        if path is None:
+            return
+        try:
+            restored = carry.restore(path, r, rt)
+        except Exception as exc:  # the rule starts with an empty ring
+            log.error(
+                "rule %s: retraining state not restored: %s: %s", r.rule, type(exc).__name__, exc
+            )
+            return
+        if restored:
+            log.info("rule %s: restored %s from the last stop", r.rule, restored)
 
     # -- what retrainers share ---------------------------------------------------------
 
@@ -1175,7 +1226,6 @@ def replay_retrained(
     series and what retraining did.
     """
     import tempfile
-    from pathlib import Path
 
     from aiops.models.lifecycle import ModelLifecycle
     from aiops.models.registry import ModelRegistry

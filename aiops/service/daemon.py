@@ -667,7 +667,7 @@ class Daemon:
                 except Exception:
                     log.exception("closing source failed")
             self.dispatcher.close()
+            self.retraining.close()  # writes under the registry's lock: before models
             self.models.close()
-            self.retraining.close()
             if self.dead_letters is not None:
                 self.dead_letters.close()
