@@ -34,7 +34,15 @@ from aiops.types import Batch, LogRecord, SeriesKey
         ("to ops@example.com via https://x.example/a?b=1", "to <EMAIL> via <URL>"),
         ("at 2024-05-01T12:00:00Z, 12:30:45", "at <TIME>, <TIME>"),
         ("retry 3 of 5", "retry <NUM> of <NUM>"),
-        ("blk_-1608 replica", "blk_-<NUM> replica"),
+        ("blk_-1608 replica", "blk_<NUM> replica"),
+        ("rhost=10.0.0.7 user=root ws=null,uid=0", "rhost=<*> user=<*> ws=<*>,uid=<*>"),
+        ('acquire tag="View Lock", name=x', "acquire tag=<*>, name=<*>"),
+        ("proxy.cse.example.edu:5070 open", "<HOST> open"),
+        ("10.0.0.1,10.0.0.2 GET", "<IP> GET"),
+        ("sent 18846 bytes (18.4 KB), used 2560MB", "sent <SIZE>, used <SIZE>"),
+        ("took 160 ms, lifetime <1 sec", "took <DURATION>, lifetime <DURATION>"),
+        ("queue jA9J1UvC004306 task_1445_0020_m_000001", "queue <ID> task_<ID>"),
+        ("rdd_2_0 on en0", "rdd_<NUM>_<NUM> on en<NUM>"),
     ],
 )
 def test_default_masks(text, masked):

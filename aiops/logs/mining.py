@@ -1,10 +1,12 @@
 """Streaming log template mining: masking, then Drain (the Drain3 implementation).
 
 A :class:`LogMiner` turns each log message into the id of its template. It first masks
-the variable parts that any system writes the same way (IP addresses, numbers, UUIDs, hex
-ids, paths, durations, e-mail addresses, URLs, times) with one combined compiled regex,
-then hands the masked text to a :class:`drain3.drain.Drain` prefix tree, which groups
-messages of the same length and prefix whose tokens agree enough (``sim_th``).
+the variable parts that any system writes the same way (IP addresses, host names,
+numbers, UUIDs, hex and generated ids, key=value values, paths, sizes, durations, e-mail
+addresses, URLs, times) with one combined compiled regex per token and one over the
+masked message, then hands the masked text to a :class:`drain3.drain.Drain` prefix
+tree, which groups messages of the same length and prefix whose tokens agree enough
+(``sim_th``).
 
 Costs: a message's *shape* (digits as ``0``; see :meth:`Masker.shape`) is looked up in a
 bounded cache of shapes already mined, so most lines cost one ``str.translate`` and one
@@ -57,6 +59,47 @@ __all__ = [
 STATE_VERSION = 1
 
 _HEXD = "0-9a-fA-F"
+#: Top-level domains a host name mask accepts (generic ones and common country codes).
+_TLDS = (
+    "com",
+    "net",
+    "org",
+    "edu",
+    "gov",
+    "mil",
+    "int",
+    "io",
+    "info",
+    "biz",
+    "cloud",
+    "local",
+    "localdomain",
+    "internal",
+    "lan",
+    "us",
+    "uk",
+    "hk",
+    "cn",
+    "de",
+    "br",
+    "eu",
+    "om",
+    "jp",
+    "fr",
+    "ru",
+    "in",
+    "au",
+    "ca",
+    "nl",
+    "it",
+    "es",
+    "se",
+    "ch",
+    "kr",
+    "tw",
+    "pl",
+    "be",
+)
 _CACHE_MAX = 50_000  # tokens of one set of masks
 _MINER_CACHE_MAX = 20_000  # shapes and masked messages of one miner, each
 
@@ -69,9 +112,9 @@ class Mask:
     mask: str
 
 
-#: The built-in masks, tried left to right at each position of a message (the first
-#: that matches there wins, so the specific ones come before the generic number).
-#: They are written for any system's logs, not fitted to one benchmark system.
+#: The built-in masks, tried left to right at each position of a token (the first that
+#: matches there wins, so the specific ones come before the generic number). They are
+#: written for any system's logs, not fitted to one benchmark system.
 DEFAULT_MASKS: tuple[Mask, ...] = (
     Mask(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s\"'<>]+", "<URL>"),
     Mask(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+", "<EMAIL>"),
@@ -84,6 +127,14 @@ DEFAULT_MASKS: tuple[Mask, ...] = (
     ),
     Mask(r"(?<![\d:])\d{1,2}:\d{2}:\d{2}(?:[.,]\d+)?(?![\d:])", "<TIME>"),
     Mask(rf"(?<![\w:])[{_HEXD}]{{2}}(?::[{_HEXD}]{{2}}){{5}}(?![\w:])", "<MAC>"),
+    # The value of a key=value pair, whatever it is (uid=0, name=android, ws=null).
+    Mask(r"(?<=\w=)[^\s,;]+", "<*>"),
+    # A host name: dotted labels ending in a common top-level domain, with a port.
+    Mask(
+        r"(?<![\w.-])(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?\.)+"
+        rf"(?:{'|'.join(_TLDS)})(?::\d{{1,5}})?(?![\w.-])",
+        "<HOST>",
+    ),
     Mask(
         r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?::\d{1,5})?(?![\w]|\.\d)",
         "<IP>",
@@ -105,23 +156,50 @@ DEFAULT_MASKS: tuple[Mask, ...] = (
         rf"(?<![\w])(?=[{_HEXD}]*\d)(?=[{_HEXD}]*[a-fA-F])[{_HEXD}]{{6,}}(?![\w])",
         "<HEX>",
     ),
+    Mask(r"(?<![\w.])\d+(?:\.\d+)?(?:[KMGTP]i?B|B)(?![\w])", "<SIZE>"),
     Mask(r"(?<![\w/.~-])(?:[a-zA-Z]:\\|~?/)(?:[\w.@%+~-]+[/\\]){1,}[\w.@%+~-]*", "<PATH>"),
+    # A generated id: a word of letters and two or more runs of digits (jA9J1UvC004306),
+    # or, from a run of digits, digits and letters joined by underscores
+    # (task_1445_0020_m_000001 -> task_<ID>; all digits are numbers: rdd_2_0).
+    Mask(r"(?<![a-zA-Z0-9])[a-zA-Z0-9]*\d[a-zA-Z]+\d[a-zA-Z0-9]*", "<ID>"),
+    Mask(r"(?<![a-zA-Z0-9])(?=\d)(?=[\w-]*_)(?=[\w-]*[a-zA-Z])[\w-]*[a-zA-Z0-9]", "<ID>"),
     # Any other run of digits, also inside a word (blk_123 -> blk_<NUM>), so ids that
-    # embed counters keep their constant prefix and group together.
-    Mask(r"\d+(?:\.\d+)*", "<NUM>"),
+    # embed counters keep their constant prefix and group together; a minus sign not
+    # after a letter or digit is the number's (blk_-123 -> blk_<NUM>).
+    Mask(r"(?:(?<![a-zA-Z0-9])-)?\d+(?:\.\d+)*", "<NUM>"),
 )
+
+#: Masks over the whole message, after the token masks: variables of several tokens.
+#: A quantity with its unit (``5.2 KB``, ``160 ms``, ``<1 sec``) is one ``<SIZE>`` or
+#: ``<DURATION>``, a size restated in parentheses (``18846 bytes (18.4 KB)``) is one
+#: ``<SIZE>``, and a comma-joined list of one mask (``<IP>,<IP>``) is one.
+PHRASE_MASKS: tuple[Mask, ...] = (
+    Mask(r"(?<![\w<>])(?:<NUM>|<\*>) ?(?:[KMGTP]i?B|B|bytes?)(?![\w])", "<SIZE>"),
+    Mask(
+        r"(?<![\w<>])[<>~]?<NUM> ?(?:ns|us|µs|ms|msecs?|millis|milliseconds?|secs?|seconds?"
+        r"|mins?|minutes?|hrs?|hours?|days?)(?![\w])",
+        "<DURATION>",
+    ),
+)
+_RESTATED = re.compile(r"(<(?:SIZE|DURATION)>) \(<(?:SIZE|DURATION)>\)")
+_LISTED = re.compile(r"<(\w+|\*)>(?:,<\1>)+")
+#: A quoted value of a key=value pair, spaces and all (tag="View Lock"), before tokens.
+_QUOTED_VALUE = re.compile(r"(?<=\w=)(?:\"[^\"]*\"|'[^']*')")
 
 
 class Masker:
     r"""Apply a list of masks: the given ones on the whole message, then the built-in ones.
 
     ``masks`` (from the rule file) run first, in order, as one compiled alternation over
-    the whole message. The built-in ones (unless ``defaults`` is False) then run on each
-    whitespace-separated token, through a bounded cache of tokens: words repeat, so the
-    regex runs only on tokens never seen before, and only on those with a digit, ``/``,
-    ``\``, ``@`` or ``:`` (no built-in mask matches a token without one). The result is
-    the tokens joined by single spaces, which is what Drain splits anyway. Each regex is
-    compiled alone first, so a bad one is reported by its index.
+    the whole message. The built-in ones (unless ``defaults`` is False) then run: a
+    quoted key=value value (``tag="View Lock"``) becomes ``<*>`` first, then
+    :data:`DEFAULT_MASKS` run on each whitespace-separated token, through a bounded cache
+    of tokens: words repeat, so the regex runs only on tokens never seen before, and only
+    on those with a digit, ``/``, ``\``, ``@``, ``:``, ``=`` or ``.`` (no token mask
+    matches a token without one). Last, :data:`PHRASE_MASKS` join the masked tokens of
+    one quantity (``5.2 KB``, ``<1 sec``, ``<IP>,<IP>``). The result is the tokens joined
+    by single spaces, which is what Drain splits anyway. Each regex is compiled alone
+    first, so a bad one is reported by its index.
 
     >>> Masker([Mask(r"req-\w+", "<REQ>")]).mask("req-ab12 failed after 3 tries")
     '<REQ> failed after <NUM> tries'
@@ -133,6 +211,9 @@ class Masker:
         self._replacements: dict[str, str] = {}
         self._custom = self._compile(self.masks, 0)
         self._builtin = self._compile(DEFAULT_MASKS, len(self.masks)) if defaults else None
+        self._phrases = (
+            self._compile(PHRASE_MASKS, len(self.masks) + len(DEFAULT_MASKS)) if defaults else None
+        )
         self._tokens: dict[str, str] = {}
         #: Set by :meth:`mask_shape`: the last message held a hex id or UUID token.
         self.unique = False
@@ -181,6 +262,8 @@ class Masker:
         builtin = self._builtin
         if builtin is None:
             return text
+        if "=" in text and ("='" in text or '="' in text):
+            text = _QUOTED_VALUE.sub("<*>", text)
         cache = self._tokens
         tokens = text.split()
         out = [cache.get(tok) for tok in tokens]
@@ -188,7 +271,19 @@ class Masker:
             for i, masked in enumerate(out):
                 if masked is None:
                     out[i] = self._token(tokens[i], builtin)
-        return " ".join(out)  # type: ignore[arg-type]
+        joined = " ".join(out)  # type: ignore[arg-type]
+        if "<" in joined:
+            joined = self._phrase(joined)
+        return joined
+
+    def _phrase(self, text: str) -> str:
+        assert self._phrases is not None
+        text = self._phrases.sub(self._replace, text)
+        if " (<" in text:
+            text = _RESTATED.sub(r"\1", text)
+        if ">,<" in text:
+            text = _LISTED.sub(r"<\1>", text)
+        return text
 
     def _token(self, tok: str, builtin: re.Pattern[str]) -> str:
         # A whole token of hex digits (6 or more, digits and letters) or a UUID is what
@@ -215,7 +310,7 @@ class Masker:
 
 
 _HEX_CHARS = "0123456789abcdefABCDEF"
-_MAY_MASK = re.compile(r"[\d/\\@:]")
+_MAY_MASK = re.compile(r"[\d/\\@:=.]")
 _ZEROS = bytes.maketrans(b"123456789", b"000000000")
 
 
