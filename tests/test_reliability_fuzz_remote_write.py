@@ -238,11 +238,12 @@ def _outcome(status: int, batch: Batch, expected: Expected | None) -> Counter[st
     return reasons
 
 
-def test_ten_thousand_malformed_requests_are_answered_and_each_counted():
+def fuzz(seed: int = 1, n: int = CASES) -> tuple[Counter[str], Counter[int]]:
+    """Post ``n`` cases to a source in-process, checking each; reasons and statuses."""
     src = RemoteWriteSource("rw", CONFIG)
     reasons: Counter[str] = Counter()
     statuses: Counter[int] = Counter()
-    for i, (body, expected) in enumerate(cases(seed=1, n=CASES)):
+    for i, (body, expected) in enumerate(cases(seed=seed, n=n)):
         try:
             resp = src.handle_http(HttpRequest("POST", PATH, {}, body))
         except Exception as exc:  # became a 500 and an uncounted loss before
@@ -254,6 +255,11 @@ def test_ten_thousand_malformed_requests_are_answered_and_each_counted():
             raise AssertionError(f"case {i} ({resp.status} {resp.body[:200]!r}): {exc}") from exc
         statuses[resp.status] += 1
         assert src.queued_samples == 0
+    return reasons, statuses
+
+
+def test_ten_thousand_malformed_requests_are_answered_and_each_counted():
+    reasons, statuses = fuzz()
     need = set(REFUSALS) | SERIES_REASONS | {"bad_timestamp"}
     assert need <= set(reasons), dict(reasons)
     assert min(statuses[204], statuses[400], statuses[413]) > CASES // 50, statuses

@@ -45,7 +45,9 @@ _RFC3339 = re.compile(
     r"(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:[.,](\d+))?\s*([Zz]|[+-]\d\d:?\d\d)?"
 )
 # JSON numbers in strings ("3.5", "-1e3") and Prometheus' spellings of special values.
-_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+# Possessive: "\d+\.?\d*" split a run of digits every way before failing on the
+# character after it (20,000 digits and a letter as a time: 11 s of the data loop).
+_NUMBER = re.compile(r"[+-]?(?:\d++(?:\.\d*+)?|\.\d++)(?:[eE][+-]?\d++)?")
 _INTEGER = re.compile(r"[+-]?\d+")
 _DIGITS_DOT = frozenset("0123456789.")
 _NUMBER_START = frozenset("+-.0123456789")
