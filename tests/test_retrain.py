@@ -305,7 +305,7 @@ def test_drift_sample_follows_the_lowest_hashes_whatever_the_order() -> None:
     keys = [SeriesKey.of("cpu", {"host": f"h{i}"}) for i in range(300)]
     lowest = sorted(keys, key=lambda k: int(k.series_id, 16))[:8]
     for order in (keys, keys[::-1]):
-        m = DriftMonitor(RULE, Drift(sample=8), threshold=0.998, keys=order)
+        m = DriftMonitor(RULE, Drift(sample=8, on=("input",)), threshold=0.998, keys=order)
         n = len(order)
         m.observe(np.arange(n), np.full(n, T0), np.ones(n), np.zeros(n))
         assert {order[i] for i in m.followed} == set(lowest)
