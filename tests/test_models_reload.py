@@ -4,6 +4,9 @@ The daemon is the one ``aiops run`` builds from files (a simulator source); each
 edits the rule file and reloads between two loop steps, as SIGHUP does.
 """
 
+import hashlib
+from pathlib import Path
+
 import pytest
 
 from aiops.config import load_config
@@ -71,6 +74,7 @@ def test_a_reload_versions_new_and_changed_rules_and_wires_their_retraining(setu
     assert dict(daemon.models.running) == {"g/Keep": 1, "g/Change": 1, "g/Gone": 1}
     assert not isinstance(daemon.retraining, Retraining)  # no rule asked for it yet
     old = dict(daemon.engine.rules)
+    first_hash = hashlib.sha256((root / "rules.yaml").read_bytes()).hexdigest()
     (root / "rules.yaml").write_text(
         rules(
             ("Keep", 0.99, ""),
@@ -78,6 +82,7 @@ def test_a_reload_versions_new_and_changed_rules_and_wires_their_retraining(setu
             ("New", 0.99, "drift: {on: [input, score]}"),
         )
     )
+    second_hash = hashlib.sha256((root / "rules.yaml").read_bytes()).hexdigest()
     result = reloader.reload(daemon)
     assert result.ok, result.errors
     now = daemon.engine.rules
@@ -86,6 +91,10 @@ def test_a_reload_versions_new_and_changed_rules_and_wires_their_retraining(setu
     change = registry.get("g/Change", 2)
     assert (change.trigger, change.parent, change.points_seen) == ("config-change", 1, 0)
     assert change.params["threshold"] == 0.95
+    # Which rule file, as it was, made each version.
+    v1 = registry.get("g/Change", 1)
+    assert Path(v1.rule_file).resolve() == (root / "rules.yaml").resolve()
+    assert (v1.rule_file_hash, change.rule_file_hash) == (first_hash, second_hash)
     assert registry.promoted("g/Change") == 2
     # What the changed and the removed rules' old runtimes learned is kept for a rollback.
     assert (

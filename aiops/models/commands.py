@@ -366,6 +366,12 @@ def format_show(doc: dict[str, Any]) -> str:
             f"{_when(window[0])} .. {_when(window[1])}" if window else "- (no data yet)",
         ),
         ("points seen", str(v.get("points_seen", 0))),
+        (
+            "rule file",
+            f"{v['rule_file']} (sha256 {v.get('rule_file_hash', '')[:16] or '?'})"
+            if v.get("rule_file")
+            else "-",
+        ),
         ("rule hash", v.get("rule_hash") or "-"),
         ("detector", str(params.get("detector", "-"))),
         ("parameters", ", ".join(f"{k}={p}" for k, p in sorted(detector_params.items())) or "-"),

@@ -63,6 +63,7 @@ __all__ = [
     "daemon_holding",
     "offline_lock",
     "rollback_target",
+    "rule_files",
     "wire_models",
 ]
 
@@ -88,7 +89,7 @@ class NoModels:
     def start(self, engine: Any) -> None:
         """Nothing to do."""
 
-    def reloaded(self, engine: Any, retired: Any = ()) -> None:
+    def reloaded(self, engine: Any, retired: Any = (), *, loaded: Any = None) -> None:
         """Nothing to do."""
 
     def apply(self, engine: Any) -> None:
@@ -218,6 +219,9 @@ class ModelLifecycle:
         self.url = url
         self.lock_timeout = lock_timeout
         self.metrics = metrics
+        #: Each rule's file and the SHA-256 of its bytes (:func:`rule_files`), recorded in
+        #: the versions made for it; set by :func:`wire_models` and at each reload.
+        self.rule_files: Mapping[str, tuple[str, str]] = {}
         #: The version each configured rule runs, by rule key.
         self.running: Mapping[str, int | None] = {}
         #: Operations carried out (rollbacks, pins, swaps) since start.
@@ -245,7 +249,9 @@ class ModelLifecycle:
                 )
         self._publish(engine)
 
-    def reloaded(self, engine: Engine, retired: Iterable[RuleRuntime] = ()) -> None:
+    def reloaded(
+        self, engine: Engine, retired: Iterable[RuleRuntime] = (), *, loaded: Any = None
+    ) -> None:
         """After a reload put ``engine`` in place: rules it started fresh get their versions.
 
         Runtimes kept by the reload go on with their version. A rule changed by the
@@ -255,8 +261,11 @@ class ModelLifecycle:
         rollback to it restores the model as it last ran. A new rule is brought in step
         as at a start: version 1, or, when the registry knows the rule (removed and added
         back), its promoted version if its configuration fits. A removed rule's version
-        keeps what it learned (``continued``) for that case.
+        keeps what it learned (``continued``) for that case. ``loaded`` is the new
+        configuration (its rule files' hashes go into the new versions).
         """
+        if loaded is not None:
+            self.rule_files = rule_files(loaded)
         old = {rt.spec.key: rt for rt in retired}
         self._engine = engine
         for key, gone in old.items():
@@ -428,7 +437,13 @@ class ModelLifecycle:
             params=describe(rt),
             evaluation={} if fresh else evaluate(rt),
             note=note,
+            **self.provenance(rt.spec.key),
         )
+
+    def provenance(self, rule: str) -> dict[str, str]:
+        """The ``rule_file`` and ``rule_file_hash`` meta fields of a new version of ``rule``."""
+        path, digest = self.rule_files.get(rule, ("", ""))
+        return {"rule_file": path, "rule_file_hash": digest}
 
     def feedback_applied(self, feedback: Any, outcome: str) -> None:
         """Record an operator's answer to an alert (Slack buttons) in the model's history."""
@@ -654,8 +669,32 @@ def evaluate(rt: RuleRuntime) -> dict[str, Any]:
     return out
 
 
-def wire_models(daemon: Any, *, state_dir: Path) -> ModelLifecycle:
-    """Give a daemon its model lifecycle: registry, HTTP API, feedback in the history."""
+def rule_files(loaded: Any) -> dict[str, tuple[str, str]]:
+    """Each rule's file (``group/alert`` -> path) and the SHA-256 of the file's bytes.
+
+    A file that cannot be read (gone since it was loaded) gets an empty hash.
+    """
+    import hashlib
+
+    digests: dict[str, str] = {}
+    out: dict[str, tuple[str, str]] = {}
+    for group in getattr(loaded, "groups", ()):
+        path = str(getattr(group, "file", "") or "")
+        if path and path not in digests:
+            try:
+                digests[path] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+            except OSError:
+                digests[path] = ""
+        for rule in group.rules:
+            out[f"{group.name}/{rule.alert}"] = (path, digests.get(path, ""))
+    return out
+
+
+def wire_models(daemon: Any, *, state_dir: Path, loaded: Any = None) -> ModelLifecycle:
+    """Give a daemon its model lifecycle: registry, HTTP API, feedback in the history.
+
+    ``loaded`` (the configuration) gives the rule files whose hashes versions record.
+    """
     from aiops.models.api import mount_models_api
 
     listener = daemon.listener
@@ -667,6 +706,8 @@ def wire_models(daemon: Any, *, state_dir: Path) -> ModelLifecycle:
     lifecycle = ModelLifecycle(
         ModelRegistry(Path(state_dir) / MODELS_DIR), url=url, metrics=daemon.metrics
     )
+    if loaded is not None:
+        lifecycle.rule_files = rule_files(loaded)
     daemon.models = lifecycle
     if served:
         mount_models_api(listener, lifecycle)

@@ -101,11 +101,12 @@ class ModelVersion:
 
     ``training_window`` is the data time (unix seconds) the model learned on, ``None``
     for a model that has seen nothing; ``points_seen`` counts those points.
-    ``rule_hash`` is the rule's model hash (:meth:`aiops.pipeline.engine.RuleSpec.model_hash`:
-    detector, effective parameters, state format, selector): a state is only loaded into
-    a rule with the same hash. ``versions`` holds the package and library versions that
-    wrote it; ``evaluation`` what the model did on a recent window (score quantiles,
-    hit rate).
+    ``rule_file`` and ``rule_file_hash`` say which rule file, as it was then, defined
+    the rule. ``rule_hash`` is the rule's model hash
+    (:meth:`aiops.pipeline.engine.RuleSpec.model_hash`: detector, effective parameters,
+    state format, selector): a state is only loaded into a rule with the same hash.
+    ``versions`` holds the package and library versions that wrote it; ``evaluation``
+    what the model did on a recent window (score quantiles, hit rate).
     """
 
     rule: str
@@ -120,6 +121,10 @@ class ModelVersion:
     versions: dict[str, Any]
     evaluation: dict[str, Any]
     note: str = ""
+    #: The rule file the rule came from, and the SHA-256 of its bytes when the version
+    #: was made (empty for versions made before these were recorded, or in replays).
+    rule_file: str = ""
+    rule_file_hash: str = ""
     #: The directory holding ``meta.json`` and ``state`` (not written into the meta).
     path: str = field(default="", compare=False)
 
@@ -164,6 +169,8 @@ class ModelVersion:
                 versions=dict(doc.get("versions", {})),
                 evaluation=dict(doc.get("evaluation", {})),
                 note=str(doc.get("note", "")),
+                rule_file=str(doc.get("rule_file", "")),
+                rule_file_hash=str(doc.get("rule_file_hash", "")),
                 path=path,
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -316,7 +323,8 @@ class ModelRegistry:
         ``state`` is plain data (:func:`aiops.state.envelope.dumps`: dicts, lists, JSON
         values, numpy arrays, bytes). ``meta`` may set ``training_window``,
         ``points_seen``, ``rule_hash``, ``params``, ``versions`` (default: this package's
-        and its libraries'), ``evaluation``, ``note`` and ``created``.
+        and its libraries'), ``evaluation``, ``note``, ``rule_file``, ``rule_file_hash``
+        and ``created``.
         """
         if trigger not in TRIGGERS:
             raise ModelError(f"unknown trigger {trigger!r}; one of {', '.join(sorted(TRIGGERS))}")
@@ -344,6 +352,8 @@ class ModelRegistry:
                 versions=dict(meta.get("versions") or _package_versions()),
                 evaluation=dict(meta.get("evaluation", {})),
                 note=str(meta.get("note", "")),
+                rule_file=str(meta.get("rule_file", "")),
+                rule_file_hash=str(meta.get("rule_file_hash", "")),
                 path=str(self._version_dir(rule, version)),
             )
             prefix = f"{rule_dirname(rule)}/{version}"

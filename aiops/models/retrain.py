@@ -1092,6 +1092,7 @@ class Retraining:
             params=describe(rt),
             evaluation=evaluation,
             note=training.detail,
+            **getattr(self.models, "provenance", lambda rule: {})(key),
         )
         reason = (
             f"{training.trigger} retrain: shadow alert rate "

@@ -310,7 +310,7 @@ def build_daemon(loaded: LoadedConfig, *, state_dir: Path) -> Daemon:
         )
     daemon.memory = MemoryGuard(int(loaded.daemon.limits.max_memory), metrics=metrics)
     wire_feedback(daemon, loaded, state_dir=state_dir, metrics=metrics)
-    wire_models(daemon, state_dir=state_dir)
+    wire_models(daemon, state_dir=state_dir, loaded=loaded)
     wire_retraining(daemon, loaded, metrics=metrics)
     return daemon
 

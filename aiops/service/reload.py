@@ -430,7 +430,7 @@ class _Plan:
                 self.engine.logs = self.engine.logs.fresh()
         d.engine = self.engine
         # Versions for the rules started fresh; drift checks and retraining of the new rules.
-        d.models.reloaded(d.engine, self._retired)
+        d.models.reloaded(d.engine, self._retired, loaded=self.new)
         from aiops.models.retrain import wire_retraining
 
         wire_retraining(d, self.new, metrics=d.metrics)
