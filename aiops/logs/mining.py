@@ -34,6 +34,7 @@ False
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -135,6 +136,13 @@ DEFAULT_MASKS: tuple[Mask, ...] = (
         rf"(?:{'|'.join(_TLDS)})(?::\d{{1,5}})?(?![\w.-])",
         "<HOST>",
     ),
+    # A reverse-domain name of a class, package or app (com.apple.cts.daily,
+    # org.apache.hadoop.ipc.Server, java.lang.ClassCastException).
+    Mask(
+        r"(?<![\w.$])(?:com|org|net|io|android|androidx|java|javax|kotlin|sun)"
+        r"(?:\.[a-zA-Z_$][\w$]*){2,}",
+        "<CLASS>",
+    ),
     Mask(
         r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?::\d{1,5})?(?![\w]|\.\d)",
         "<IP>",
@@ -215,6 +223,9 @@ class Masker:
             self._compile(PHRASE_MASKS, len(self.masks) + len(DEFAULT_MASKS)) if defaults else None
         )
         self._tokens: dict[str, str] = {}
+        #: Tokens seen that are unit words (``KB``, ``sec.``): only a message with one
+        #: can hold a phrase mask.
+        self._units: set[str] = set()
         #: Set by :meth:`mask_shape`: the last message held a hex id or UUID token.
         self.unique = False
 
@@ -251,6 +262,18 @@ class Masker:
         data = text.encode("utf-8", "surrogatepass")
         return data.translate(_ZEROS) if self._builtin is not None else data
 
+    def shapes(self, texts: Sequence[str]) -> list[bytes]:
+        """:meth:`shape` of each text; without custom masks, encoded in one go."""
+        if self._custom is not None or not texts:
+            return [self.shape(t) for t in texts]
+        whole = "\n".join(texts)
+        if whole.count("\n") != len(texts) - 1:  # a text holds a newline
+            return [self.shape(t) for t in texts]
+        data = whole.encode("utf-8", "surrogatepass")
+        if self._builtin is not None:
+            data = data.translate(_ZEROS)
+        return data.split(b"\n")
+
     def mask_shape(self, shape: bytes) -> str:
         """The masked message of a :meth:`shape`.
 
@@ -264,15 +287,11 @@ class Masker:
             return text
         if "=" in text and ("='" in text or '="' in text):
             text = _QUOTED_VALUE.sub("<*>", text)
-        cache = self._tokens
+        get, token = self._tokens.get, self._token
         tokens = text.split()
-        out = [cache.get(tok) for tok in tokens]
-        if None in out:
-            for i, masked in enumerate(out):
-                if masked is None:
-                    out[i] = self._token(tokens[i], builtin)
-        joined = " ".join(out)  # type: ignore[arg-type]
-        if "<" in joined:
+        # A masked token is never empty, so "or" asks _token only for those not cached.
+        joined = " ".join([get(tok) or token(tok, builtin) for tok in tokens])
+        if not self._units.isdisjoint(tokens):  # a phrase mask needs a unit word
             joined = self._phrase(joined)
         return joined
 
@@ -281,8 +300,6 @@ class Masker:
         text = self._phrases.sub(self._replace, text)
         if " (<" in text:
             text = _RESTATED.sub(r"\1", text)
-        if ">,<" in text:
-            text = _LISTED.sub(r"<\1>", text)
         return text
 
     def _token(self, tok: str, builtin: re.Pattern[str]) -> str:
@@ -303,13 +320,26 @@ class Masker:
             return "<UUID>"
         cache = self._tokens
         masked = builtin.sub(self._replace, tok) if _MAY_MASK.search(tok) else tok
+        if ">,<" in masked:  # a comma-joined list of one mask is one
+            masked = _LISTED.sub(r"<\1>", masked)
         if len(cache) >= _CACHE_MAX:
             cache.clear()
+            self._units.clear()
         cache[tok] = masked
+        if tok.rstrip(_PUNCT) in _UNITS:
+            self._units.add(tok)
         return masked
 
 
 _HEX_CHARS = "0123456789abcdefABCDEF"
+_PUNCT = ",.;:)]}'\"!?"
+#: The unit words of :data:`PHRASE_MASKS` (a token that is one, but for punctuation after).
+_UNITS = frozenset(
+    [f"{p}{i}B" for p in "KMGTP" for i in ("", "i")]
+    + ["B", "byte", "bytes", "ns", "us", "µs", "ms", "msec", "msecs", "millis"]
+    + ["millisecond", "milliseconds", "sec", "secs", "second", "seconds", "min", "mins"]
+    + ["minute", "minutes", "hr", "hrs", "hour", "hours", "day", "days"]
+)
 _MAY_MASK = re.compile(r"[\d/\\@:=.]")
 _ZEROS = bytes.maketrans(b"123456789", b"000000000")
 
@@ -424,6 +454,7 @@ class LogMiner:
         self.drain = _new_drain(s)
         self._masked: dict[str, LogCluster] = {}
         self._shapes: dict[bytes, LogCluster] = {}
+        self._uniques: dict[bytes, LogCluster] = {}
         self._clusters = self.drain.id_to_cluster
         self._full = False
 
@@ -442,6 +473,15 @@ class LogMiner:
             cluster.size += 1
             cid = cluster.cluster_id
             return _NOT_NEW[cid] if cid < len(_NOT_NEW) else MineResult(cid, False)
+        # A shape with hex ids or UUIDs (each a whole token, always masked alike) is
+        # looked up with them blanked out: most such lines are old messages, new ids.
+        blank = _blank_ids(shape) if self._uniques else None
+        if blank is not None:
+            cluster = self._uniques.get(blank)
+            if cluster is not None and (not self._full or cluster.cluster_id in self._clusters):
+                cluster.size += 1
+                cid = cluster.cluster_id
+                return _NOT_NEW[cid] if cid < len(_NOT_NEW) else MineResult(cid, False)
         masked = self._m.mask_shape(shape)
         cluster = self._masked.get(masked)
         if cluster is not None and (not self._full or cluster.cluster_id in self._clusters):
@@ -458,6 +498,13 @@ class LogMiner:
             if len(self._shapes) >= _MINER_CACHE_MAX:
                 self._shapes.clear()
             self._shapes[shape] = cluster
+        else:
+            if blank is None:
+                blank = _blank_ids(shape)
+            if blank is not None:
+                if len(self._uniques) >= _MINER_CACHE_MAX:
+                    self._uniques.clear()
+                self._uniques[blank] = cluster
         return MineResult(cluster.cluster_id, created)
 
     def add_batch(self, messages: Sequence[str]) -> tuple[list[int], list[bool]]:
@@ -470,17 +517,22 @@ class LogMiner:
         if self._full:  # clusters may be forgotten meanwhile: one at a time
             results = [self.add(m) for m in messages]
             return [r[0] for r in results], [r[1] for r in results]
-        shapes = [self._m.shape(m) for m in messages]
-        found = [self._shapes.get(sh) for sh in shapes]
-        cids = [-1] * len(found)
-        created = [False] * len(found)
-        for cluster, n in Counter(c for c in found if c is not None).items():
+        shapes = self._m.shapes(messages)
+        found: list[LogCluster | None] = list(map(self._shapes.get, shapes))
+        counts = Counter(found)
+        counts.pop(None, None)
+        for cluster, n in counts.items():
+            assert cluster is not None
             cluster.size += n
-        for i, cluster in enumerate(found):
-            if cluster is None:
-                cids[i], created[i] = self._add(shapes[i])
-            else:
-                cids[i] = cluster.cluster_id
+        cids = [-1 if c is None else c.cluster_id for c in found]
+        created = [False] * len(found)
+        if None in found:
+            i = -1
+            add = self._add
+            with contextlib.suppress(ValueError):  # index() raises after the last miss
+                while True:
+                    i = found.index(None, i + 1)
+                    cids[i], created[i] = add(shapes[i])
         return cids, created
 
     def add_many(self, messages: Iterable[str]) -> list[int]:
@@ -533,6 +585,23 @@ class LogMiner:
 
 
 _NOT_NEW = [MineResult(i, False) for i in range(4096)]
+
+# A whole token (between what ``str.split`` splits on, in ASCII) that Masker._token
+# masks as <HEX> or <UUID> without looking further, in a shape (digits are 0s).
+_SPACE = rb" \t\n\r\x0b\x0c\x1c-\x1f"
+_ID_TOKEN = re.compile(
+    rb"(?<![^" + _SPACE + rb"])(?:(?=[0a-fA-F]*0)(?=[0a-fA-F]*[a-fA-F])[0a-fA-F]{6,}"
+    rb"|[0a-fA-F]{8}-[0a-fA-F]{4}-[0a-fA-F]{4}-[0a-fA-F]{4}-[0a-fA-F]{12})"
+    rb"(?![^" + _SPACE + rb"])"
+)
+
+
+def _blank_ids(shape: bytes) -> bytes | None:
+    """The shape with its hex id and UUID tokens blanked; None without any (or if not ASCII)."""
+    if not shape.isascii():
+        return None
+    blank, n = _ID_TOKEN.subn(b"\x00", shape)
+    return blank if n else None
 
 
 def _drain3() -> Any:

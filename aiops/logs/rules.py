@@ -37,6 +37,7 @@ import itertools
 import json
 import logging
 import math
+import operator
 import re
 from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
@@ -81,6 +82,10 @@ CONTEXT_LABELS = ("service", "host", "instance")
 CONTEXT_WINDOW = 900.0
 _NOTABLE_MAX = 1000
 _STATE_VERSION = 1
+
+_LABELS = operator.attrgetter("labels")
+_MESSAGE = operator.attrgetter("message")
+_TIMESTAMP = operator.attrgetter("timestamp")
 
 Renderer = Callable[[str, Mapping[str, Any]], str]
 Partition = tuple[tuple[str, str], ...]
@@ -154,7 +159,7 @@ class _Mined:
     def timestamps(self) -> FloatArray:
         """The records' times as one array (computed once, shared by the rules)."""
         if self._ts is None:
-            self._ts = np.asarray([r.timestamp for r in self.recs], dtype=np.float64)
+            self._ts = np.fromiter(map(_TIMESTAMP, self.recs), np.float64, len(self.recs))
         return self._ts
 
 
@@ -266,7 +271,11 @@ class _NewTemplate(_Rule):
         seen, parts, created = self._seen, m.parts, m.created
         rng = range(len(m.recs)) if idx is None else idx
         # Only a new template or a partition's first record does anything.
-        for i in [i for i in rng if created[i] or parts[i] not in seen]:
+        if m.stream is not None and idx is None and m.stream[0] in seen:
+            todo: list[int] = list(itertools.compress(rng, created))  # one stream, seen
+        else:
+            todo = [i for i in rng if created[i] or parts[i] not in seen]
+        for i in todo:
             self.observe(m.recs[i], parts[i], m.miners[i], m.cids[i], created[i], out)
         last = m.recs[rng[-1]].timestamp if len(rng) else -math.inf
         if self.pending and last >= self.pending[0]["starts_at"] + self.spec.resolve_after:
@@ -367,6 +376,7 @@ class _Counts(_Rule):
         self._level: dict[tuple[tuple[str, str], ...], str | None] = {}
         self._error_template: dict[tuple[int, int], bool] = {}
         self._error_of: dict[tuple[tuple[tuple[str, str], ...], int], bool] = {}
+        self._error_by_labels: dict[tuple[tuple[str, str], ...], dict[int, bool]] = {}
         self._errors_only = spec.kind == "error_burst"
         self._n_examples = spec.examples
 
@@ -464,8 +474,12 @@ class _Counts(_Rule):
         if self._errors_only:
             if (part, -1) not in self._lookup:
                 self._add_series(part, -1)
-            known = self._error_of
-            flags = [known.get((labels, c)) for c in cids]
+            known = self._error_by_labels.get(labels)
+            if known is None or len(known) >= 100_000:
+                if len(self._error_by_labels) >= 10_000:
+                    self._error_by_labels.clear()
+                known = self._error_by_labels[labels] = {}
+            flags = list(map(known.get, cids))
             if None in flags:
                 for j, flag in enumerate(flags):
                     if flag is None:
@@ -473,29 +487,33 @@ class _Counts(_Rule):
                         error = self.is_error(recs[i], m.miners[i], cids[j])
                         flags[j] = error
                         if self.pattern is None:
-                            if len(known) >= 100_000:
-                                known.clear()
-                            known[(labels, cids[j])] = error
-            kept = [pos[j] for j, flag in enumerate(flags) if flag]
+                            known[cids[j]] = error
+            kept = list(itertools.compress(pos, flags))
             if not kept:
                 return
-            counts = {-1: len(kept)}
-            first, last = {-1: kept[0]}, {-1: kept[-1]}
+            counts: Mapping[int, int] = {-1: len(kept)}
+            tids: list[int] | None = None
         else:
             counts = Counter(cids)
-            first = dict(zip(reversed(cids), reversed(pos), strict=True))
-            last = dict(zip(cids, pos, strict=True))
-        lookup = self._lookup
+            tids, kept = cids, list(pos)
+        lookup, n_examples = self._lookup, self._n_examples
+        backwards: list[int] | None = None
         for tid, n in counts.items():
             s = lookup.get((part, tid))
             if s is None:
                 s = self._add_series(part, tid)
             s.count += n
-            if len(s.fresh) < self._n_examples:
-                s.fresh.append(recs[first[tid]].message)
-                j = last[tid]
-                if j != first[tid] and len(s.fresh) < self._n_examples:
-                    s.fresh.append(recs[j].message)
+            if len(s.fresh) < n_examples:  # the first and the last line of the segment
+                if tids is None:
+                    a, b = kept[0], kept[-1]
+                else:
+                    if backwards is None:
+                        backwards = tids[::-1]
+                    a = kept[tids.index(tid)]
+                    b = kept[len(tids) - 1 - backwards.index(tid)]
+                s.fresh.append(recs[a].message)
+                if b != a and len(s.fresh) < n_examples:
+                    s.fresh.append(recs[b].message)
 
     def _add_series(self, part: Partition, tid: int) -> _Series:
         labels = dict(part)
@@ -636,7 +654,8 @@ class LogEngine:
         logs = batch.logs
         first = logs[0].labels
         # A file source gives every record of a batch one stream: mined in one pass.
-        one_stream = all(r.labels == first for r in logs)
+        labels = list(map(_LABELS, logs))
+        one_stream = labels.count(first) == len(labels)  # identity first: one C pass
         for gi, (settings, part_by, members) in enumerate(groups):
             digest = settings.digest()
             if one_stream:
@@ -701,7 +720,7 @@ class LogEngine:
         chosen, part, miner, _, _ = hit
         if not chosen:
             return _Mined(), chosen
-        cids, created = miner.add_batch([rec.message for rec in logs])
+        cids, created = miner.add_batch(list(map(_MESSAGE, logs)))
         n = len(cids)
         mined = _Mined(
             recs=list(logs),
