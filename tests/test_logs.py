@@ -597,3 +597,13 @@ def test_a_config_reads_stdin_with_path_dash_and_files_next_to_it(tmp_path):
     sources = build_sources(load_config(tmp_path / "aiops.yaml"), {})
     assert sources["journal"].config.path == "-"
     assert sources["app"].config.path == str(tmp_path / "app.log")
+
+
+def test_log_records_made_many_at_a_time_are_the_records():
+    labels = (("service", "api"),)
+    many = LogRecord.many(12.5, ["a", "b c", ""], labels)
+    assert many == [LogRecord(12.5, m, labels) for m in ["a", "b c", ""]]
+    assert hash(many[1]) == hash(LogRecord(12.5, "b c", labels))
+    with pytest.raises(AttributeError):  # still frozen
+        many[0].message = "x"  # type: ignore[misc]
+    assert LogRecord.many(1.0, []) == []

@@ -295,7 +295,8 @@ class LogFileSource(Source):
                 if self._decoder is None:
                     labels = self._labels
                     texts = body.decode("utf-8", "replace").split("\n")
-                    logs = [LogRecord(now, t, labels) for t in texts if t and not t.isspace()]
+                    kept = [t for t in texts if t and not t.isspace()]
+                    logs = LogRecord.many(now, kept, labels)
                     return Batch(logs=logs, rejects=rejects)
                 whole = self._decode_whole(body, lines, now)
                 if whole is not None:
