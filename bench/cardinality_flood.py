@@ -6,7 +6,8 @@ Runs ``tests/reliability_flood.py`` in a child process (a fresh interpreter, so 
 resident set size is the flood's alone): one rule capped at ``--cap`` series, half of
 the keys matching it, half matching nothing, every key new. Prints the RSS after each
 tenth of the keys, the growth from the first tenth to the end, and the rule's counts.
-``tests/test_reliability_flood.py`` runs 1,000,000 keys.
+``--all-match --cap 1000000 --keys 1000000`` measures the RSS per series of one rule
+(default detector) instead. ``tests/test_reliability_flood.py`` runs 1,000,000 keys.
 """
 
 from __future__ import annotations
@@ -24,9 +25,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keys", type=int, default=10_000_000)
     parser.add_argument("--cap", type=int, default=10_000)
+    parser.add_argument(
+        "--all-match", action="store_true", help="every key matches: the RSS per series"
+    )
     args = parser.parse_args()
     out = subprocess.run(
-        [sys.executable, str(FLOOD), str(args.keys), "--cap", str(args.cap)],
+        [sys.executable, str(FLOOD), str(args.keys), "--cap", str(args.cap)]
+        + (["--all-match"] if args.all_match else []),
         capture_output=True,
         text=True,
         check=True,
@@ -41,6 +46,9 @@ def main() -> None:
         f"peak later {max(later):.0f} MiB, end {mib[-1][1]:.0f} MiB"
     )
     print(f"live {doc['live']:,}, dropped {doc['dropped']:,}, remembered {doc['remembered']:,}")
+    if doc["live"]:
+        per = (doc["rss"][-1][1] - doc["rss"][0][1]) / doc["live"]
+        print(f"RSS over the bare engine per live series: {per / 1024:.2f} KiB")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ Run: ``.venv/bin/python tests/reliability_flood.py KEYS [--cap N] [--batch N]``
 
 Feeds ``KEYS`` distinct series, ``--batch`` new ones per batch, to an engine with one
 rule (``max_series_per_rule`` = ``--cap``): half of the keys match the rule (past the
-cap they are dropped and counted), half match no rule. Every key is new, as in a pod
+cap they are dropped and counted), half match no rule (``--all-match``: all match, to
+measure the RSS per series of a rule). Every key is new, as in a pod
 churn gone wrong or a label holding a request id. Prints one JSON object: the resident
 set size (``/proc/self/statm``) after each tenth of the keys, the rule's live series,
 dropped count and remembered unmatched keys, and the seconds taken.
@@ -32,8 +33,8 @@ def rss_bytes() -> int:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def flood(keys: int, cap: int, per_batch: int) -> dict[str, object]:
-    """Run the flood; what it measured."""
+def flood(keys: int, cap: int, per_batch: int, all_match: bool = False) -> dict[str, object]:
+    """Run the flood (``all_match``: every key matches the rule); what it measured."""
     spec = RuleSpec(
         group="flood", alert="Pods", source="s", matches=lambda k: k.name == "m", max_series=cap
     )
@@ -48,7 +49,8 @@ def flood(keys: int, cap: int, per_batch: int) -> dict[str, object]:
     while done < keys:
         # Built as SeriesKey.of would (labels sorted), without its sorting cost.
         batch_keys = [
-            SeriesKey("m" if j % 2 else "x", (("pod", f"p{done + j}"),)) for j in range(per_batch)
+            SeriesKey("m" if all_match or j % 2 else "x", (("pod", f"p{done + j}"),))
+            for j in range(per_batch)
         ]
         stamps = np.full(per_batch, 60.0 * (1 + done // per_batch))
         engine.process("s", Batch(keys=batch_keys, series=series, timestamps=stamps, values=values))
@@ -72,8 +74,11 @@ def main() -> None:
     parser.add_argument("keys", type=int)
     parser.add_argument("--cap", type=int, default=10_000)
     parser.add_argument("--batch", type=int, default=10_000)
+    parser.add_argument(
+        "--all-match", action="store_true", help="every key matches the rule (RSS per series)"
+    )
     args = parser.parse_args()
-    print(json.dumps(flood(args.keys, args.cap, args.batch)))
+    print(json.dumps(flood(args.keys, args.cap, args.batch, args.all_match)))
 
 
 if __name__ == "__main__":

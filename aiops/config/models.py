@@ -552,8 +552,8 @@ class MaskSpec(_Model):
 class LogMining(_Model):
     """``log.mining:``: the template miner's settings (Drain) and extra masks."""
 
-    depth: StrictInt = Field(default=4, ge=3, le=10)
-    sim_th: Annotated[float, PlainValidator(_threshold)] = 0.4
+    depth: StrictInt = Field(default=5, ge=3, le=10)
+    sim_th: Annotated[float, PlainValidator(_threshold)] = 0.7
     max_clusters: StrictInt = Field(default=10_000, ge=1, le=10_000_000)
     masks: tuple[MaskSpec, ...] = ()
     default_masks: StrictBool = True
