@@ -33,10 +33,17 @@ def rss_bytes() -> int:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def flood(keys: int, cap: int, per_batch: int, all_match: bool = False) -> dict[str, object]:
+def flood(
+    keys: int, cap: int, per_batch: int, all_match: bool = False, detector: str = "ewma_z"
+) -> dict[str, object]:
     """Run the flood (``all_match``: every key matches the rule); what it measured."""
     spec = RuleSpec(
-        group="flood", alert="Pods", source="s", matches=lambda k: k.name == "m", max_series=cap
+        group="flood",
+        alert="Pods",
+        source="s",
+        matches=lambda k: k.name == "m",
+        max_series=cap,
+        detector_type=detector,
     )
     engine = Engine([spec])
     rt = engine.rules[spec.key]
@@ -61,6 +68,7 @@ def flood(keys: int, cap: int, per_batch: int, all_match: bool = False) -> dict[
     return {
         "keys": done,
         "cap": cap,
+        "detector": detector,
         "rss": marks,
         "live": registry.live,
         "dropped": registry.dropped,
@@ -77,8 +85,9 @@ def main() -> None:
     parser.add_argument(
         "--all-match", action="store_true", help="every key matches the rule (RSS per series)"
     )
+    parser.add_argument("--detector", default="ewma_z")
     args = parser.parse_args()
-    print(json.dumps(flood(args.keys, args.cap, args.batch, args.all_match)))
+    print(json.dumps(flood(args.keys, args.cap, args.batch, args.all_match, args.detector)))
 
 
 if __name__ == "__main__":
