@@ -1,7 +1,7 @@
 """Reliability: SIGKILL the daemon 20 times during a 200,000-point replay with incidents.
 
 A replay of 20 series x 10,000 points (one a minute) with 100 incidents goes through the
-whole daemon (file source, the default pipeline, the outbox, a webhook receiver served
+whole daemon (file source, the ewma_z detector, the outbox, a webhook receiver served
 by this process). A reference run without kills gives the notifications an
 uninterrupted run delivers, by idempotency key and document. The same replay, from an
 empty state directory, is then killed with SIGKILL at 20 random moments (each after the
@@ -71,6 +71,7 @@ def write_replay(root: Path, hook_url: str, seed: int = 7) -> Path:
       - alert: Spike
         source: data
         selector: load
+        detector: {type: ewma_z}
         threshold: 0.99999
         annotations: {summary: 'spike on {{ $labels.host }}'}
 """
