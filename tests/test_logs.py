@@ -409,8 +409,8 @@ def test_log_rule_validation(extra, message):
 
 def test_log_rule_defaults():
     lr = RuleFile.model_validate(rule(log={"type": "template_rate"})).groups[0].rules[0].log
-    assert (lr.interval, lr.partition_by, lr.mining.sim_th) == (60.0, ("service",), 0.4)
-    assert MinerSettings().depth == lr.mining.depth
+    assert (lr.interval, lr.partition_by, lr.mining.sim_th) == (60.0, ("service",), 0.7)
+    assert (MinerSettings().depth, MinerSettings().sim_th) == (lr.mining.depth, 0.7)
 
 
 def test_without_drain3_building_a_miner_names_the_extra(monkeypatch):

@@ -357,7 +357,7 @@ def test_daemon_drift_notifies_info_through_the_outbox_and_retrains(tmp_path: Pa
     from aiops.service.app import build_daemon
     from aiops.service.metrics import PrometheusMetrics
 
-    t, v = series(2 * 1440, shift_at=1440)
+    t, v = series(3 * 1440, shift_at=2 * 1440)  # a day of baseline for the input check
     data = tmp_path / "in.csv"
     data.write_text(
         "timestamp,value\n" + "".join(f"{a:.0f},{b:.4f}\n" for a, b in zip(t, v, strict=True))
@@ -586,8 +586,33 @@ def test_a_history_too_short_for_the_warm_up_is_not_trained_on(tmp_path: Path) -
 def test_a_replay_with_on_drift_checks_with_the_default_drift_settings() -> None:
     from aiops.models.retrain import replay_retrained
 
-    t, v = series(2 * 1440, shift_at=1440)
+    t, v = series(3 * 1440, shift_at=2 * 1440)  # a day of baseline for the input check
     scored, outcome = replay_retrained(t, v, retrain=Retrain(window=DAY, on_drift=True))
     assert len(scored.scores) == len(t)
     assert outcome.drifts >= 1
     assert outcome.trainings >= 1
+
+
+def test_the_input_check_compares_with_the_day_before_so_a_daily_cycle_is_no_drift() -> None:
+    rng = np.random.default_rng(5)
+    n = 6 * 1440
+    t = T0 + np.arange(n) * MIN
+    cycle = 50 + 10 * np.sin(2 * np.pi * np.arange(n) / 1440) + rng.normal(0, 1, n)
+    shifted = cycle.copy()
+    shifted[4 * 1440 + 600 :] += 8  # day 5, 10:00: the level moves up by 8 sd
+
+    def reports(v: np.ndarray, **settings: Any) -> list[float]:
+        m = DriftMonitor(
+            RULE, Drift(on=("input",), cooldown=0, **settings), threshold=0.998, keys=[KEY]
+        )
+        out = []
+        for lo in range(0, n, 60):
+            hi = lo + 60
+            zeros = np.zeros(hi - lo, dtype=np.int64)
+            out += [e.at for e in m.observe(zeros, t[lo:hi], v[lo:hi], np.zeros(hi - lo))]
+        return out
+
+    assert reports(cycle) == []
+    assert len(reports(cycle, season=0)) >= 5  # raw values: the cycle itself drifts
+    (at,) = reports(shifted)  # one report, none when the shifted hours come round again
+    assert T0 + (4 * 1440 + 600) * MIN < at <= T0 + (4 * 1440 + 630) * MIN

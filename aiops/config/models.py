@@ -495,25 +495,41 @@ class Retrain(_Model):
         return self
 
 
+#: Bound on the values a drift check's seasonal input baseline keeps (8 bytes each).
+MAX_SEASON_VALUES = 2_000_000
+
+
 class Drift(_Model):
     """``drift:``: river drift checks on the rule's input, score and alert rate.
 
-    See :mod:`aiops.models.drift` and the README's "Drift checks". The default checks
-    the score and the alert rate only: the raw input of a series with a daily cycle
-    drifts several times a day (``bench/drift_seasonal.py``); ``input`` is opt-in.
+    See :mod:`aiops.models.drift` and the README's "Drift checks". The input check
+    compares each bucket with the same bucket one ``season`` earlier, so a daily cycle
+    is not a drift (``bench/drift_seasonal.py``).
     """
 
     detector: Literal["adwin", "kswin", "page_hinkley"] = "adwin"
     params: dict[StrictStr, Any] = Field(default_factory=dict)
-    on: tuple[Literal["input", "score", "alert_rate"], ...] = ("score", "alert_rate")
+    on: tuple[Literal["input", "score", "alert_rate"], ...] = ("input", "score", "alert_rate")
     sample: StrictInt = Field(default=64, ge=1, le=10_000)
     every: PositiveDuration = 300.0
     cooldown: Duration = 3600.0
+    season: Duration = 86400.0
 
     @model_validator(mode="after")
     def _checks(self) -> Drift:
         if not self.on:
             raise config_error('"on" must name at least one of input, score, alert_rate', "on")
+        if self.season and (self.season < self.every or self.season % self.every):
+            raise config_error(
+                '"season" must be 0 or a whole number of buckets ("every")', "season"
+            )
+        kept = self.sample * round(self.season / self.every) if "input" in self.on else 0
+        if kept > MAX_SEASON_VALUES:
+            raise config_error(
+                f'the input check would keep "sample" x "season"/"every" = {kept:,} values; '
+                f"at most {MAX_SEASON_VALUES:,} (fewer series, longer buckets, or season: 0)",
+                "season",
+            )
         if len(set(self.on)) != len(self.on):
             raise config_error('"on" names a signal twice', "on")
         from aiops.models.drift import make_detector  # river, imported when used

@@ -4,7 +4,12 @@ A rule with ``drift:`` (README "Drift checks") gets a :class:`DriftMonitor`. It 
 every batch the rule scores (the engine's point observer) and reduces it, in one
 compiled pass, to one value per *bucket* of ``every`` seconds of data time:
 
-- ``input``: per followed series, the mean of its values in the bucket. A rule over many
+- ``input``: per followed series, the mean of its values in the bucket, less the mean of
+  the same bucket one ``season`` earlier (``1d`` by default: a daily cycle is not a
+  drift; ``season: 0`` checks the means themselves). A series' first season only fills
+  its baseline, and so does the season after a drift of its input (the new level
+  becomes the baseline: a level shift is one drift, not a second one when the shifted
+  day comes round). A rule over many
   series follows a fixed sample of ``sample`` of them: those whose stable series id
   (:attr:`aiops.types.SeriesKey.series_id`) hashes lowest among the series seen (a
   bottom-k sketch: the same series on every instance and after every restart, spread
@@ -218,6 +223,11 @@ class DriftMonitor:
         self._sum = np.zeros(cap)
         self._n = np.zeros(cap, dtype=np.int64)
         self._input: list[Any] = [None] * cap
+        # The input check's seasonal baseline: each followed series' last value of each
+        # bucket of the season (NaN: not seen yet); the check sees the difference.
+        slots = round(config.season / config.every) if config.season else 0
+        self._season_slots = slots
+        self._baseline = np.full((cap if slots else 0, slots), np.nan)
         self._rule_state = np.array([-np.inf, 0.0, 0.0, 0.0])
         self._score = make_detector(config.detector, config.params)
         self._rate = make_detector(config.detector, config.params)
@@ -270,15 +280,27 @@ class DriftMonitor:
             drifted: list[str] = []
             first, first_at = math.nan, math.nan
             slots = out_slot[:n_series].tolist()
-            ends = ((out_bucket[:n_series] + 1.0) * every).tolist()
-            for j, end, x in zip(slots, ends, out_value[:n_series].tolist(), strict=True):
+            buckets = out_bucket[:n_series].tolist()
+            season = self._season_slots
+            values = out_value[:n_series].tolist()
+            for j, b, x in zip(slots, buckets, values, strict=True):
+                change = x
+                if season:
+                    k = int(b) % season
+                    before = self._baseline[j, k]
+                    self._baseline[j, k] = x
+                    if not math.isfinite(before):
+                        continue  # the first season of this series: its baseline fills
+                    change = x - before
                 det = self._input[j]
-                det.update(x)
+                det.update(change)
                 if det.drift_detected:
                     self.detections["input"] += 1
                     if not drifted:
-                        first, first_at = x, end
+                        first, first_at = x, (b + 1.0) * every
                     drifted.append(str(self.keys[int(self._slot_series[j])]))
+                    if season:  # learn the new level as the baseline: one drift, not two
+                        self._baseline[j].fill(np.nan)
             if drifted:
                 series = tuple(dict.fromkeys(drifted))
                 events += self._report("input", first_at, first, series)
@@ -334,3 +356,5 @@ class DriftMonitor:
         self._sum[j] = 0.0
         self._n[j] = 0
         self._input[j] = make_detector(self.config.detector, self.config.params)
+        if self._season_slots:
+            self._baseline[j].fill(np.nan)
