@@ -283,3 +283,30 @@ def test_metrics_of_the_running_version_promotions_rollbacks_and_refused_states(
     life.reloaded(Engine([]), retired=[rt])
     assert value("aiops_model_version", rule=RULE) is None
     life.close()
+
+
+def test_a_refused_checkpoint_state_falls_back_to_the_promoted_version_not_a_cold_start(
+    tmp_path: Path,
+) -> None:
+    engine, life = started(tmp_path)
+    rt = engine.rules[RULE]
+    rt.process(batch(1))
+    life.snapshot(rt, trigger="manual", parent=1)
+    life.activate(engine, RULE, 2, reason="test")
+    probe = batch(9, n=50, start=500)
+    expected = scores(clone_from(life.registry.load_state(RULE, 2)), probe)
+    state = engine.state_dict()
+    life.close()
+    det = state[RULE]["detector"]
+    det["mu"] = det["mu"][:1]  # damaged: the arrays no longer fit the detector
+    engine2 = Engine([spec()])
+    engine2.load_state_dict(state)
+    assert engine2.refused_states == {RULE: 1}
+    assert engine2.rules[RULE].model_version is None  # the engine started the rule cold
+    life2 = ModelLifecycle(ModelRegistry(tmp_path / "models"))
+    life2.start(engine2)
+    rt2 = engine2.rules[RULE]
+    assert rt2.model_version == 2  # the registry's promoted version, not a new cold one
+    assert [v.version for v in life2.registry.versions(RULE)] == [1, 2]
+    np.testing.assert_array_equal(scores(clone(rt2), probe), expected)
+    life2.close()
