@@ -310,3 +310,29 @@ def test_a_refused_checkpoint_state_falls_back_to_the_promoted_version_not_a_col
     assert [v.version for v in life2.registry.versions(RULE)] == [1, 2]
     np.testing.assert_array_equal(scores(clone(rt2), probe), expected)
     life2.close()
+
+
+def test_a_new_state_format_of_the_detector_is_a_configuration_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aiops.registry import DETECTORS
+
+    engine, life = started(tmp_path)
+    engine.rules[RULE].process(batch(1))
+    state = engine.state_dict()
+    life.close()
+    cls = type(engine.rules[RULE].detector)
+    assert DETECTORS.get("ewma_z") is cls
+    # A release whose detector writes its state another way (state_format bumped).
+    monkeypatch.setattr(cls, "state_format", getattr(cls, "state_format", 1) + 1, raising=False)
+    engine2 = Engine([spec()])
+    engine2.load_state_dict(state)
+    rt = engine2.rules[RULE]
+    assert rt.spec.model_hash() != state[RULE]["model_hash"]
+    assert rt.points_seen == 600  # the windows and series are kept ...
+    assert not rt.detector.state_dict()["n"].any()  # ... but the detector starts fresh
+    life2 = ModelLifecycle(ModelRegistry(tmp_path / "models"))
+    life2.start(engine2)
+    v2 = life2.registry.get(RULE, 2)
+    assert (v2.trigger, v2.parent, rt.model_version) == ("config-change", 1, 2)
+    life2.close()
