@@ -670,7 +670,7 @@ def evaluate(rt: RuleRuntime) -> dict[str, Any]:
 
 
 def rule_files(loaded: Any) -> dict[str, tuple[str, str]]:
-    """Each rule's file (``group/alert`` -> path) and the SHA-256 of the file's bytes.
+    """Each rule's file (``group/alert`` -> absolute path) and the SHA-256 of its bytes.
 
     A file that cannot be read (gone since it was loaded) gets an empty hash.
     """
@@ -680,6 +680,8 @@ def rule_files(loaded: Any) -> dict[str, tuple[str, str]]:
     out: dict[str, tuple[str, str]] = {}
     for group in getattr(loaded, "groups", ()):
         path = str(getattr(group, "file", "") or "")
+        if path:
+            path = str(Path(path).resolve())
         if path and path not in digests:
             try:
                 digests[path] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
