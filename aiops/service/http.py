@@ -858,6 +858,8 @@ class HttpServer:
                     event = await self._next_event(h, reader, deadline)
                 except TimeoutError:
                     raise _Refused(408, "body_timeout", "body not received in time") from None
+                except h11.RemoteProtocolError as exc:  # a bad chunk, an end before the body's
+                    raise _Refused(400, "bad_request", f"bad request body: {exc}") from None
                 if isinstance(event, h11.Data):
                     size += len(event.data)
                     if size > limit:
@@ -873,7 +875,7 @@ class HttpServer:
                 elif isinstance(event, h11.EndOfMessage):
                     break
                 else:  # ConnectionClosed mid-body
-                    raise ConnectionError("connection closed during the body")
+                    raise _Refused(400, "bad_request", "connection closed during the body")
             ok = True
         finally:
             # Keep exactly len(body) reserved for the caller to release.
