@@ -84,8 +84,11 @@ class Registry(Generic[T]):
 
 
 #: The detector of a rule that names none, and of ``aiops score`` / ``aiops eval``:
-#: the one that holds on operations metrics (web-service KPIs), see README "Detectors".
-DEFAULT_DETECTOR = "ewma_z"
+#: ``ewma_z`` (which holds on operations metrics, the web-service KPIs) with
+#: ``envelope_novelty``'s new extremes (NAB's anomalies), see README "Detectors":
+#: KPI best / own-alert F1 as ``ewma_z`` alone (0.720 / 0.711), NAB standard own-alert
+#: score 55.8 against 39.9.
+DEFAULT_DETECTOR = "ensemble"
 
 DETECTORS: Registry[Any] = Registry(
     "detector",

@@ -218,6 +218,8 @@ def test_eval_nab_checks_the_detector_before_reading_the_corpus(tmp_path):
     assert out.returncode == 2
     assert 'unknown detector type "nope"' in out.stderr
     assert "Traceback" not in out.stderr
-    out = aiops("eval", "nab", "--data", str(tmp_path), "--params", '{"alpha": 5}')
+    out = aiops(
+        "eval", "nab", "--data", str(tmp_path), "--detector", "ewma_z", "--params", '{"alpha": 5}'
+    )
     assert out.returncode == 2
     assert "detector ewma_z: alpha must be in (0, 1], got 5" in out.stderr

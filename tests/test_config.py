@@ -340,7 +340,7 @@ def test_rule_values_and_defaults() -> None:
     assert everything.rules[2].query == "sum by (service) (rate(http_requests_total[5m]))"
     assert everything.rules[2].selector is None
     minimal = groups[1].rules[0]
-    assert minimal.detector.type == DEFAULT_DETECTOR == "ewma_z"
+    assert minimal.detector.type == DEFAULT_DETECTOR == "ensemble"
     assert minimal.detector.params == {}
     assert (minimal.threshold, minimal.for_, minimal.min_hits, minimal.hits_window) == (
         0.998,

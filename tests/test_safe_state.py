@@ -23,7 +23,8 @@ def _specs() -> list[RuleSpec]:
     return [
         RuleSpec(group="g", alert="River", source="s", matches=lambda k: True,
                  detector_type="river", detector_params={"model": "HalfSpaceTrees"}),
-        RuleSpec(group="g", alert="Ewma", source="s", matches=lambda k: True),
+        RuleSpec(group="g", alert="Ewma", source="s", matches=lambda k: True,
+                 detector_type="ewma_z"),
     ]  # fmt: skip
 
 

@@ -20,6 +20,8 @@ def _spec(**kw: object) -> RuleSpec:
         "source": "s",
         "matches": lambda k: True,
         "threshold": 0.99,
+        # These tests read the level and variance of ewma_z's state.
+        "detector_type": "ewma_z",
     }
     base.update(kw)
     return RuleSpec(**base)  # type: ignore[arg-type]
@@ -68,7 +70,7 @@ def test_alert_carries_the_recent_window_ending_at_its_point(per_batch: int) -> 
     # the band at the spike comes from the earlier normal points and excludes it
     assert w.lo[-1] < 10.0 < w.hi[-1] < 40.0
     assert firing[0].rule == "g/Latency"
-    assert firing[0].detector == "ewma_z"
+    assert firing[0].detector == "ewma_z"  # the spec's, see _spec
     assert firing[0].model_version == rt.spec.model_hash()
 
 

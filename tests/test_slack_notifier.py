@@ -27,7 +27,7 @@ from aiops.connectors.notifiers import slack as slack_module
 from aiops.connectors.notifiers.slack import SlackNotifier, build_message
 from aiops.connectors.notifiers.slack_chart import render_chart
 from aiops.pipeline.engine import RuleRuntime, RuleSpec
-from aiops.registry import NOTIFIERS
+from aiops.registry import DEFAULT_DETECTOR, NOTIFIERS
 from aiops.service.metrics import PrometheusMetrics
 from aiops.types import Batch, SeriesKey
 
@@ -150,7 +150,7 @@ def test_firing_posts_valid_blocks_and_uploads_the_chart(
     value = next(f for f in fields if f.startswith("*Value*"))
     assert f"{firing.value:.4g} (expected {w.lo[-1]:.4g} to {w.hi[-1]:.4g})" in value
     assert "*Severity*\npage" in fields
-    assert any(f.startswith("*Detector*\newma_z (model ") for f in fields)
+    assert any(f.startswith(f"*Detector*\n{DEFAULT_DETECTOR} (model ") for f in fields)
     assert f"*Score*\n{slack_module._score(firing.score)}" in fields
     assert slack_module._score(0.999) == "0.999000 (about 1 normal point in 1,000)"
     text = json.dumps(msg.blocks)
