@@ -607,3 +607,97 @@ def test_log_records_made_many_at_a_time_are_the_records():
     with pytest.raises(AttributeError):  # still frozen
         many[0].message = "x"  # type: ignore[misc]
     assert LogRecord.many(1.0, []) == []
+
+
+def test_log_metrics_count_lines_templates_and_new_templates():
+    from prometheus_client import generate_latest
+
+    from aiops.service.metrics import PrometheusMetrics
+
+    engine = Engine([], logs=log_engine())
+    metrics = PrometheusMetrics()
+    metrics.watch_logs(lambda: engine.logs.stats())  # read at scrape, as the daemon does
+    minutes = stream()
+    for recs in minutes:
+        engine.process("logs", Batch(logs=recs))
+    text = generate_latest(metrics.registry).decode()
+    lines = sum(len(m) for m in minutes)
+    assert f'aiops_log_lines_mined_total{{source="logs"}} {float(lines)}' in text
+    miner = engine.logs.miners[next(iter(engine.logs.miners))]
+    assert f'aiops_log_templates{{source="logs"}} {float(len(miner))}' in text
+    assert 'aiops_log_new_templates_total{rule="logs/NewLogTemplate"} 1.0' in text
+    assert 'aiops_log_new_templates_held_total{rule="logs/NewLogTemplate"} 0.0' in text
+    broken = PrometheusMetrics()
+    broken.watch_logs(lambda: 1 / 0)  # a failing read leaves the families empty
+    assert "aiops_log_templates" in generate_latest(broken.registry).decode()
+
+
+def test_template_rate_alerts_on_a_burst_and_on_a_silence_of_one_template():
+    rules = {
+        "groups": [
+            {
+                "name": "logs",
+                "rules": [
+                    {
+                        "alert": "TemplateRate",
+                        "source": "logs",
+                        "log": {"type": "template_rate", "interval": "1m"},
+                        "detector": {"type": "ewma_z", "params": {"warmup": 30}},
+                        "threshold": 0.999,
+                    }
+                ],
+            }
+        ]
+    }
+    engine = Engine([], logs=LogEngine(log_rule_specs(RuleFile.model_validate(rules).groups)))
+    rng = np.random.default_rng(3)
+    out = []
+    for m in range(150):
+        n_login = 300 if m == 100 else int(rng.poisson(30))  # a burst at minute 100
+        n_cache = 0 if m >= 120 else int(rng.poisson(40))  # silent from minute 120
+        msgs = [f"user {rng.integers(500)} logged in" for _ in range(n_login)]
+        msgs += [f"cache hit for key {rng.integers(9999)}" for _ in range(n_cache)]
+        ts = START + m * 60 + np.sort(rng.uniform(0, 60, len(msgs)))
+        api = (("service", "api"),)
+        recs = [LogRecord(float(t), x, api) for t, x in zip(ts, msgs, strict=True)]
+        out += engine.process("logs", Batch(logs=recs))
+    firing = [a for a in out if a.status == "firing"]
+    by_template = {a.annotations["template"]: a for a in firing}
+    burst = by_template["user <NUM> logged in"]
+    assert burst.starts_at == START + 101 * 60
+    assert burst.value == 300
+    assert burst.annotations["examples"].startswith("user ")
+    silence = by_template["cache hit for key <NUM>"]
+    assert silence.value == 0
+    assert START + 121 * 60 <= silence.starts_at <= START + 125 * 60
+    assert len(firing) == 2
+
+
+def test_logs_templates_command_writes_one_row_per_line(tmp_path):
+    import csv
+
+    from click.testing import CliRunner
+
+    from aiops.cli import cli
+
+    src = tmp_path / "app.log"
+    src.write_text(
+        "user 3 logged in from 10.0.0.3\n\nuser 42 logged in from 10.0.0.9\ndisk full on /var\n"
+    )
+    out = tmp_path / "out.csv"
+    res = CliRunner().invoke(cli, ["logs", "templates", str(src), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader(out.open()))
+    assert [r["line"] for r in rows] == ["1", "2", "3", "4"]
+    assert rows[0]["template_id"] == rows[2]["template_id"] != rows[3]["template_id"]
+    assert rows[0]["template"] == "user <NUM> logged in from <IP>"
+    assert rows[1]["template_id"] == rows[1]["template"] == ""  # the blank line
+    assert "4 lines, 3 mined into 2 templates; without a template: blank=1" in res.output
+    jsonl = tmp_path / "app.jsonl"
+    jsonl.write_text('{"message": "boot ok", "timestamp": 1}\nnot json\n')
+    res = CliRunner().invoke(
+        cli, ["logs", "templates", str(jsonl), "--out", str(out), "--format", "log_json"]
+    )
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader(out.open()))
+    assert [r["template"] for r in rows] == ["boot ok", ""]

@@ -209,6 +209,7 @@ class _NewTemplate(_Rule):
         self.held: dict[str, int] = {}  # partition -> new templates held back since last
         self.pending: list[dict[str, Any]] = []  # firing alerts waiting to resolve
         self.suppressed = 0
+        self.found = 0  # new templates after the learning period (alerted or held back)
         self._seen: set[Partition] = set()  # partitions whose start is recorded
 
     def observe(
@@ -230,6 +231,7 @@ class _NewTemplate(_Rule):
         if not created or rec.timestamp < start + self.spec.learn_for:
             return
         template = miner.template(cid)
+        self.found += 1
         self.engine.note(rec.timestamp, part, "new template", template, [rec.message])
         sent = [t for t in self.sent.get(pk, ()) if t > rec.timestamp - self.spec.per]
         if len(sent) >= self.spec.max_alerts:
@@ -311,6 +313,7 @@ class _NewTemplate(_Rule):
             "held": dict(self.held),
             "pending": list(self.pending),
             "suppressed": self.suppressed,
+            "found": self.found,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -319,6 +322,7 @@ class _NewTemplate(_Rule):
         self.held = {str(k): int(v) for k, v in state["held"].items()}
         self.pending = list(state["pending"])
         self.suppressed = int(state["suppressed"])
+        self.found = int(state.get("found", 0))
 
 
 class _Series:
@@ -636,7 +640,27 @@ class LogEngine:
         self.notable: deque[dict[str, Any]] = deque(maxlen=_NOTABLE_MAX)
         self._route: dict[int, dict[tuple[tuple[str, str], ...], _Route]] = {}
         self.records = 0
+        #: Log records mined, by source (since start or reload).
+        self.mined: Counter[str] = Counter()
         self._overflow_warned = False
+
+    def stats(self) -> dict[str, Any]:
+        """What ``/metrics`` reports (read from another thread: copies, no iteration).
+
+        ``mined``: records mined per source; ``templates``: templates the source's
+        miners hold; ``found``/``held``: per ``new_template`` rule, new templates after
+        its learning period and those of them held back by its rate limit.
+        """
+        templates: Counter[str] = Counter()
+        for (source, _, _), miner in list(self.miners.items()):
+            templates[source] += len(miner)
+        rules = [r for r in list(self.rules.values()) if isinstance(r, _NewTemplate)]
+        return {
+            "mined": dict(self.mined),
+            "templates": dict(templates),
+            "found": {r.spec.key: r.found for r in rules},
+            "held": {r.spec.key: r.suppressed for r in rules},
+        }
 
     def fresh(self) -> LogEngine:
         """A new engine of the same rules, with nothing learned."""
@@ -651,6 +675,7 @@ class LogEngine:
             return []
         alerts: list[Alert] = []
         self.records += len(batch.logs)
+        self.mined[source_id] += len(batch.logs)
         logs = batch.logs
         first = logs[0].labels
         # A file source gives every record of a batch one stream: mined in one pass.

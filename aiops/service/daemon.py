@@ -423,6 +423,7 @@ class Daemon:
         self.dispatcher.start()
         self.listener.attach(self.sources)
         self.metrics.watch_sources(self.sources)
+        self.metrics.watch_logs(lambda: self.engine.logs.stats())
         self._publish_health()
 
     def step(self) -> bool:

@@ -25,6 +25,11 @@ name                                            type       labels
 ``source_problems``                             gauge      source (failing parts: queries)
 ``source_queued_samples``                       gauge      source (push receivers' queues)
 ``alerts_total``                                counter    alertname, status
+``log_lines_mined_total``                       counter    source (log rules; see
+                                                           :mod:`aiops.logs.metrics`)
+``log_templates``                               gauge      source
+``log_new_templates_total``                     counter    rule (after learning)
+``log_new_templates_held_total``                counter    rule (rate-limited: no alert)
 ``notifications_total``                         counter    receiver, result
 ``outbox_outcomes_total``                       counter    receiver, outcome (delivered,
                                                            retry, permanent, dead)
@@ -88,6 +93,7 @@ from aiops.alerting.notify import (
     Notifier,
     PermanentFailure,
 )
+from aiops.logs.metrics import LogStatsCollector
 from aiops.types import Batch
 
 if TYPE_CHECKING:
@@ -159,6 +165,9 @@ class Metrics:
 
     def watch_outbox(self, stats: Callable[[], Mapping[str, Any]]) -> None:
         """Read the outbox's per-receiver ``pending``/``oldest_created``/``dead`` at scrape."""
+
+    def watch_logs(self, stats: Callable[[], Mapping[str, Any]]) -> None:
+        """Read the log rules' :meth:`~aiops.logs.rules.LogEngine.stats` at scrape."""
 
     def feedback(self, action: str, outcome: str) -> None:
         """The data loop applied one answer to an alert (see :mod:`aiops.alerting.feedback`)."""
@@ -409,6 +418,8 @@ class PrometheusMetrics(Metrics):
         )
         self._outbox_stats: Callable[[], Mapping[str, Any]] = dict
         reg.register(_OutboxGauges(lambda: self._outbox_stats()))
+        self._log_stats: Callable[[], Mapping[str, Any]] = dict
+        reg.register(LogStatsCollector(lambda: self._log_stats()))
         self._feedback = pc.Counter(
             "aiops_feedback_total",
             "Answers to alerts applied by the data loop, by action (acknowledge, silence, "
@@ -573,6 +584,10 @@ class PrometheusMetrics(Metrics):
     def watch_outbox(self, stats: Callable[[], Mapping[str, Any]]) -> None:
         """Report outbox depth, oldest pending age and dead letters at scrape time."""
         self._outbox_stats = stats
+
+    def watch_logs(self, stats: Callable[[], Mapping[str, Any]]) -> None:
+        """Report lines mined, templates and new templates of the log rules at scrape."""
+        self._log_stats = stats
 
     def feedback(self, action: str, outcome: str) -> None:
         """Count one applied answer."""
