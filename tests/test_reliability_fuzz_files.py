@@ -153,3 +153,61 @@ def test_a_file_source_with_a_garbage_header_finishes(tmp_path: Path):
         if b"\n" not in header:
             assert sum(b.n_points + len(b.rejects) for b in batches) == len(CSV_SEEDS), header
     assert 0 < failed < 300
+
+
+def test_the_daemon_counts_every_reject_by_reason_keeps_each_aside_and_still_alerts(tmp_path):
+    """5,000 malformed JSONL lines around an incident, through the whole daemon loop."""
+    import threading
+
+    from aiops.alerting.groups import DataClock, Groups
+    from aiops.alerting.routing import Dispatcher, RouteNode
+    from aiops.pipeline.engine import Engine, RuleSpec
+    from aiops.service.daemon import Daemon, DeadLetterFile
+    from aiops.state.checkpoint import Checkpointer
+    from aiops.state.envelope import FileStateStore
+    from aiops.testing import FakeClock, ListNotifier, ValueIsScore
+
+    m = Mutator(seed=31)
+    lines = []
+    for i in range(5000):
+        lines.append(m.mutate(JSONL_SEEDS[i % len(JSONL_SEEDS)]))
+        if i % 50 == 0:  # a canary a step; the value is the score: steps 40-42 fire
+            step = i // 50
+            value = 1.0 if 40 <= step < 43 else 0.0
+            doc = {"name": "canary", "labels": {"host": "c"}, "timestamp": 60.0 * step}
+            lines.append(_j({**doc, "value": value}))
+    path = tmp_path / "flood.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+
+    # What the source and the daemon's time check reject, read on their own.
+    expected: Counter[str] = Counter()
+    alone = FileSource("f", FileSource.Config(path=str(path), batch_size=500))
+    for b in _read_all(alone):
+        expected.update(r.reason for r in drop_bad_times(b, "f").rejects)
+    alone.close()
+
+    spec = RuleSpec(
+        group="g", alert="Canary", source="f", matches=lambda k: k.name == "canary", threshold=0.9
+    )
+    engine = Engine([spec])
+    engine.rules[spec.key].detector = ValueIsScore()
+    notifier = ListNotifier()
+    state = tmp_path / "state"
+    daemon = Daemon(
+        sources={"f": FileSource("f", FileSource.Config(path=str(path), batch_size=500))},
+        engine=engine,
+        router=Groups(RouteNode("r", group_wait=0.0), clock=DataClock()),
+        dispatcher=Dispatcher({"r": [notifier]}),
+        checkpointer=Checkpointer(FileStateStore(state)),
+        dead_letters=DeadLetterFile(state / "rejects.jsonl"),
+        clock=FakeClock(),
+    )
+    daemon.run(threading.Event())
+    health = daemon.health["f"]
+    assert health.rejects == expected
+    assert sum(expected.values()) > 3000
+    kept = [json.loads(x) for x in (state / "rejects.jsonl").read_text().splitlines()]
+    assert Counter(x["reason"] for x in kept) == expected
+    assert all(("raw" in x) != ("raw_base64" in x) for x in kept)
+    got = [(a.status, a.starts_at) for n in notifier.sent for a in n.alerts]
+    assert got == [("firing", 40 * 60.0), ("resolved", 40 * 60.0)]
