@@ -1,5 +1,6 @@
 """Log template mining, log rules, the followed log file, journald, alert context."""
 
+import dataclasses
 import json
 import os
 
@@ -701,3 +702,27 @@ def test_logs_templates_command_writes_one_row_per_line(tmp_path):
     assert res.exit_code == 0, res.output
     rows = list(csv.DictReader(out.open()))
     assert [r["template"] for r in rows] == ["boot ok", ""]
+
+
+def test_json_receivers_carry_the_log_context_of_log_and_metric_alerts():
+    """A webhook (Alertmanager's JSON document) gets template, examples and log_templates."""
+    from http_stubs import WebhookStub
+
+    from aiops.alerting.notify import Notification
+    from aiops.connectors.notifiers.webhook import WebhookNotifier
+
+    engine = Engine([], logs=log_engine())
+    firing = []
+    for recs in stream():
+        firing += [a for a in engine.process("logs", Batch(logs=recs)) if a.status == "firing"]
+    new, burst = firing
+    metric = engine.logs.annotate([dataclasses.replace(burst, labels={"service": "payments"})])
+    with WebhookStub() as hook:
+        sent = WebhookNotifier(WebhookNotifier.Config(url=hook.url))
+        sent.send(Notification("hook", [new, burst, *metric], {}))
+        (req,) = hook.requests
+    a_new, a_burst, a_metric = req.body["alerts"]
+    assert a_new["annotations"]["template"] == new.annotations["template"]
+    assert a_new["annotations"]["examples"].startswith("ERROR payment gateway timeout")
+    assert "ERROR db connection reset" in a_burst["annotations"]["examples"]
+    assert "error burst" in a_metric["annotations"]["log_templates"]
