@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 
 from aiops.config.models import Retrain
-from aiops.models.carry import CARRY_FILE
+from aiops.models.carry import CARRY_FILE, CARRY_KIND
 from aiops.models.lifecycle import ModelLifecycle
 from aiops.models.registry import ModelRegistry, rule_dirname
 from aiops.models.retrain import InlineExecutor, Retrainer, Retraining
 from aiops.pipeline.engine import Engine
-from aiops.state.envelope import dumps, loads
-from tests.test_retrain import DAY, KEY, MIN, RULE, Harness, series, spec
+from aiops.state.envelope import dumps, loads, seal, unseal
+from tests.test_retrain import DAY, KEY, MIN, RULE, T0, Harness, series, spec
 
 RETRAIN = Retrain(every=DAY, window=DAY, shadow=1800.0, watch=3600.0)
 
@@ -29,13 +29,15 @@ RETRAIN = Retrain(every=DAY, window=DAY, shadow=1800.0, watch=3600.0)
 class Restarted(Harness):
     """A harness whose engine starts from another one's checkpointed state."""
 
-    def __init__(self, tmp_path: Path, state: Any, retrain: Retrain = RETRAIN) -> None:
+    def __init__(
+        self, tmp_path: Path, state: Any, retrain: Retrain = RETRAIN, drift: Any = None
+    ) -> None:
         self.engine = Engine([spec()])
         self.engine.load_state_dict(loads(dumps(state)))  # through bytes, as a checkpoint
         self.models = ModelLifecycle(ModelRegistry(tmp_path / "models"), lock_timeout=0.0)
         self.models.start(self.engine)
         self.retraining = Retraining(
-            {RULE: (retrain, None)}, models=self.models, executor=InlineExecutor()
+            {RULE: (retrain, drift)}, models=self.models, executor=InlineExecutor()
         )
         self.retraining.start(self.engine)
         self.info = []
@@ -175,3 +177,48 @@ def test_a_whole_daemon_stopped_and_started_again_keeps_its_ring(tmp_path: Path)
         np.testing.assert_allclose(vs, v, atol=1e-4)  # the CSV's 4 decimals
     finally:
         second.shutdown()
+
+
+def test_the_drift_checks_are_carried_over_signed_and_detect_right_after_a_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aiops.config.models import Drift
+    from aiops.state.envelope import HMAC_KEY_ENV
+
+    drift = Drift(on=("input",))
+    shift = 2 * 1440
+    t, v = series(3 * 1440, shift_at=shift)
+
+    def harness(state: Any = None) -> Harness:
+        if state is None:
+            return Harness(tmp_path, RETRAIN, drift)
+        return Restarted(tmp_path, state, RETRAIN, drift)
+
+    h = harness()
+    h.feed(t[:shift], v[:shift])  # two quiet days: the input check has its baseline
+    before = h.retrainer.drift
+    assert before is not None
+    saved = repr({k: x for k, x in before.state_dict().items() if k != "detectors_hmac"})
+    again = harness(stop(h))
+    monitor = again.retrainer.drift
+    assert monitor is not None
+    assert repr({k: x for k, x in monitor.state_dict().items() if k != "detectors_hmac"}) == saved
+    again.feed(t[shift:], v[shift:])  # the level shift right after the restart is reported
+    first = next(a for a in again.info if a.labels["alertname"] == "ModelDrift")
+    assert T0 + shift * MIN < first.starts_at <= T0 + (shift + 30) * MIN
+
+    # A tampered signature: the checks start afresh (nothing unpickled), the ring is kept.
+    state = stop(again)
+    carried = tmp_path / "models" / rule_dirname(RULE) / CARRY_FILE
+    doc = loads(unseal(carried.read_bytes(), kind=CARRY_KIND)[1])
+    doc["drift"]["detectors_hmac"] = "0" * 64
+    carried.write_bytes(seal(dumps(doc), kind=CARRY_KIND))
+    third = harness(state)
+    assert third.retrainer.drift is None
+    assert len(third.retrainer.history or ()) > 0
+    # Without a signing key the drift checks are not carried (the ring still is).
+    monkeypatch.delenv(HMAC_KEY_ENV)
+    third.feed(t[-5:] + 5 * MIN, v[-5:])
+    fourth = harness(stop(third))
+    assert fourth.retrainer.drift is None
+    assert len(fourth.retrainer.history or ()) > 0

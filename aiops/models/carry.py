@@ -1,11 +1,14 @@
-"""What a rule's retraining carries over a clean restart: its history ring and a watch.
+"""What a rule's retraining carries over a clean restart: history ring, watch, drift checks.
 
 At a clean stop (:meth:`aiops.models.retrain.Retraining.close`, after the final
 checkpoint) each retrainer writes ``<registry>/<rule>/retrain.carry``: the rule's
-history ring (series by key, so rows reused for other series meanwhile do not matter)
-and, when a promotion's watch is under way, the previous model's state and the watch's
-counts. The next start reads it back when the rule's retrainer is made, and deletes it,
-so a file is never read twice (a crash later cannot bring back an old one).
+history ring (series by key, so rows reused for other series meanwhile do not matter),
+when a promotion's watch is under way the previous model's state and the watch's
+counts, and the drift checks' state (:meth:`aiops.models.drift.DriftMonitor.state_dict`:
+the input check's baseline and river's detectors, whose pickles are signed; without a
+signing key they are not carried). The next start reads it back when the rule's
+retrainer is made, and deletes it, so a file is never read twice (a crash later cannot
+bring back an old one).
 
 The file is a versioned envelope (:func:`aiops.state.envelope.seal`) of plain arrays and
 JSON (:func:`aiops.state.envelope.dumps`, no pickle); a detector state that holds river
@@ -14,12 +17,14 @@ is refused (bad hash, unknown format), of other ``retrain:`` / ``drift:`` settin
 of another model, is logged and skipped: the rule starts with an empty ring, as after a
 crash. Points of the ring newer than the rule's restored data time are dropped (the
 sources replay them from the checkpoint's positions). A watch is restored only while the
-rule runs the version it watches, with a series list that continues the saved one.
+rule runs the version it watches, and a watch or drift checks only with a series list
+that continues the saved one (their state is by series index); drift state whose
+signature does not verify is refused before anything is unpickled.
 
 Not carried: a retrain in training or in shadow (the next trigger retrains; the rule
-runs its promoted version meanwhile) and the drift checks' river state (they learn a
-reference afresh, river's grace period, before they can report: a restart delays a
-detection, it does not cause one).
+runs its promoted version meanwhile). Drift checks not carried learn a reference afresh
+(river's grace period, a season of baseline for the input check) before they can
+report: a restart then delays a detection, it does not cause one.
 """
 
 from __future__ import annotations
@@ -80,7 +85,15 @@ def save(path: Path, r: Retrainer, rt: RuleRuntime) -> bool:
             "hits_other": w.counts.hits_other,
             "detector": w.previous.state_dict(),
         }
-    if ring is None and watch is None:
+    drift = None
+    if r.drift is not None:
+        from aiops.state.signing import SigningKeyMissing
+
+        try:
+            drift = r.drift.state_dict()
+        except SigningKeyMissing as exc:
+            log.info("rule %s: drift checks not carried over (%s)", r.rule, exc)
+    if ring is None and watch is None and drift is None:
         return False
     doc = {
         "format": CARRY_FORMAT,
@@ -91,6 +104,7 @@ def save(path: Path, r: Retrainer, rt: RuleRuntime) -> bool:
         "keys": [str(k) for k in rt.registry.keys],
         "ring": ring,
         "watch": watch,
+        "drift": drift,
     }
     blob = seal(dumps(doc), kind=CARRY_KIND)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -142,6 +156,17 @@ def restore(path: Path, r: Retrainer, rt: RuleRuntime) -> str:
         keep = (mapped >= 0) & (ts <= until)
         r.history.append(mapped[keep], ts[keep], vs[keep])
         done.append(f"{int(keep.sum()):,} history points")
+    drift = doc.get("drift")
+    if drift is not None and r.drift_config is not None:
+        why = _drift_unfit(rt, saved_keys)
+        if not why:
+            try:
+                _resume_drift(r, rt, drift)
+                done.append("the drift checks")
+            except Exception as exc:  # refused (signature, shape): the checks start afresh
+                why = f"{type(exc).__name__}: {exc}"
+        if why:
+            log.info("rule %s: the drift checks start afresh: %s", r.rule, why)
     watch = doc.get("watch")
     if watch is not None:
         why = _watch_unfit(watch, doc, rt, saved_keys)
@@ -164,6 +189,22 @@ def _watch_unfit(
     if mine[: len(saved_keys)] != saved_keys:
         return "the rule's series list does not continue the saved one"
     return ""
+
+
+def _drift_unfit(rt: RuleRuntime, saved_keys: list[str]) -> str:
+    mine = [str(k) for k in rt.registry.keys]
+    if mine[: len(saved_keys)] != saved_keys:
+        return "the rule's series list does not continue the saved one"
+    return ""
+
+
+def _resume_drift(r: Retrainer, rt: RuleRuntime, state: dict[str, Any]) -> None:
+    from aiops.models.drift import DriftMonitor
+
+    assert r.drift_config is not None
+    monitor = DriftMonitor(r.rule, r.drift_config, threshold=r.threshold, keys=rt.registry.keys)
+    monitor.load_state_dict(state)
+    r.drift = monitor
 
 
 def _resume_watch(r: Retrainer, rt: RuleRuntime, watch: dict[str, Any]) -> None:

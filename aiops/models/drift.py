@@ -29,8 +29,10 @@ reported again (no log line, notification or retrain). What a reported event doe
 metric, a log line, an info notification, a retrain) is the lifecycle's business
 (:mod:`aiops.models.retrain`).
 
-The river detectors' state is not checkpointed: after a restart the checks learn their
-reference afresh (river's grace period) before they can report.
+The monitors are not in the checkpoint: a clean stop carries them over to the next start
+(:mod:`aiops.models.carry`, river's detectors signed); after a crash, or without a
+signing key, the checks learn their reference afresh (river's grace period, and a season
+of baseline for the input check) before they can report.
 """
 
 from __future__ import annotations
@@ -67,6 +69,8 @@ DETECTOR_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
     "kswin": {"seed": 0},
     "page_hinkley": {},
 }
+#: What the signature of a monitor's pickled river detectors is for.
+_SIGNED_PURPOSE = "drift.detectors"
 #: Series named in one input event's message (the rest are counted).
 _NAMED_SERIES = 5
 
@@ -318,6 +322,85 @@ class DriftMonitor:
                         self.detections[signal] += 1
                         events += self._report(signal, end, x)
         return sorted(events, key=lambda e: e.at)
+
+    # -- state (carried over a clean restart: aiops.models.carry) ------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything the checks learned: arrays, JSON and the river detectors, signed.
+
+        River's detectors only serialize through pickle: they are signed
+        (:mod:`aiops.state.signing`) and :meth:`load_state_dict` unpickles nothing whose
+        signature does not verify. Raises :class:`~aiops.state.signing.SigningKeyMissing`
+        without a signing key.
+        """
+        import pickle
+
+        from aiops.state.signing import sign_blobs
+
+        blobs = [None if d is None else pickle.dumps(d) for d in self._input]
+        blobs += [pickle.dumps(self._score), pickle.dumps(self._rate)]
+        return {
+            "seen": self._seen,
+            "heap": [[int(h), int(i)] for h, i in self._heap],
+            "slot_of": self._slot_of.copy(),
+            "slot_series": self._slot_series.copy(),
+            "free": list(self._free),
+            "cur": self._cur.copy(),
+            "sum": self._sum.copy(),
+            "n": self._n.copy(),
+            "baseline": self._baseline.copy(),
+            "rule_state": self._rule_state.copy(),
+            "last_event": dict(self._last_event),
+            "detections": dict(self.detections),
+            "detectors": blobs,
+            "detectors_hmac": sign_blobs(blobs, purpose=_SIGNED_PURPOSE),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` of a monitor with the same settings and series list.
+
+        The signature is checked before anything is unpickled
+        (:class:`~aiops.state.envelope.SnapshotRefused`); arrays of another shape than
+        these settings make are refused (``ValueError``), and nothing is changed then.
+        """
+        import pickle
+
+        from aiops.state.signing import verify_blobs
+
+        blobs = [None if b is None else bytes(b) for b in state["detectors"]]
+        verify_blobs(blobs, state.get("detectors_hmac"), purpose=_SIGNED_PURPOSE)
+        cap = self._cap
+        arrays = {
+            "slot_series": (np.int64, (cap,)),
+            "cur": (np.int64, (cap,)),
+            "sum": (np.float64, (cap,)),
+            "n": (np.int64, (cap,)),
+            "baseline": (np.float64, self._baseline.shape),
+            "rule_state": (np.float64, (4,)),
+        }
+        got = {k: np.asarray(state[k], dtype=t) for k, (t, _) in arrays.items()}
+        for k, (_, shape) in arrays.items():
+            if got[k].shape != shape:
+                raise ValueError(f"drift state: {k} has shape {got[k].shape}, not {shape}")
+        if len(blobs) != cap + 2:
+            raise ValueError(f"drift state: {len(blobs)} detectors, not {cap + 2}")
+        models = [None if b is None else pickle.loads(b) for b in blobs]
+        self._seen = int(state["seen"])
+        self._heap = [(int(h), int(i)) for h, i in state["heap"]]
+        heapq.heapify(self._heap)
+        self._slot_of = np.asarray(state["slot_of"], dtype=np.int64).copy()
+        self._free = [int(j) for j in state["free"]]
+        self._slot_series = np.array(got["slot_series"], dtype=np.int64)
+        self._cur = np.array(got["cur"], dtype=np.int64)
+        self._sum = np.array(got["sum"], dtype=np.float64)
+        self._n = np.array(got["n"], dtype=np.int64)
+        self._baseline = np.array(got["baseline"], dtype=np.float64)
+        self._rule_state = np.array(got["rule_state"], dtype=np.float64)
+        self._last_event = {str(k): float(v) for k, v in state["last_event"].items()}
+        saved = {str(k): int(v) for k, v in state["detections"].items()}
+        self.detections = {k: saved.get(k, 0) for k in self.detections}
+        self._input = models[:cap]
+        self._score, self._rate = models[cap], models[cap + 1]
 
     def _report(
         self, signal: str, at: float, value: float, series: tuple[str, ...] = ()
