@@ -726,3 +726,30 @@ def test_json_receivers_carry_the_log_context_of_log_and_metric_alerts():
     assert a_new["annotations"]["examples"].startswith("ERROR payment gateway timeout")
     assert "ERROR db connection reset" in a_burst["annotations"]["examples"]
     assert "error burst" in a_metric["annotations"]["log_templates"]
+
+
+def test_the_demo_shows_a_log_alert_next_to_its_metric_alert():
+    """The shipped demo's rules on its simulator: an incident's error lines alert too."""
+    from aiops.config.loader import load_config
+    from aiops.connectors.sources.simulator import SimulatorSource
+    from aiops.service.app import demo_config_path, rule_specs
+
+    loaded = load_config(demo_config_path())
+    sim = dict(loaded.daemon.sources["sim"].config)
+    sim.pop("speed", None)  # as fast as it can
+    incident = {"kind": "level_shift", "start": "3h", "length": "20m", "host": "host-2"}
+    incident |= {"service": "api", "metric": "http_errors_ratio", "magnitude": 0.2}
+    sim |= {"incidents": [incident], "duration": "3h40m", "max_steps_per_batch": 240}
+    source = SimulatorSource("sim", SimulatorSource.Config(**sim))
+    engine = Engine(rule_specs(loaded), logs=LogEngine(log_rule_specs(loaded.groups)))
+    firing = []
+    while not source.exhausted:
+        firing += [a for a in engine.process("sim", source.next_batch()) if a.status == "firing"]
+    (inc,) = source.incident_schedule
+    during = [a for a in firing if inc.start <= a.starts_at <= inc.end + 300]
+    logs = [a for a in during if a.alertname in ("LogErrorBurst", "NewLogTemplate")]
+    metric = [a for a in during if a.alertname not in ("LogErrorBurst", "NewLogTemplate")]
+    assert logs, [a.alertname for a in firing]
+    assert all(a.labels["service"] == "api" for a in logs)
+    assert metric, [a.alertname for a in firing]
+    assert any("error burst" in a.annotations.get("log_templates", "") for a in metric)
