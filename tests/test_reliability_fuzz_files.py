@@ -145,7 +145,8 @@ def test_a_file_source_with_a_garbage_header_finishes(tmp_path: Path):
         src = FileSource("f", config)
         try:
             batches = _read_all(src)
-        except SourceError:  # the daemon reports it, retries, and --once ends
+        except SourceError:  # the daemon reports it in health, and --once ends
+            assert src.exhausted  # a replay gets no other header
             failed += 1
             continue
         finally:
@@ -211,3 +212,27 @@ def test_the_daemon_counts_every_reject_by_reason_keeps_each_aside_and_still_ale
     assert all(("raw" in x) != ("raw_base64" in x) for x in kept)
     got = [(a.status, a.starts_at) for n in notifier.sent for a in n.alerts]
     assert got == [("firing", 40 * 60.0), ("resolved", 40 * 60.0)]
+
+
+def test_aiops_run_once_ends_on_a_csv_header_without_the_columns(tmp_path):
+    """Issue [H]: a file source with a garbage header never finished under --once."""
+    import subprocess
+    import sys
+
+    (tmp_path / "data.csv").write_text("garbage,header\n1,2\n")
+    (tmp_path / "rules.yaml").write_text(
+        "groups:\n  - name: g\n    rules:\n      - {alert: A, source: data, selector: value}\n"
+    )
+    (tmp_path / "aiops.yaml").write_text(
+        "sources:\n  data: {type: file, path: data.csv}\nstate: {dir: state}\n"
+        "rule_files: [rules.yaml]\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "aiops.cli", "run", "--config", "aiops.yaml", "--once"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "has no column 'timestamp', 'value'" in run.stderr
+    assert "Traceback" not in run.stderr

@@ -33,7 +33,8 @@ Missing file: the constructor never touches the file system (``aiops check`` can
 validate a configuration anywhere); ``next_batch()`` raises
 :class:`~aiops.pipeline.source.SourceError` while the file cannot be opened, in both modes, so the
 daemon backs off, retries and reports it in health. A CSV header that lacks a configured
-column raises the same error.
+column raises the same error; a file that is not followed is then done (``exhausted``:
+``aiops run --once`` ends, the error stays in health), a followed one is retried.
 
 Follow mode (``follow: true``) never ends: at the end of the file ``next_batch()`` returns
 an empty batch and later picks up appended lines; a last line without its newline is not
@@ -210,9 +211,17 @@ class FileSource(Source):
             self._offset, self._line, self._layout = 0, 0, None
 
         final = not self.config.follow
-        if self.format == "csv" and self._layout is None and not self._read_header(fh, final):
-            self._eof = final
-            return Batch(rejects=[r for _, r in rejects])
+        if self.format == "csv" and self._layout is None:
+            try:
+                header_read = self._read_header(fh, final)
+            except SourceError:
+                # A replay gets no other header: it is done (so --once ends), and the
+                # error stays in health. A followed file may be rewritten: retried.
+                self._eof = final
+                raise
+            if not header_read:
+                self._eof = final
+                return Batch(rejects=[r for _, r in rejects])
         block = _read_block(fh, self._offset, self.config.batch_size, final)
         lines = _Lines(block)
         if self.format == "csv":
