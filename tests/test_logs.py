@@ -753,3 +753,34 @@ def test_the_demo_shows_a_log_alert_next_to_its_metric_alert():
     assert all(a.labels["service"] == "api" for a in logs)
     assert metric, [a.alertname for a in firing]
     assert any("error burst" in a.annotations.get("log_templates", "") for a in metric)
+
+
+def test_the_miners_caches_group_lines_as_drain_does_on_the_masked_lines():
+    """Shape, blanked-id and masked-message caches: the same ids as Drain alone."""
+    rng = np.random.default_rng(11)
+    hexc = list("0123456789abcdef")
+
+    def hexid(k):
+        return "".join(rng.choice(hexc, k))
+
+    forms = [
+        lambda: f"request {hexid(16)} done in {rng.integers(900)} ms",
+        lambda: f"job {hexid(8)}-{hexid(4)}-{hexid(4)}-{hexid(4)}-{hexid(12)} state=ok",
+        lambda: (
+            f'acquire tag="{rng.choice(["View Lock", "x"])}" id {hexid(12)} n={rng.integers(9)}'
+        ),
+        lambda: f"user u{rng.integers(999)} from 10.0.{rng.integers(9)}.1 session {hexid(10)}",
+        lambda: f"sent {rng.integers(99999)} bytes ({rng.integers(99)}.{rng.integers(9)} KB)",
+        lambda: f"{rng.choice(['GET', 'POST'])} /api/{rng.integers(50)} {hexid(7)} {hexid(6)}x",
+        lambda: "cache " + rng.choice(["hit", "miss", "deadbeef", "cafe0a1b2c"]),
+    ]
+    msgs = [forms[int(rng.integers(len(forms)))]() for _ in range(4000)]
+    miner = LogMiner()
+    got = []
+    for i in range(0, len(msgs), 300):
+        got += miner.add_batch(msgs[i : i + 300])[0]
+    bare = LogMiner()
+    expected = [bare.drain.add_log_message(bare.mask(m))[0].cluster_id for m in msgs]
+    assert got == expected
+    assert miner._uniques  # both caches were used
+    assert miner._shapes
