@@ -8,6 +8,7 @@ arrays rather than on single points.
 from __future__ import annotations
 
 import collections
+import gc
 import hashlib
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
@@ -104,15 +105,25 @@ class LogRecord:
     def many(
         cls, timestamp: float, messages: Sequence[str], labels: tuple[tuple[str, str], ...] = ()
     ) -> list[LogRecord]:
-        """``[LogRecord(timestamp, m, labels) for m in messages]``, in a third of the time.
+        """``[LogRecord(timestamp, m, labels) for m in messages]``, several times faster.
 
         The fields are set through their slot descriptors in C-level loops (what the
-        frozen dataclass's ``__init__`` does one record at a time in Python).
+        frozen dataclass's ``__init__`` does one record at a time in Python), and the
+        cyclic garbage collector is paused meanwhile: thousands of new tracked objects
+        would start several collections of the whole heap in the middle of making them
+        (none can be garbage yet), where one after is enough.
         """
-        out = list(map(object.__new__, itertools.repeat(cls, len(messages))))
-        collections.deque(map(_SET_TS, out, itertools.repeat(timestamp)), 0)
-        collections.deque(map(_SET_MESSAGE, out, messages), 0)
-        collections.deque(map(_SET_LABELS, out, itertools.repeat(labels)), 0)
+        paused = gc.isenabled()
+        if paused:
+            gc.disable()
+        try:
+            out = list(map(object.__new__, itertools.repeat(cls, len(messages))))
+            collections.deque(map(_SET_TS, out, itertools.repeat(timestamp)), 0)
+            collections.deque(map(_SET_MESSAGE, out, messages), 0)
+            collections.deque(map(_SET_LABELS, out, itertools.repeat(labels)), 0)
+        finally:
+            if paused:
+                gc.enable()
         return out
 
 

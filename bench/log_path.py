@@ -8,7 +8,7 @@ the same messages, already in memory (Drain3's default config: no masking). Each
 ``--repeat`` times, alternating; the best run of each is reported, with its ratio and the
 median of each round's ratio.
 Times are CPU times of this process, so other work on a shared machine does not skew
-the ratio.
+the ratio; the heap is collected before each run.
 
     .venv/bin/python bench/log_path.py [--lines 200000] [--repeat 3]
 """
@@ -16,6 +16,7 @@ the ratio.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import shutil
@@ -128,8 +129,13 @@ def main() -> None:
     js.write_bytes(b"".join(x + b"\n" for x in lines))
     runs: dict[str, list[float]] = {"drain3": [], "lines": [], "log_json": []}
     for _ in range(args.repeat):
+        # Each run starts from a collected heap: the garbage of the one before must not
+        # cost the next (Python's cyclic collector runs when allocations pass a count).
+        gc.collect()
         runs["drain3"].append(run_drain3(messages))
+        gc.collect()
         runs["lines"].append(run_path(text, "lines", len(lines)))
+        gc.collect()
         runs["log_json"].append(run_path(js, "log_json", len(lines)))
     shutil.rmtree(folder)
     best = {k: max(v) for k, v in runs.items()}
