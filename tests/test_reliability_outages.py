@@ -7,20 +7,35 @@ The daemon, never restarted, reports the outage and then evaluates every second 
 missed: across the outage, the points scored are exactly two per evaluated second
 (none skipped, none twice), as counted from the source's own position.
 
-A broker restart cannot be checked the same way: the test broker keeps its records in
-memory only (``tests/servers.py``), so a restarted broker is empty;
+A broker outage is checked with the broker frozen (SIGSTOP, then SIGCONT 10 s later):
+the test broker keeps its records in memory only (``tests/servers.py``), so a restarted
+broker would be empty, while a frozen one keeps them, as a restarted production broker
+does. The daemon, never restarted, reports the outage (its requests time out) and then
+scores every record exactly once, those produced before the outage and after it.
 ``tests/test_kafka_source.py::test_broker_outage_is_reported_in_health_and_the_source_recovers``
-checks that the daemon rides it out and reads what is produced after it.
+checks a real broker stop and restart (on an empty broker).
 """
 
 from __future__ import annotations
 
 import math
+import os
+import signal
+import threading
 import time
+from collections.abc import Callable
 
 import pytest
 from test_http import start_daemon, wait_until, write_config
+from test_kafka_source import config, produce, unique
 from test_prometheus_source import positions, rule, series
+
+from aiops.alerting.routing import Dispatcher, RouteNode, Router
+from aiops.connectors.sources.kafka import KafkaSource
+from aiops.pipeline.engine import Engine
+from aiops.service.daemon import Daemon
+from aiops.state.checkpoint import Checkpointer
+from aiops.state.envelope import MemoryStateStore
 
 RULE = "g/QueueDepth"
 HOSTS = {"a": 50.0, "b": 60.0}
@@ -71,3 +86,73 @@ def test_a_prometheus_outage_mid_run_skips_no_second_and_needs_no_restart(
     assert before[0] < killed_at + 1
     assert after[0] > restarted_at + 2
     assert after[1] - before[1] == len(HOSTS) * (after[0] - before[0])
+
+
+@pytest.mark.servers
+@pytest.mark.slow
+def test_a_frozen_kafka_broker_mid_run_needs_no_restart_and_skips_nothing(kafka_broker_factory):
+    broker = kafka_broker_factory()
+    topic = unique("frozen")
+    broker.create_topic(topic, 2)
+
+    def records(lo: int, hi: int) -> list[tuple[bytes, bytes]]:
+        line = "m,host=h{} v={}i {}000000000"
+        return [(line.format(i % 4, i, 1000 + i).encode(), b"h%d" % (i % 4)) for i in range(lo, hi)]
+
+    produce(broker, topic, records(0, 400))
+    src = KafkaSource("k", config(broker, [topic], "influx_line"))
+    values: list[float] = []
+    real_next = src.next_batch
+
+    def next_batch():  # what the daemon is handed, in order
+        batch = real_next()
+        values.extend(v for _, _, v in batch.points())
+        return batch
+
+    src.next_batch = next_batch  # type: ignore[method-assign]
+    daemon = Daemon(
+        sources={"k": src},
+        engine=Engine([]),
+        router=Router(RouteNode("r")),
+        dispatcher=Dispatcher({}),
+        checkpointer=Checkpointer(MemoryStateStore()),
+        poll_interval=0.05,
+    )
+    daemon.start()
+    health = daemon.health["k"]
+
+    def step_until(pred: Callable[[], bool], timeout: float) -> None:
+        t0 = time.monotonic()
+        while not pred():
+            assert time.monotonic() - t0 < timeout, (health, src.stats)
+            s0 = time.monotonic()
+            daemon.step()
+            assert time.monotonic() - s0 < 1.5, "a daemon step blocked"
+            time.sleep(0.02)
+
+    pid = broker.process.pid
+    assert pid is not None
+    try:
+        step_until(lambda: health.points == 400, 30)
+        os.kill(pid, signal.SIGSTOP)
+        # Records sent while the broker is frozen wait in the producer and land after it.
+        late = threading.Thread(target=produce, args=(broker, topic, records(400, 800)))
+        try:
+            late.start()
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 10:  # past the 6 s session timeout: a rebalance
+                daemon.step()
+                time.sleep(0.05)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        late.join(60)
+        step_until(lambda: health.points >= 800, 90)
+        for _ in range(40):  # anything read twice would show up now
+            daemon.step()
+            time.sleep(0.02)
+    finally:
+        daemon.shutdown()
+    assert health.ok
+    assert health.points == 800
+    assert sorted(values) == [float(i) for i in range(800)]  # none skipped, none twice
+    assert sum(src.snapshot().values()) == 800
