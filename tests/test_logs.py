@@ -44,6 +44,7 @@ from aiops.types import Batch, LogRecord, SeriesKey
         ("took 160 ms, lifetime <1 sec", "took <DURATION>, lifetime <DURATION>"),
         ("queue jA9J1UvC004306 task_1445_0020_m_000001", "queue <ID> task_<ID>"),
         ("rdd_2_0 on en0", "rdd_<NUM>_<NUM> on en<NUM>"),
+        ('level=ERROR msg="db down" uid=3', "level=ERROR msg=<*> uid=<*>"),  # a level stays
     ],
 )
 def test_default_masks(text, masked):

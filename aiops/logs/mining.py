@@ -60,6 +60,10 @@ __all__ = [
 STATE_VERSION = 1
 
 _HEXD = "0-9a-fA-F"
+#: After "key=": not a level's or a severity's value (fixed-width look-behinds).
+_NOT_A_LEVEL = "".join(
+    f"(?<!{k}=)" for w in ("level", "lvl", "severity") for k in (w, w.title(), w.upper())
+)
 #: Top-level domains a host name mask accepts (generic ones and common country codes).
 _TLDS = (
     "com",
@@ -128,8 +132,9 @@ DEFAULT_MASKS: tuple[Mask, ...] = (
     ),
     Mask(r"(?<![\d:])\d{1,2}:\d{2}:\d{2}(?:[.,]\d+)?(?![\d:])", "<TIME>"),
     Mask(rf"(?<![\w:])[{_HEXD}]{{2}}(?::[{_HEXD}]{{2}}){{5}}(?![\w:])", "<MAC>"),
-    # The value of a key=value pair, whatever it is (uid=0, name=android, ws=null).
-    Mask(r"(?<=\w=)[^\s,;]+", "<*>"),
+    # The value of a key=value pair, whatever it is (uid=0, name=android, ws=null), but
+    # for a level or severity: it is part of what the line is (level=ERROR).
+    Mask(r"(?<=\w=)" + _NOT_A_LEVEL + r"[^\s,;]+", "<*>"),
     # A host name: dotted labels ending in a common top-level domain, with a port.
     Mask(
         r"(?<![\w.-])(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?\.)+"
@@ -192,7 +197,7 @@ PHRASE_MASKS: tuple[Mask, ...] = (
 _RESTATED = re.compile(r"(<(?:SIZE|DURATION)>) \(<(?:SIZE|DURATION)>\)")
 _LISTED = re.compile(r"<(\w+|\*)>(?:,<\1>)+")
 #: A quoted value of a key=value pair, spaces and all (tag="View Lock"), before tokens.
-_QUOTED_VALUE = re.compile(r"(?<=\w=)(?:\"[^\"]*\"|'[^']*')")
+_QUOTED_VALUE = re.compile(r"(?<=\w=)" + _NOT_A_LEVEL + r"(?:\"[^\"]*\"|'[^']*')")
 
 
 class Masker:
