@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from aiops.config import load_config
+from aiops.models.carry import CARRY_FILE
+from aiops.models.registry import rule_dirname
 from aiops.models.retrain import Retrainer, Retraining
 from aiops.service.app import build_daemon
 from aiops.service.reload import Reloader
@@ -83,6 +85,10 @@ def test_a_reload_versions_new_and_changed_rules_and_wires_their_retraining(setu
         )
     )
     second_hash = hashlib.sha256((root / "rules.yaml").read_bytes()).hexdigest()
+    # A retrain.carry left by some earlier run is for a start, not for a reload.
+    leftover = root / "state" / "models" / rule_dirname("g/New") / CARRY_FILE
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"from an earlier run")
     result = reloader.reload(daemon)
     assert result.ok, result.errors
     now = daemon.engine.rules
@@ -114,6 +120,7 @@ def test_a_reload_versions_new_and_changed_rules_and_wires_their_retraining(setu
     assert history is not None
     assert len(history) > 0
     assert now["g/New"].observer.drift is not None
+    assert leftover.read_bytes() == b"from an earlier run"  # not read at the reload
 
 
 def test_a_rule_removed_and_added_back_runs_its_promoted_version_as_it_last_ran(setup):

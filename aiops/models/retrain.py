@@ -794,7 +794,9 @@ class NullObserver:
 class NoRetraining:
     """The null object: a daemon none of whose rules has ``retrain:`` or ``drift:``."""
 
-    def start(self, engine: Any, *, router: Any = None, sources: Any = None) -> None:
+    def start(
+        self, engine: Any, *, router: Any = None, sources: Any = None, restore: bool = True
+    ) -> None:
         """Nothing to do."""
 
     def after_batch(self, engine: Any, data_time: float) -> list[Alert]:
@@ -846,14 +848,20 @@ class Retraining:
 
     # -- daemon hooks ------------------------------------------------------------------
 
-    def start(self, engine: Engine, *, router: Any = None, sources: Any = None) -> None:
-        """Attach a retrainer to every configured rule of ``engine``."""
+    def start(
+        self, engine: Engine, *, router: Any = None, sources: Any = None, restore: bool = True
+    ) -> None:
+        """Attach a retrainer to every configured rule of ``engine``.
+
+        ``restore``: new retrainers read what the last clean stop carried over
+        (:mod:`aiops.models.carry`); a reload attaches without.
+        """
         self._engine = engine
         if router is not None:
             self._maintenance = Maintenance(router)
         if sources is not None:
             self._sources = sources
-        self._restoring = True  # what the last clean stop carried over (aiops.models.carry)
+        self._restoring = restore
         try:
             self.attach(engine)
         finally:

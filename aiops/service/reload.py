@@ -434,7 +434,7 @@ class _Plan:
         from aiops.models.retrain import wire_retraining
 
         wire_retraining(d, self.new, metrics=d.metrics)
-        d.retraining.start(d.engine)  # observers in place before the next batch
+        d.retraining.start(d.engine, restore=False)  # observers in place for the next batch
         if self.router is not None:
             d.router = self.router
         if self.outbox is not None:
