@@ -336,3 +336,20 @@ def test_a_new_state_format_of_the_detector_is_a_configuration_change(
     v2 = life2.registry.get(RULE, 2)
     assert (v2.trigger, v2.parent, rt.model_version) == ("config-change", 1, 2)
     life2.close()
+
+
+def test_versions_skipped_at_start_are_counted_as_refused(tmp_path: Path) -> None:
+    from aiops.service.metrics import PrometheusMetrics
+
+    engine, life = started(tmp_path)
+    engine.rules[RULE].process(batch(1))
+    life.snapshot(engine.rules[RULE], trigger="manual", parent=1)
+    life.close()
+    (tmp_path / "models" / rule_dirname(RULE) / "2" / "meta.json").write_text("{not json")
+    metrics = PrometheusMetrics()
+    life2 = ModelLifecycle(ModelRegistry(tmp_path / "models"), metrics=metrics)
+    life2.start(Engine([spec()]))
+    refused = metrics.registry.get_sample_value("aiops_model_state_refused_total", {"rule": RULE})
+    assert refused == 1.0
+    assert life2.running[RULE] == 1
+    life2.close()

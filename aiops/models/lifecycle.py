@@ -531,6 +531,8 @@ class ModelLifecycle:
     def _start_rule(self, rt: RuleRuntime) -> None:
         key, reg = rt.spec.key, self.registry
         versions = {v.version: v for v in reg.versions(key)}
+        for _ in reg.problems(key):  # versions skipped: unreadable meta or state missing
+            self.metrics.model_state_refused(key)
         rt_hash = rt.spec.model_hash()
         if not versions:
             if reg.problems(key):
