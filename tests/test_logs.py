@@ -785,3 +785,28 @@ def test_the_miners_caches_group_lines_as_drain_does_on_the_masked_lines():
     assert got == expected
     assert miner._uniques  # both caches were used
     assert miner._shapes
+
+
+def test_a_rule_whose_miners_changed_settings_learns_again_after_a_restart():
+    """New mining settings (or defaults) drop the saved miners: no flood of 'new' templates."""
+
+    def engine(sim_th):
+        rules = json.loads(json.dumps(RULES))
+        for r in rules["groups"][0]["rules"]:
+            r["log"]["mining"] = {"sim_th": sim_th}
+        return Engine([], logs=LogEngine(log_rule_specs(RuleFile.model_validate(rules).groups)))
+
+    before = engine(0.5)
+    minutes = stream()
+    for recs in minutes[:90]:
+        before.process("logs", Batch(logs=recs))
+    state = before.logs.state_dict()
+    same, changed = engine(0.5), engine(0.6)
+    same.logs.load_state_dict(state)
+    changed.logs.load_state_dict(state)
+    assert same.logs.rules["logs/NewLogTemplate"].started  # learned: kept
+    assert same.logs.miners
+    assert not changed.logs.miners
+    assert not changed.logs.rules["logs/NewLogTemplate"].started  # learns again
+    later = [a for recs in minutes[90:110] for a in changed.process("logs", Batch(logs=recs))]
+    assert not [a for a in later if a.alertname == "NewLogTemplate"]

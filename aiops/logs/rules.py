@@ -900,7 +900,10 @@ class LogEngine:
             return
         self._route.clear()
         digests = {g[0].digest() for groups in self.by_source.values() for g in groups}
+        saved: set[tuple[str, str]] = set()  # (source, digest) of the miners in the state
+        restored: set[tuple[str, str]] = set()
         for src, digest, part, mstate in state["miners"]:
+            saved.add((str(src), str(digest)))
             if digest not in digests:
                 continue
             try:
@@ -910,9 +913,18 @@ class LogEngine:
                 log.warning("log miner of %s not restored: %s", src, exc)
                 continue
             self.miners[(src, digest, tuple((str(k), str(v)) for k, v in part))] = miner
+            restored.add((str(src), str(digest)))
         for key, rule in self.rules.items():
-            if key in state["rules"]:
-                rule.load_state_dict(state["rules"][key])
+            if key not in state["rules"]:
+                continue
+            mined = (rule.spec.source, rule.spec.mining.digest())
+            if mined not in restored and any(src == mined[0] for src, _ in saved):
+                # Its miners were not restored (other settings, a newer default): their
+                # template ids and "new" mean nothing now, so the rule learns again
+                # rather than calling every template new after the restart.
+                log.info("log rule %s: its miners start fresh, so does it (learns again)", key)
+                continue
+            rule.load_state_dict(state["rules"][key])
         self.notable.extend(state.get("notable", ()))
 
 
