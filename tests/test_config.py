@@ -156,7 +156,7 @@ REAL_PATHS = [(r, dict(r._paths)) for r in (SOURCES, NOTIFIERS, DETECTORS)]
 PINNED_TYPES: list[tuple[Registry[Any], tuple[str, ...]]] = [
     (SOURCES, ("simulator", "file", "prometheus")),
     (NOTIFIERS, ("console", "jsonl")),
-    (DETECTORS, ("ewma_z", "envelope_novelty", "robust_ewma")),
+    (DETECTORS, ("ewma_z", "ensemble", "envelope_novelty", "robust_ewma")),
 ]
 _STAND_INS: list[tuple[Registry[Any], str, str]] = [
     (SOURCES, "simulator", "StandInSimulator"),
