@@ -616,3 +616,23 @@ def test_the_input_check_compares_with_the_day_before_so_a_daily_cycle_is_no_dri
     assert len(reports(cycle, season=0)) >= 5  # raw values: the cycle itself drifts
     (at,) = reports(shifted)  # one report, none when the shifted hours come round again
     assert T0 + (4 * 1440 + 600) * MIN < at <= T0 + (4 * 1440 + 630) * MIN
+
+
+@pytest.mark.parametrize("kind", ["adwin", "kswin", "page_hinkley"])
+def test_each_river_detector_reports_a_level_shift_of_the_input_and_not_before(
+    kind: str,
+) -> None:
+    shift = 1440 + 720  # a day of baseline, then half a day of the same level
+    t, v = series(3 * 1440, shift_at=shift)
+    m = DriftMonitor(
+        RULE, Drift(detector=kind, on=("input",), cooldown=0), threshold=0.998, keys=[KEY]
+    )
+    reports: list[float] = []
+    for lo in range(0, len(t), 60):
+        hi = lo + 60
+        zeros = np.zeros(hi - lo, dtype=np.int64)
+        reports += [e.at for e in m.observe(zeros, t[lo:hi], v[lo:hi], np.zeros(hi - lo))]
+    shifted = T0 + shift * MIN
+    assert reports, f"{kind}: the level shift was not reported"
+    assert all(at > shifted for at in reports), f"{kind}: reported before the shift"
+    assert reports[0] <= shifted + 2 * 3600.0
