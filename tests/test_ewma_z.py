@@ -17,9 +17,10 @@ def _fleet_like(seed: int = 7, n: int = 3000) -> tuple[np.ndarray, np.ndarray]:
     return t, x
 
 
-def test_is_the_default_detector() -> None:
-    assert DEFAULT_DETECTOR == "ewma_z"
-    assert isinstance(DETECTORS.create(DEFAULT_DETECTOR), EwmaZ)
+def test_is_the_default_detectors_main_member() -> None:
+    assert DEFAULT_DETECTOR == "ensemble"
+    members = DETECTORS.create(DEFAULT_DETECTOR)._members
+    assert isinstance(members[0], EwmaZ)
 
 
 def test_alerts_on_a_spike_a_dip_and_a_level_shift_inside_the_range_seen() -> None:

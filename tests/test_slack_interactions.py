@@ -50,6 +50,7 @@ def _spec() -> RuleSpec:
         matches=lambda k: True,
         threshold=0.999,
         labels={"severity": "page"},
+        detector_type="ewma_z",  # the tests read ewma_z's per-series state
     )
 
 
