@@ -51,10 +51,9 @@ __all__ = [
 #: detector whose score is a tail rate (``1 - s`` of a series' normal points score ``s`` or
 #: more: ``ewma_z`` and the default ``ensemble``), 0.998 is "about one normal point in
 #: 500": sensitive, as operators' incident labels ask (own-alert F1 on the KPI
-#: development data 0.692 at 0.998,
-#: 0.631 at 0.9985, 0.458 at 0.9995). A rule that pages should ask for several hits or set a
-#: higher threshold (``rules/fleet.yaml``: 0.9999 and 3 hits in 5;
-#: ``bench/quality/README.md``).
+#: development data 0.692 at 0.998, 0.631 at 0.9985, 0.458 at 0.9995). A rule that pages
+#: should ask for several hits or set a higher threshold (``rules/fleet.yaml``: 0.9999 and
+#: 3 hits in 5; ``bench/quality/README.md``).
 DEFAULT_THRESHOLD = 0.998
 
 
