@@ -68,3 +68,98 @@ def test_a_hits_window_the_post_rule_cannot_hold_is_a_check_error(tmp_path: Path
     assert f'"hits_window" must be at most {MAX_WINDOW}, got {MAX_WINDOW + 1}' in out.getvalue()
     path.write_text(path.read_text().replace(str(MAX_WINDOW + 1), str(MAX_WINDOW)))
     assert run_check([path], io.StringIO()) == 0
+
+
+_DAEMON = 'sources:\n  sim:\n    type: simulator\nrule_files: ["r.yaml"]\n'
+_RULES = "groups:\n  - name: g\n    rules:\n      - alert: A\n        source: sim\n"
+_SILENCE = (
+    "route: {receiver: c}\nreceivers:\n  - name: c\n    console_configs: [{}]\n"
+    "silences:\n  - matchers: ['alertname=\"A\"']\n    starts_at: {at}\n"
+    "    ends_at: 2026-01-02T00:00:00Z\n    created_by: me\n    comment: x\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("daemon", "rules", "alerting", "expected"),
+    [
+        pytest.param(
+            "",
+            "        selector: cpu\n        min_hits: " + "9" * 5000 + "\n",
+            None,
+            'r.yaml:7:19: group "g", rule "A": integer out of the 64-bit range: '
+            "99999999999999999999... (5000 characters)",
+            id="int-over-4300-digits",
+        ),
+        pytest.param(
+            f"limits: {{max_series_per_rule: {2**63}}}\n",
+            "        selector: cpu\n",
+            None,
+            f"d.yaml:5:31: limits: integer out of the 64-bit range: {2**63}",
+            id="int-over-64-bits",
+        ),
+        pytest.param(
+            "",
+            "        selector: cpu\n        detector: {params: {seed: 0x" + "f" * 17 + "}}\n",
+            None,
+            'r.yaml:7:35: group "g", rule "A": integer out of the 64-bit range: 0x' + "f" * 17,
+            id="hex-int-in-detector-params",
+        ),
+        pytest.param(
+            "",
+            '        selector: cpu\n        retrain: {cron: "0 3 * * \\udfff"}\n',
+            None,
+            'r.yaml:7:25: group "g", rule "A": lone surrogate U+DFFF in a string: not allowed',
+            id="lone-surrogate-in-cron",
+        ),
+        pytest.param(
+            "",
+            '        selector: cpu\n        labels: {"t\\ud800": x}\n',
+            None,
+            'r.yaml:7:18: group "g", rule "A": lone surrogate U+D800 in a string: not allowed',
+            id="lone-surrogate-in-a-key",
+        ),
+        pytest.param(
+            "alerting_file: a.yaml\n",
+            "        selector: cpu\n",
+            _SILENCE.replace("{at}", "0001-01-01T00:00:00+01:00"),
+            'a.yaml:7:16: silences[0]: "starts_at" must be a time within years 1-9999 in UTC, '
+            'got "0001-01-01T00:00:00+01:00"',
+            id="year-1-with-an-offset",
+        ),
+        pytest.param(
+            'rule_files: ["r.yaml", "rules\\0/*.yaml"]\n',
+            "        selector: cpu\n",
+            None,
+            "d.yaml:4:24: NUL character in a string: not allowed",
+            id="nul-in-a-glob",
+        ),
+        pytest.param(
+            'state: {dir: "st\\0ate"}\n',
+            "        selector: cpu\n",
+            None,
+            "d.yaml:5:14: state: NUL character in a string: not allowed",
+            id="nul-in-a-path",
+        ),
+    ],
+)
+def test_values_python_cannot_hold_are_one_located_error(
+    tmp_path: Path, daemon: str, rules: str, alerting: str | None, expected: str
+) -> None:
+    """Each is one line at its place (no traceback, no echo of the replaced value)."""
+    text = _DAEMON + daemon
+    if 'rule_files: ["r.yaml", ' in daemon:
+        text = text.replace('rule_files: ["r.yaml"]\n', "")
+    (tmp_path / "d.yaml").write_text(text)
+    (tmp_path / "r.yaml").write_text(_RULES + rules)
+    if alerting is not None:
+        (tmp_path / "a.yaml").write_text(alerting)
+    out = io.StringIO()
+    assert run_check([tmp_path / "d.yaml"], out) == 1
+    lines = out.getvalue().splitlines()
+    assert [line.replace(f"{tmp_path}/", "") for line in lines[:-1]] == [expected]
+
+
+def test_the_largest_64_bit_integer_still_reads() -> None:
+    doc = load_yaml("ok.yaml", f"a: {2**63 - 1}\nb: {-(2**63)}\nc: 0x7fffffffffffffff\n")
+    assert doc.problems == []
+    assert doc.data == {"a": 2**63 - 1, "b": -(2**63), "c": 2**63 - 1}

@@ -143,7 +143,7 @@ def _check(paths: list[Path]) -> tuple[list[ConfigError], int, list[ConfigError]
         if doc.syntax_error is None and detect_kind(doc) == "alerting"
         for w in deprecations(doc)
     ]
-    return sort_errors(session.errors), len(session.docs), sort_errors(warnings)
+    return sort_errors(session.reported()), len(session.docs), sort_errors(warnings)
 
 
 def _yaml_files(directory: Path) -> list[Path]:

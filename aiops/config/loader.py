@@ -128,7 +128,7 @@ def load_config(path: Path, *, base_dir: Path | None = None) -> LoadedConfig:
     session = _Session()
     loaded = session.daemon(Path(path), base_dir)
     if session.errors or loaded is None:
-        raise ConfigErrors(session.errors)
+        raise ConfigErrors(session.reported())
     return loaded
 
 
@@ -141,7 +141,7 @@ def load_rule_files(paths: Iterable[Path]) -> list[RuleGroup]:
     session = _Session()
     groups, _ = session.rule_files([Path(p) for p in paths])
     if session.errors:
-        raise ConfigErrors(session.errors)
+        raise ConfigErrors(session.reported())
     return groups
 
 
@@ -150,7 +150,7 @@ def load_alerting(path: Path) -> AlertingConfig:
     session = _Session()
     config = session.alerting(Path(path))
     if session.errors or config is None:
-        raise ConfigErrors(session.errors)
+        raise ConfigErrors(session.reported())
     return config
 
 
@@ -179,6 +179,19 @@ class _Session:
 
     errors: list[ConfigError] = field(default_factory=list)
     docs: dict[str, YamlDoc] = field(default_factory=dict)
+    refusals: set[ConfigError] = field(default_factory=set)
+
+    def reported(self) -> list[ConfigError]:
+        """The errors, without the echoes of a value refused while reading.
+
+        A refused value (see :class:`~aiops.config.yamlpos.Problem`) was replaced, and
+        the checks then complain about the replacement at the same place ("must be an
+        integer, got null"): one line per mistake is kept, the reader's.
+        """
+        places = {(e.file, e.line, e.col) for e in self.refusals}
+        return [
+            e for e in self.errors if e in self.refusals or (e.file, e.line, e.col) not in places
+        ]
 
     def read(self, path: Path) -> YamlDoc:
         key = os.path.normpath(str(path))
@@ -191,7 +204,11 @@ class _Session:
         if doc.syntax_error is not None:
             self.errors.append(doc.syntax_error)
             return False
-        self.errors.extend(problem_error(p, doc, where) for p in doc.problems)
+        for p in doc.problems:
+            error = problem_error(p, doc, where)
+            self.errors.append(error)
+            if p.refused:
+                self.refusals.add(error)
         return True
 
     # rule files ------------------------------------------------------------------------

@@ -366,7 +366,10 @@ def _utc_datetime(value: Any) -> datetime:
         raise ValueError(f"must be a time such as 2026-01-01T00:00:00Z, got {_show(value)}")
     if dt.tzinfo is None:  # YAML: a timestamp without a zone is UTC
         dt = dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC)
+    try:
+        return dt.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+        raise ValueError(f"must be a time within years 1-9999 in UTC, got {_show(value)}") from None
 
 
 UtcDatetime = Annotated[

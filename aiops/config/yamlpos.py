@@ -15,6 +15,7 @@ not stop reading (a duplicate key, an unsupported tag) are collected in
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,8 @@ Loc = tuple[str | int, ...]
 _TAG = "tag:yaml.org,2002:"
 _MAX_NODES = 1_000_000  # aliases can expand a small file into a huge tree
 _MAX_DEPTH = 200
+_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1  # Go's yaml (Prometheus) reads ints as int64
+_UNTEXT = re.compile("[\0\ud800-\udfff]")  # see _Walker.text
 
 
 MISSING: Any = object()
@@ -52,11 +55,16 @@ def child(node: Any, part: str | int) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class Problem:
-    """A problem found while reading: at ``loc`` (its key if ``at_key``), ``message``."""
+    """A problem found while reading: at ``loc`` (its key if ``at_key``), ``message``.
+
+    ``refused``: the value (or key) there was replaced (an out-of-range integer by
+    ``None``, a lone surrogate by U+FFFD), so other errors at that place only echo it.
+    """
 
     loc: Loc
     at_key: bool
     message: str
+    refused: bool = False
 
 
 @dataclass
@@ -203,6 +211,10 @@ def _syntax_message(exc: MarkedYAMLError) -> str:
     return f"invalid YAML: {problem}"
 
 
+def _shorten(text: str) -> str:
+    return text if len(text) <= 40 else f"{text[:20]}... ({len(text)} characters)"
+
+
 def _pos(node: Node) -> tuple[int, int]:
     return node.start_mark.line + 1, node.start_mark.column + 1
 
@@ -214,8 +226,10 @@ class _Walker:
         self.stack: list[int] = []
         self.constructor = YAML(typ="rt").constructor
 
-    def problem(self, loc: Loc, message: str, *, at_key: bool = False) -> None:
-        self.doc.problems.append(Problem(loc, at_key, message))
+    def problem(
+        self, loc: Loc, message: str, *, at_key: bool = False, refused: bool = False
+    ) -> None:
+        self.doc.problems.append(Problem(loc, at_key, message, refused))
 
     def node(self, node: Node, loc: Loc) -> Any:
         self.count += 1
@@ -249,14 +263,42 @@ class _Walker:
         tag = str(node.tag)
         kind = tag[len(_TAG) :] if tag.startswith(_TAG) else ""
         if kind in ("str", "timestamp"):
-            return str(node.value)
+            return self.text(str(node.value), loc)
         if kind == "null":
             return None
-        if kind in ("int", "float", "bool"):
+        if kind == "int":
+            # int() refuses more than 4300 digits (a ValueError), and an integer beyond
+            # 64 bits fits no setting: it would overflow the float conversions later.
+            try:
+                number = int(self.constructor.construct_object(node, deep=True))
+            except ValueError:
+                number = None
+            if number is None or not _INT_MIN <= number <= _INT_MAX:
+                message = f"integer out of the 64-bit range: {_shorten(node.value)}"
+                self.problem(loc, message, refused=True)
+                return None
+            return number
+        if kind in ("float", "bool"):
             value = self.constructor.construct_object(node, deep=True)
-            return {"int": int, "float": float, "bool": bool}[kind](value)
+            return {"float": float, "bool": bool}[kind](value)
         self.problem(loc, f'unsupported tag "{tag}"')
         return str(node.value)
+
+    def text(self, value: str, loc: Loc, *, at_key: bool = False) -> str:
+        r"""``value``, with a lone surrogate or a NUL reported and each replaced by U+FFFD.
+
+        Only escapes (``"\udfff"``, ``"\0"``) make them. A lone surrogate is no
+        Unicode text: UTF-8 cannot encode it, so it would fail every message, log line
+        and file it reached. No setting takes a NUL, and every OS call raises on one
+        (a glob, a path). Replaced, the value cannot fail the checks that read it.
+        """
+        found = _UNTEXT.search(value)
+        if found is None:
+            return value
+        char = found.group()
+        what = "NUL character" if char == "\0" else f"lone surrogate U+{ord(char):04X}"
+        self.problem(loc, f"{what} in a string: not allowed", at_key=at_key, refused=True)
+        return _UNTEXT.sub("\ufffd", value)
 
     def mapping(self, node: MappingNode, loc: Loc) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -270,7 +312,10 @@ class _Walker:
                 self.doc.values.setdefault((*loc, "<key>"), _pos(key_node))
                 self.problem((*loc, "<key>"), "mapping keys must be strings")
                 continue
-            key = str(key_node.value)
+            key = _UNTEXT.sub("\ufffd", str(key_node.value))
+            if key != key_node.value:
+                self.doc.keys.setdefault((*loc, key), _pos(key_node))
+                self.text(str(key_node.value), (*loc, key), at_key=True)
             if key in first:
                 line, col = first[key]
                 self.doc.keys.setdefault((*loc, key, "<dup>"), _pos(key_node))
@@ -285,7 +330,7 @@ class _Walker:
             out[key] = self.node(value_node, (*loc, key))
         for source in self._merge_sources(merges, loc):
             for key_node, value_node in source.value:
-                key = str(key_node.value)
+                key = _UNTEXT.sub("\ufffd", str(key_node.value))  # reported at the anchor
                 if isinstance(key_node, ScalarNode) and key not in out:
                     self.doc.keys[(*loc, key)] = _pos(key_node)
                     out[key] = self.node(value_node, (*loc, key))
