@@ -33,6 +33,7 @@ and the scoring rules' :meth:`~aiops.pipeline.engine.RuleRuntime.state_dict`.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 import json
 import logging
@@ -48,7 +49,15 @@ import numpy as np
 
 from aiops.alerting.notify import Alert
 from aiops.config.models import RuleGroup
-from aiops.logs.mining import LogMiner, Mask, Masker, MineResult, MinerSettings
+from aiops.logs.mining import (
+    DEFAULT_MASKS,
+    LogMiner,
+    Mask,
+    Masker,
+    MineResult,
+    MinerSettings,
+)
+from aiops.logs.mining import STATE_VERSION as MINER_STATE_VERSION
 from aiops.pipeline.engine import RuleRuntime, RuleSpec, alert_fingerprint
 from aiops.types import Batch, FloatArray, LogRecord, SeriesKey
 
@@ -82,6 +91,11 @@ CONTEXT_LABELS = ("service", "host", "instance")
 CONTEXT_WINDOW = 900.0
 _NOTABLE_MAX = 1000
 _STATE_VERSION = 1
+#: Version of a log rule's model state (:meth:`_Rule.model_state`).
+MODEL_STATE_VERSION = 1
+_DEFAULT_MASKS_DIGEST = hashlib.sha256(
+    json.dumps([[m.regex, m.mask] for m in DEFAULT_MASKS]).encode()
+).hexdigest()[:12]
 
 _LABELS = operator.attrgetter("labels")
 _MESSAGE = operator.attrgetter("message")
@@ -126,6 +140,8 @@ class LogRuleSpec:
     scoring: RuleSpec | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
+    #: The rule's series selector as written (part of its model hash).
+    selector_text: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in LOG_RULE_TYPES:
@@ -137,6 +153,75 @@ class LogRuleSpec:
     def key(self) -> str:
         """``group/alert``, as for metric rules."""
         return f"{self.group}/{self.alert}"
+
+    def model_hash(self) -> str:
+        """A hash of what shapes the rule's model; a saved model is loaded only if equal.
+
+        The model is the miners (source, partitioning, mining settings and, when the
+        default masks are on, those masks' text, so a release that changes them counts
+        as a change) and what the rule learned on their templates: for the count rules,
+        their detector (its :meth:`RuleSpec.model_hash`), interval and what counts as an
+        error line. Alerting settings (``learn_for``, ``max_alerts``, annotations) are
+        not part of it.
+        """
+        cached: str | None = self.__dict__.get("_model_hash")
+        if cached is not None:
+            return cached
+        doc: dict[str, Any] = {
+            "kind": self.kind,
+            "source": self.source,
+            "selector": self.selector_text,
+            "partition_by": list(self.partition_by),
+            "mining": self.mining.as_json(),
+            "miner_state": MINER_STATE_VERSION,
+            "default_masks": _DEFAULT_MASKS_DIGEST if self.mining.default_masks else "",
+        }
+        if self.scoring is not None:
+            doc.update(
+                scoring=self.scoring.model_hash(), interval=self.interval, pattern=self.pattern
+            )
+            if self.kind == "error_burst":
+                doc["levels"] = sorted(lv.lower() for lv in self.levels)
+        value = hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+        self.__dict__["_model_hash"] = value  # frozen: memoized past __setattr__
+        return value
+
+    def model_params(self) -> dict[str, Any]:
+        """The rule's effective settings, as a model version records them."""
+        out: dict[str, Any] = {
+            "log_rule": self.kind,
+            "source": self.source,
+            "selector": self.selector_text,
+            "partition_by": list(self.partition_by),
+            "mining": self.mining.as_json(),
+            "default_masks_digest": _DEFAULT_MASKS_DIGEST if self.mining.default_masks else "",
+        }
+        if self.scoring is None:
+            out.update(
+                detector="new_template",
+                detector_params={
+                    "learn_for": self.learn_for,
+                    "max_alerts": self.max_alerts,
+                    "per": self.per,
+                    "resolve_after": self.resolve_after,
+                },
+            )
+            return out
+        from aiops.pipeline.engine import effective_params
+
+        sc = self.scoring
+        out.update(
+            detector=sc.detector_type,
+            detector_params=effective_params(sc.detector_type, sc.detector_params),
+            threshold=sc.threshold,
+            min_hits=sc.min_hits,
+            interval=self.interval,
+        )
+        out["for"] = sc.for_seconds
+        if self.kind == "error_burst":
+            out["levels"] = list(self.levels)
+            out["pattern"] = self.pattern
+        return out
 
 
 def _pkey(partition: Partition) -> str:
@@ -164,11 +249,105 @@ class _Mined:
 
 
 class _Rule:
-    """Base of the per-rule state machines."""
+    """Base of the per-rule state machines; each is also a model of the model registry.
+
+    As a model (:class:`aiops.models.lifecycle.ModelLifecycle` versions it like a metric
+    rule's detector) a log rule is its miners (those of its source and mining settings,
+    shared with the rules of the same settings) and what it learned on their templates:
+    the learning clocks of ``new_template``, the count series and detector of the count
+    rules. Its alert states are not part of it (they are in the checkpoint).
+    """
 
     def __init__(self, spec: LogRuleSpec, engine: LogEngine) -> None:
         self.spec = spec
         self.engine = engine
+        #: The model registry's version this rule's model descends from (None: unknown).
+        self.model_version: int | None = None
+        #: Log time of the first and the last line the rule took (its training window).
+        self.first_time = math.inf
+        self.data_time = -math.inf
+        #: Lines the rule took since its state started.
+        self.lines = 0
+
+    @property
+    def points_seen(self) -> int:
+        """Lines the rule took since its state started (a version's ``points_seen``)."""
+        return self.lines
+
+    def _took(self, first: float, last: float, n: int) -> None:
+        self.first_time = min(self.first_time, first)
+        self.data_time = max(self.data_time, last)
+        self.lines += n
+
+    def model_state(self) -> dict[str, Any]:
+        """The rule's model as plain data (a registry version's state): no pickle."""
+        return {
+            "format": MODEL_STATE_VERSION,
+            "model_hash": self.spec.model_hash(),
+            "miners": self.engine.miner_states(self.spec),
+            "rule": self._model_part(),
+        }
+
+    def load_model_state(self, state: dict[str, Any]) -> None:
+        """Run a :meth:`model_state`; ``ValueError`` (nothing changed) if it does not fit.
+
+        The rule's own part is replaced. A saved miner takes the place of its
+        partition's miner only when it has made more templates: the miners are shared
+        by the rules of the same settings and their template ids must keep their
+        meaning, so a rollback never takes templates back; a restart without a
+        checkpoint (its miners empty) gets the version's.
+        """
+        if not isinstance(state, dict) or state.get("format") != MODEL_STATE_VERSION:
+            raise ValueError("not a log rule's model state (or of another format)")
+        if state.get("model_hash") != self.spec.model_hash():
+            raise ValueError(
+                f"the model was made with other log rule settings ({state.get('model_hash')}; "
+                f"the rule's are {self.spec.model_hash()})"
+            )
+        miners = self.engine.parse_miners(self.spec, state["miners"])
+        self._load_model_part(state["rule"])
+        self.engine.adopt_miners(self.spec, miners)
+
+    def model_params(self) -> dict[str, Any]:
+        """The rule's effective settings (a version's ``params``)."""
+        return self.spec.model_params()
+
+    def model_evaluation(self) -> dict[str, Any]:
+        """What the model holds now (a version's ``evaluation``): templates, lines."""
+        miners = self.engine.group_miners(self.spec)
+        out: dict[str, Any] = {
+            "lines": self.lines,
+            "partitions": len(miners),
+            "templates": sum(len(m) for m in miners),
+        }
+        if math.isfinite(self.data_time):
+            out["data_until"] = self.data_time
+        return out
+
+    def _model_part(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _load_model_part(self, part: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def model_info(self) -> dict[str, Any]:
+        """What the checkpoint keeps of the rule as a model: version, hash, clocks."""
+        return {
+            "model_hash": self.spec.model_hash(),
+            "model_version": self.model_version,
+            "lines": self.lines,
+            "first_time": self.first_time,
+            "data_time": self.data_time,
+        }
+
+    def load_model_info(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`model_info`; the version only if the rule's settings are the same."""
+        version = state.get("model_version")
+        same = state.get("model_hash") == self.spec.model_hash()
+        self.model_version = int(version) if same and version is not None else None
+        self.lines = int(state.get("lines", 0))
+        self.first_time = float(state.get("first_time", math.inf))
+        self.data_time = float(state.get("data_time", -math.inf))
 
     def observe(
         self,
@@ -280,6 +459,8 @@ class _NewTemplate(_Rule):
         for i in todo:
             self.observe(m.recs[i], parts[i], m.miners[i], m.cids[i], created[i], out)
         last = m.recs[rng[-1]].timestamp if len(rng) else -math.inf
+        if len(rng):
+            self._took(m.recs[rng[0]].timestamp, last, len(rng))
         if self.pending and last >= self.pending[0]["starts_at"] + self.spec.resolve_after:
             out += self._resolve(last)
 
@@ -315,6 +496,17 @@ class _NewTemplate(_Rule):
             "suppressed": self.suppressed,
             "found": self.found,
         }
+
+    def _model_part(self) -> dict[str, Any]:
+        return {"started": dict(self.started)}
+
+    def _load_model_part(self, part: dict[str, Any]) -> None:
+        try:
+            started = {str(k): float(v) for k, v in part["started"].items()}
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"invalid new_template model: {exc}") from None
+        self.started = started
+        self._seen.clear()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.started = {str(k): float(v) for k, v in state["started"].items()}
@@ -406,6 +598,9 @@ class _Counts(_Rule):
 
     def observe_batch(self, m: _Mined, idx: list[int] | None, out: list[Alert]) -> None:
         ts = m.timestamps() if idx is None else m.timestamps()[idx]
+        if not len(ts):
+            return
+        self._took(float(ts.min()), float(ts.max()), len(ts))
         step = self.spec.interval
         start = np.floor(ts / step) * step
         if self.bucket is None:
@@ -594,6 +789,39 @@ class _Counts(_Rule):
             "series": {k: s.as_json() for k, s in self.series.items()},
             "runtime": self.runtime.state_dict(),
         }
+
+    def _model_part(self) -> dict[str, Any]:
+        series = [
+            [s.labels, [list(p) for p in s.part], s.tid, s.last] for s in self.series.values()
+        ]
+        return {"runtime": self.runtime.model_state(), "series": series}
+
+    def _load_model_part(self, part: dict[str, Any]) -> None:
+        try:
+            known = []
+            for labels, spart, tid, last in part["series"]:
+                s = _Series(
+                    {str(k): str(v) for k, v in labels.items()},
+                    tuple((str(k), str(v)) for k, v in spart),
+                    int(tid),
+                )
+                s.last = float(last)
+                known.append(s)
+            runtime = part["runtime"]
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"invalid {self.spec.kind} model: {exc}") from None
+        self.runtime.load_model_state(runtime)  # ValueError: nothing changed
+        # The model's series get their zero points again; open counts stay.
+        for s in known:
+            name = str(SeriesKey.of(self.metric, s.labels))
+            if name not in self.series:
+                self.series[name] = s
+                self._lookup[(s.part, s.tid)] = s
+
+    def model_evaluation(self) -> dict[str, Any]:
+        from aiops.models.lifecycle import evaluate
+
+        return {**evaluate(self.runtime), **super().model_evaluation()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.bucket = None if state["bucket"] is None else float(state["bucket"])
@@ -807,6 +1035,53 @@ class LogEngine:
         """The miner of a rule's partition, if it exists."""
         return self.miners.get((spec.source, spec.mining.digest(), part))
 
+    def group_miners(self, spec: LogRuleSpec) -> list[LogMiner]:
+        """The miners of a rule's source and mining settings (every partition)."""
+        want = (spec.source, spec.mining.digest())
+        return [m for (src, dg, _), m in list(self.miners.items()) if (src, dg) == want]
+
+    def miner_states(self, spec: LogRuleSpec) -> list[list[Any]]:
+        """``[partition, miner state]`` of each miner of the rule's source and settings."""
+        want = (spec.source, spec.mining.digest())
+        return [
+            [[list(p) for p in part], m.state_dict()]
+            for (src, dg, part), m in self.miners.items()
+            if (src, dg) == want
+        ]
+
+    def parse_miners(self, spec: LogRuleSpec, docs: Any) -> list[tuple[Partition, LogMiner]]:
+        """Miners from :meth:`miner_states` data; ``ValueError`` if any is not one of ``spec``."""
+        out = []
+        try:
+            for part, mstate in docs:
+                settings = MinerSettings.from_json(mstate["settings"])
+                if settings != spec.mining:
+                    raise ValueError("a miner of other mining settings")
+                miner = LogMiner.from_state(mstate, self._masker(settings))
+                out.append((tuple((str(k), str(v)) for k, v in part), miner))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"log rule {spec.key}: saved miners not loaded: {exc}") from None
+        return out
+
+    def adopt_miners(self, spec: LogRuleSpec, miners: Sequence[tuple[Partition, LogMiner]]) -> int:
+        """Take saved miners where they made more templates than the running ones.
+
+        Drain numbers templates in order and never renumbers, so of two miners of one
+        lineage the one with the higher count holds the other's ids with their meaning.
+        Returns how many were taken.
+        """
+        taken = 0
+        digest = spec.mining.digest()
+        for part, miner in miners:
+            key = (spec.source, digest, part)
+            current = self.miners.get(key)
+            if current is None or miner.drain.clusters_counter > current.drain.clusters_counter:
+                self.miners[key] = miner
+                taken += 1
+        if taken:
+            self._route.clear()  # routes hold the miners they lead to
+        return taken
+
     def render_annotations(
         self,
         spec: LogRuleSpec,
@@ -889,7 +1164,7 @@ class LogEngine:
                 [src, digest, [list(p) for p in part], m.state_dict()]
                 for (src, digest, part), m in self.miners.items()
             ],
-            "rules": {k: r.state_dict() for k, r in self.rules.items()},
+            "rules": {k: {**r.state_dict(), **r.model_info()} for k, r in self.rules.items()},
             "notable": list(self.notable),
         }
 
@@ -925,6 +1200,7 @@ class LogEngine:
                 log.info("log rule %s: its miners start fresh, so does it (learns again)", key)
                 continue
             rule.load_state_dict(state["rules"][key])
+            rule.load_model_info(state["rules"][key])
         self.notable.extend(state.get("notable", ()))
 
 
@@ -980,6 +1256,7 @@ def log_rule_specs(groups: Sequence[RuleGroup], max_series: int = 100_000) -> li
                     scoring=scoring,
                     labels=dict(rule.labels),
                     annotations=annotations,
+                    selector_text=str(rule.selector or ""),
                 )
             )
     return specs

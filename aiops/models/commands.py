@@ -376,6 +376,7 @@ def format_show(doc: dict[str, Any]) -> str:
         ("detector", str(params.get("detector", "-"))),
         ("parameters", ", ".join(f"{k}={p}" for k, p in sorted(detector_params.items())) or "-"),
         ("threshold", str(params.get("threshold", "-"))),
+        *_log_lines(params),
         (
             "evaluation",
             ", ".join(
@@ -396,6 +397,20 @@ def format_show(doc: dict[str, Any]) -> str:
     for e in history:
         out.append(f"  {_when(e.get('time'))}  {_event_text(e)}")
     return "\n".join(out)
+
+
+def _log_lines(params: dict[str, Any]) -> list[tuple[str, str]]:
+    """A log rule's lines of ``aiops models show``: its type, source and mining settings."""
+    mining = params.get("mining")
+    if not isinstance(mining, dict):
+        return []
+    part = ", ".join(params.get("partition_by") or ()) or "-"
+    masks = mining.get("masks") or []
+    settings = ", ".join(f"{k}={mining[k]}" for k in sorted(mining) if k != "masks")
+    return [
+        ("log rule", f"{params.get('log_rule')} on source {params.get('source')}, by {part}"),
+        ("mining", f"{settings}, {len(masks)} rule-file masks"),
+    ]
 
 
 def _event_text(e: dict[str, Any]) -> str:

@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -75,6 +75,35 @@ MODELS_DIR = "models"
 LOCK_FILE = ".daemon.lock"
 #: How long an HTTP request waits for the data loop to carry out an operation.
 REQUEST_TIMEOUT = 10.0
+
+
+class Versioned(Protocol):
+    """What the lifecycle needs of a rule's model.
+
+    A metric rule's :class:`~aiops.pipeline.engine.RuleRuntime`, or a log rule of
+    :class:`~aiops.logs.rules.LogEngine` (its miners and what it learned on them).
+    """
+
+    spec: Any  # .key and .model_hash()
+    model_version: int | None
+    first_time: float
+    data_time: float
+
+    @property
+    def points_seen(self) -> int:
+        """Points (or lines) learned since the state started."""
+
+    def model_state(self) -> dict[str, Any]:
+        """The model as plain data."""
+
+    def load_model_state(self, state: dict[str, Any]) -> None:
+        """Run a :meth:`model_state`; ``ValueError`` (nothing changed) if it does not fit."""
+
+
+def models_of(engine: Any) -> list[Versioned]:
+    """Every versioned model of an engine: its metric rules, then its log rules."""
+    logs = getattr(engine, "logs", None)
+    return [*engine.rules.values(), *(logs.rules.values() if logs is not None else ())]
 
 
 class DaemonRunning(ModelError):
@@ -236,7 +265,7 @@ class ModelLifecycle:
         """After the checkpoint is loaded: every rule runs its promoted version."""
         self._engine = engine
         self._take_lock()
-        for rt in list(engine.rules.values()):
+        for rt in models_of(engine):
             try:
                 self._start_rule(rt)
             except Exception as exc:  # the registry's trouble with one rule stops nothing
@@ -271,7 +300,7 @@ class ModelLifecycle:
         for key, gone in old.items():
             if key not in engine.rules and gone.model_version is not None:
                 self._keep_learned(gone)
-        for rt in list(engine.rules.values()):
+        for rt in models_of(engine):
             if rt.model_version is not None:
                 continue
             key = rt.spec.key
@@ -291,7 +320,7 @@ class ModelLifecycle:
                 )
         self._publish(engine)
 
-    def _restart_changed(self, rt: RuleRuntime, before: RuleRuntime) -> None:
+    def _restart_changed(self, rt: Versioned, before: Versioned) -> None:
         key, parent = rt.spec.key, before.model_version
         assert parent is not None
         self._keep_learned(before)
@@ -306,7 +335,7 @@ class ModelLifecycle:
         rt.model_version = mv.version
         self.metrics.model_changed(key, "promoted", True)
 
-    def _keep_learned(self, rt: RuleRuntime) -> None:
+    def _keep_learned(self, rt: Versioned) -> None:
         key, version = rt.spec.key, rt.model_version
         assert version is not None
         try:
@@ -411,7 +440,7 @@ class ModelLifecycle:
 
     def snapshot(
         self,
-        rt: RuleRuntime,
+        rt: Versioned,
         *,
         trigger: str,
         parent: int | None,
@@ -468,15 +497,17 @@ class ModelLifecycle:
 
     # -- internals --------------------------------------------------------------------
 
-    def _rule(self, engine: Engine, rule: str) -> RuleRuntime:
-        rt = engine.rule(rule)
+    def _rule(self, engine: Engine, rule: str) -> Versioned:
+        rt: Versioned | None = engine.rule(rule)
+        if rt is None:
+            rt = engine.logs.rules.get(rule)
         if rt is None:
             raise UnknownModel(f"rule {rule!r} is not configured in this daemon")
         return rt
 
     def _swap(
         self,
-        rt: RuleRuntime,
+        rt: Versioned,
         version: int,
         *,
         reason: str,
@@ -528,7 +559,7 @@ class ModelLifecycle:
             raise VersionUnreadable(f"model {rule!r} version {version}: its state is not a model")
         return state
 
-    def _start_rule(self, rt: RuleRuntime) -> None:
+    def _start_rule(self, rt: Versioned) -> None:
         key, reg = rt.spec.key, self.registry
         versions = {v.version: v for v in reg.versions(key)}
         for _ in reg.problems(key):  # versions skipped: unreadable meta or state missing
@@ -602,7 +633,7 @@ class ModelLifecycle:
             rt.model_version = mv.version
 
     def _publish(self, engine: Engine) -> None:
-        self.running = {k: rt.model_version for k, rt in engine.rules.items()}
+        self.running = {rt.spec.key: rt.model_version for rt in models_of(engine)}
         self.metrics.model_running(self.running)
 
     def _take_lock(self) -> None:
@@ -630,9 +661,13 @@ class ModelLifecycle:
         self._lock_fd = fd
 
 
-def describe(rt: RuleRuntime) -> dict[str, Any]:
+def describe(rt: Versioned) -> dict[str, Any]:
     """The rule's model settings as a version records them (effective parameters)."""
     from aiops.pipeline.engine import effective_params
+
+    own = getattr(rt, "model_params", None)
+    if own is not None:  # a log rule: its mining settings too
+        return dict(own())
 
     spec = rt.spec
     return {
@@ -645,12 +680,19 @@ def describe(rt: RuleRuntime) -> dict[str, Any]:
     }
 
 
-def evaluate(rt: RuleRuntime) -> dict[str, Any]:
+def evaluate(rt: Versioned) -> dict[str, Any]:
     """What the model scored on the recent window each series keeps (its last points).
 
     ``hit_rate`` is the fraction of those points at or over the rule's threshold; the
-    quantiles are of their calibrated scores.
+    quantiles are of their calibrated scores. A log rule says what it holds (lines,
+    partitions, templates; a count rule its scores too).
     """
+    own = getattr(rt, "model_evaluation", None)
+    if own is not None:
+        return dict(own())
+    from aiops.pipeline.engine import RuleRuntime
+
+    assert isinstance(rt, RuleRuntime)
     state = rt.state_dict()["window"]
     counts = np.minimum(np.asarray(state["count"]), state["score"].shape[1])
     scores = np.concatenate(

@@ -580,7 +580,13 @@ class ModelRegistry:
 
 
 def _package_versions() -> dict[str, Any]:
-    return {"aiopsd": aiops.__version__, **_library_versions()}
+    from contextlib import suppress
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, Any] = {"aiopsd": aiops.__version__, **_library_versions()}
+    with suppress(PackageNotFoundError):  # the log rules' miners (the logs extra)
+        out["drain3"] = version("drain3")
+    return out
 
 
 def _json_bytes(doc: Any) -> bytes:
