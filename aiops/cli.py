@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,23 @@ def _setup_logging(level: str) -> None:
         # kafka-python logs several errors a second while a broker is down; the Kafka
         # source reports the outage once, in its health and our own log lines.
         logging.getLogger("kafka").setLevel(logging.CRITICAL)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cycle collector for one bounded piece of work, then restore it.
+
+    Reading a long CSV builds hundreds of thousands of small lists, and numba's first
+    dispatch creates as many objects: the collector would walk the young rows again and
+    again (about a fifth of ``aiops score``'s time on 240,000 rows) to find no cycle.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _parse_params(text: str | None) -> dict[str, Any]:
@@ -173,12 +193,15 @@ def score(
 
     name, detector_params = _detector_and_params(detector, params)
     counts: dict[str, int] = {}
-    rows, ts, vs = read_series_csv(csv_path, counts=counts)
-    try:
-        result = score_series(ts, vs, detector=name, params=detector_params, threshold=threshold)
-    except (TypeError, ValueError) as exc:
-        raise click.UsageError(f"detector {name}: {exc}") from None
-    write_scored_csv(out_path, rows, result)
+    with _collector_paused():
+        rows, ts, vs = read_series_csv(csv_path, counts=counts)
+        try:
+            result = score_series(
+                ts, vs, detector=name, params=detector_params, threshold=threshold
+            )
+        except (TypeError, ValueError) as exc:
+            raise click.UsageError(f"detector {name}: {exc}") from None
+        write_scored_csv(out_path, rows, result)
     bad_time = counts.get("bad_timestamp", 0)
     unusable = int((vs != vs).sum()) - bad_time  # NaN: empty, unparseable or infinite
     rows_word = "row" if unusable == 1 else "rows"

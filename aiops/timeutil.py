@@ -171,6 +171,9 @@ def _parse_iso_layout(texts: Sequence[str]) -> tuple[FloatArray, BoolArray]:
 
     def char(pos: IntArray | int) -> IntArray:
         """The code at ``pos`` (per row, or one column); 0 beyond the string."""
+        if isinstance(pos, int):  # one column: numpy pads each string with zeros
+            column: IntArray = codes[:, pos].astype(np.int64)
+            return column
         out: IntArray = codes[at, np.minimum(pos, _ISO_MAX - 1)].astype(np.int64)
         return np.where(pos < length, out, 0)
 
