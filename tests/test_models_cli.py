@@ -285,3 +285,44 @@ def test_get_endpoints_behind_the_listeners_auth_and_the_cli_reads_them(tmp_path
         assert get(api, "s3cret")[1]["rules"][0]["running"] == 2
     finally:
         run.stop()
+
+
+class _View:
+    def __init__(self) -> None:
+        self.health_report: dict[str, Any] = {}
+        self.ready = True
+        self.last_step = 0.0
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ("[" * 30_000 + "]" * 30_000, "nested deeper than 64 levels"),
+        ('{"rule": ' + "[" * 65 + "]" * 65 + "}", "nested deeper than 64 levels"),
+        ('{"rule": ' + "1" * 5000 + "}", "Exceeds the limit (4300 digits)"),
+        ('{"rule": "x"', "Expecting ',' delimiter"),
+    ],
+    ids=["30000-levels", "65-levels", "5000-digits", "truncated"],
+)
+def test_a_hostile_models_api_body_is_a_400_never_a_traceback(
+    tmp_path: Path, body: str, reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from types import SimpleNamespace
+
+    from aiops.models.api import mount_models_api
+    from aiops.service.http import HttpServer
+
+    life = SimpleNamespace(registry=ModelRegistry(tmp_path / "models"), running={})
+    server = HttpServer("127.0.0.1:0", _View())
+    mount_models_api(server, life)  # type: ignore[arg-type]
+    server.start()
+    try:
+        for path in ("/api/v1/models/show", "/api/v1/models/rollback", "/api/v1/models"):
+            request = urllib.request.Request(server.url + path, data=body.encode(), method="POST")
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request, timeout=30)
+            assert refused.value.code == 400
+            assert reason in json.loads(refused.value.read())["error"]
+    finally:
+        server.stop()
+    assert not [r for r in caplog.records if r.exc_info]

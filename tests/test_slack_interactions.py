@@ -529,3 +529,44 @@ def test_runtime_silences_leave_the_router_when_they_end(
     monkeypatch.setattr(feedback.time, "time", lambda: now + 3601.0)
     applier.apply(object(), router, force=True)  # type: ignore[arg-type]
     assert router.silences == []
+
+
+def test_a_signed_deeply_nested_payload_is_a_400(world: World) -> None:
+    """json.loads recurses once per level: 100,000 levels were a RecursionError."""
+    deep = "[" * 100_000 + "]" * 100_000
+    status, text = post(world.server.url, urllib.parse.urlencode({"payload": deep}).encode())
+    assert (status, text) == (400, b"bad payload\n")
+    assert 'aiops_slack_interactions_total{outcome="bad_payload"} 1.0' in _metric(world, "")
+    assert world.store.answers() == []
+
+
+def test_a_deeply_nested_button_value_is_counted_not_raised(world: World) -> None:
+    world.fire()
+    body = urllib.parse.unquote_plus(world.body("acknowledge").decode()[len("payload=") :])
+    payload = json.loads(body)
+    payload["actions"][0]["value"] = "[" * 50_000 + "]" * 50_000
+    status, _ = post(
+        world.server.url, urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
+    )
+    assert status == 200
+    assert 'aiops_slack_interactions_total{outcome="bad_payload"} 1.0' in _metric(world, "")
+    assert world.store.answers() == []
+
+
+def test_lone_surrogates_in_a_signed_payload_never_break_the_endpoint(world: World) -> None:
+    """JSON escapes make them; SQLite and UTF-8 logs cannot take them."""
+    world.fire()
+    body = urllib.parse.unquote_plus(world.body("acknowledge").decode()[len("payload=") :])
+    payload = json.loads(body)
+    payload["user"]["username"] = "mal\udfffory"
+    status, _ = post(
+        world.server.url, urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
+    )
+    assert status == 200
+    assert [f.user for f in world.store.answers()] == ["mal\ufffdory"]
+    payload["actions"][0]["value"] = json.dumps({"fingerprint": "\ud800"})
+    status, _ = post(
+        world.server.url, urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
+    )
+    assert status == 200
+    assert len(world.store.answers()) == 1

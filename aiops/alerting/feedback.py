@@ -650,7 +650,7 @@ class SlackInteractions:
 
     def handle_http(self, request: Any) -> Any:
         """Verify, record, answer; never raises for a bad request."""
-        from aiops.service.http import HttpResponse
+        from aiops.service.http import HttpResponse, request_json
 
         if self._stopped:
             return HttpResponse(503, b"stopping\n")
@@ -668,7 +668,7 @@ class SlackInteractions:
             form = dict(urllib.parse.parse_qsl(request.body.decode("utf-8"), strict_parsing=True))
             if form.get("ssl_check") == "1":
                 return HttpResponse(200)
-            payload = json.loads(form["payload"])
+            payload = request_json(form["payload"])
             if not isinstance(payload, dict):
                 raise ValueError("payload is not an object")
         except (UnicodeDecodeError, ValueError, KeyError) as exc:
@@ -711,8 +711,10 @@ class SlackInteractions:
         if action is None:
             self._count("ignored")  # link buttons also call in; nothing to do
             return ""
+        from aiops.service.http import request_json
+
         try:
-            value = json.loads(str(act.get("value", "")))
+            value = request_json(str(act.get("value", "")))
             fingerprint = str(value["fingerprint"])
         except (ValueError, KeyError, TypeError):
             self._count("bad_payload")

@@ -175,8 +175,10 @@ class _BadRequest(ValueError):
 
 
 def _body(request: Any, *, rule: bool = True) -> dict[str, Any]:
+    from aiops.service.http import request_json
+
     try:
-        doc = json.loads(request.body or b"{}")
+        doc = request_json(request.body or b"{}")
     except ValueError as exc:
         raise _BadRequest(f"the body is not JSON: {exc}") from None
     if not isinstance(doc, dict):

@@ -81,6 +81,7 @@ import importlib.util
 import io
 import json
 import logging
+import re
 import socket
 import ssl
 import threading
@@ -170,6 +171,50 @@ class HttpResponse:
     content_type: str = "text/plain; charset=utf-8"
     headers: tuple[tuple[str, str], ...] = ()
     refusal: str = ""
+
+
+#: Deepest nesting :func:`request_json` takes (Slack's block payloads nest about ten).
+MAX_JSON_DEPTH = 64
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def request_json(body: bytes | str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """A request body's JSON document; ``ValueError`` (with the reason) for anything else.
+
+    Refused: invalid UTF-8, invalid JSON, an integer over Python's digit limit, and
+    nesting deeper than ``max_depth`` (``json.loads`` itself recurses once per level:
+    thousands of ``[`` were a ``RecursionError``, and whatever later walks the document
+    would recurse as deep). A lone surrogate (the JSON escape of half a UTF-16 pair)
+    becomes U+FFFD: SQLite, log files and every UTF-8 writer refuse one.
+
+    >>> request_json('{"a": [1, {"b": null}]}')
+    {'a': [1, {'b': None}]}
+    >>> request_json("[" * 65 + "]" * 65)
+    Traceback (most recent call last):
+    ...
+    ValueError: nested deeper than 64 levels
+    """
+    text = body.decode("utf-8") if isinstance(body, bytes) else body
+    try:
+        doc = json.loads(text)
+    except RecursionError:
+        raise ValueError(f"nested deeper than {max_depth} levels") from None
+    return _checked(doc, max_depth, max_depth)
+
+
+def _checked(node: Any, left: int, max_depth: int) -> Any:
+    if isinstance(node, str):
+        return _LONE_SURROGATE.sub("\ufffd", node)
+    if isinstance(node, list | dict):
+        if left == 0:
+            raise ValueError(f"nested deeper than {max_depth} levels")
+        if isinstance(node, list):
+            return [_checked(v, left - 1, max_depth) for v in node]
+        return {
+            _LONE_SURROGATE.sub("\ufffd", k): _checked(v, left - 1, max_depth)
+            for k, v in node.items()
+        }
+    return node
 
 
 @runtime_checkable
