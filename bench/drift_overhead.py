@@ -3,6 +3,7 @@
 Usage (from the repository root)::
 
     .venv/bin/python bench/drift_overhead.py [--series 100000] [--batches 30]
+        [--shape fleet|replay|both] [--detector adwin|kswin|page_hinkley] [--runs 1]
 
 Two shapes of batch, each timed three ways in the same process (CPU time, after warm-up,
 the variants interleaved batch by batch so machine load hits them alike):
@@ -13,9 +14,11 @@ the variants interleaved batch by batch so machine load hits them alike):
 Variants: the rule alone; with ``drift: {}`` (the defaults: ADWIN on input, score and
 alert rate, 64 series followed, 5-minute buckets); with ``drift: {on: [score,
 alert_rate]}``; the defaults with 1-hour buckets; with ``drift: {}`` and ``retrain: {}``
-(drift plus the history ring; no schedule, so no retrain fires). Prints
-points/s and the ratio of each variant's time to the rule alone. Log lines of drifts
-(the replay's daily cycle is one) are silenced.
+(drift plus the history ring; no schedule, so no retrain fires); ``--detector`` picks
+the river detector of every variant. Prints points/s and the ratio of each variant's
+time to the rule alone; with ``--runs N`` the whole measure is repeated (fresh rules
+each time) and the lowest and highest ratio are printed too. Log lines of drifts (the
+replay's daily cycle is one) are silenced.
 """
 
 from __future__ import annotations
@@ -49,15 +52,16 @@ def _runtime(drift: Drift | None, retrain: Retrain | None, n_series: int) -> Rul
     return rt
 
 
-def run(batches: list[Batch], warm: int, n_series: int) -> dict[str, float]:
+def run(batches: list[Batch], warm: int, n_series: int, detector: str) -> dict[str, float]:
     """CPU seconds per variant over ``batches[warm:]``."""
+    d = {"detector": detector}
     variants: dict[str, Any] = {
         "rule alone": _runtime(None, None, n_series),
-        "drift": _runtime(Drift(), None, n_series),
-        "drift without input": _runtime(Drift(on=RULE_WIDE), None, n_series),
-        "drift, 1h buckets": _runtime(Drift(every=3600.0), None, n_series),
+        "drift": _runtime(Drift(**d), None, n_series),
+        "drift without input": _runtime(Drift(on=RULE_WIDE, **d), None, n_series),
+        "drift, 1h buckets": _runtime(Drift(every=3600.0, **d), None, n_series),
         # No schedule: the ring fills, no retrain fires (that is a daily cost, not a batch's).
-        "drift + retrain ring": _runtime(Drift(), Retrain(), n_series),
+        "drift + retrain ring": _runtime(Drift(**d), Retrain(), n_series),
     }
     for b in batches[:warm]:
         for rt in variants.values():
@@ -110,20 +114,28 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--series", type=int, default=100_000)
     ap.add_argument("--batches", type=int, default=30)
+    ap.add_argument("--shape", choices=("both", "fleet", "replay"), default="both")
+    ap.add_argument("--detector", choices=("adwin", "kswin", "page_hinkley"), default="adwin")
+    ap.add_argument("--runs", type=int, default=1)
     args = ap.parse_args()
     logging.disable(logging.WARNING)
-    for name, (batches, warm) in (
-        (f"fleet: {args.series:,} series x 1 point", fleet(args.series, args.batches)),
-        ("replay: 1 series x 4,096 points", replay(4 * args.batches)),
-    ):
-        spent = run(batches, warm, args.series)
+    shapes = []
+    if args.shape in ("both", "fleet"):
+        name = f"fleet: {args.series:,} series x 1 point"
+        shapes.append((name, fleet(args.series, args.batches)))
+    if args.shape in ("both", "replay"):
+        shapes.append(("replay: 1 series x 4,096 points", replay(4 * args.batches)))
+    print(f"drift detector: {args.detector}")
+    for name, (batches, warm) in shapes:
         points = sum(b.n_points for b in batches[warm:])
-        base = spent["rule alone"]
-        print(f"{name} ({len(batches) - warm} timed batches):")
-        for variant, seconds in spent.items():
-            print(
-                f"  {variant:21s} {points / seconds:>12,.0f} points/s  ratio {seconds / base:.3f}"
-            )
+        runs = [run(batches, warm, args.series, args.detector) for _ in range(args.runs)]
+        print(f"{name} ({len(batches) - warm} timed batches, {args.runs} run(s)):")
+        for variant in runs[0]:
+            ratios = [r[variant] / r["rule alone"] for r in runs]
+            rate = points / min(r[variant] for r in runs)
+            median = sorted(ratios)[len(ratios) // 2]
+            spread = f" (runs {min(ratios):.3f}-{max(ratios):.3f})" if len(runs) > 1 else ""
+            print(f"  {variant:21s} {rate:>12,.0f} points/s  ratio {median:.3f}{spread}")
 
 
 if __name__ == "__main__":

@@ -636,3 +636,34 @@ def test_each_river_detector_reports_a_level_shift_of_the_input_and_not_before(
     assert reports, f"{kind}: the level shift was not reported"
     assert all(at > shifted for at in reports), f"{kind}: reported before the shift"
     assert reports[0] <= shifted + 2 * 3600.0
+
+
+def test_the_input_check_finds_the_same_drifts_whatever_the_batch_size() -> None:
+    """One batch of six days (two shifts, and the hours of each a day later, inside it) or
+    hour-long batches: the same detections, and the same baseline left behind."""
+    rng = np.random.default_rng(5)
+    n = 6 * 1440
+    t = T0 + np.arange(n) * MIN
+    v = 50 + 10 * np.sin(2 * np.pi * np.arange(n) / 1440) + rng.normal(0, 1, n)
+    v[2 * 1440 + 600 :] += 8
+    v[4 * 1440 + 300 :] -= 16  # a second shift, two days after the first
+
+    def run(per_batch: int) -> tuple[list[float], int, np.ndarray]:
+        m = DriftMonitor(RULE, Drift(on=("input",), cooldown=0), threshold=0.998, keys=[KEY])
+        out = []
+        for lo in range(0, n, per_batch):
+            hi = min(n, lo + per_batch)
+            zeros = np.zeros(hi - lo, dtype=np.int64)
+            out += [e.at for e in m.observe(zeros, t[lo:hi], v[lo:hi], zeros * 0.0)]
+        return out, m.detections["input"], m.state_dict()["baseline"]
+
+    whole, found_whole, base_whole = run(n)
+    hourly, found_hourly, base_hourly = run(60)
+    # Each shift once, not again when its hours come round a day later.
+    assert found_whole == found_hourly == 2
+    assert len(hourly) == 2
+    assert T0 + (2 * 1440 + 600) * MIN < hourly[0] <= T0 + (2 * 1440 + 630) * MIN
+    assert T0 + (4 * 1440 + 300) * MIN < hourly[1] <= T0 + (4 * 1440 + 330) * MIN
+    # One batch is one report of the series that drifted in it, at the first drift.
+    assert whole == hourly[:1]
+    np.testing.assert_array_equal(base_whole, base_hourly)

@@ -201,6 +201,38 @@ def _buckets(
     return n_series_out, n_rule_out
 
 
+@numba.njit(cache=True, nogil=True)
+def _seasonal(
+    slots: IntArray,
+    buckets: FloatArray,
+    values: FloatArray,
+    baseline: FloatArray,
+    season: int,
+    start: int,
+    only: int,
+    change: FloatArray,
+    valid: Any,
+) -> None:
+    """Each closed bucket's value less the same bucket one season earlier, from ``start``.
+
+    Writes ``change`` and ``valid`` (False: no value a season earlier yet) and puts each
+    value into ``baseline``; ``only >= 0`` takes that slot's buckets alone (the rest of a
+    batch after a drift emptied that slot's baseline).
+    """
+    for p in range(start, len(slots)):
+        j = slots[p]
+        if only >= 0 and j != only:
+            continue
+        k = int(buckets[p]) % season
+        before = baseline[j, k]
+        baseline[j, k] = values[p]
+        if math.isfinite(before):
+            change[p] = values[p] - before
+            valid[p] = True
+        else:
+            valid[p] = False
+
+
 class DriftMonitor:
     """One rule's drift checks; see the module docstring.
 
@@ -285,33 +317,9 @@ class DriftMonitor:
         every = self.config.every
         events: list[DriftEvent] = []
         if n_series and "input" in self.signals:
-            drifted: list[str] = []
-            first, first_at = math.nan, math.nan
-            slots = out_slot[:n_series].tolist()
-            buckets = out_bucket[:n_series].tolist()
-            season = self._season_slots
-            values = out_value[:n_series].tolist()
-            for j, b, x in zip(slots, buckets, values, strict=True):
-                change = x
-                if season:
-                    k = int(b) % season
-                    before = self._baseline[j, k]
-                    self._baseline[j, k] = x
-                    if not math.isfinite(before):
-                        continue  # the first season of this series: its baseline fills
-                    change = x - before
-                det = self._input[j]
-                det.update(change)
-                if det.drift_detected:
-                    self.detections["input"] += 1
-                    if not drifted:
-                        first, first_at = x, (b + 1.0) * every
-                    drifted.append(str(self.keys[int(self._slot_series[j])]))
-                    if season:  # the new level becomes the baseline: one report, not two
-                        self._baseline[j].fill(np.nan)
-            if drifted:
-                series = tuple(dict.fromkeys(drifted))
-                events += self._report("input", first_at, first, series)
+            events += self._input_step(
+                out_slot[:n_series], out_bucket[:n_series], out_value[:n_series]
+            )
         if n_rule:
             ends = ((out_rbucket[:n_rule] + 1.0) * every).tolist()
             for signal, det, values in (
@@ -320,12 +328,57 @@ class DriftMonitor:
             ):
                 if signal not in self.signals:
                     continue
+                update = det.update
                 for end, x in zip(ends, values.tolist(), strict=True):
-                    det.update(x)
+                    update(x)
                     if det.drift_detected:
                         self.detections[signal] += 1
                         events += self._report(signal, end, x)
         return sorted(events, key=lambda e: e.at)
+
+    def _input_step(
+        self, slots: IntArray, buckets: FloatArray, values: FloatArray
+    ) -> list[DriftEvent]:
+        """The input check on closed series buckets (in order): one river update each.
+
+        The seasonal differences are taken in one compiled pass (:func:`_seasonal`); only
+        the river updates run per bucket in Python. A drift of a series empties its
+        baseline, so its later buckets of this batch are taken again from there.
+        """
+        n = len(slots)
+        season = self._season_slots
+        change = values.copy()
+        valid = np.ones(n, dtype=np.bool_)
+        if season:
+            _seasonal(slots, buckets, values, self._baseline, season, 0, -1, change, valid)
+        todo = np.flatnonzero(valid).tolist()
+        changes = change.tolist()
+        slot_list = slots.tolist()
+        dets = self._input
+        drifted: list[str] = []
+        first, first_at = math.nan, math.nan
+        i = 0
+        while i < len(todo):
+            p = todo[i]
+            i += 1
+            j = slot_list[p]
+            det = dets[j]
+            det.update(changes[p])
+            if not det.drift_detected:
+                continue
+            self.detections["input"] += 1
+            if not drifted:
+                first, first_at = float(values[p]), (float(buckets[p]) + 1.0) * self.config.every
+            drifted.append(str(self.keys[int(self._slot_series[j])]))
+            if season:  # the new level becomes the baseline: one report, not two
+                self._baseline[j].fill(np.nan)
+                _seasonal(slots, buckets, values, self._baseline, season, p + 1, j, change, valid)
+                changes = change.tolist()
+                todo = (np.flatnonzero(valid[p + 1 :]) + (p + 1)).tolist()
+                i = 0
+        if not drifted:
+            return []
+        return self._report("input", first_at, first, tuple(dict.fromkeys(drifted)))
 
     # -- state (carried over a clean restart: aiops.models.carry) ------------------------
 
