@@ -547,6 +547,18 @@ class LogMiner:
         """Mine messages in order; their template ids."""
         return [self.add(m).cluster_id for m in messages]
 
+    def template_of(self, message: str) -> str:
+        """The template a message like this one was mined into ("" if none); changes nothing.
+
+        For alert text only (a search of Drain's clusters of the message's length when
+        the caches do not know it), not for the data path.
+        """
+        masked = self._m.mask_shape(self._m.shape(message))
+        cluster = self._masked.get(masked)
+        if cluster is None or cluster.cluster_id not in self._clusters:
+            cluster = self.drain.match(masked, full_search_strategy="fallback")
+        return "" if cluster is None else str(cluster.get_template())
+
     def template(self, cluster_id: int) -> str:
         """The current template text of a cluster ("" if it was forgotten)."""
         cluster = self.drain.id_to_cluster.get(cluster_id)

@@ -768,9 +768,13 @@ class _Counts(_Rule):
         template, examples = "", []
         if s is not None:
             examples = (s.fresh or s.shown) if first else s.shown
-            if s.tid >= 0:
-                miner = self.engine.miner_for(self.spec, s.part)
-                template = miner.template(s.tid) if miner is not None else ""
+            miner = self.engine.miner_for(self.spec, s.part)
+            if miner is None:
+                pass
+            elif s.tid >= 0:
+                template = miner.template(s.tid)
+            elif examples:  # an error count: the template of its first example line
+                template = miner.template_of(examples[0])
         annotations = dict(alert.annotations)
         if template:
             annotations["template"] = template
