@@ -353,3 +353,75 @@ def test_versions_skipped_at_start_are_counted_as_refused(tmp_path: Path) -> Non
     assert refused == 1.0
     assert life2.running[RULE] == 1
     life2.close()
+
+
+class _Evil:
+    """A pickle that creates a file when it is loaded."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, ...]:
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("tamper", ["payload", "hmac_removed", "hmac_wrong", "format"])
+def test_a_tampered_river_version_on_disk_runs_no_code_and_its_parent_runs(
+    tamper: str, tmp_path: Path
+) -> None:
+    """Edited on disk with its envelope's hash made to match again: the pickle's signature
+    (or the envelope's format) still refuses it before anything is unpickled."""
+    import pickle
+
+    from aiops.models.registry import MODEL_KIND
+    from aiops.service.metrics import PrometheusMetrics
+    from aiops.state.envelope import ENVELOPE_FORMAT, dumps, loads, seal, unseal
+    from aiops.state.signing import sign_blobs
+
+    river = RuleSpec(
+        group="g",
+        alert="A",
+        source="s",
+        matches=lambda k: True,
+        detector_type="river",
+        detector_params={"model": "HalfSpaceTrees"},
+    )
+    engine, life = started(tmp_path, river)
+    rt = engine.rules[RULE]
+    rt.process(batch(1))
+    life.snapshot(rt, trigger="manual", parent=1)
+    life.activate(engine, RULE, 2, reason="test")
+    life.close()
+    path = tmp_path / "models" / rule_dirname(RULE) / "2" / "state"
+    _, payload = unseal(path.read_bytes(), kind=MODEL_KIND)
+    state = loads(payload)
+    det = state["detector"]
+    assert det["models"][0] is not None
+    assert det["models_hmac"]
+    marker = tmp_path / "pwned"
+    det["models"][0] = pickle.dumps(_Evil(marker))
+    if tamper == "hmac_removed":
+        del det["models_hmac"]
+    elif tamper == "hmac_wrong":
+        det["models_hmac"] = "0" * 64
+    elif tamper == "format":  # validly signed, in an envelope of a format this release lacks
+        det["models_hmac"] = sign_blobs(det["models"], purpose="river.models")
+    blob = seal(dumps(state), kind=MODEL_KIND)  # a fresh, matching content hash
+    if tamper == "format":
+        old = f'"format": {ENVELOPE_FORMAT}'.encode()
+        assert old in blob
+        blob = blob.replace(old, b'"format": 99', 1)
+    path.write_bytes(blob)
+    metrics = PrometheusMetrics()
+    engine2 = Engine([river])  # no checkpoint: the rule must load a stored version
+    life2 = ModelLifecycle(ModelRegistry(tmp_path / "models"), metrics=metrics)
+    life2.start(engine2)
+    assert not marker.exists()
+    assert engine2.rules[RULE].model_version == 1
+    assert life2.registry.promoted(RULE) == 1
+    refused = metrics.registry.get_sample_value("aiops_model_state_refused_total", {"rule": RULE})
+    assert refused == 1.0
+    engine2.process("s", batch(2, n=20, start=300))  # and it scores on
+    life2.close()
