@@ -7,9 +7,10 @@ uninterrupted run delivers, by idempotency key and document. The same replay, fr
 empty state directory, is then killed with SIGKILL at 20 random moments (each after the
 run has delivered a random share of what is left, plus a short random wait, so kills
 land while points are scored, checkpoints written and notifications sent) and
-restarted each time from its checkpoint until it ends by itself. Delivered, by the end: exactly the reference's
-keys, none lost, none invented, and a key sent again (a kill between sending and
-recording) carries the same document, which receivers de-duplicate on.
+restarted each time from its checkpoint until it ends by itself. Delivered, by the
+end: exactly the reference's keys, none lost, none invented, and a key sent again (a
+kill between sending and recording) carries the same document, which receivers
+de-duplicate on.
 
 Cheaper kills: ``aiops run`` as a fresh interpreter takes about a second to import
 before it reads a byte, so 20 kills would spend most of the test starting up. Each run
