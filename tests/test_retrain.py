@@ -346,9 +346,14 @@ def test_history_ring_keeps_the_last_points() -> None:
     assert hist.count == 19
 
 
-def test_daemon_drift_notifies_info_through_the_outbox_and_retrains(tmp_path: Path) -> None:
-    """A whole daemon: CSV with a level shift -> drift -> info alert delivered, new version."""
+def test_daemon_drift_notifies_info_through_the_outbox_and_retrains(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A whole daemon: CSV with a level shift -> drift -> metric, log line, info alert
+    delivered, retrain, new version whose meta.json on disk says what it is."""
+    import hashlib
     import json
+    import logging
     import threading
 
     from prometheus_client import generate_latest
@@ -388,7 +393,12 @@ def test_daemon_drift_notifies_info_through_the_outbox_and_retrains(tmp_path: Pa
     assert isinstance(daemon.retraining, Retraining)
     # Trainings inline: a replay this fast would end before a worker thread's result.
     daemon.retraining.executor = InlineExecutor()
-    daemon.run(threading.Event(), until_exhausted=True)
+    with caplog.at_level(logging.WARNING, logger="aiops.models"):
+        daemon.run(threading.Event(), until_exhausted=True)
+    logged = [r for r in caplog.records if "drift in its input values" in r.getMessage()]
+    assert logged
+    assert logged[0].levelno == logging.WARNING
+    assert logged[0].getMessage().startswith("rule g/Latency: drift in its input values of")
     lines = [json.loads(x) for x in (state / "notified.jsonl").read_text().splitlines()]
     drift = [
         a
@@ -408,6 +418,25 @@ def test_daemon_drift_notifies_info_through_the_outbox_and_retrains(tmp_path: Pa
     text = generate_latest(daemon.metrics.registry).decode()
     assert 'aiops_drift_detected_total{rule="g/Latency",signal="input"}' in text
     assert 'aiops_model_retrains_total{outcome="promoted",rule="g/Latency",trigger="drift"}' in text
+    # The drift-retrained version as written on disk.
+    v2 = registry.versions("g/Latency")[1]
+    meta = json.loads((Path(v2.path) / "meta.json").read_text())
+    assert (meta["version"], meta["parent"], meta["trigger"]) == (2, 1, "drift")
+    assert meta["created"] > 0
+    lo, hi = meta["training_window"]
+    assert hi - lo <= DAY
+    assert lo >= T0
+    assert hi < T0 + 2 * DAY + 60 * MIN  # before the drift report, an hour after the shift
+    assert meta["points_seen"] == int(((t >= lo) & (t <= hi)).sum())
+    rules_file = tmp_path / "rules.yaml"
+    assert meta["rule_file"] == str(rules_file)
+    assert meta["rule_file_hash"] == hashlib.sha256(rules_file.read_bytes()).hexdigest()
+    assert meta["rule_hash"] == daemon.engine.rules["g/Latency"].spec.model_hash()
+    assert meta["params"]["detector"] == "ensemble"  # the default, with its defaults
+    assert meta["params"]["detector_params"]
+    assert {"aiopsd", "numpy", "river"} <= set(meta["versions"])
+    assert meta["evaluation"]["check"]["passed"] is True
+    assert meta["evaluation"]["shadow"]["points"] >= 30
 
 
 @pytest.mark.servers
@@ -667,3 +696,21 @@ def test_the_input_check_finds_the_same_drifts_whatever_the_batch_size() -> None
     # One batch is one report of the series that drifted in it, at the first drift.
     assert whole == hourly[:1]
     np.testing.assert_array_equal(base_whole, base_hourly)
+
+
+def test_a_drift_retrains_only_a_rule_that_asks_for_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    shift = 2 * 1440
+    t, v = series(3 * 1440, shift_at=shift)
+    h = Harness(tmp_path, Retrain(window=DAY, on_drift=False, shadow=3600.0), Drift(on=("input",)))
+    with caplog.at_level(logging.WARNING, logger="aiops.models"):
+        h.feed(t, v)
+    out = h.retrainer.outcome
+    assert out.drifts >= 1  # reported: counted, logged and notified ...
+    assert "rule g/A: drift in its input values" in caplog.text
+    assert [a for a in h.info if a.labels["alertname"] == "ModelDrift"]
+    assert out.trainings == 0  # ... but not retrained on
+    assert [mv.trigger for mv in h.registry.versions(RULE)] == ["initial"]
