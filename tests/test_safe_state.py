@@ -137,6 +137,22 @@ def test_the_key_comes_from_a_file_or_systemd_credentials(
         verify_blobs([b"x"], tag, purpose="another purpose")
 
 
+def test_the_shipped_unit_loads_the_key_as_the_credential_the_daemon_reads() -> None:
+    from aiops.state.signing import CREDENTIAL_NAME
+
+    unit = Path(__file__).parent.parent / "deploy" / "systemd" / "aiopsd.service"
+    lines = [x for x in unit.read_text().splitlines() if x and not x.startswith("#")]
+    settings = dict(x.split("=", 1) for x in lines if "=" in x)
+    name, source = settings["LoadCredential"].split(":", 1)
+    assert name == CREDENTIAL_NAME
+    # The key lives outside the state it protects (StateDirectory=, --state-dir).
+    state_dir = "/var/lib/" + settings["StateDirectory"]
+    assert f"--state-dir {state_dir}" in settings["ExecStart"]
+    assert not source.startswith(state_dir + "/")
+    assert source.startswith("/etc/" + settings["ConfigurationDirectory"] + "/")
+    assert "AIOPS_STATE_HMAC_KEY" not in unit.read_text()  # not in the unit's environment
+
+
 def test_a_state_saved_with_other_default_parameters_starts_that_rule_fresh(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
