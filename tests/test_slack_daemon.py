@@ -14,6 +14,7 @@ from test_slack_interactions import SECRET, post
 
 from aiops.alerting.feedback import FeedbackStore
 from aiops.config import load_config
+from aiops.models.registry import ModelRegistry
 from aiops.service.app import build_daemon
 from aiops.service.http import HttpServer
 
@@ -108,6 +109,19 @@ def test_alert_to_slack_and_a_false_positive_back_to_the_detector(
             assert index is not None
             assert rule.threshold_of(index) == pytest.approx(fb.detail["threshold"])
             assert rule.threshold_of(index) > fb.detail["score"] >= 0.999
+            # The answer is in the history of the rule's model, with the version that ran.
+            registry = ModelRegistry(state / "models")
+
+            def feedback() -> list[tuple[str, str, int]]:
+                history = registry.history("web/HighLatency")
+                return [
+                    (e["action"], e["user"], e["version"])
+                    for e in history
+                    if e["event"] == "feedback"
+                ]
+
+            assert wait_for(feedback, 10)
+            assert feedback() == [("false_positive", "bob", 1)]
             assert wait_for(lambda: len(stub.response_url_posts) == 1, 10)
             text = stub.response_url_posts[0]["blocks"][-1]["elements"][0]["text"]
             assert text.startswith("Marked as a false positive")
