@@ -10,7 +10,8 @@ missed: across the outage, the points scored are exactly two per evaluated secon
 A broker outage is checked with the broker frozen (SIGSTOP, then SIGCONT 10 s later):
 the test broker keeps its records in memory only (``tests/servers.py``), so a restarted
 broker would be empty, while a frozen one keeps them, as a restarted production broker
-does. The daemon, never restarted, reports the outage (its requests time out) and then
+does. The daemon, never restarted, reports the hung broker in health (``degraded``, the
+``broker`` problem: no answer while its requests wait) until it answers again, and
 scores every record exactly once, those produced before the outage and after it.
 ``tests/test_kafka_source.py::test_broker_outage_is_reported_in_health_and_the_source_recovers``
 checks a real broker stop and restart (on an empty broker).
@@ -31,7 +32,7 @@ from test_kafka_source import config, produce, unique
 from test_prometheus_source import positions, rule, series
 
 from aiops.alerting.routing import Dispatcher, RouteNode, Router
-from aiops.connectors.sources.kafka import KafkaSource
+from aiops.connectors.sources.kafka import HUNG_AFTER, KafkaSource
 from aiops.pipeline.engine import Engine
 from aiops.service.daemon import Daemon
 from aiops.state.checkpoint import Checkpointer
@@ -132,6 +133,7 @@ def test_a_frozen_kafka_broker_mid_run_needs_no_restart_and_skips_nothing(kafka_
 
     pid = broker.process.pid
     assert pid is not None
+    seen: list[tuple[float, str, dict[str, str]]] = []  # during the freeze: (s, state, problems)
     try:
         step_until(lambda: health.points == 400, 30)
         os.kill(pid, signal.SIGSTOP)
@@ -142,6 +144,8 @@ def test_a_frozen_kafka_broker_mid_run_needs_no_restart_and_skips_nothing(kafka_
             t0 = time.monotonic()
             while time.monotonic() - t0 < 10:  # past the 6 s session timeout: a rebalance
                 daemon.step()
+                report = daemon.health_report["k"]
+                seen.append((time.monotonic() - t0, report["state"], report["problems"]))
                 time.sleep(0.05)
         finally:
             os.kill(pid, signal.SIGCONT)
@@ -150,8 +154,17 @@ def test_a_frozen_kafka_broker_mid_run_needs_no_restart_and_skips_nothing(kafka_
         for _ in range(40):  # anything read twice would show up now
             daemon.step()
             time.sleep(0.02)
+        after = daemon.health_report["k"]
     finally:
         daemon.shutdown()
+    # The hung broker is reported while it hangs (HUNG_AFTER without a byte from it while
+    # requests wait), to the end of the freeze, and no longer once it answers.
+    hung = [t for t, state, problems in seen if state == "degraded" and "broker" in problems]
+    assert hung, seen
+    assert HUNG_AFTER - 1 <= hung[0] <= HUNG_AFTER + 3, seen
+    assert all(state != "ok" for t, state, _ in seen if t > hung[0]), seen
+    assert "no answer from" in seen[-1][2]["broker"]
+    assert (after["state"], after["problems"]) == ("ok", {})
     assert health.ok
     assert health.points == 800
     assert sorted(values) == [float(i) for i in range(800)]  # none skipped, none twice

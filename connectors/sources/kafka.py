@@ -53,7 +53,9 @@ poller starts with the first ``next_batch()``; while it cannot bootstrap (within
 connection has existed for :data:`OUTAGE_GRACE` seconds, ``next_batch()`` raises
 ``SourceError`` (the daemon backs off and shows it in health) while the client keeps
 reconnecting on its own; errors the client raises while polling (authorization, a
-failing rebalance) are raised the same way, once each. ``next_batch()`` never waits
+failing rebalance) are raised the same way, once each. A hung broker (its connections
+open, no answer) is the ``broker`` problem in :meth:`KafkaSource.problems` (health
+``degraded``) after :data:`HUNG_AFTER` seconds, until it answers again. ``next_batch()`` never waits
 longer than ``poll_timeout``; ``commit()`` waits up to :data:`FLUSH_TIMEOUT` for dead
 letters in flight; ``close()`` up to about twice ``min(request_timeout, 5s)``.
 
@@ -88,7 +90,7 @@ from aiops.types import Batch, LogRecord, Reject, SeriesKey
 from ..formats import FORMATS, create_decoder
 from ..kafka_common import KafkaClientConfig, Seconds, client_options, ms, topic_name
 
-__all__ = ["FLUSH_TIMEOUT", "OUTAGE_GRACE", "KafkaSource"]
+__all__ = ["FLUSH_TIMEOUT", "HUNG_AFTER", "OUTAGE_GRACE", "KafkaSource"]
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +105,9 @@ _POLL_MS = 100
 _JOIN_POLL_MS = 500
 # Connection state is read from the client's metrics at most this often.
 _HEALTH_EVERY = 0.5
+# A broker that answers nothing for this long while requests wait is reported (hung). A
+# live one answers a fetch within fetch_max_wait (500 ms) and a heartbeat at once.
+HUNG_AFTER = 5.0
 # The poller pauses fetching while this many batches (of max_poll_records) are queued.
 _QUEUED_BATCHES = 2
 # After a dead-letter send fails without reaching the broker, stop trying for a while.
@@ -222,6 +227,7 @@ class KafkaSource(Source):
         self._dlq_paused_until = 0.0
         self._commit_problem = ""
         self._unassigned_problem = ""
+        self._hung_problem = ""
         self._last_call = time.monotonic()
         self._closed = False
         #: Counters: records, points, logs, rejects, tombstones, rebalances, commits,
@@ -295,9 +301,10 @@ class KafkaSource(Source):
             return [f"{tp.topic}:{tp.partition}" for tp in sorted(self._assigned)]
 
     def problems(self) -> dict[str, str]:
-        """What fails while records still flow: dead letters, commits, no assignment.
+        """What fails while the source still runs: dead letters, commits, a hung broker.
 
-        The daemon shows these in health as ``degraded``.
+        Also no assignment; a hung broker holds its connections but answers nothing
+        (see :class:`_Health`). The daemon shows these in health as ``degraded``.
         """
         out: dict[str, str] = {}
         if time.monotonic() < self._dlq_paused_until:
@@ -309,6 +316,8 @@ class KafkaSource(Source):
                 out["commit"] = self._commit_problem
             if self._unassigned_problem and not self._assigned:
                 out["assignment"] = self._unassigned_problem
+            if self._hung_problem:
+                out["broker"] = self._hung_problem
         return out
 
     # -- the queue (under the lock) ---------------------------------------------------
@@ -678,18 +687,30 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class _Health:
-    """Tracks whether the poller's client has any broker connection."""
+    """Tracks whether the poller's client has any broker connection, and a hung broker.
+
+    A broker that refuses connections shows as no connection (``next_batch()`` raises
+    after :data:`OUTAGE_GRACE`). A hung one (stopped, or its disk stuck) keeps its TCP
+    connections, even accepts new ones, and answers nothing: the client's requests
+    wait until ``request_timeout``, then it reconnects and waits again. That is
+    reported as the ``broker`` problem (``degraded``) once no byte has come from any
+    broker for :data:`HUNG_AFTER` seconds while a request waits as long, until a byte
+    comes again. A JoinGroup, which a broker rightly holds up to ``max_poll_interval``,
+    does not count as waiting.
+    """
 
     def __init__(self) -> None:
         self.checked = 0.0
         self.connected_at = time.monotonic()
         self.warned_unassigned = False
+        self.hung_since: float | None = None
 
     def update(self, source: KafkaSource, consumer: Any) -> None:
         now = time.monotonic()
         if now - self.checked < _HEALTH_EVERY:
             return
         self.checked = now
+        self._check_hung(source, consumer, now)
         connected = _connection_count(consumer) != 0
         with source._lock:
             if connected:
@@ -711,6 +732,35 @@ class _Health:
             with source._lock:
                 source._unassigned_problem = problem
             log.warning("kafka source %s: %s", source.source_id, problem)
+
+    def _check_hung(self, source: KafkaSource, consumer: Any, now: float) -> None:
+        cfg = source.config
+        join_span = max(cfg.request_timeout, cfg.max_poll_interval + 5.0)
+        stall = _stall(consumer, now, join_span if join_span > cfg.request_timeout else None)
+        if stall is None:
+            return
+        waited, quiet = stall
+        if self.hung_since is None and min(waited, quiet) >= HUNG_AFTER:
+            self.hung_since = now - quiet
+            log.warning(
+                "kafka source %s: no answer from %s for %.0fs while requests wait "
+                "(hung broker?); they time out after %gs",
+                source.source_id,
+                source._servers,
+                quiet,
+                cfg.request_timeout,
+            )
+        elif self.hung_since is not None and now - quiet > self.hung_since:
+            log.info("kafka source %s: the broker answers again", source.source_id)
+            self.hung_since = None
+        problem = ""
+        if self.hung_since is not None:
+            problem = (
+                f"no answer from {source._servers} for {now - self.hung_since:.0f}s while "
+                f"requests wait (hung broker?); they time out after {cfg.request_timeout:g}s"
+            )
+        with source._lock:
+            source._hung_problem = problem
 
 
 class _Poller(threading.Thread):
@@ -806,6 +856,29 @@ def _connection_count(consumer: Any) -> float | None:
     except Exception:  # metrics are an aid, never a reason to fail
         return None
     return None if value is None else float(value)
+
+
+def _stall(consumer: Any, now: float, long_span: float | None) -> tuple[float, float] | None:
+    """``(oldest request's wait, seconds since any byte came)`` of the consumer's client.
+
+    Requests whose deadline is ``long_span`` after they were sent (JoinGroup) are not
+    counted. From kafka-python 3.0's connection manager (its in-flight requests and its
+    ``bytes-received`` sensor), which no public API shows; None if they are not there,
+    and then a hung broker goes unreported until its requests time out.
+    """
+    try:
+        waited = 0.0
+        for conn in list(consumer._manager._conns.values()):
+            for entry in list(conn.in_flight_requests):
+                sent, deadline = entry[2], entry[3]
+                if long_span is None or deadline - sent < long_span - 0.5:
+                    waited = max(waited, now - sent)
+        sensor = consumer._metrics.get_sensor("bytes-received")
+        if sensor is None:
+            return None
+        return waited, now - sensor._last_record_time / 1000.0
+    except Exception:  # internals of the client: an aid, never a reason to fail
+        return None
 
 
 def _tp_list(tps: Iterable[TopicPartition]) -> str:
