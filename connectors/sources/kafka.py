@@ -55,9 +55,10 @@ connection has existed for :data:`OUTAGE_GRACE` seconds, ``next_batch()`` raises
 reconnecting on its own; errors the client raises while polling (authorization, a
 failing rebalance) are raised the same way, once each. A hung broker (its connections
 open, no answer) is the ``broker`` problem in :meth:`KafkaSource.problems` (health
-``degraded``) after :data:`HUNG_AFTER` seconds, until it answers again. ``next_batch()`` never waits
-longer than ``poll_timeout``; ``commit()`` waits up to :data:`FLUSH_TIMEOUT` for dead
-letters in flight; ``close()`` up to about twice ``min(request_timeout, 5s)``.
+``degraded``) after :data:`HUNG_AFTER` seconds, until it answers again.
+``next_batch()`` never waits longer than ``poll_timeout``; ``commit()`` waits up to
+:data:`FLUSH_TIMEOUT` for dead letters in flight; ``close()`` up to about twice
+``min(request_timeout, 5s)``.
 
 Dead letters: with ``dead_letter_topic`` set, each record with rejects is copied there
 (value, key, timestamp and headers as read) with the headers ``aiops-reason`` (the
