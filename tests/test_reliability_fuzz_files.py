@@ -236,3 +236,18 @@ def test_aiops_run_once_ends_on_a_csv_header_without_the_columns(tmp_path):
     )
     assert "has no column 'timestamp', 'value'" in run.stderr
     assert "Traceback" not in run.stderr
+    # It ended without processing the file: exit 1, and one error line names the source.
+    assert run.returncode == 1, run.stderr
+    (line,) = [x for x in run.stderr.splitlines() if 'source "data" failed' in x]
+    assert "ERROR" in line
+    assert "has no column 'timestamp', 'value'" in line
+    (tmp_path / "data.csv").write_text("timestamp,value\n1,2\n")
+    run = subprocess.run(
+        [sys.executable, "-m", "aiops.cli", "run", "--config", "aiops.yaml", "--once"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "failed" not in run.stderr

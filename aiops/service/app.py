@@ -422,4 +422,12 @@ def run_daemon(
         ", ".join(f"{k}={v}" for k, v in sorted(daemon.dispatcher.results.items()))
         or "nothing sent",
     )
+    if until_exhausted and daemon.exhausted:
+        # A replay that ended with a source failing (a file without the configured
+        # columns, say) did not process all its data: a script must not read success.
+        failed = {sid: h.last_error for sid, h in daemon.health.items() if not h.ok}
+        for sid, error in sorted(failed.items()):
+            log.error('source "%s" failed: %s', sid, error)
+        if failed:
+            return 1
     return 0
