@@ -216,6 +216,19 @@ class Ensemble(Detector):
         """The members' states, in order."""
         return {"members": [m.state_dict() for m in self._members]}
 
+    def state_views(self) -> dict[str, Any]:
+        """:meth:`state_dict` for a checkpoint: each member's ``state_views()`` if it has one.
+
+        A member without it is copied (its ``state_dict()``).
+        """
+        views = [getattr(m, "state_views", None) for m in self._members]
+        return {
+            "members": [
+                v() if callable(v) else m.state_dict()
+                for m, v in zip(self._members, views, strict=True)
+            ]
+        }
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
         states = state["members"]

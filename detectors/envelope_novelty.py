@@ -13,6 +13,7 @@ import numba
 import numpy as np
 
 from aiops.pipeline.detector import DEFAULT_THRESHOLD, Detector, checked_batch
+from aiops.state.rulestate import Live
 from aiops.types import FloatArray, IntArray
 
 __all__ = ["EnvelopeNovelty"]
@@ -507,6 +508,29 @@ class EnvelopeNovelty(Detector):
         }
         for s, (off, b) in enumerate(zip(self._bin_offsets.tolist(), self._bins, strict=True)):
             state[f"profile_{s}"] = self._profiles[:k, off : off + b].copy()
+        return state
+
+    def state_views(self) -> dict[str, Any]:
+        """:meth:`state_dict` without copies, for a checkpoint (:mod:`aiops.state.rulestate`).
+
+        :meth:`score` writes only the rows of the points it is given; growth replaces
+        the arrays.
+        """
+        k = self.n_series
+        state: dict[str, Any] = {
+            "n": Live(self._n[:k]),
+            "t0": Live(self._t0[:k]),
+            "last": Live(self._last[:k]),
+            "level": Live(self._level[:k]),
+            "vol": Live(self._vol[:k]),
+            "refr": Live(self._refr[:k]),
+            "resid": Live(self._resid[:k]),
+            "hi": Live(self._hi[:k]),
+            "lo": Live(self._lo[:k]),
+            "count": Live(self._count[:k]),
+        }
+        for s, (off, b) in enumerate(zip(self._bin_offsets.tolist(), self._bins, strict=True)):
+            state[f"profile_{s}"] = Live(self._profiles[:k, off : off + b])
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

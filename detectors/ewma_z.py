@@ -12,6 +12,7 @@ import numba
 import numpy as np
 
 from aiops.pipeline.detector import Detector, checked_batch
+from aiops.state.rulestate import Live
 from aiops.types import FloatArray, IntArray
 
 __all__ = ["EwmaZ"]
@@ -431,6 +432,31 @@ class EwmaZ(Detector):
             "m": self._m[:k].copy(),
             "m2": self._m2[:k].copy(),
             "held": self._held[:k].copy(),
+        }
+
+    def state_views(self) -> dict[str, Any]:
+        """:meth:`state_dict` without copies, for a checkpoint (:mod:`aiops.state.rulestate`).
+
+        :meth:`score` writes only the rows of the points it is given; growth replaces
+        the arrays.
+        """
+        k = self.n_series
+        return {name: Live(a[:k]) for name, a in self._named_arrays().items()}
+
+    def _named_arrays(self) -> dict[str, np.ndarray[Any, Any]]:
+        return {
+            "n": self._n,
+            "mu": self._mu,
+            "var": self._var,
+            "long_mu": self._long_mu,
+            "long_dev": self._long_dev,
+            "last": self._last,
+            "run": self._run,
+            "repeat": self._repeat,
+            "q": self._q,
+            "m": self._m,
+            "m2": self._m2,
+            "held": self._held,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

@@ -17,12 +17,14 @@ where it stopped.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numba
 import numpy as np
 
+from aiops.state.rulestate import Live
 from aiops.types import BoolArray, FloatArray, IntArray
 
 __all__ = ["FIRING", "INACTIVE", "PENDING", "AlertStateMachine", "Transitions"]
@@ -169,14 +171,19 @@ class AlertStateMachine:
         """Indices of the series firing now."""
         return np.flatnonzero(self.state == FIRING)
 
-    def resolve_stale(self, now: float, stale_seconds: float) -> Transitions:
+    def resolve_stale(
+        self,
+        now: float,
+        stale_seconds: float,
+        before: Callable[[IntArray], object] | None = None,
+    ) -> Transitions:
         """Resolve firing series whose last point is ``stale_seconds`` or more before ``now``.
 
         ``now`` is a data time (the latest point of the rule, say); a ``stale_seconds``
         of 0 or less resolves nothing. ``Transitions.resolved`` holds the series indices
         here (not point positions), ``starts_at`` when each fired, and ``ends_at`` when it
         went stale (its last point + ``stale_seconds``). Suppression starts then, as for
-        any resolution.
+        any resolution. ``before`` is told the rows first (copy-on-write of a snapshot).
 
         >>> sm = AlertStateMachine()
         >>> _ = sm.step(np.array([0, 1]), np.array([0.0, 0.0]), np.array([True, True]))
@@ -190,6 +197,8 @@ class AlertStateMachine:
         stale = np.flatnonzero((self.state == FIRING) & (self.last_seen <= now - stale_seconds))
         if len(stale) == 0:
             return _NO_TRANSITIONS
+        if before is not None:
+            before(stale)
         ends = self.last_seen[stale] + stale_seconds
         starts = self.fired_at[stale].copy()
         self.state[stale] = INACTIVE
@@ -219,6 +228,14 @@ class AlertStateMachine:
     def state_dict(self) -> dict[str, Any]:
         """All per-series arrays."""
         return {f: getattr(self, f).copy() for f in _FIELDS}
+
+    def state_views(self) -> dict[str, Any]:
+        """:meth:`state_dict` without copies: live arrays (see :mod:`aiops.state.rulestate`).
+
+        :meth:`step`, :meth:`forget` and :meth:`reuse` write only the rows they are
+        given, :meth:`resolve_stale` the rows it tells ``before`` of.
+        """
+        return {f: Live(getattr(self, f)) for f in _FIELDS}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the per-series arrays.

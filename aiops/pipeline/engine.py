@@ -37,6 +37,7 @@ from aiops.pipeline.faults import NAMED_SERIES, RuleFailure, RuleHealth, render_
 from aiops.pipeline.postrule import HitWindow
 from aiops.pipeline.series import DROPPED, SeriesRegistry
 from aiops.registry import DEFAULT_DETECTOR, DETECTORS
+from aiops.state.rulestate import Live, StateSnapshot
 from aiops.types import Batch, BoolArray, FloatArray, IntArray, SeriesKey
 
 if TYPE_CHECKING:
@@ -259,6 +260,8 @@ class RuleRuntime:
         self.health = RuleHealth()
         #: Drift checks and retraining (:mod:`aiops.models.retrain`) see the scored points.
         self.observer: PointObserver = NO_OBSERVER
+        # Snapshots (:meth:`snapshot`) whose live arrays a checkpoint writer still reads.
+        self._snapshots: list[StateSnapshot] = []
 
     def process(self, batch: Batch) -> RuleResult:
         """Score the batch's points of this rule's series and advance their alerts."""
@@ -267,7 +270,9 @@ class RuleRuntime:
         key_idx = self.registry.resolve(batch.keys)
         reused = self.registry.take_reused()
         if reused:  # rows of forgotten series, reset then, now hold new series
-            self.alerts.reuse(np.asarray(reused, dtype=np.int64))
+            rows = np.asarray(reused, dtype=np.int64)
+            self._cow(rows)
+            self.alerts.reuse(rows)
         if self.registry.generation != self._bound:
             self._bound = self.registry.generation
             self.detector.bind_series(self.registry.keys)
@@ -281,6 +286,7 @@ class RuleRuntime:
         idx = point_idx[positions]
         ts = batch.timestamps[positions]
         vs = batch.values[positions]
+        self._cow(idx)
         scores = self.detector.score(idx, ts, vs)
         self.observer.observe(self, idx, ts, vs, scores)
         fired = np.zeros(len(positions), dtype=bool)
@@ -348,7 +354,9 @@ class RuleRuntime:
         forgotten (:meth:`forget_stale`): not by ``now``, since a source that lags behind
         the others (a backlog being read) would lose every learned state.
         """
-        out = self._resolutions(self.alerts.resolve_stale(now, self.spec.stale_seconds))
+        out = self._resolutions(
+            self.alerts.resolve_stale(now, self.spec.stale_seconds, before=self._cow)
+        )
         if out:
             log.debug("rule %s: %d firing series went stale", self.spec.key, len(out))
         if self.spec.forget_seconds > 0 and self.data_time >= self._forget_check:
@@ -405,7 +413,7 @@ class RuleRuntime:
         if len(rows) == 0:
             return []
         # Exactly the firing series among ``rows`` (the same test on the same times).
-        out = self._resolutions(self.alerts.resolve_stale(now, forget))
+        out = self._resolutions(self.alerts.resolve_stale(now, forget, before=self._cow))
         reusable = self._reset_rows(rows)
         freed = self.registry.free(rows.tolist(), reuse=reusable)
         log.info(
@@ -423,6 +431,7 @@ class RuleRuntime:
         False if the detector's rows could not be reset: they must then not be handed
         out again.
         """
+        self._cow(rows)
         self.alerts.forget(rows)
         hist = self.hits.state_dict()["history"]
         hist[rows[rows < len(hist)]] = 0
@@ -538,6 +547,7 @@ class RuleRuntime:
         A threshold is only ever raised (the larger of the old and the new one), so a
         repeated or replayed request changes nothing.
         """
+        self._cow(np.array([index], dtype=np.int64))
         self._ensure(index + 1)
         if self._min_threshold[index] == 0.0 and threshold > 0.0:
             self._raised += 1
@@ -553,6 +563,7 @@ class RuleRuntime:
         per-series rows that can be told apart.
         """
         idx = np.asarray(sorted({int(k) for k in indices}), dtype=np.int64)
+        self._cow(idx)
         if not self._reset_detector_rows(idx):
             return False
         n = self.detector.n_series
@@ -719,6 +730,53 @@ class RuleRuntime:
             "forget_check": self._forget_check,
             "model_version": self.model_version,
         }
+
+    def snapshot(self) -> StateSnapshot:
+        """What :meth:`state_dict` returns, as a snapshot a checkpoint writer can take.
+
+        Cheap on the data loop: the series keys are a shallow copy, and the arrays of
+        this runtime, of its hit windows and alert states, and of a detector that has
+        ``state_views()`` are not copied but written from where they are, with
+        copy-on-write: before this runtime writes rows of them, the snapshot copies
+        those rows if the writer has not written them yet (:meth:`_cow`). A detector
+        without ``state_views()`` is copied now (its ``state_dict()``).
+        """
+        n = len(self.registry)
+        views = getattr(self.detector, "state_views", None)
+        detector = views() if callable(views) else self.detector.state_dict()
+        state = {
+            "model_hash": self.spec.model_hash(),
+            "registry": self.registry.snapshot_state(),
+            "detector": detector,
+            "hits": self.hits.state_views(),
+            "alerts": self.alerts.state_views(),
+            "last_value": Live(self._last_value[:n]),
+            "last_score": Live(self._last_score[:n]),
+            "window": {
+                "ts": Live(self._win_ts[:n]),
+                "value": Live(self._win_v[:n]),
+                "score": Live(self._win_s[:n]),
+                "count": Live(self._win_n[:n]),
+            },
+            "min_threshold": Live(self._min_threshold[:n]),
+            "data_time": self.data_time,
+            "first_time": self.first_time,
+            "forget_check": self._forget_check,
+            "model_version": self.model_version,
+        }
+        snap = StateSnapshot(state)
+        self._snapshots = [s for s in self._snapshots if s.pending]
+        if snap.pending:
+            self._snapshots.append(snap)
+        return snap
+
+    def _cow(self, rows: IntArray) -> None:
+        """Before rows of the live arrays are written: pending snapshots copy them first."""
+        if not self._snapshots:
+            return
+        self._snapshots = [s for s in self._snapshots if s.pending]
+        for snap in self._snapshots:
+            snap.capture(rows)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore; a detector state from a different model configuration is not loaded."""
@@ -1030,6 +1088,13 @@ class Engine:
         if self.logs.rules:
             state[LOG_STATE_KEY] = self.logs.state_dict()
         return state
+
+    def snapshot(self) -> dict[str, StateSnapshot]:
+        """Every rule's :meth:`RuleRuntime.snapshot`; the log rules' state copied now."""
+        out = {k: rt.snapshot() for k, rt in self.rules.items()}
+        if self.logs.rules:
+            out[LOG_STATE_KEY] = StateSnapshot(self.logs.state_dict())
+        return out
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore rules present in both; rules new since the checkpoint start fresh."""

@@ -13,6 +13,7 @@ from typing import Any
 import numba
 import numpy as np
 
+from aiops.state.rulestate import Live
 from aiops.types import BoolArray, FloatArray, IntArray
 
 __all__ = ["MAX_WINDOW", "HitWindow"]
@@ -114,6 +115,13 @@ class HitWindow:
     def state_dict(self) -> dict[str, Any]:
         """The hit histories."""
         return {"history": self._history.copy()}
+
+    def state_views(self) -> dict[str, Any]:
+        """:meth:`state_dict` without copies: live arrays (see :mod:`aiops.state.rulestate`).
+
+        :meth:`step` writes only the rows of the points it is given.
+        """
+        return {"history": Live(self._history)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the hit histories."""

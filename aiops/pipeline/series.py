@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from aiops.state.rulestate import KeysRef
 from aiops.types import IntArray, SeriesKey
 
 __all__ = ["DROPPED", "NOT_SELECTED", "SeriesRegistry"]
@@ -200,6 +201,19 @@ class SeriesRegistry:
         """Every row's key in index order and the freed rows, as plain JSON."""
         return {
             "keys": [[k.name, [list(kv) for kv in k.labels]] for k in self._keys],
+            **self.state_dict_without_keys(),
+        }
+
+    def snapshot_state(self) -> dict[str, Any]:
+        """:meth:`state_dict` with the keys as a :class:`~aiops.state.rulestate.KeysRef`.
+
+        A shallow copy of the key list: cheap on the data loop, encoded by the writer.
+        """
+        return {**self.state_dict_without_keys(), "keys": KeysRef(self._keys)}
+
+    def state_dict_without_keys(self) -> dict[str, Any]:
+        """The freed rows and the counts (everything but the keys)."""
+        return {
             "free": sorted(self._free),
             "retired": sorted(self._retired),
             "dropped": self.dropped,
@@ -207,9 +221,13 @@ class SeriesRegistry:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore the keys, their indices and the freed rows; verdicts are recomputed."""
+        """Restore the keys, their indices and the freed rows; verdicts are recomputed.
+
+        The keys are ``[name, [[label, value], ...]]`` lists, or keys already.
+        """
         self._keys = [
-            SeriesKey(name, tuple((k, v) for k, v in labels)) for name, labels in state["keys"]
+            k if isinstance(k, SeriesKey) else SeriesKey(k[0], tuple((a, b) for a, b in k[1]))
+            for k in state["keys"]
         ]
         n = len(self._keys)
         free = sorted({int(r) for r in state.get("free", ()) if 0 <= int(r) < n})

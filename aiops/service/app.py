@@ -297,6 +297,7 @@ def build_daemon(loaded: LoadedConfig, *, state_dir: Path) -> Daemon:
         dispatcher=build_outbox(loaded, state_dir=state_dir, metrics=metrics),
         checkpointer=Checkpointer(FileStateStore(state_dir)),
         checkpoint_interval=loaded.daemon.state.checkpoint_interval,
+        background_checkpoints=True,  # written by a writer thread, off the data loop
         dead_letters=DeadLetterFile(
             state_dir / "rejects.jsonl",
             max_bytes=int(loaded.daemon.state.rejects_max_size),

@@ -2,7 +2,10 @@
 
 One thread does the data path, so the order of points, scores, alerts and checkpoints is
 simple to reason about: a checkpoint is taken between batches and covers exactly the
-batches processed before it, together with the source positions after them.
+batches processed before it, together with the source positions after them. The loop
+only takes the checkpoint's snapshot (cheap: copy-on-write of the rules' arrays,
+:mod:`aiops.state.rulestate`); with ``background_checkpoints`` a writer thread writes
+it, and a later turn of the loop commits the positions once it is durable.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from aiops.pipeline.source import Source
 from aiops.service.http import HttpReceiver, Listener, NullListener
 from aiops.service.memory import MemoryGuard
 from aiops.service.metrics import NULL_METRICS, Metrics
-from aiops.state.checkpoint import Checkpoint, Checkpointer
+from aiops.state.checkpoint import Checkpointer, CheckpointSnapshot
 from aiops.types import Batch, LogRecord, Reject
 
 __all__ = [
@@ -338,6 +341,33 @@ def _record_json(record: LogRecord) -> bytes:
 CHECKPOINT_RETRY_SECONDS = 10.0
 
 
+class CheckpointJob:
+    """One checkpoint between its snapshot (on the data loop) and its commit."""
+
+    def __init__(
+        self, snapshot: CheckpointSnapshot, positions: dict[str, Any], covers: float
+    ) -> None:
+        self.snapshot = snapshot
+        self.positions = positions
+        self.covers = covers  # feedback applied before this time is in the snapshot
+        self.started = time.perf_counter()
+        self.stall = 0.0  # seconds the data loop spent taking the snapshot
+        self.seconds = 0.0  # seconds the write took
+        self.size = 0
+        self.error: Exception | None = None
+        self.done = threading.Event()
+
+    def run(self, checkpointer: Checkpointer) -> None:
+        """Write the snapshot (on whichever thread calls this); never raises."""
+        try:
+            self.size = checkpointer.write(self.snapshot)
+        except Exception as exc:  # disk full, read-only, gone, or a bug: the loop decides
+            self.error = exc
+        finally:
+            self.seconds = time.perf_counter() - self.started
+            self.done.set()
+
+
 class Daemon:
     """Wires sources, the engine, the router and the checkpointer into one loop."""
 
@@ -350,6 +380,7 @@ class Daemon:
         dispatcher: Delivery,
         checkpointer: Checkpointer,
         checkpoint_interval: float = 30.0,
+        background_checkpoints: bool = False,
         dead_letters: DeadLetterFile | None = None,
         poll_interval: float = 0.2,
         clock: Callable[[], float] = time.monotonic,
@@ -362,6 +393,10 @@ class Daemon:
         self.dispatcher = dispatcher
         self.checkpointer = checkpointer
         self.checkpoint_interval = checkpoint_interval
+        #: Write checkpoints on a writer thread (the service does); else on the loop.
+        self.background_checkpoints = background_checkpoints
+        #: The checkpoint being written, until a turn of the loop commits it.
+        self.writing: CheckpointJob | None = None
         self.dead_letters = dead_letters
         self.poll_interval = poll_interval
         self.clock = clock
@@ -465,7 +500,12 @@ class Daemon:
             self.router.observe(self._data_time + (self.clock() - self._data_time_at))
         self._deliver(self.router.flush())
         self.dispatcher.pump()
-        if self.clock() - self._last_checkpoint >= self.checkpoint_interval:
+        if self.writing is not None and self.writing.done.is_set():
+            self._finish_checkpoint(self.writing)
+        if (
+            self.writing is None
+            and self.clock() - self._last_checkpoint >= self.checkpoint_interval
+        ):
             self.checkpoint()
         self._publish_health()
         return got
@@ -543,54 +583,94 @@ class Daemon:
         return bool(self.sources) and all(s.exhausted for s in self.sources.values())
 
     def checkpoint(self) -> None:
-        """Write one checkpoint of every rule and every source position, then commit."""
+        """Take a checkpoint of every rule and every source position; commit once durable.
+
+        The snapshot is taken here. With :attr:`background_checkpoints` a writer thread
+        writes it and a later :meth:`step` commits it (a checkpoint still being written
+        is waited for first); otherwise it is written and committed before this returns.
+        """
+        if self.writing is not None:  # one at a time: the one in flight ends first
+            self.writing.done.wait()
+            self._finish_checkpoint(self.writing)
         # The notifications of the batches this checkpoint covers must be durable first:
         # after a crash, only what follows the checkpoint is replayed.
         self.dispatcher.flush()
         if self.dead_letters is not None and not self.dead_letters.sync():
             # Kept-aside points (a failed rule's) are not on disk: a checkpoint now would
             # cover data that is nowhere. Held back, retried like a failed write.
-            retry = min(self.checkpoint_interval, CHECKPOINT_RETRY_SECONDS)
-            self._last_checkpoint = self.clock() - self.checkpoint_interval + retry
-            self.metrics.checkpoint_failed()
+            self._retry_checkpoint()
             log.error(
                 "checkpoint held back: the rejects file cannot be written (retried in %.0f s)",
-                retry,
+                self._retry_delay,
             )
             return
-        self._sequence += 1
         started = time.perf_counter()
         positions = {sid: src.snapshot() for sid, src in self.sources.items()}
         covers = time.time()  # feedback applied before this is in the engine state below
-        try:
-            size = self.checkpointer.save(
-                Checkpoint(
-                    rules=self.engine.state_dict(),
-                    sources=positions,
-                    router=self.router.state_dict(),
-                    sequence=self._sequence,
-                )
-            )
-        except OSError as exc:  # disk full, read-only, gone: scoring goes on, nothing commits
-            self._sequence -= 1
-            retry = min(self.checkpoint_interval, CHECKPOINT_RETRY_SECONDS)
-            self._last_checkpoint = self.clock() - self.checkpoint_interval + retry
-            self.metrics.checkpoint_failed()
+        job = CheckpointJob(
+            CheckpointSnapshot(
+                rules=self.engine.snapshot(),
+                sources=positions,
+                router=self.router.state_dict(),
+                sequence=self._sequence + 1,
+            ),
+            positions,
+            covers,
+        )
+        job.stall = time.perf_counter() - started
+        self.writing = job
+        if self.background_checkpoints:
+            threading.Thread(
+                target=job.run, args=(self.checkpointer,), name="aiops-checkpoint", daemon=True
+            ).start()
+        else:
+            job.run(self.checkpointer)
+            self._finish_checkpoint(job)
+
+    def wait_checkpoint(self) -> None:
+        """Wait for the checkpoint being written, and commit it (or schedule its retry)."""
+        if self.writing is not None:
+            self.writing.done.wait()
+            self._finish_checkpoint(self.writing)
+
+    @property
+    def _retry_delay(self) -> float:
+        return min(self.checkpoint_interval, CHECKPOINT_RETRY_SECONDS)
+
+    def _retry_checkpoint(self) -> None:
+        self._last_checkpoint = self.clock() - self.checkpoint_interval + self._retry_delay
+        self.metrics.checkpoint_failed()
+
+    def _finish_checkpoint(self, job: CheckpointJob) -> None:
+        """On the data loop, once ``job`` is written: commit its positions, or retry later."""
+        self.writing = None
+        if job.error is not None:  # scoring goes on, nothing commits
+            self._retry_checkpoint()
             log.error(
                 "checkpoint %d could not be written (retried in %.0f s; sources keep their "
                 "last committed positions): %s",
-                self._sequence + 1,
-                retry,
-                exc,
+                job.snapshot.sequence,
+                self._retry_delay,
+                job.error,
+                exc_info=None if isinstance(job.error, OSError) else job.error,
             )
             return
+        self._sequence = job.snapshot.sequence
         self._last_checkpoint = self.clock()
-        self.feedback.checkpointed(covers)
-        self.metrics.checkpoint(time.perf_counter() - started, size)
-        log.debug("checkpoint %d written (%d bytes)", self._sequence, size)
+        self.feedback.checkpointed(job.covers)
+        self.metrics.checkpoint(job.seconds, job.size)
+        log.debug(
+            "checkpoint %d written (%d bytes, %.3f s; the loop spent %.3f s on its snapshot)",
+            self._sequence,
+            job.size,
+            job.seconds,
+            job.stall,
+        )
         for sid, src in self.sources.items():
+            if sid not in job.positions:
+                continue
             try:
-                src.commit(positions[sid])
+                src.commit(job.positions[sid])
             except Exception as exc:
                 log.warning("source %s: commit of checkpointed position failed: %s", sid, exc)
 
@@ -660,6 +740,7 @@ class Daemon:
         try:
             if self.sources:
                 self.checkpoint()
+                self.wait_checkpoint()
             self.final_checkpoint_done = True
         finally:
             for src in self.sources.values():

@@ -26,8 +26,9 @@ import tempfile
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, TypeVar
 
 import numpy as np
 
@@ -51,6 +52,7 @@ _MAGIC = b"AIOPS-STATE"
 _ARRAY_TAG = "__ndarray__"
 _BYTES_TAG = "__bytes__"
 HMAC_KEY_ENV = "AIOPS_STATE_HMAC_KEY"
+_T = TypeVar("_T")
 
 
 class SnapshotRefused(ValueError):
@@ -222,6 +224,22 @@ class StateStore(ABC):
     def names(self, prefix: str = "") -> list[str]:
         """Stored names starting with ``prefix``, sorted."""
 
+    def save_stream(self, name: str, write: Callable[[IO[bytes]], _T]) -> _T:
+        """Store what ``write`` writes to the file it is given, atomically, as :meth:`save`.
+
+        Returns what ``write`` returns. This default collects the bytes in memory first;
+        :class:`FileStateStore` writes them to the file as they come.
+        """
+        buf = io.BytesIO()
+        out = write(buf)
+        self.save(name, buf.getvalue())
+        return out
+
+    def open(self, name: str) -> IO[bytes] | None:
+        """The stored bytes under ``name`` as a file to read, or None if nothing is."""
+        data = self.load(name)
+        return None if data is None else io.BytesIO(data)
+
 
 class FileStateStore(StateStore):
     """One file per name under a directory; names may contain ``/`` for sub-folders."""
@@ -238,12 +256,16 @@ class FileStateStore(StateStore):
 
     def save(self, name: str, data: bytes) -> None:
         """Write to a temp file, fsync it, rename it over the old one, fsync the folder."""
+        self.save_stream(name, lambda f: f.write(data))
+
+    def save_stream(self, name: str, write: Callable[[IO[bytes]], _T]) -> _T:
+        """Like :meth:`save`, with the bytes written to the temp file as ``write`` makes them."""
         path = self._path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(data)
+                out = write(f)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
@@ -255,6 +277,7 @@ class FileStateStore(StateStore):
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+        return out
 
     def load(self, name: str) -> bytes | None:
         """The file's bytes, or None if it does not exist."""
@@ -263,9 +286,25 @@ class FileStateStore(StateStore):
         except FileNotFoundError:
             return None
 
+    def open(self, name: str) -> IO[bytes] | None:
+        """The file opened for reading, or None if it does not exist."""
+        try:
+            return self._path(name).open("rb")
+        except FileNotFoundError:
+            return None
+
     def delete(self, name: str) -> None:
-        """Remove the file if it exists."""
-        self._path(name).unlink(missing_ok=True)
+        """Remove the file if it exists, and its folder under the root once empty."""
+        path = self._path(name)
+        path.unlink(missing_ok=True)
+        root = self.root.resolve()
+        parent = path.parent
+        while parent != root and parent.is_relative_to(root):
+            try:
+                parent.rmdir()
+            except OSError:  # not empty (or gone): stop there
+                break
+            parent = parent.parent
 
     def rename(self, name: str, new_name: str) -> bool:
         """``os.replace``, then fsync of the folder: readers see the old or the new name."""

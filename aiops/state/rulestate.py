@@ -1,0 +1,337 @@
+"""One rule's state in a file of its own, snapshotted on the data loop and written elsewhere.
+
+A :class:`StateSnapshot` holds what one rule's state was at one moment of the data loop:
+nested dicts and lists of JSON values, numpy arrays, bytes and series keys
+(:class:`KeysRef`, encoded only when written). Taking it costs the loop little:
+
+- arrays the snapshot owns (copies already made) are written as they are;
+- arrays marked :class:`Live` are views of the rule's working arrays, not copies. The
+  writer copies them one chunk of rows at a time, under the snapshot's lock, just before
+  writing that chunk; before the data loop writes rows the writer has not reached yet,
+  it calls :meth:`StateSnapshot.capture` with those rows, which copies their values
+  first (copy-on-write by row), and the writer puts them back into its chunk. Only the
+  rows the loop writes while a write is under way are held twice, each only until its
+  chunk is written.
+
+The contract of a live array: between the snapshot and the end of its write, the data
+loop writes its rows only after :meth:`~StateSnapshot.capture` of them (or replaces the
+array by a new one and leaves the old buffer alone, as growth by concatenation does).
+
+A state file is ``MAGIC``, one JSON header line (the document with placeholders, the
+blobs' lengths, each array's dtype and shape, the rows per chunk), then the blobs, then
+the arrays: first the 0-d ones, then chunk by chunk of rows, each array's rows of that
+chunk in header order. Nothing in it is pickled (blobs of pickled third-party models are
+signed by their detector, :mod:`aiops.state.signing`). :func:`read_state` reads the
+arrays straight into their final buffers and checks the CRC-32 and size the checkpoint
+manifest recorded, so a torn or damaged file is refused.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import threading
+import zlib
+from collections.abc import Sequence
+from typing import IO, Any
+
+import numpy as np
+import orjson
+
+from aiops.state.envelope import SnapshotRefused
+from aiops.types import SeriesKey
+
+__all__ = ["KeysRef", "Live", "StateSnapshot", "read_state"]
+
+MAGIC = b"AIOPS-RULESTATE 1\n"
+#: Bytes of all arrays' rows per chunk (what one copy-on-write step copies at most).
+CHUNK_BYTES = 4 << 20
+#: The longest header line a reader accepts (the document of a rule is small).
+MAX_HEADER = 64 << 20
+_ARRAY = "__a__"
+_BLOB = "__b__"
+_KEYS = "__k__"
+
+
+class Live:
+    """An array of the running rule, written from without a copy (see the module doc)."""
+
+    __slots__ = ("array",)
+
+    def __init__(self, array: np.ndarray[Any, Any]) -> None:
+        self.array = array
+
+
+class KeysRef:
+    """A list of series keys as they were (a shallow copy), encoded when written."""
+
+    __slots__ = ("keys",)
+
+    def __init__(self, keys: Sequence[SeriesKey]) -> None:
+        self.keys = list(keys)
+
+    def encode(self) -> bytes:
+        """JSON ``[[name, [[label, value], ...]], ...]``."""
+        return orjson.dumps([(k.name, k.labels) for k in self.keys])
+
+
+def decode_keys(data: bytes) -> list[SeriesKey]:
+    """What :meth:`KeysRef.encode` wrote, as keys."""
+    # Millions of new objects that are not garbage: without the cyclic collector's
+    # passes over the whole heap meanwhile (they made this several times slower).
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        doc = orjson.loads(data)
+        if not isinstance(doc, list):
+            raise ValueError("series keys are not a list")
+        return [SeriesKey(str(n), tuple([(str(k), str(v)) for k, v in lb])) for n, lb in doc]
+    finally:
+        if enabled:
+            gc.enable()
+
+
+class StateSnapshot:
+    """One rule's state at one moment; :meth:`write` from any thread, once."""
+
+    def __init__(self, state: Any) -> None:
+        self._lock = threading.Lock()
+        self._arrays: list[np.ndarray[Any, Any]] = []
+        self._live: list[bool] = []
+        self._blobs: list[bytes | KeysRef] = []
+        self._blob_kinds: list[str] = []
+        self.doc = self._flatten(state)
+        rows = [a for a in self._arrays if a.ndim]
+        row_bytes = sum(a.itemsize * int(np.prod(a.shape[1:], dtype=np.int64)) for a in rows)
+        self.chunk_rows = max(1, CHUNK_BYTES // max(1, row_bytes))
+        self.n_rows = max((len(a) for a in rows), default=0)
+        self.n_chunks = -(-self.n_rows // self.chunk_rows)
+        # Rows the data loop copied before it wrote them: each capture's sorted rows and
+        # their values in every live array (None for the others), dropped once written.
+        self._copied = np.zeros(self.n_rows, dtype=bool)
+        self._overlays: list[tuple[np.ndarray[Any, Any], list[np.ndarray[Any, Any] | None]]] = []
+        self._passed = 0  # rows below this one the writer has taken
+        self._released = not any(self._live)
+
+    def _flatten(self, x: Any) -> Any:
+        if isinstance(x, Live | np.ndarray):
+            live = isinstance(x, Live)
+            a = x.array if isinstance(x, Live) else x
+            if a.dtype.hasobject:
+                raise TypeError("object arrays cannot be stored; use lists of plain values")
+            self._arrays.append(a)
+            self._live.append(live and a.ndim > 0)
+            return {_ARRAY: len(self._arrays) - 1}
+        if isinstance(x, KeysRef | bytes | bytearray):
+            self._blobs.append(x if isinstance(x, KeysRef) else bytes(x))
+            self._blob_kinds.append(_KEYS if isinstance(x, KeysRef) else _BLOB)
+            return {self._blob_kinds[-1]: len(self._blobs) - 1}
+        if isinstance(x, dict):
+            return {str(k): self._flatten(v) for k, v in x.items()}
+        if isinstance(x, list | tuple):
+            return [self._flatten(v) for v in x]
+        if isinstance(x, np.generic):
+            return x.item()
+        if x is None or isinstance(x, str | int | float | bool):
+            return x
+        raise TypeError(f"cannot store a {type(x).__name__} in a snapshot")
+
+    # -- the data loop's side ---------------------------------------------------------
+
+    @property
+    def pending(self) -> bool:
+        """True while live arrays may still be read by the writer."""
+        return not self._released
+
+    def capture(self, rows: np.ndarray[Any, Any] | Sequence[int]) -> int:
+        """Copy the values of ``rows`` the writer has not taken yet; how many rows.
+
+        Called by the data loop before it writes those rows of a live array: it costs a
+        copy of the rows the loop writes, whatever their order.
+        """
+        if self._released:
+            return 0
+        r = np.asarray(rows, dtype=np.int64)
+        if not len(r):
+            return 0
+        with self._lock:
+            r = r[(r >= self._passed) & (r < self.n_rows)]
+            if not len(r):
+                return 0
+            r = np.unique(r[~self._copied[r]])
+            if not len(r):
+                return 0
+            self._copied[r] = True
+            # An array shorter than the snapshot's rows takes the rows it has (a prefix).
+            values = [
+                arr[r[: np.searchsorted(r, len(arr))]] if live else None
+                for arr, live in zip(self._arrays, self._live, strict=True)
+            ]
+            self._overlays.append((r, values))
+        return len(r)
+
+    def capture_all(self) -> int:
+        """Copy every row the writer has not taken yet (before writes of any row)."""
+        if self._released:
+            return 0
+        return self.capture(np.arange(self.n_rows))
+
+    def release(self) -> None:
+        """The live arrays are no longer read (written, or given up); drops the copies."""
+        with self._lock:
+            self._released = True
+            self._overlays.clear()
+
+    # -- the writer's side --------------------------------------------------------------
+
+    def write(self, fh: IO[bytes]) -> tuple[int, int]:
+        """Write the state file; returns ``(size, crc32)``. Releases the live arrays."""
+        try:
+            return self._write(fh)
+        finally:
+            self.release()
+
+    def _write(self, fh: IO[bytes]) -> tuple[int, int]:
+        out = _Counting(fh)
+        blobs = [b.encode() if isinstance(b, KeysRef) else b for b in self._blobs]
+        header = {
+            "doc": self.doc,
+            "blobs": [len(b) for b in blobs],
+            "arrays": [[a.dtype.str, list(a.shape)] for a in self._arrays],
+            "chunk_rows": self.chunk_rows,
+        }
+        out.write(MAGIC)
+        out.write(json.dumps(header, allow_nan=True, separators=(",", ":")).encode() + b"\n")
+        for b in blobs:
+            out.write(b)
+        del blobs
+        for a in self._arrays:
+            if a.ndim == 0:
+                out.write(np.ascontiguousarray(a).tobytes())
+        rows = self.chunk_rows
+        for c in range(self.n_chunks):
+            lo, hi = c * rows, (c + 1) * rows
+            with self._lock:  # the loop copies rows under it before it writes them
+                pieces = [
+                    arr[lo:hi].copy() if live else None
+                    for arr, live in zip(self._arrays, self._live, strict=True)
+                ]
+                patches = []
+                for r, values in self._overlays:
+                    i, j = np.searchsorted(r, np.array([lo, hi])).tolist()
+                    if i < j:
+                        patches.append(
+                            (r[i:j] - lo, [None if v is None else v[i:j] for v in values])
+                        )
+                self._passed = hi
+                self._overlays = [o for o in self._overlays if o[0][-1] >= hi]
+            for at, values in patches:  # rows the loop wrote since: their snapshot values
+                for piece, v in zip(pieces, values, strict=True):
+                    if piece is not None and v is not None and len(v):
+                        piece[at[: len(v)]] = v
+            for arr, piece in zip(self._arrays, pieces, strict=True):
+                if arr.ndim == 0:
+                    continue
+                part = piece if piece is not None else arr[lo:hi]
+                if len(part):
+                    out.write(np.ascontiguousarray(part).data.cast("B"))
+            del pieces, patches
+        return out.size, out.crc
+
+
+class _Counting:
+    """A write-only file that counts the bytes and their CRC-32."""
+
+    def __init__(self, fh: IO[bytes]) -> None:
+        self.fh = fh
+        self.size = 0
+        self.crc = 0
+
+    def write(self, data: bytes | memoryview) -> None:
+        self.fh.write(data)
+        self.size += len(data)
+        self.crc = zlib.crc32(data, self.crc)
+
+
+def read_state(fh: IO[bytes], *, size: int, crc32: int) -> Any:
+    """Read a state file :meth:`StateSnapshot.write` made; refuse it unless whole and intact.
+
+    Raises :class:`~aiops.state.envelope.SnapshotRefused` for a file of another size or
+    checksum than the manifest says, or one that does not parse.
+    """
+    crc = 0
+    got = 0
+
+    short = "rule state refused: the file is shorter than its header says"
+
+    def take(n: int) -> bytes:
+        nonlocal crc, got
+        data = fh.read(n)
+        if len(data) != n:
+            raise SnapshotRefused(short)
+        crc = zlib.crc32(data, crc)
+        got += n
+        return data
+
+    magic = take(len(MAGIC))
+    if magic != MAGIC:
+        raise SnapshotRefused("rule state refused: not an aiops rule state file")
+    line = fh.readline(MAX_HEADER)
+    if not line.endswith(b"\n"):
+        raise SnapshotRefused("rule state refused: its header is cut off")
+    crc = zlib.crc32(line, crc)
+    got += len(line)
+    try:
+        header = json.loads(line)
+        specs = [(np.dtype(str(d)), tuple(int(s) for s in shape)) for d, shape in header["arrays"]]
+        blob_sizes = [int(n) for n in header["blobs"]]
+        rows = int(header["chunk_rows"])
+        doc = header["doc"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SnapshotRefused(f"rule state refused: unreadable header ({exc})") from None
+    if rows < 1 or any(dt.hasobject for dt, _ in specs) or got + sum(blob_sizes) > size:
+        raise SnapshotRefused("rule state refused: its header does not fit its size")
+    blobs = [take(n) for n in blob_sizes]
+    arrays = [np.empty(shape, dtype=dt) for dt, shape in specs]
+    if got + sum(a.nbytes for a in arrays) != size:
+        raise SnapshotRefused("rule state refused: it is not the size its manifest says")
+    for a in arrays:
+        if a.ndim == 0:
+            a[...] = np.frombuffer(take(a.nbytes), dtype=a.dtype)[0]
+    n_rows = max((len(a) for a in arrays if a.ndim), default=0)
+    for c in range(-(-n_rows // rows)):
+        for a in arrays:
+            if a.ndim == 0:
+                continue
+            part = a[c * rows : (c + 1) * rows]
+            if not len(part):
+                continue
+            view = part.data.cast("B")
+            if fh.readinto(view) != len(view):  # type: ignore[attr-defined]
+                raise SnapshotRefused(short)
+            crc = zlib.crc32(view, crc)
+            got += len(view)
+    if fh.read(1):
+        raise SnapshotRefused("rule state refused: bytes after its end")
+    if crc != crc32:
+        raise SnapshotRefused("rule state refused: checksum mismatch (corrupt or torn)")
+
+    def decode(x: Any) -> Any:
+        if isinstance(x, dict):
+            if len(x) == 1:
+                ((k, v),) = x.items()
+                if k == _ARRAY:
+                    return arrays[int(v)]
+                if k == _BLOB:
+                    return blobs[int(v)]
+                if k == _KEYS:
+                    return decode_keys(blobs[int(v)])
+            return {k: decode(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [decode(v) for v in x]
+        return x
+
+    try:
+        return decode(doc)
+    except (ValueError, IndexError, TypeError) as exc:
+        raise SnapshotRefused(f"rule state refused: {exc}") from None
