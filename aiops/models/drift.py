@@ -96,6 +96,10 @@ def make_detector(kind: str, params: Mapping[str, Any]) -> Any:
     from river import drift
 
     cls = getattr(drift, _CLASSES[kind])
+    if kind == "kswin":  # river's, with its per-update scipy test made cheap
+        from aiops.models.kswin import KSWIN
+
+        cls = KSWIN
     valid = [n for n in inspect.signature(cls).parameters if n != "self"]
     unknown = sorted(set(params) - set(valid))
     if unknown:
