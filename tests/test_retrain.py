@@ -714,3 +714,70 @@ def test_a_drift_retrains_only_a_rule_that_asks_for_it(
     assert [a for a in h.info if a.labels["alertname"] == "ModelDrift"]
     assert out.trainings == 0  # ... but not retrained on
     assert [mv.trigger for mv in h.registry.versions(RULE)] == ["initial"]
+
+
+def test_history_forget_drops_a_series_points_and_marks_still_hold() -> None:
+    hist = History(6)
+    hist.append(np.array([0, 1, 0, 1]), np.arange(4.0), np.arange(4.0))
+    mark = hist.count
+    hist.append(np.array([0, 1]), np.array([4.0, 5.0]), np.array([4.0, 5.0]))
+    hist.forget(np.array([0]))
+    assert hist.since_mark(0)[0].tolist() == [1, 1, 1]
+    assert hist.since_mark(0)[1].tolist() == [1.0, 3.0, 5.0]
+    assert hist.since_mark(mark)[1].tolist() == [5.0]
+    hist.append(np.array([0, 0]), np.array([6.0, 7.0]), np.array([6.0, 7.0]))  # a new series
+    assert hist.since_mark(0)[1].tolist() == [3.0, 5.0, 6.0, 7.0]
+    assert hist.between(5.0, 7.0)[0].tolist() == [1, 0, 0]
+
+
+def test_a_reused_row_gets_no_history_nor_drift_state_of_the_forgotten_series() -> None:
+    """Pod churn: p0 is forgotten and p2 takes its row; retraining and drift see p2 alone."""
+    pods = [SeriesKey.of("latency", {"pod": f"p{i}"}) for i in range(3)]
+    rule = RuleSpec(
+        group="g",
+        alert="A",
+        source="s",
+        matches=lambda k: True,
+        detector_type="ewma_z",
+        forget_seconds=600.0,
+        max_series=2,
+    )
+    engine = Engine([rule])
+    drift = Drift(on=("input",), sample=2, every=300.0, season=3600.0)
+    retraining = Retraining(
+        {RULE: (Retrain(every=DAY, max_points=1000), drift)}, executor=InlineExecutor()
+    )
+    retraining.start(engine)
+    level = {0: 100.0, 1: 20.0, 2: 7.0}
+
+    def feed(t: float, live: list[int]) -> None:
+        b = Batch(
+            keys=[pods[p] for p in live],
+            series=np.arange(len(live)),
+            timestamps=np.full(len(live), t),
+            values=np.array([level[p] for p in live]),
+        )
+        engine.process("s", b)
+        retraining.after_batch(engine, t)
+
+    for m in range(120):  # two hours of p0 and p1: the drift baseline fills
+        feed(T0 + m * MIN, [0, 1])
+    for m in range(120, 140):  # p0 stops; forgotten 10 minutes after its last point
+        feed(T0 + m * MIN, [1])
+    for m in range(140, 200):  # p2 arrives and takes p0's row
+        feed(T0 + m * MIN, [1, 2])
+    rt = engine.rules[RULE]
+    assert rt.registry.lookup(pods).tolist() == [-1, 1, 0]
+    r = retraining.retrainers[RULE]
+    assert r.history is not None
+    idx, ts, vs = r.history.since_mark(0)
+    assert vs[idx == 0].tolist() == [7.0] * 60  # p2's points only, none of p0's
+    assert ts[idx == 0].min() == T0 + 140 * MIN
+    assert set(vs[idx == 1].tolist()) == {20.0}
+    m = r.drift
+    assert m is not None
+    assert sorted(m.followed) == [0, 1]  # p2 follows in p0's place, as a new series
+    slot = int(m._slot_of[0])
+    seen = m._baseline[slot][~np.isnan(m._baseline[slot])]
+    assert set(seen.tolist()) == {7.0}  # a baseline of p2's, afresh
+    assert 100.0 not in m._baseline

@@ -263,6 +263,8 @@ class DriftMonitor:
         self._heap: list[tuple[int, int]] = []  # (-hash, series index) of the followed ones
         self._slot_series = np.full(cap, -1, dtype=np.int64)
         self._free = list(range(cap - 1, -1, -1))
+        # Rows of forgotten series (forget): the series a row holds next is a candidate.
+        self._recheck: set[int] = set()
         self._cur = np.full(cap, np.iinfo(np.int64).min, dtype=np.int64)
         self._sum = np.zeros(cap)
         self._n = np.zeros(cap, dtype=np.int64)
@@ -290,6 +292,11 @@ class DriftMonitor:
         need = int(idx.max()) + 1
         if need > self._seen:
             self._follow(need)
+        if self._recheck:
+            back = np.unique(idx[np.isin(idx, np.fromiter(self._recheck, np.int64))])
+            for i in back.tolist():
+                self._recheck.discard(i)
+                self._consider(i)
         n = len(idx)
         out_slot = np.empty(n, dtype=np.int64)
         out_bucket = np.empty(n)
@@ -406,6 +413,7 @@ class DriftMonitor:
             "slot_of": self._slot_of.copy(),
             "slot_series": self._slot_series.copy(),
             "free": list(self._free),
+            "recheck": sorted(self._recheck),
             "cur": self._cur.copy(),
             "sum": self._sum.copy(),
             "n": self._n.copy(),
@@ -451,6 +459,7 @@ class DriftMonitor:
         heapq.heapify(self._heap)
         self._slot_of = np.asarray(state["slot_of"], dtype=np.int64).copy()
         self._free = [int(j) for j in state["free"]]
+        self._recheck = {int(i) for i in state.get("recheck", ())}
         self._slot_series = np.array(got["slot_series"], dtype=np.int64)
         self._cur = np.array(got["cur"], dtype=np.int64)
         self._sum = np.array(got["sum"], dtype=np.float64)
@@ -472,25 +481,54 @@ class DriftMonitor:
         self._last_event[signal] = at
         return [DriftEvent(self.rule, signal, at, value, series)]
 
+    def forget(self, rows: IntArray) -> None:
+        """Series ``rows`` were forgotten: their rows go to new series.
+
+        A followed one leaves the sample: its slot (river detector, bucket sums,
+        seasonal baseline) is freed, to start afresh for the next series it takes, and
+        the series that next holds each row is considered for the sample when it is
+        first seen (the bottom-``sample`` hashes, with room for it now).
+        """
+        gone = {int(i) for i in rows if 0 <= i < self._seen}
+        if not gone:
+            return
+        if self._cap:
+            followed = [(h, i) for h, i in self._heap if i in gone]
+            if followed:
+                for _, i in followed:
+                    j = int(self._slot_of[i])
+                    self._slot_of[i] = -1
+                    self._slot_series[j] = -1
+                    self._input[j] = None
+                    self._free.append(j)
+                self._heap = [(h, i) for h, i in self._heap if i not in gone]
+                heapq.heapify(self._heap)
+        self._recheck |= gone
+
     def _follow(self, need: int) -> None:
         """Consider series ``_seen .. need-1`` for the sample (bottom-``sample`` hashes)."""
         if need > len(self._slot_of):
             grown = np.full(max(need, 2 * len(self._slot_of)), -1, dtype=np.int64)
             grown[: len(self._slot_of)] = self._slot_of
             self._slot_of = grown
-        if self._cap:
-            for i in range(self._seen, min(need, len(self.keys))):
-                h = int(self.keys[i].series_id, 16)
-                if len(self._heap) < self._cap:
-                    heapq.heappush(self._heap, (-h, i))
-                    self._take_slot(i)
-                elif -self._heap[0][0] > h:
-                    _, out = heapq.heapreplace(self._heap, (-h, i))
-                    j = int(self._slot_of[out])
-                    self._slot_of[out] = -1
-                    self._free.append(j)
-                    self._take_slot(i)
+        for i in range(self._seen, min(need, len(self.keys))):
+            self._consider(i)
         self._seen = need
+
+    def _consider(self, i: int) -> None:
+        """Follow series ``i`` if its hash is among the ``sample`` lowest seen."""
+        if not self._cap or i >= len(self.keys):
+            return
+        h = int(self.keys[i].series_id, 16)
+        if len(self._heap) < self._cap:
+            heapq.heappush(self._heap, (-h, i))
+            self._take_slot(i)
+        elif -self._heap[0][0] > h:
+            _, out = heapq.heapreplace(self._heap, (-h, i))
+            j = int(self._slot_of[out])
+            self._slot_of[out] = -1
+            self._free.append(j)
+            self._take_slot(i)
 
     def _take_slot(self, i: int) -> None:
         j = self._free.pop()

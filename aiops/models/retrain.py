@@ -101,6 +101,8 @@ _EVENTS_KEPT = 100
 _ALERTS_KEPT = 10_000
 #: Resolution of the maintenance-window check: time intervals are minute-based.
 _MINUTE = 60.0
+#: A :class:`History` place whose point was dropped (its series forgotten).
+_FORGOTTEN = -1
 
 
 def cron_trigger(expr: str, timezone: str = "UTC") -> Any:
@@ -162,6 +164,9 @@ class History:
     can ask for what came after a mark (:meth:`since_mark`) as well as for a time range.
     Cost: 20 bytes a point (int64 index, float64 time, float32 value is not enough for
     replays to match, so float64: 24 bytes).
+
+    The points of a forgotten series are dropped (:meth:`forget`): its row goes to the
+    next new series, whose training must not see them.
     """
 
     def __init__(self, capacity: int) -> None:
@@ -205,7 +210,18 @@ class History:
         if n <= 0:
             return np.zeros(0, np.int64), np.zeros(0), np.zeros(0)
         pos = (first + np.arange(n)) % self.capacity
-        return self._idx[pos], self._t[pos], self._v[pos]
+        idx = self._idx[pos]
+        kept = idx >= 0
+        if not kept.all():
+            pos = pos[kept]
+            idx = idx[kept]
+        return idx, self._t[pos], self._v[pos]
+
+    def forget(self, rows: IntArray) -> None:
+        """Drop the kept points of series ``rows`` (their places stay: marks still hold)."""
+        if len(rows) and self.count:
+            held = self._idx[: len(self)]
+            held[np.isin(held, rows)] = _FORGOTTEN
 
     def between(self, start: float, end: float) -> tuple[IntArray, FloatArray, FloatArray]:
         """Copies of the kept points with ``start <= t <= end``, in arrival order."""
@@ -376,6 +392,8 @@ class _Training:
     mark: int  # History.count when the training's points were taken
     future: Future[Any]  # of a _Trained
     detail: str = ""
+    # Rows of series forgotten meanwhile (Retrainer.forget): the candidate resets them.
+    forgotten: list[int] = field(default_factory=list)
     # Known once the worker is done:
     window: tuple[float, float] = (math.nan, math.nan)
     points: int = 0
@@ -509,6 +527,36 @@ class Retrainer:
             self.outcome.failed += 1
             log.exception("rule %s: drift check or retraining failed on a batch", self.rule)
 
+    def forget(self, rt: RuleRuntime, rows: IntArray) -> None:
+        """Series ``rows`` were forgotten; each row goes to the next new series.
+
+        What was kept of them goes: their history points, their drift slots, and their
+        rows of a candidate in shadow and of a previous model under watch (so neither a
+        promotion nor a rollback hands a new series the old one's state). A training
+        under way, which read the history before, resets those rows of its candidate
+        when it ends. Never raises.
+        """
+        try:
+            if self.history is not None:
+                self.history.forget(rows)
+            if self.drift is not None:
+                self.drift.forget(rows)
+            if self._training is not None:
+                self._training.forgotten.extend(int(r) for r in rows)
+            if self._shadow is not None and not rt._reset_detector_rows(
+                np.unique(rows), self._shadow.candidate
+            ):
+                log.info("rule %s: series forgotten; the candidate in shadow is dropped", self.rule)
+                self._shadow = None
+            if self._watch is not None and not rt._reset_detector_rows(
+                np.unique(rows), self._watch.previous
+            ):
+                log.info("rule %s: series forgotten; the watch of the promotion ends", self.rule)
+                self._watch = None
+        except Exception:
+            self.outcome.failed += 1
+            log.exception("rule %s: forgetting series in the retrainer failed", self.rule)
+
     def _observe(
         self, rt: RuleRuntime, idx: IntArray, ts: FloatArray, vs: FloatArray, scores: FloatArray
     ) -> None:
@@ -607,6 +655,11 @@ class Retrainer:
             return
         assert self.history is not None
         candidate = trained.detector
+        if training.forgotten and not rt._reset_detector_rows(
+            np.unique(np.asarray(training.forgotten, dtype=np.int64)), candidate
+        ):
+            self._skip(rt, training.trigger, "series were forgotten while it trained")
+            return
         training.window, training.points = trained.window, trained.points
         training.excluded = trained.excluded
         log.info(
@@ -789,6 +842,9 @@ class NullObserver:
         self, rt: RuleRuntime, idx: IntArray, ts: FloatArray, vs: FloatArray, scores: FloatArray
     ) -> None:
         """Nothing to do."""
+
+    def forget(self, rt: RuleRuntime, rows: IntArray) -> None:
+        """Nothing kept."""
 
 
 class NoRetraining:

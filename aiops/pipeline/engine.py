@@ -82,11 +82,17 @@ class PointObserver(Protocol):
     ) -> None:
         """Called after scoring, before the post-rules; must not raise."""
 
+    def forget(self, rt: RuleRuntime, rows: IntArray) -> None:
+        """Series ``rows`` were forgotten, their rows go to new series; must not raise."""
+
 
 class _NoObserver:
     def observe(
         self, rt: RuleRuntime, idx: IntArray, ts: FloatArray, vs: FloatArray, scores: FloatArray
     ) -> None:
+        pass
+
+    def forget(self, rt: RuleRuntime, rows: IntArray) -> None:
         pass
 
 
@@ -444,6 +450,7 @@ class RuleRuntime:
         ok = rows[rows < len(self._min_threshold)]
         self._raised -= int(np.count_nonzero(self._min_threshold[ok]))
         self._min_threshold[ok] = 0.0
+        self.observer.forget(self, rows)  # retraining history, drift slots
         mine = rows[rows < self.detector.n_series]
         if not len(mine):
             return True
@@ -575,9 +582,13 @@ class RuleRuntime:
         self.hits.load_state_dict({"history": hits})
         return True
 
-    def _reset_detector_rows(self, idx: IntArray) -> bool:
-        """The detector's rows ``idx`` (sorted, unique) as a new detector's; see reset_series."""
-        n = self.detector.n_series
+    def _reset_detector_rows(self, idx: IntArray, detector: Detector | None = None) -> bool:
+        """The detector's rows ``idx`` (sorted, unique) as a new detector's; see reset_series.
+
+        ``detector``: another detector of this rule's (a retraining candidate) instead.
+        """
+        target = self.detector if detector is None else detector
+        n = target.n_series
         if len(idx) == 0 or n == 0:
             return len(idx) == 0
         idx = idx[idx < n]
@@ -587,10 +598,10 @@ class RuleRuntime:
         if fresh.n_series != n:
             return False
         copied = [0]
-        state = _copy_rows(self.detector.state_dict(), fresh.state_dict(), idx, n, copied)
+        state = _copy_rows(target.state_dict(), fresh.state_dict(), idx, n, copied)
         if not copied[0]:
             return False
-        self.detector.load_state_dict(state)
+        target.load_state_dict(state)
         return True
 
     # -- model versions (aiops.models) ---------------------------------------------------
