@@ -364,9 +364,13 @@ class JsonRecordDecoder(Decoder):
         if items is None:
             self._item(doc, out, payload, default_ts, "")
         else:
-            for i, item in enumerate(items):
-                self._item(item, out, payload, default_ts, f"item {i}: ")
+            self._decode_items(items, out, payload, default_ts)
         return out
+
+    def _decode_items(self, items: list[Any], out: Decoded, raw: bytes, default_ts: float) -> None:
+        """Decode the items of an array in order (a decoder may do it faster in one go)."""
+        for i, item in enumerate(items):
+            self._item(item, out, raw, default_ts, f"item {i}: ")
 
     def _items_of(self, doc: Any, out: Decoded, raw: bytes) -> list[Any] | None:
         """The items of a document, or None when the document itself is the one item."""
