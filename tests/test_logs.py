@@ -810,3 +810,68 @@ def test_a_rule_whose_miners_changed_settings_learns_again_after_a_restart():
     assert not changed.logs.rules["logs/NewLogTemplate"].started  # learns again
     later = [a for recs in minutes[90:110] for a in changed.process("logs", Batch(logs=recs))]
     assert not [a for a in later if a.alertname == "NewLogTemplate"]
+
+
+def test_log_json_arrays_decode_as_each_event_alone():
+    """The array loop's shortcut for common events gives what one event at a time gives."""
+    from aiops.pipeline.decoder import Decoded
+
+    rng = np.random.default_rng(4)
+    values = ["a", "b", None, 3, True, 2.5, {"x": 1}, [1], ""]
+    times = [1.7e9, 1_700_000_000, "2024-05-01T12:00:00Z", 1.7e12, -1.0, None, True, "x"]
+    times += [float("nan"), 1e11, 0]
+    events: list = []
+    for _ in range(3000):
+        ev = {}
+        for key, pool in (
+            ("message", ["disk full", None, 7, {"m": 1}, "user 3 in"]),
+            ("log", ["from log", None]),
+            ("timestamp", times),
+            ("@timestamp", times),
+            ("service", values),
+            ("host", values),
+        ):
+            if rng.random() < 0.7:
+                ev[key] = pool[int(rng.integers(len(pool)))]
+        events.append(ev)
+    events += [[1], "text", None, 5]
+    for settings in (
+        {"label_fields": {"service": "service", "host": "host"}, "labels": {"env": "prod"}},
+        {"message_field": ["log", "message"], "label_fields": ["service"]},
+        {"label_fields": {"host": "host.name"}},  # a dotted path: the general loop
+        {"timestamp_format": "unix_ms", "label_fields": {"service": "service"}},
+        {"missing_message": "raw_json"},
+    ):
+        decoder = create_decoder("log_json", settings)
+        fast = Decoded()
+        decoder._decode_items(events, fast, b"raw", 5.0)
+        slow = Decoded()
+        for i, ev in enumerate(events):
+            decoder._item(ev, slow, b"raw", 5.0, f"item {i}: ")
+        assert fast.logs == slow.logs, settings
+        assert [(r.reason, r.detail) for r in fast.rejects] == [
+            (r.reason, r.detail) for r in slow.rejects
+        ]
+        assert len(fast.logs) > 100
+
+
+def test_a_batch_of_many_streams_mines_and_alerts_as_records_one_at_a_time():
+    """Streams mined miner by miner in one batch, rules that select some of them."""
+    rules = json.loads(json.dumps(RULES))
+    rules["groups"][0]["rules"][1]["selector"] = '{service=~"a|c"}'
+    specs = log_rule_specs(RuleFile.model_validate(rules).groups)
+    streams = [stream(service=s, seed=k) for k, s in enumerate("abc")]
+    mixed = [sorted(x + y + z, key=lambda r: r.timestamp) for x, y, z in zip(*streams, strict=True)]
+
+    def run(batches):
+        engine = Engine([], logs=LogEngine(specs))
+        out = [a for b in batches for a in engine.process("logs", Batch(logs=b))]
+        miners = {k[2]: m.state_dict() for k, m in engine.logs.miners.items()}
+        return [(a.alertname, a.status, a.labels["service"], a.starts_at) for a in out], miners
+
+    whole, whole_miners = run(mixed)
+    single, single_miners = run([[r] for minute in mixed for r in minute])
+    assert sorted(whole) == sorted(single)
+    assert whole_miners == single_miners
+    assert {s for _, _, s, _ in whole} == {"a", "b", "c"}
+    assert {s for n, _, s, _ in whole if n == "ErrorBurst"} == {"a", "c"}

@@ -43,7 +43,7 @@ import re
 from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -920,41 +920,42 @@ class LogEngine:
                 for rule in chosen:
                     rule.observe_batch(one, None, alerts)
                 continue
-            mined = _Mined()
-            recs, parts, miners, cids, created = (
-                mined.recs,
-                mined.parts,
-                mined.miners,
-                mined.cids,
-                mined.created,
-            )
-            subsets: dict[_Rule, list[int]] | None = None
             route = self._route.setdefault(gi, {})
-            for rec in batch.logs:
-                hit = route.get(rec.labels)
-                if hit is None:
-                    hit = self._route_of(
-                        gi, rec.labels, members, part_by, source_id, digest, settings
-                    )
-                chosen, part, miner, add, every = hit
-                if not chosen:
+            found = list(map(route.get, labels))
+            if None in found:
+                for i, hit in enumerate(found):
+                    if hit is None:
+                        found[i] = route.get(labels[i]) or self._route_of(
+                            gi, labels[i], members, part_by, source_id, digest, settings
+                        )
+            hits = cast(list[_Route], found)
+            distinct = {id(h): h for h in hits}.values()
+            subsets: dict[_Rule, list[int]] | None = None
+            if all(h[0] and h[4] for h in distinct):  # every rule selects every stream
+                mined = _Mined(
+                    recs=list(logs), parts=[h[1] for h in hits], miners=[h[2] for h in hits]
+                )
+            else:
+                mined = _Mined()
+                recs, parts, miners = mined.recs, mined.parts, mined.miners
+                for rec, hit in zip(logs, hits, strict=True):
+                    chosen, part, miner, _, every = hit
+                    if not chosen:
+                        continue
+                    if not every:  # some rules do not select this stream
+                        if subsets is None:
+                            subsets = {r: list(range(len(recs))) for r in members}
+                        for r in chosen:
+                            subsets[r].append(len(recs))
+                    elif subsets is not None:
+                        for r in members:
+                            subsets[r].append(len(recs))
+                    recs.append(rec)
+                    parts.append(part)
+                    miners.append(miner)
+                if not recs:
                     continue
-                if not every:  # some rules do not select this stream
-                    if subsets is None:
-                        subsets = {r: list(range(len(recs))) for r in members}
-                    for r in chosen:
-                        subsets[r].append(len(recs))
-                elif subsets is not None:
-                    for r in members:
-                        subsets[r].append(len(recs))
-                cid, new = add(rec.message)
-                recs.append(rec)
-                parts.append(part)
-                miners.append(miner)
-                cids.append(cid)
-                created.append(new)
-            if not recs:
-                continue
+            mined.cids, mined.created = _mine_by_miner(mined.recs, mined.miners)
             for rule in members:
                 rule.observe_batch(mined, None if subsets is None else subsets[rule], alerts)
         return alerts
@@ -1206,6 +1207,30 @@ class LogEngine:
             rule.load_state_dict(state["rules"][key])
             rule.load_model_info(state["rules"][key])
         self.notable.extend(state.get("notable", ()))
+
+
+def _mine_by_miner(
+    recs: Sequence[LogRecord], miners: Sequence[LogMiner]
+) -> tuple[list[int], list[bool]]:
+    """Each record's template id and whether it made a new one, mined by its miner.
+
+    Each miner takes its records in order in one :meth:`LogMiner.add_batch`: the same
+    results as record by record (miners share nothing that changes a result).
+    """
+    one = miners[0]
+    if all(m is one for m in miners):  # identity: equal miners (a dataclass) may be two
+        return one.add_batch(list(map(_MESSAGE, recs)))
+    cids = [0] * len(recs)
+    created = [False] * len(recs)
+    positions: dict[int, list[int]] = {}
+    for i, m in enumerate(miners):
+        positions.setdefault(id(m), []).append(i)
+    for pos in positions.values():
+        got, new = miners[pos[0]].add_batch([recs[j].message for j in pos])
+        for j, cid, made in zip(pos, got, new, strict=True):
+            cids[j] = cid
+            created[j] = made
+    return cids, created
 
 
 def _partition(labels: tuple[tuple[str, str], ...], part_by: tuple[str, ...]) -> Partition:
