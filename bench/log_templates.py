@@ -1,9 +1,11 @@
 """Grouping accuracy of ``aiops logs templates`` on the Loghub log-parsing benchmark.
 
-Data: a folder in Loghub's layout, ``<System>/<System>_2k.log_structured.csv`` (columns
-``Content`` and ``EventId`` at least), given by ``--data`` or ``AIOPS_LOGHUB_DIR``. The
-dataset is not part of this repository; fetch it from the Loghub project into a folder
-of your own.
+Data: a folder holding Loghub's ``<System>_2k.log_structured.csv`` files (columns
+``Content`` and ``EventId`` at least), at any depth (Loghub's layout,
+``<System>/<System>_2k.log_structured.csv``, or all in one folder), given by ``--data``
+or ``AIOPS_LOGHUB_DIR``. Every such file found is scored (``--systems`` picks some by
+name). The dataset is not part of this repository; fetch it from the Loghub project
+into a folder of your own.
 
 For each system, the ``Content`` column is written one message a line, mined by the
 command ``aiops logs templates FILE --out OUT.csv`` (the daemon's miner, masking and
@@ -29,6 +31,8 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
+#: The 16 systems of the benchmark (Zhu et al.), in the paper's order: found files are
+#: listed in this order, others after them by name.
 SYSTEMS = [
     "HDFS",
     "Hadoop",
@@ -89,6 +93,21 @@ def explain(contents: list[str], truth: list[str], rows: list[dict[str, str]]) -
             print(f"      -> {templates[p][:100]!r}" + (f" also {shared[:6]}" if shared else ""))
 
 
+SUFFIX = "_2k.log_structured.csv"
+
+
+def find_samples(root: Path) -> dict[str, Path]:
+    """``{system: file}`` of every ``<System>_2k.log_structured.csv`` under ``root``."""
+    found: dict[str, Path] = {}
+    for path in sorted(root.rglob(f"*{SUFFIX}")):
+        system = path.name[: -len(SUFFIX)]
+        if system in found:
+            raise SystemExit(f"two samples of {system}: {found[system]} and {path}")
+        found[system] = path
+    order = {s: i for i, s in enumerate(SYSTEMS)}
+    return dict(sorted(found.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
+
+
 def mine_with_cli(contents: list[str]) -> list[dict[str, str]]:
     """The rows ``aiops logs templates`` writes, run as a command."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -110,17 +129,21 @@ def mine_with_cli(contents: list[str]) -> list[dict[str, str]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=os.environ.get("AIOPS_LOGHUB_DIR"))
-    ap.add_argument("--systems", default=",".join(SYSTEMS))
+    ap.add_argument("--systems", default="", help="comma-separated names (default: all found)")
     ap.add_argument("--explain", action="store_true", help="list the events grouped wrongly")
     args = ap.parse_args()
     if not args.data:
         raise SystemExit("give --data DIR (or AIOPS_LOGHUB_DIR): a Loghub folder")
     root = Path(args.data)
+    samples = find_samples(root)
+    if not samples:
+        raise SystemExit(f"no *{SUFFIX} file under {root}")
+    wanted = [s for s in args.systems.split(",") if s] or list(samples)
     scores: dict[str, tuple[float, int]] = {}
-    for system in args.systems.split(","):
-        path = root / system / f"{system}_2k.log_structured.csv"
-        if not path.exists():
-            print(f"{system:12s} missing ({path})")
+    for system in wanted:
+        path = samples.get(system)
+        if path is None:
+            print(f"{system:12s} missing (no {system}{SUFFIX} under {root})")
             continue
         contents, truth = read_structured(path)
         rows = mine_with_cli(contents)
