@@ -99,16 +99,74 @@ def test_an_old_checkpoint_without_last_seen_counts_the_firing_time():
     ]
 
 
-def test_a_rule_whose_every_series_stopped_resolves_by_the_time_of_other_data():
+def test_a_rule_whose_every_series_stopped_resolves_by_its_own_sources_time_only():
     engine = Engine([])
     quiet, busy = runtime(alert="Quiet", source="a"), runtime(alert="Busy", source="b")
     engine.rules = {quiet.spec.key: quiet, busy.spec.key: busy}
     quiet.process(batch([(0, 0.0, 1.0)]))
     busy.process(batch([(2, 1000.0, 0.0)]))  # its own data does not touch Quiet's series
     assert quiet.alerts.firing().tolist() == [0]
-    got = engine.resolve_stale(1000.0)
+    # Source b's time is no clock of source a (it may be ahead, a read backlog behind).
+    assert engine.resolve_stale(1000.0, "b") == []
+    assert quiet.alerts.firing().tolist() == [0]
+    # Source a's other series reaching t=1000 (matching no series of Quiet's) do resolve it.
+    got = engine.resolve_stale(1000.0, "a")
     assert transitions(got) == [("h0", "resolved", 0.0, 900.0)]
     assert got[0].labels["alertname"] == "Quiet"
+
+
+def test_in_the_daemon_a_quiet_source_is_not_resolved_by_another_sources_time(tmp_path):
+    import threading
+
+    from aiops.alerting.routing import Dispatcher, RouteNode, Router
+    from aiops.service.daemon import Daemon
+    from aiops.state.checkpoint import Checkpointer
+    from aiops.state.envelope import MemoryStateStore
+    from aiops.testing import FakeClock, ListNotifier, MemorySource
+
+    def rule(name, source):
+        return RuleSpec(
+            group="g",
+            alert=name,
+            source=source,
+            matches=lambda k: True,
+            threshold=0.9,
+            stale_seconds=900.0,
+        )
+
+    a0, b0 = SeriesKey.of("m", {"src": "a", "host": "h0"}), SeriesKey.of("m", {"src": "b"})
+
+    def points(key, times, value):
+        return Batch(
+            keys=[key],
+            series=np.zeros(len(times), np.int64),
+            timestamps=np.asarray(times, float),
+            values=np.full(len(times), value),
+        )
+
+    # A fires at t=0 and then sends nothing; B runs on to t=3000, firing at its end.
+    sources = {
+        "a": MemorySource([points(a0, [0.0], 1.0)], source_id="a"),
+        "b": MemorySource(
+            [points(b0, [t], 1.0 if t == 3000 else 0.0) for t in range(60, 3060, 60)],
+            source_id="b",
+        ),
+    }
+    engine = Engine([rule("QuietA", "a"), rule("BusyB", "b")])
+    for rt in engine.rules.values():
+        rt.detector = ValueIsScore()
+    notifier = ListNotifier()
+    Daemon(
+        sources=sources,
+        engine=engine,
+        router=Router(RouteNode("r")),
+        dispatcher=Dispatcher({"r": [notifier]}),
+        checkpointer=Checkpointer(MemoryStateStore()),
+        clock=FakeClock(),
+    ).run(threading.Event())
+    got = [(a.labels["alertname"], a.status) for n in notifier.sent for a in n.alerts]
+    # QuietA fires and stays firing: B's clock 50 minutes on resolves nothing of A's.
+    assert sorted(got) == [("BusyB", "firing"), ("QuietA", "firing")]
 
 
 def test_the_rule_key_and_its_default():

@@ -1081,13 +1081,21 @@ class Engine:
         out, self.failures = self.failures, []
         return out
 
-    def resolve_stale(self, now: float) -> list[Alert]:
-        """Stale resolutions of every rule by data time ``now`` (:meth:`RuleRuntime.resolve_stale`).
+    def resolve_stale(self, now: float, source: str | None = None) -> list[Alert]:
+        """Stale resolutions by data time ``now`` (:meth:`RuleRuntime.resolve_stale`).
 
-        The daemon calls it with the latest point time of all its sources, so a rule
-        whose every series stopped still resolves while other data flows.
+        Of the rules reading ``source`` (every rule if None). The daemon calls it after
+        each batch with the latest point time of that batch's source, so a rule whose
+        every series stopped still resolves while its source's other series go on;
+        never by another source's time (which may be ahead, or behind while a backlog
+        is read): the alerts of a source that sends nothing stay firing until it sends.
         """
-        return [a for rt in self.rules.values() for a in rt.resolve_stale(now)]
+        return [
+            a
+            for rt in self.rules.values()
+            if source is None or rt.spec.source == source
+            for a in rt.resolve_stale(now)
+        ]
 
     def rule(self, key: str) -> RuleRuntime | None:
         """The rule called ``key`` (``group/alert``), if configured."""

@@ -405,6 +405,7 @@ class Daemon:
         self._sequence = 0
         self._data_time = -np.inf  # the latest point time of any source
         self._data_time_at = 0.0  # the loop clock when _data_time last moved
+        self._source_time: dict[str, float] = {}  # the latest point time of each source
         self._last_checkpoint = clock()
         # --- HTTP listener and metrics (aiops.service.http, aiops.service.metrics) ---
         self.metrics = metrics
@@ -543,8 +544,11 @@ class Daemon:
             latest = float(np.nanmax(batch.timestamps, initial=-np.inf))
             if latest > self._data_time:
                 self._data_time, self._data_time_at = latest, self.clock()
-            # Rules whose every series went quiet resolve by the time of the other data.
-            alerts = [*alerts, *self.engine.resolve_stale(self._data_time)]
+            # Rules whose every series went quiet resolve by the time of their source's
+            # other data, never by another source's (which may be ahead, or quiet).
+            source_time = max(self._source_time.get(source_id, -np.inf), latest)
+            self._source_time[source_id] = source_time
+            alerts = [*alerts, *self.engine.resolve_stale(source_time, source_id)]
         # Info alerts of drift checks and automatic rollbacks, through the same router.
         alerts = [*alerts, *self.retraining.after_batch(self.engine, self._data_time)]
         self.metrics.batch(source_id, batch)
