@@ -164,3 +164,15 @@ def test_a_daemon_restart_keeps_the_log_rules_versions_and_does_not_alert_again(
     assert [a for a, s, _ in seen2 if s == "firing"] == ["ErrorBurst"]
     for key in life.running:
         assert [v.version for v in life.registry.versions(key)] == [1]
+
+
+def test_the_readme_s_log_rules_example_loads(tmp_path: Path) -> None:
+    from aiops.config.loader import load_rule_files
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = text.index("groups:\n  - name: app-logs")
+    path = tmp_path / "logs.yaml"
+    path.write_text(text[start : text.index("```", start)])
+    specs = log_rule_specs(load_rule_files([path]))
+    assert [s.kind for s in specs] == ["new_template", "error_burst", "template_rate"]
+    assert specs[0].mining.masks[0].mask == "<ORDER>"
