@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 from http_stubs import OpsgenieStub, PagerDutyStub, WebhookStub
 
@@ -164,8 +165,11 @@ def test_an_acknowledgement_has_its_own_key_and_survives_the_outbox_encoding() -
     ack = Notification("oncall", [a], {"alertname": "Latency"}, action="acknowledge", actor="bob")
     assert ack.idempotency_key != note.idempotency_key  # not taken for a re-send of the firing
     assert decode_notification(encode_notification(ack)) == ack
-    old_row = encode_notification(note).replace(',"action":"notify","actor":""', "")
-    assert decode_notification(old_row) == note  # rows written before the field existed
+    # Rows written before the fields existed: one object per notification (orjson's own
+    # encoding of the dataclass, as the outbox wrote it then) without action and actor.
+    old_row = orjson.dumps(note).decode().replace(',"action":"notify","actor":""', "")
+    assert '"action"' not in old_row
+    assert decode_notification(old_row) == note
 
 
 def test_pagerduty_per_alert_incidents_acknowledge_each_alert(monkeypatch) -> None:

@@ -1,5 +1,6 @@
 """The durable outbox: dedupe, back-off, Retry-After, breaker, dead letters, schema."""
 
+import dataclasses
 import random
 import sqlite3
 import threading
@@ -411,3 +412,111 @@ def test_a_notifier_without_charts_gets_and_stores_no_windows(tmp_path):
     )
     assert rows["plain[0]"] < rows["chart[0]"]
     box.close()
+
+
+def test_the_payload_arrays_name_every_field_of_the_dataclasses():
+    from aiops.alerting.notify import AlertWindow
+    from aiops.alerting.outbox import ALERT_FIELDS, NOTIFICATION_FIELDS, WINDOW_FIELDS
+
+    # A field missing here would be dropped from every row without a word.
+    for cls, names in (
+        (Notification, NOTIFICATION_FIELDS),
+        (Alert, ALERT_FIELDS),
+        (AlertWindow, WINDOW_FIELDS),
+    ):
+        assert sorted(names) == sorted(f.name for f in dataclasses.fields(cls)), cls
+    assert ALERT_FIELDS[-1] == "window"  # left out as the last item when not wanted
+
+
+def test_every_field_round_trips_exactly_through_the_database(tmp_path):
+    from aiops.alerting.notify import AlertWindow
+
+    class Plain(ListNotifier):
+        uses_window = False
+
+    rng = random.Random(3)
+    odd = [0.1 + 0.2, 1e-300, 5e-324, 1.7976931348623157e308, -0.0, 1700000000.123456]
+    floats = odd + [rng.uniform(-1e6, 1e6) * 10 ** rng.randint(-20, 20) for _ in range(200)]
+    nan = float("nan")
+    window = AlertWindow(
+        tuple(floats[:50]),
+        (nan, *floats[51:100]),
+        tuple(floats[100:150]),
+        (*floats[150:199], nan),
+        tuple(rng.random() < 0.5 for _ in range(50)),
+        0.999,
+    )
+    alerts = [
+        Alert(
+            f"fp{i}",
+            "resolved" if i else "firing",
+            {"alertname": "Lat", "host": 'h"\\\u2028\x01é', "ütf": "ok"},
+            {"summary": "line\nbreak"},
+            floats[i],
+            ends_at=None if i == 0 else floats[i + 1],
+            value=nan if i == 1 else floats[i + 2],
+            score=floats[i + 3],
+            series='lat{host="h"}',
+            rule="g/Lat",
+            detector="ensemble",
+            model_version="v1",
+            window=window,
+        )
+        for i in range(3)
+    ]
+    n = Notification("ops", alerts, {"alertname": "Lat"}, repeat=3)
+    charts, plain = ListNotifier(), Plain()
+    box = Outbox(
+        tmp_path / "outbox.sqlite",
+        [Integration("ops", "chart[0]", charts), Integration("ops", "plain[0]", plain)],
+        clock=FakeClock(1000.0),
+    )
+    box.append(n)
+    box.deliver_due()
+    box.close()
+
+    def same(a, b):  # NaN equals NaN, and the sign of a zero counts
+        return repr(a) == repr(b)
+
+    got = charts.sent[0]
+    assert same(got, n)
+    assert same(
+        plain.sent[0],
+        Notification(
+            "ops", [dataclasses.replace(a, window=None) for a in alerts], {"alertname": "Lat"}, 3
+        ),
+    )
+
+
+def test_rows_of_the_older_object_format_still_deliver(tmp_path):
+    import json
+
+    import orjson
+
+    sink = ListNotifier()
+    box, _, _ = make(tmp_path, sink)
+    box.append(note(1))
+    old = orjson.dumps(note(2)).decode()  # how rows were written before the arrays
+    older = json.dumps(
+        {**json.loads(old), "alerts": [{**json.loads(old)["alerts"][0], "value": float("nan")}]}
+    )
+    con = sqlite3.connect(tmp_path / "outbox.sqlite")
+    con.execute("UPDATE outbox SET payload=?", (older,))  # NaN literal: the stdlib encoder
+    con.commit()
+    con.close()
+    box.deliver_due()
+    box.close()
+    [got] = sink.sent
+    assert got.alerts[0].fingerprint == "fp2"
+    assert got.alerts[0].value != got.alerts[0].value  # NaN
+
+
+def test_the_backlog_keeps_the_newest_rows_up_to_its_bound(monkeypatch):
+    from aiops.alerting import outbox
+
+    monkeypatch.setattr(outbox, "MAX_BACKLOG", 5)
+    batches = [outbox._Rows(b"[]", c, set()) for c in (2, 2, 2, 1)]
+    assert [b.count for b in outbox._bounded(batches)] == [2, 2, 1]
+    assert [b.count for b in outbox._bounded([outbox._Rows(b"[]", 9, set())])] == [9]
+    joined = outbox._join([outbox._Rows(b"[1,2]", 2, set()), outbox._Rows(b"[[3]]", 1, set())])
+    assert joined == b"[1,2,[3]]"

@@ -191,13 +191,19 @@ class Notification:
     @property
     def status(self) -> AlertStatus:
         """``firing`` if any alert in the group fires, else ``resolved``."""
-        return "firing" if any(a.status == "firing" for a in self.alerts) else "resolved"
+        alerts = self.alerts
+        if len(alerts) == 1:  # most notifications (on the data loop, in the outbox)
+            return "firing" if alerts[0].status == "firing" else "resolved"
+        return "firing" if any(a.status == "firing" for a in alerts) else "resolved"
 
     @property
     def idempotency_key(self) -> str:
         """One key for this receiver and exactly this set of alert transitions (and repeat)."""
-        parts = sorted(a.idempotency_key for a in self.alerts)
-        raw = self.receiver + "|" + "|".join(parts)
+        alerts = self.alerts
+        if len(alerts) == 1:  # the same key, without the sort and join
+            raw = self.receiver + "|" + alerts[0].idempotency_key
+        else:
+            raw = self.receiver + "|" + "|".join(sorted(a.idempotency_key for a in alerts))
         if self.repeat:
             raw += f"|repeat {self.repeat}"
         if self.action != "notify":
