@@ -352,3 +352,31 @@ def test_series_are_forgotten_by_their_rules_own_time_not_by_a_source_ahead():
     assert rt.registry.evicted == 0
     run(rt, [batch([(1, 300.0, 0.0)])])  # the rule's own data moves on: p0 goes
     assert rt.registry.evicted == 1
+
+
+def test_a_model_saved_after_a_row_was_reused_gives_each_series_its_own_state():
+    """Evict, reuse, save, churn again, load: a row's state goes only to its own series."""
+    kw = dict(detector_type="ewma_z", detector_params={"warmup": 5}, max_series=2)
+    rt = RuleRuntime(spec(**kw))
+    ts = np.arange(50) * 60.0
+    rt.process(batch([(p, t, 10.0 * (p + 1)) for t in ts for p in (0, 1)]))
+    # p0 stops and is forgotten; p2 takes row 0 and learns 20 points of its own.
+    rt.process(batch([(1, t, 20.0) for t in np.arange(50, 60) * 60.0]))
+    rt.process(
+        batch([(p, t, 7.0 if p == 2 else 20.0) for t in np.arange(60, 80) * 60.0 for p in (1, 2)])
+    )
+    assert rt.registry.lookup([PODS[0], PODS[1], PODS[2]]).tolist() == [-1, 1, 0]
+    saved = loads(dumps(rt.model_state()))  # saved after the reuse: row 0 is p2's
+    n_saved = np.asarray(saved["detector"]["n"])
+    assert n_saved[0] == 20
+    # Unchanged since: the model loads whole, p2 keeps what it learned.
+    rt.load_model_state(saved)
+    assert np.asarray(rt.detector.state_dict()["n"]).tolist()[:2] == n_saved.tolist()[:2]
+    # p2 stops too; p3 takes row 0. The saved model's row 0 (p2's) must not go to p3.
+    rt.process(batch([(1, t, 20.0) for t in np.arange(80, 90) * 60.0]))
+    rt.process(batch([(3, 90 * 60.0, 5.0), (1, 90 * 60.0, 20.0)]))
+    assert rt.registry.lookup([PODS[2], PODS[3]]).tolist() == [-1, 0]
+    rt.load_model_state(saved)
+    n = np.asarray(rt.detector.state_dict()["n"])
+    assert n[0] == 0  # p3's row: fresh, nothing of p2's
+    assert n[1] == n_saved[1]  # p1: what the model learned of it
