@@ -132,6 +132,7 @@ def test_level_shift_drift_retrain_shadow_promote(tmp_path: Path) -> None:
     assert v2.rule_hash == h.rt.spec.model_hash()
     assert v2.training_window is not None
     lo, hi = v2.training_window
+    assert lo == hi - DAY
     assert hi <= first.starts_at
     assert lo >= first.starts_at - DAY
     assert v2.points_seen == int(((t >= first.starts_at - DAY) & (t <= hi)).sum())
@@ -781,3 +782,27 @@ def test_a_reused_row_gets_no_history_nor_drift_state_of_the_forgotten_series() 
     seen = m._baseline[slot][~np.isnan(m._baseline[slot])]
     assert set(seen.tolist()) == {7.0}  # a baseline of p2's, afresh
     assert 100.0 not in m._baseline
+
+
+def test_a_drift_inside_one_long_batch_retrains_on_that_batch_up_to_the_drift(
+    tmp_path: Path,
+) -> None:
+    """A replay's batch may hold days (a file source reads 5,000 lines at a time): the
+    drift found inside it retrains on its points up to the drift, not on an empty ring."""
+    n = 3 * 1440
+    t, v = series(n + 120, shift_at=2 * 1440)
+    h = Harness(tmp_path, Retrain(window=DAY, on_drift=True, shadow=3600.0), Drift(on=("input",)))
+    h.feed(t[:n], v[:n], per_batch=n)  # three days in one batch
+    out = h.retrainer.outcome
+    assert (out.drifts, out.trainings, out.skipped) == (1, 1, 0)
+    assert h.retrainer.phase == "shadow"
+    h.feed(t[n:], v[n:])  # the shadow hour, then the promotion
+    assert out.promoted == 1
+    v2 = h.registry.versions(RULE)[-1]
+    assert (v2.version, v2.trigger) == (2, "drift")
+    assert v2.training_window is not None
+    lo, hi = v2.training_window
+    assert lo == hi - DAY
+    shifted = T0 + 2 * DAY
+    assert shifted < hi <= shifted + 30 * MIN  # up to the drift, not the batch's end
+    assert v2.points_seen == int(((t >= hi - DAY) & (t <= hi)).sum())

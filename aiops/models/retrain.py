@@ -494,6 +494,8 @@ class Retrainer:
             retrain.every if retrain else None, retrain.cron if retrain else None
         )
         self.history = History(retrain.max_points) if retrain else None
+        #: The times of the batch being observed, while its drift checks run.
+        self._batch_ts: FloatArray | None = None
         self.drift: DriftMonitor | None = None
         self.outcome = _Outcome()
         self._training: _Training | None = None
@@ -566,16 +568,26 @@ class Retrainer:
         if not len(idx):
             return
         now = float(ts.max())
-        if self.drift_config is not None:
-            if self.drift is None:
-                self.drift = DriftMonitor(
-                    self.rule, self.drift_config, threshold=self.threshold, keys=rt.registry.keys
-                )
-            for event in self.drift.observe(idx, ts, vs, scores):
-                self._drifted(rt, event)
+        if self.history is not None:
+            # History before the drift checks: a retrain a drift starts learns the batch up
+            # to the drift (in a replay, one batch may hold days: all there is to learn).
+            self.history.append(idx, ts, vs)
+            self._batch_ts = ts
+        try:
+            if self.drift_config is not None:
+                if self.drift is None:
+                    self.drift = DriftMonitor(
+                        self.rule,
+                        self.drift_config,
+                        threshold=self.threshold,
+                        keys=rt.registry.keys,
+                    )
+                for event in self.drift.observe(idx, ts, vs, scores):
+                    self._drifted(rt, event)
+        finally:
+            self._batch_ts = None
         if self.retrain is None or self.history is None:
             return
-        self.history.append(idx, ts, vs)
         if self._shadow is not None:
             self._shadow_step(rt, idx, ts, vs, scores, now)
         elif self._watch is not None:
@@ -622,7 +634,7 @@ class Retrainer:
         start = now - self.retrain.window
         # Copies, taken on the data loop (the ring moves on); the worker may fetch instead.
         ring = self.history.between(start, now)
-        mark = self.history.count
+        mark = self._mark_at(now)
         keys = list(rt.registry.keys)
         future = self.owner.executor.submit(self.owner.build_candidate, rt, keys, ring, start, now)
         self._training = _Training(trigger, now, mark, future, detail)
@@ -631,6 +643,20 @@ class Retrainer:
             "rule %s: %s retrain started on the history since %s", self.rule, trigger, _iso(start)
         )
         return True
+
+    def _mark_at(self, now: float) -> int:
+        """The history's count up to data time ``now``, the mark a training starts from.
+
+        The current batch's trailing points after ``now`` (a drift inside the batch) are
+        left for the candidate's catch-up, as if they came after the trigger.
+        """
+        assert self.history is not None
+        ts = self._batch_ts
+        if ts is None:
+            return self.history.count
+        upto = np.flatnonzero(ts <= now)
+        later = len(ts) - (int(upto[-1]) + 1 if len(upto) else 0)
+        return self.history.count - later
 
     def _skip(self, rt: RuleRuntime, trigger: str, why: str) -> None:
         self.outcome.skipped += 1
