@@ -54,6 +54,8 @@ ABS_MIN_VARIANCE = 1e-12
 RIDGE = 1e-6
 #: Per-vector forgetting of each entity's tail calibrator (memory about 1,000 vectors).
 TAIL_ALPHA = 1e-3
+# In the series-to-entity map: a series forgotten for good (retire).
+_RETIRED = -2
 #: The Euler-Mascheroni constant, in c(n) (Liu et al., 2008, eq. 1).
 EULER_GAMMA = 0.5772156649015329
 
@@ -627,6 +629,36 @@ class IsolationForestDetector(Detector):
         ent.current.append(math.nan)
         ent.fresh.append(math.nan)
 
+    def retire(self, rows: Sequence[int]) -> None:
+        """Series ``rows`` were forgotten for good (the engine retires, not reuses, them).
+
+        An entity none of whose series is left is emptied: its training rows, forest,
+        counters, open bucket and tail calibration go, so it holds what a new entity
+        holds, and a later series of its ``group_by`` values starts it afresh. (Under
+        pod churn with ``group_by: [pod]`` every gone pod was a training window and a
+        forest kept for ever.) An entity with series left keeps the retired ones'
+        features: its vector keeps its width until it is emptied.
+        """
+        touched: set[int] = set()
+        for i in rows:
+            if 0 <= i < len(self._series_entity) and self._series_entity[i] >= 0:
+                touched.add(self._series_entity[i])
+                self._series_entity[i] = _RETIRED
+                self._series_col[i] = -1
+        if not touched:
+            return
+        live = set(self._series_entity)
+        for e in sorted(touched - live):
+            ent = self._entities[e]
+            fresh = _Entity(ent.group, ent.single, ent.random_state, ent.index)
+            self._entities[e] = fresh
+            tail = self._tail.state_dict()
+            new = TailCalibrator(alpha=TAIL_ALPHA)
+            new.grow(1)
+            for k, v in new.state_dict().items():
+                tail[k][e] = v[0]
+            self._tail.load_state_dict(tail)
+
     def bind_series(self, keys: Sequence[SeriesKey]) -> None:
         """Assign series to entities by their ``group_by`` label values.
 
@@ -634,7 +666,7 @@ class IsolationForestDetector(Detector):
         """
         self._grow(len(keys))
         for i in range(self._n_bound, len(keys)):
-            if self._series_entity[i] >= 0:
+            if self._series_entity[i] != -1:  # bound, or retired (after a load)
                 continue
             labels = dict(keys[i].labels)
             group = tuple(labels.get(g, "") for g in self.group_by)

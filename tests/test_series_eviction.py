@@ -380,3 +380,40 @@ def test_a_model_saved_after_a_row_was_reused_gives_each_series_its_own_state():
     n = np.asarray(rt.detector.state_dict()["n"])
     assert n[0] == 0  # p3's row: fresh, nothing of p2's
     assert n[1] == n_saved[1]  # p1: what the model learned of it
+
+
+def test_a_forgotten_pods_isolation_forest_entity_is_emptied_and_a_new_one_starts_fresh():
+    """group_by [pod]: each gone pod kept a training window and a forest for ever."""
+    kw = dict(
+        detector_type="isolation_forest",
+        detector_params={"group_by": ["pod"], "warmup": 20, "window": 40, "n_estimators": 10},
+        max_series=10,
+    )
+    rt = RuleRuntime(spec(**kw))
+    rng = np.random.default_rng(2)
+    ts = np.arange(60) * 60.0
+    rt.process(batch([(p, t, float(rng.normal())) for t in ts for p in (0, 1)]))
+    det = rt.detector
+    ents = {det._series_entity[i] for i in (0, 1)}
+    assert all(det._entities[e].n_fits >= 1 for e in ents)
+    assert det._entities[0].n_rows > 50  # p0's training rows, one a scrape
+    # p0 stops and is forgotten (its row retired: the forest groups series by key).
+    rt.process(batch([(1, t, float(rng.normal())) for t in np.arange(60, 70) * 60.0]))
+    assert rt.registry.lookup([PODS[0]]).tolist() == [-1]
+    gone = det._entities[0]
+    assert (gone.n_rows, gone.n_fits, gone.n_learned, gone.model) == (0, 0, 0, None)
+    assert gone.buf.size == 0
+    assert det._series_entity[0] == -2
+    kept = det._entities[det._series_entity[1]]
+    assert kept.n_fits >= 1  # p1 untouched
+    assert len(det.state_dict()["rows"]) == kept.n_rows  # p0's training rows are gone
+    # The state round-trips; p0 coming back is a new series of a fresh entity.
+    again = RuleRuntime(spec(**kw))
+    again.load_state_dict(loads(dumps(rt.state_dict())))
+    assert again.detector._series_entity[0] == -2
+    again.process(batch([(0, 70 * 60.0, 1.0), (1, 70 * 60.0, 0.0)]))
+    back = again.registry.lookup([PODS[0]]).tolist()[0]
+    e = again.detector._series_entity[back]
+    assert e == 0  # its group's entity, emptied: it learns from nothing
+    assert again.detector._entities[e].n_learned == 0
+    assert again.detector._entities[e].n_features == 1

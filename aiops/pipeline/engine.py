@@ -455,7 +455,10 @@ class RuleRuntime:
         if not len(mine):
             return True
         if _groups_by_key(self.detector):
-            return False  # its rows are tied to keys (bind_series): a reset row is not fresh
+            # Its rows are tied to keys (bind_series): a reset row is not fresh. They are
+            # retired: what the detector kept for them alone goes (``retire``).
+            _retire(self.detector, mine.tolist())
+            return False
         return self.reset_series(mine.tolist())
 
     def _ensure(self, n: int) -> None:
@@ -915,6 +918,15 @@ def _groups_by_key(detector: Any) -> bool:
     if isinstance(members, list | tuple):
         return any(_groups_by_key(m) for m in members)
     return type(detector).bind_series is not Detector.bind_series
+
+
+def _retire(detector: Any, rows: list[int]) -> None:
+    """Call the detector's (and its ensemble members') optional ``retire(rows)``."""
+    retire = getattr(detector, "retire", None)
+    if callable(retire):
+        retire(rows)
+    for member in getattr(detector, "_members", None) or ():
+        _retire(member, rows)
 
 
 def _copy_rows(current: Any, fresh: Any, idx: IntArray, n: int, copied: list[int]) -> Any:
