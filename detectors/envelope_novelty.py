@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import numba
 import numpy as np
 
-from aiops.pipeline.detector import DEFAULT_THRESHOLD, Detector, checked_batch
+from aiops.pipeline.detector import DEFAULT_THRESHOLD, Detector, checked_batch, grown
 from aiops.state.rulestate import Live
 from aiops.types import FloatArray, IntArray
 
@@ -417,7 +417,7 @@ class EnvelopeNovelty(Detector):
         return len(self._n)
 
     def _grow(self, n: int) -> None:
-        cap = max(n, 2 * len(self._n))
+        cap = grown(len(self._n), n)
         extra = cap - len(self._n)
         self._n = np.concatenate([self._n, np.zeros(extra, dtype=np.int64)])
         self._count = np.concatenate([self._count, np.zeros((extra, self._n_features))])

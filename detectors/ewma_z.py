@@ -11,7 +11,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from aiops.pipeline.detector import Detector, checked_batch
+from aiops.pipeline.detector import Detector, checked_batch, grown
 from aiops.state.rulestate import Live
 from aiops.types import FloatArray, IntArray
 
@@ -363,7 +363,7 @@ class EwmaZ(Detector):
         return len(self._n)
 
     def _grow(self, n: int) -> None:
-        cap = max(n, 2 * len(self._n))
+        cap = grown(len(self._n), n)
         extra = cap - len(self._n)
         self._n = np.concatenate([self._n, np.zeros(extra, dtype=np.int64)])
         self._mu = np.concatenate([self._mu, np.zeros(extra)])

@@ -24,6 +24,7 @@ from typing import Any
 import numba
 import numpy as np
 
+from aiops.pipeline.detector import grown
 from aiops.state.rulestate import Live
 from aiops.types import BoolArray, FloatArray, IntArray
 
@@ -131,7 +132,7 @@ class AlertStateMachine:
         """Hold state for series ``0..n-1`` at least (new series start inactive, no hits)."""
         if n <= len(self.state):
             return
-        extra = max(n, 2 * len(self.state)) - len(self.state)
+        extra = grown(len(self.state), n) - len(self.state)
         self.state = np.concatenate([self.state, np.zeros(extra, dtype=np.int8)])
         self.active_at = np.concatenate([self.active_at, np.zeros(extra)])
         self.fired_at = np.concatenate([self.fired_at, np.zeros(extra)])

@@ -41,6 +41,7 @@ from aiops.types import BoolArray, FloatArray, IntArray, SeriesKey
 __all__ = [
     "DEFAULT_THRESHOLD",
     "Detector",
+    "grown",
     "RoundDetector",
     "checked_batch",
     "keyword_params",
@@ -55,6 +56,19 @@ __all__ = [
 #: should ask for several hits or set a higher threshold (``rules/fleet.yaml``: 0.9999 and
 #: 3 hits in 5; ``bench/quality/README.md``).
 DEFAULT_THRESHOLD = 0.998
+
+#: Per-series arrays grow by this factor (not doubling): at most a quarter of the rows
+#: are spare, and a growth step holds 2.25x the rows at once rather than 3x.
+GROWTH = 1.25
+
+
+def grown(capacity: int, need: int) -> int:
+    """The rows to grow per-series arrays of ``capacity`` rows to, to hold ``need``.
+
+    >>> grown(0, 10), grown(100, 101), grown(100, 300)
+    (10, 125, 300)
+    """
+    return max(need, int(capacity * GROWTH))
 
 
 class Detector(ABC):

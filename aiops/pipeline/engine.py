@@ -32,7 +32,7 @@ import numpy as np
 
 from aiops.alerting.notify import Alert, AlertWindow
 from aiops.pipeline.alerts import AlertStateMachine
-from aiops.pipeline.detector import DEFAULT_THRESHOLD, Detector
+from aiops.pipeline.detector import DEFAULT_THRESHOLD, Detector, grown
 from aiops.pipeline.faults import NAMED_SERIES, RuleFailure, RuleHealth, render_or_error
 from aiops.pipeline.postrule import HitWindow
 from aiops.pipeline.series import DROPPED, SeriesRegistry
@@ -463,7 +463,7 @@ class RuleRuntime:
 
     def _ensure(self, n: int) -> None:
         if n > len(self._last_value):
-            extra = max(n, 2 * len(self._last_value)) - len(self._last_value)
+            extra = grown(len(self._last_value), n) - len(self._last_value)
             self._last_value = np.concatenate([self._last_value, np.full(extra, np.nan)])
             self._last_score = np.concatenate([self._last_score, np.zeros(extra)])
         self._grow_extras(len(self._last_value))

@@ -13,6 +13,7 @@ from typing import Any
 import numba
 import numpy as np
 
+from aiops.pipeline.detector import grown
 from aiops.state.rulestate import Live
 from aiops.types import BoolArray, FloatArray, IntArray
 
@@ -92,7 +93,7 @@ class HitWindow:
     def reserve(self, n: int) -> None:
         """Hold state for series ``0..n-1`` at least (new series start inactive, no hits)."""
         if n > len(self._history):
-            extra = max(n, 2 * len(self._history)) - len(self._history)
+            extra = grown(len(self._history), n) - len(self._history)
             self._history = np.concatenate([self._history, np.zeros(extra, dtype=np.uint64)])
 
     def step(self, idx: IntArray, scores: FloatArray) -> BoolArray:
