@@ -214,7 +214,11 @@ def test_scheduled_retrain_fires_on_its_cron(tmp_path: Path) -> None:
     assert v2.evaluation["shadow"]["from"] == T0 + 3.5 * 3600
 
 
-def test_exploding_alert_rate_after_promotion_rolls_back(tmp_path: Path) -> None:
+def test_exploding_alert_rate_after_promotion_rolls_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
     t, v = series(1440 + 3 * 60)
     h = Harness(tmp_path, Retrain(every=DAY, window=DAY, shadow=1800.0, watch=3600.0))
     h.feed(t[: 1440 + 40], v[: 1440 + 40])  # retrain at midnight, 30 minutes of shadow
@@ -226,11 +230,13 @@ def test_exploding_alert_rate_after_promotion_rolls_back(tmp_path: Path) -> None
     broken.score = lambda i, ts, vs: np.maximum(real_score(i, ts, vs), 0.99999)  # type: ignore[method-assign]
     previous = h.retrainer._watch.previous  # type: ignore[union-attr]
     k = 1440 + 40
-    while h.retrainer.outcome.rolled_back == 0 and k < len(t):
-        h.feed(t[k : k + 5], v[k : k + 5])
-        k += 5
+    with caplog.at_level(logging.WARNING, logger="aiops.models"):
+        while h.retrainer.outcome.rolled_back == 0 and k < len(t):
+            h.feed(t[k : k + 5], v[k : k + 5])
+            k += 5
     out = h.retrainer.outcome
     assert out.rolled_back == 1
+    assert "rule g/A: version 2 rolled back because its alert rate over" in caplog.text
     assert h.registry.promoted(RULE) == 1
     assert h.rt.model_version == 1
     last = [e for e in h.registry.history(RULE) if e["event"] == "rolled back"][-1]
