@@ -609,6 +609,11 @@ def test_log_records_made_many_at_a_time_are_the_records():
     with pytest.raises(AttributeError):  # still frozen
         many[0].message = "x"  # type: ignore[misc]
     assert LogRecord.many(1.0, []) == []
+    other = (("service", "db"),)
+    cols = LogRecord.columns([1.0, 2.5], ["a", "b"], [labels, other])
+    assert cols == [LogRecord(1.0, "a", labels), LogRecord(2.5, "b", other)]
+    with pytest.raises(ValueError, match="one length"):
+        LogRecord.columns([1.0], ["a", "b"], [labels, labels])
 
 
 def test_log_metrics_count_lines_templates_and_new_templates():

@@ -1220,17 +1220,26 @@ def _mine_by_miner(
     one = miners[0]
     if all(m is one for m in miners):  # identity: equal miners (a dataclass) may be two
         return one.add_batch(list(map(_MESSAGE, recs)))
-    cids = [0] * len(recs)
-    created = [False] * len(recs)
-    positions: dict[int, list[int]] = {}
-    for i, m in enumerate(miners):
-        positions.setdefault(id(m), []).append(i)
-    for pos in positions.values():
-        got, new = miners[pos[0]].add_batch([recs[j].message for j in pos])
-        for j, cid, made in zip(pos, got, new, strict=True):
-            cids[j] = cid
-            created[j] = made
-    return cids, created
+    owners = list({id(m): m for m in miners}.values())  # in order of first record
+    index = {id(m): j for j, m in enumerate(owners)}
+    ids = list(map(index.__getitem__, map(id, miners)))
+    order = sorted(range(len(ids)), key=ids.__getitem__)  # stable: each miner's in order
+    messages = list(map(_MESSAGE, recs))
+    counts = Counter(ids)
+    got_ids: list[int] = []
+    got_new: list[bool] = []
+    start = 0
+    for j, miner in enumerate(owners):
+        stop = start + counts[j]
+        c, n = miner.add_batch([messages[i] for i in order[start:stop]])
+        got_ids += c
+        got_new += n
+        start = stop
+    cids = np.empty(len(ids), np.int64)
+    cids[order] = got_ids
+    created = np.empty(len(ids), bool)
+    created[order] = got_new
+    return cids.tolist(), created.tolist()
 
 
 def _partition(labels: tuple[tuple[str, str], ...], part_by: tuple[str, ...]) -> Partition:

@@ -162,45 +162,55 @@ class LogJsonDecoder(JsonRecordDecoder):
         const = dict(self.config.labels)
         cache = self._stream_cache
         logs = out.logs
-        append = logs.append
         item = self._item
-        record = LogRecord
+        # Records are made column by column (LogRecord.columns); an event for _item
+        # first flushes the columns, so the records keep the events' order.
+        stamps: list[float] = []
+        texts: list[str] = []
+        streams: list[tuple[tuple[str, str], ...]] = []
         for i, ev in enumerate(items):
-            if type(ev) is not dict:
-                item(ev, out, raw, default_ts, f"item {i}: ")
-                continue
-            message = None
-            for k in mkeys:
-                message = ev.get(k)
-                if message is not None:
-                    break
-            ts: Any = default_ts
-            for k in tkeys:
-                value = ev.get(k)
-                if value is not None:
-                    ts = value
-                    break
-            values = tuple([ev.get(k) for k in lkeys])
-            try:
-                labels = cache.get(values)
-            except TypeError:  # an object or array value: not a label, _item says so
-                labels = None
-            if (
-                type(message) is not str
-                or (type(ts) is not float and type(ts) is not int)
-                or not 0 <= ts < _SECONDS_BELOW
-                or (labels is None and not _plain_values(values))
-            ):
-                item(ev, out, raw, default_ts, f"item {i}: ")
-                continue
-            if labels is None:
-                found = dict(const)
-                found.update((n, v) for n, v in zip(names, values, strict=True) if v is not None)
-                labels = tuple(sorted(found.items()))
-                if len(cache) >= _STREAM_CACHE_MAX:
-                    cache.clear()
-                cache[values] = labels
-            append(record(float(ts), message, labels))
+            if type(ev) is dict:
+                message = None
+                for k in mkeys:
+                    message = ev.get(k)
+                    if message is not None:
+                        break
+                ts: Any = default_ts
+                for k in tkeys:
+                    value = ev.get(k)
+                    if value is not None:
+                        ts = value
+                        break
+                values = tuple([ev.get(k) for k in lkeys])
+                try:
+                    labels = cache.get(values)
+                except TypeError:  # an object or array value: not a label, _item says so
+                    labels = None
+                if (
+                    type(message) is str
+                    and (type(ts) is float or type(ts) is int)
+                    and 0 <= ts < _SECONDS_BELOW
+                    and (labels is not None or _plain_values(values))
+                ):
+                    if labels is None:
+                        found = dict(const)
+                        found.update(
+                            (n, v) for n, v in zip(names, values, strict=True) if v is not None
+                        )
+                        labels = tuple(sorted(found.items()))
+                        if len(cache) >= _STREAM_CACHE_MAX:
+                            cache.clear()
+                        cache[values] = labels
+                    stamps.append(float(ts))
+                    texts.append(message)
+                    streams.append(labels)
+                    continue
+            if texts:
+                logs.extend(LogRecord.columns(stamps, texts, streams))
+                stamps, texts, streams = [], [], []
+            item(ev, out, raw, default_ts, f"item {i}: ")
+        if texts:
+            logs.extend(LogRecord.columns(stamps, texts, streams))
 
     def _item(self, event: Any, out: Decoded, raw: bytes, default_ts: float, where: str) -> None:
         try:
