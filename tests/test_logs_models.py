@@ -232,3 +232,19 @@ def test_models_list_and_show_name_the_log_rules(tmp_path: Path) -> None:
     for text in ("log rule:", "error_burst on source logs, by service", "sim_th=0.7", "drain3"):
         assert text in out.output
     assert "manual" in out.output
+
+
+def test_a_reload_that_changes_the_mining_settings_makes_new_versions(tmp_path: Path) -> None:
+    engine = engine_of()
+    life = start(tmp_path, engine)
+    feed(engine, stream()[:30])
+    changed = copy.deepcopy(RULES_RATE)
+    changed["groups"][0]["rules"][0]["log"]["mining"] = {"depth": 4}  # NewLogTemplate only
+    new = engine_of(changed)
+    new.logs.load_state_dict(engine.logs.state_dict())  # as a reload carries the state
+    life.reloaded(new, ())
+    assert life.running == {NEW: 2, BURST: 1, RATE: 1}
+    v2 = life.registry.get(NEW, 2)
+    assert (v2.trigger, v2.parent, v2.params["mining"]["depth"]) == ("config-change", 1, 4)
+    assert [v.version for v in life.registry.versions(BURST)] == [1]
+    life.close()
