@@ -342,10 +342,17 @@ def test_a_checkpoint_of_the_earlier_format_loads_and_goes_after_two_generations
     assert loaded.sequence == 9
 
 
-def test_a_rule_state_file_holds_keys_blobs_and_arrays_of_any_shape() -> None:
+def test_a_rule_state_file_holds_keys_blobs_and_arrays_of_any_shape(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import io
 
-    keys = [SeriesKey.of("m", {"a": "1", "b": 'q"\n'}), SeriesKey("n")]
+    monkeypatch.setattr(rulestate, "KEYS_PER_SLICE", 2)  # keys encoded in slices
+    keys = [
+        SeriesKey.of("m", {"a": "1", "b": 'q"\n'}),
+        SeriesKey("n"),
+        SeriesKey.of("o", {"x": ""}),
+    ]
     state = {
         "keys": KeysRef(keys),
         "blob": b"\x00\x01pickled",

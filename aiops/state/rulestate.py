@@ -46,6 +46,8 @@ __all__ = ["KeysRef", "Live", "StateSnapshot", "read_state"]
 MAGIC = b"AIOPS-RULESTATE 1\n"
 #: Bytes of all arrays' rows per chunk (what one copy-on-write step copies at most).
 CHUNK_BYTES = 4 << 20
+#: Series keys encoded per call of the JSON encoder (a few milliseconds' work).
+KEYS_PER_SLICE = 20_000
 #: The longest header line a reader accepts (the document of a rule is small).
 MAX_HEADER = 64 << 20
 _ARRAY = "__a__"
@@ -71,8 +73,17 @@ class KeysRef:
         self.keys = list(keys)
 
     def encode(self) -> bytes:
-        """JSON ``[[name, [[label, value], ...]], ...]``."""
-        return orjson.dumps([(k.name, k.labels) for k in self.keys])
+        """JSON ``[[name, [[label, value], ...]], ...]``.
+
+        In slices of :data:`KEYS_PER_SLICE`: one call of the encoder holds the GIL
+        throughout, and the data loop runs between two.
+        """
+        keys = self.keys
+        parts = [
+            orjson.dumps([(k.name, k.labels) for k in keys[i : i + KEYS_PER_SLICE]])[1:-1]
+            for i in range(0, len(keys), KEYS_PER_SLICE)
+        ]
+        return b"[" + b",".join(parts) + b"]"
 
 
 def decode_keys(data: bytes) -> list[SeriesKey]:
