@@ -2,35 +2,49 @@
 
 Usage (from the repository root)::
 
-    .venv/bin/python bench/dead_receiver.py [--series 20] [--points 4000] [--every 50]
-        [--rounds 3]
+    .venv/bin/python bench/dead_receiver.py [--series 20] [--points 1500] [--every 50]
+        [--rounds 21]
 
 One daemon config (a file source replaying a seeded CSV of ``--series`` series x
 ``--points`` points with a spike every ``--every`` points, one rule, so thousands of
-notifications) is run in process, three ways, alternating, ``--rounds`` times:
+notifications) is run in process, three ways, ``--rounds`` times:
 
 - ``none``: the receiver has no ``*_configs``: nothing is queued or delivered - the
   baseline;
 - ``dead``: a ``webhook_configs`` entry pointing at a TCP port that accepts connections
-  and never answers (each attempt waits for its 2 s time-out, then the circuit breaker
-  opens);
-- ``live``: a webhook to a local HTTP server that answers 200 at once.
+  and never answers (each attempt waits for its 250 ms time-out and is retried with
+  back-off until the circuit breaker opens, after 5 in a row);
+- ``live``: a webhook to a local HTTP server, in a process of its own as a real
+  receiver would be, that answers 200 at once.
 
 Timed: the data loop from the first poll until the source is exhausted (``Daemon.step``
-until ``exhausted``): wall time, and the CPU time of the data loop's own thread; not the
-shutdown (which gives the workers time to send what is due). Printed: points per second
-of each way by wall time (median over rounds) and the ratios ``dead / none`` and
-``live / none`` from the same run. Target: ``dead / none >= 0.95``. The same ratios by
-the CPU time of the whole process (data loop, outbox appender and workers) follow: on a
-shared machine wall time swings with the other load, the CPU spent on the same points
-does not.
+until ``exhausted``), not the shutdown (which gives the workers time to send what is
+due). Three measures of the loop's time:
+
+- ``wall``: what a user sees, and on a shared machine mostly the other load: one run's
+  speed swings by tens of percent;
+- ``wall - run queue``: wall time less the time the OS kept the loop's thread waiting,
+  runnable, for a CPU (``/proc/self/task/<tid>/schedstat``), that is the loop's CPU
+  time plus the time it was blocked: on reads, and on the interpreter lock while the
+  outbox's appender or a worker held it (also while the OS had that thread, lock held,
+  off the CPU: that is what a receiver costs the loop beyond its own CPU). Equal to
+  wall time on an idle machine, and the least swayed by the other load;
+- ``data-loop CPU``: the CPU time of the loop's own thread.
+
+The ways are interleaved (each round runs all three, in an order that rotates, after a
+garbage collection) and each round gives its own ratios ``dead / none`` and
+``live / none``, of runs a few seconds apart. Printed: points per second of each way
+(median and range over the rounds) by each measure, and the ratios (median and range
+of the rounds' ratios). Target: ``dead / none >= 0.95`` (the median of the rounds).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -101,85 +115,123 @@ class _Ok(BaseHTTPRequestHandler):
         pass
 
 
-def run_once(config: Path, state: Path) -> tuple[float, float, float, int, dict[str, int]]:
-    """Wall, data-loop CPU and process CPU seconds of the loop, points, outbox outcomes."""
+def serve() -> None:
+    """The live receiver (``--serve``): print the port, answer until stdin closes."""
+    live = ThreadingHTTPServer(("127.0.0.1", 0), _Ok)
+    live.daemon_threads = True
+    threading.Thread(target=live.serve_forever, daemon=True).start()
+    print(live.server_address[1], flush=True)
+    sys.stdin.read()
+
+
+def _run_queue_wait() -> float:
+    """Seconds this thread has waited, runnable, for a CPU (Linux schedstat; 0 elsewhere)."""
+    try:
+        with open(f"/proc/self/task/{threading.get_native_id()}/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def run_once(config: Path, state: Path) -> tuple[dict[str, float], float, int, dict[str, int]]:
+    """The loop's seconds by each measure, process CPU seconds, points, outbox outcomes."""
     import shutil
 
     shutil.rmtree(state, ignore_errors=True)
     daemon = build_daemon(load_config(config), state_dir=state)
     daemon.start()
     wall0, cpu0, proc0 = time.perf_counter(), time.thread_time(), time.process_time()
+    queued0 = _run_queue_wait()
     while not daemon.exhausted:
         daemon.step()
     wall, cpu = time.perf_counter() - wall0, time.thread_time() - cpu0
+    queued = _run_queue_wait() - queued0
     proc = time.process_time() - proc0
     points = sum(h.points for h in daemon.health.values())
     daemon.shutdown()
-    return wall, cpu, proc, points, dict(daemon.dispatcher.results)
+    seconds = {"wall": wall, "wall - run queue": wall - queued, "data-loop CPU": cpu}
+    return seconds, proc, points, dict(daemon.dispatcher.results)
+
+
+def _range(values: list[float], fmt: str = ",.0f") -> str:
+    return f"{statistics.median(values):{fmt}} [{min(values):{fmt}}-{max(values):{fmt}}]"
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--series", type=int, default=20)
-    ap.add_argument("--points", type=int, default=4000)
+    ap.add_argument("--points", type=int, default=1500)
     ap.add_argument("--every", type=int, default=50)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=21)
+    ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.serve:
+        serve()
+        return 0
 
     # A port that accepts (the kernel completes the handshake) and never answers.
     dead = socket.socket()
     dead.bind(("127.0.0.1", 0))
     dead.listen(1024)
     dead_url = f"http://127.0.0.1:{dead.getsockname()[1]}/hook"
-    live = ThreadingHTTPServer(("127.0.0.1", 0), _Ok)
-    live.daemon_threads = True
-    threading.Thread(target=live.serve_forever, daemon=True).start()
-    live_url = f"http://127.0.0.1:{live.server_address[1]}/hook"
+    server = subprocess.Popen(
+        [sys.executable, __file__, "--serve"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert server.stdout is not None
+    live_url = f"http://127.0.0.1:{int(server.stdout.readline())}/hook"
 
-    with tempfile.TemporaryDirectory() as d:
-        root = Path(d)
-        write_data(root, args.series, args.points, args.every)
-        configs = {
-            "none": write_config(root, "none", ""),
-            "dead": write_config(
-                root, "dead", f"    webhook_configs: [{{url: '{dead_url}', timeout: 2s}}]\n"
-            ),
-            "live": write_config(root, "live", f"    webhook_configs: [{{url: '{live_url}'}}]\n"),
+    ways = ("none", "dead", "live")
+    measures = ("wall", "wall - run queue", "data-loop CPU")
+    rates: dict[str, dict[str, list[float]]] = {m: {k: [] for k in ways} for m in measures}
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            root = Path(d)
+            write_data(root, args.series, args.points, args.every)
+            configs = {
+                "none": write_config(root, "none", ""),
+                "dead": write_config(
+                    root, "dead", f"    webhook_configs: [{{url: '{dead_url}', timeout: 250ms}}]\n"
+                ),
+                "live": write_config(
+                    root, "live", f"    webhook_configs: [{{url: '{live_url}'}}]\n"
+                ),
+            }
+            run_once(configs["none"], root / "warm")  # numba caches, imports
+            for r in range(args.rounds):
+                order = ways[r % 3 :] + ways[: r % 3]
+                for name in order:
+                    gc.collect()
+                    seconds, proc, points, results = run_once(configs[name], root / f"state-{name}")
+                    for m in measures:
+                        rates[m][name].append(points / seconds[m])
+                    print(
+                        f"round {r + 1} {name:5s}: {points} points, "
+                        + ", ".join(f"{seconds[m]:.2f}s {m}" for m in measures)
+                        + f", {proc:.2f}s process CPU; outbox {results}",
+                        file=sys.stderr,
+                    )
+    finally:
+        dead.close()
+        assert server.stdin is not None
+        server.stdin.close()
+        server.wait(10)
+    print(f"{args.rounds} rounds, median [range] of points/s:")
+    for m in measures:
+        print(f"  by {m}: " + ", ".join(f"{k} {_range(v)}" for k, v in rates[m].items()))
+    print("ratios to none (median [range] of the rounds' own):")
+    for m in measures:
+        ratios = {
+            k: [a / b for a, b in zip(rates[m][k], rates[m]["none"], strict=True)]
+            for k in ("dead", "live")
         }
-        rates: dict[str, list[float]] = {k: [] for k in configs}
-        proc_rates: dict[str, list[float]] = {k: [] for k in configs}
-        run_once(configs["none"], root / "warm")  # numba caches, imports
-        for r in range(args.rounds):
-            for name, config in configs.items():
-                wall, cpu, proc, points, results = run_once(config, root / f"state-{name}")
-                rates[name].append(points / wall)
-                proc_rates[name].append(points / proc)
-                print(
-                    f"round {r + 1} {name:5s}: {points} points in {wall:.2f}s wall "
-                    f"({points / wall:,.0f}/s), {cpu:.2f}s data-loop CPU, {proc:.2f}s process "
-                    f"CPU; outbox {results}",
-                    file=sys.stderr,
-                )
-    dead.close()
-    live.shutdown()
-    med = {k: statistics.median(v) for k, v in rates.items()}
-    print(
-        f"points/s (median of {args.rounds}, wall): "
-        + ", ".join(f"{k} {v:,.0f}" for k, v in med.items())
-    )
-    print(
-        f"dead / none = {med['dead'] / med['none']:.3f}  live / none = "
-        f"{med['live'] / med['none']:.3f}  (target dead / none >= 0.95)"
-    )
-    # Wall time on a shared machine swings with its other load; the CPU the whole process
-    # spends (data loop, appender, workers) for the same points does not.
-    cpu_med = {k: statistics.median(v) for k, v in proc_rates.items()}
-    print(
-        "by process CPU: "
-        + ", ".join(f"{k} {v:,.0f}/s" for k, v in cpu_med.items())
-        + f"; dead / none = {cpu_med['dead'] / cpu_med['none']:.3f}  live / none = "
-        f"{cpu_med['live'] / cpu_med['none']:.3f}"
-    )
+        print(
+            f"  by {m}: dead / none {_range(ratios['dead'], '.3f')}"
+            f", live / none {_range(ratios['live'], '.3f')}"
+        )
+    print("target: dead / none >= 0.95 (median of the rounds)")
     return 0
 
 
