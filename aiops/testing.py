@@ -12,7 +12,7 @@ from aiops.pipeline.detector import Detector
 from aiops.pipeline.source import Source
 from aiops.types import Batch, FloatArray, IntArray
 
-__all__ = ["FakeClock", "ListNotifier", "MemorySource", "ValueIsScore"]
+__all__ = ["FakeClock", "ListNotifier", "MemorySource", "StaticView", "ValueIsScore"]
 
 
 class ValueIsScore(Detector):
@@ -122,3 +122,15 @@ class FakeClock:
     def advance(self, seconds: float) -> None:
         """Move the clock forward."""
         self.now += seconds
+
+
+class StaticView:
+    """What the HTTP listener reads of a daemon (``DaemonView``), for a listener alone.
+
+    Ready, no source, its loop just turned: health and readiness answer 200.
+    """
+
+    def __init__(self) -> None:
+        self.health_report: dict[str, Any] = {}
+        self.ready = True
+        self.last_step = 0.0

@@ -715,14 +715,8 @@ def test_sigterm_restart_of_aiops_run_gives_the_alerts_of_an_uninterrupted_run(
 # --- outages and rebalances ------------------------------------------------------------
 
 
-@pytest.mark.servers
-def test_broker_outage_is_reported_in_health_and_the_source_recovers(kafka_broker_factory):
-    broker = kafka_broker_factory()
-    topic = unique("o")
-    broker.create_topic(topic, 1)
-    line = "m,host=a v={} {}000000000"
-    produce(broker, topic, [(line.format(i, 100 + i).encode(),) for i in range(5)])
-    src = KafkaSource("k", config(broker, [topic], "influx_line"))
+def one_source_daemon(src: KafkaSource) -> Daemon:
+    """A started daemon reading ``src`` as source ``"k"``, with no rules, stepped by hand."""
     daemon = Daemon(
         sources={"k": src},
         engine=Engine([]),
@@ -732,22 +726,41 @@ def test_broker_outage_is_reported_in_health_and_the_source_recovers(kafka_broke
         poll_interval=0.05,
     )
     daemon.start()
+    return daemon
+
+
+def step_until(
+    daemon: Daemon, pred: Callable[[], bool], timeout: float, *, longest: float, pause: float
+) -> float:
+    """Step ``daemon`` until ``pred()``; fail past ``timeout`` or on a step over ``longest``."""
+    t0 = time.monotonic()
+    while not pred():
+        assert time.monotonic() - t0 < timeout, (daemon.health, daemon.sources["k"].stats)
+        s0 = time.monotonic()
+        daemon.step()
+        assert time.monotonic() - s0 < longest, "a daemon step blocked"
+        time.sleep(pause)
+    return time.monotonic() - t0
+
+
+@pytest.mark.servers
+def test_broker_outage_is_reported_in_health_and_the_source_recovers(kafka_broker_factory):
+    broker = kafka_broker_factory()
+    topic = unique("o")
+    broker.create_topic(topic, 1)
+    line = "m,host=a v={} {}000000000"
+    produce(broker, topic, [(line.format(i, 100 + i).encode(),) for i in range(5)])
+    src = KafkaSource("k", config(broker, [topic], "influx_line"))
+    daemon = one_source_daemon(src)
     health = daemon.health["k"]
 
-    def step_until(pred: Callable[[], bool], timeout: float) -> float:
-        t0 = time.monotonic()
-        while not pred():
-            assert time.monotonic() - t0 < timeout, (health, src.stats)
-            s0 = time.monotonic()
-            daemon.step()
-            assert time.monotonic() - s0 < 1.0, "a daemon step blocked"
-            time.sleep(0.05)
-        return time.monotonic() - t0
+    def steps(pred: Callable[[], bool], timeout: float) -> float:
+        return step_until(daemon, pred, timeout, longest=1.0, pause=0.05)
 
-    step_until(lambda: health.points == 5, 20)
+    steps(lambda: health.points == 5, 20)
     assert health.ok
     broker.stop()
-    took = step_until(lambda: not health.ok, OUTAGE_GRACE + 5)
+    took = steps(lambda: not health.ok, OUTAGE_GRACE + 5)
     assert "no connection to any Kafka broker" in health.last_error
     assert took < OUTAGE_GRACE + 3
     # Memory storage: the restarted broker is empty; the test re-creates the topic.
@@ -756,7 +769,7 @@ def test_broker_outage_is_reported_in_health_and_the_source_recovers(kafka_broke
     broker.create_topic(topic, 1)
     produce(broker, topic, [(line.format(i, 200 + i).encode(),) for i in range(8)])
     # 5 points before the outage + offsets 5..7 of the new topic.
-    step_until(lambda: health.ok and health.points == 8, 45)
+    steps(lambda: health.ok and health.points == 8, 45)
     assert src.snapshot() == {f"{topic}:0": 8}
     daemon.shutdown()
 

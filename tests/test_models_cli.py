@@ -21,6 +21,7 @@ from aiops.models.api import list_doc
 from aiops.models.lifecycle import ModelLifecycle
 from aiops.models.registry import ModelRegistry
 from aiops.service.app import build_daemon
+from aiops.testing import StaticView
 
 RULE = "g/Latency"
 
@@ -287,13 +288,6 @@ def test_get_endpoints_behind_the_listeners_auth_and_the_cli_reads_them(tmp_path
         run.stop()
 
 
-class _View:
-    def __init__(self) -> None:
-        self.health_report: dict[str, Any] = {}
-        self.ready = True
-        self.last_step = 0.0
-
-
 @pytest.mark.parametrize(
     ("body", "reason"),
     [
@@ -313,7 +307,7 @@ def test_a_hostile_models_api_body_is_a_400_never_a_traceback(
     from aiops.service.http import HttpServer
 
     life = SimpleNamespace(registry=ModelRegistry(tmp_path / "models"), running={})
-    server = HttpServer("127.0.0.1:0", _View())
+    server = HttpServer("127.0.0.1:0", StaticView())
     mount_models_api(server, life)  # type: ignore[arg-type]
     server.start()
     try:

@@ -224,6 +224,18 @@ def test_a_bad_query_does_not_stop_the_good_one_and_shows_in_healthz(prometheus_
     assert list(positions(d.state_dir)) == ["g/Good"]
 
 
+def outage_source(url: str) -> dict[str, str]:
+    """A Prometheus source that evaluates every second and notices an outage at once."""
+    return {
+        "type": "prometheus",
+        "url": url,
+        "history": "1m",
+        "step": "1s",
+        "max_backoff": "1s",
+        "timeout": "2s",
+    }
+
+
 @pytest.mark.servers
 def test_prometheus_down_at_start_then_killed_then_back_the_daemon_rides_it_out(
     prometheus_server, tmp_path
@@ -231,16 +243,7 @@ def test_prometheus_down_at_start_then_killed_then_back_the_daemon_rides_it_out(
     now = math.floor(time.time())
     prom = prometheus_server(history=series("temp", {"a": 20}, now - 300, now + 300, 1.0))
     prom.stop()
-    sources = {
-        "prom": {
-            "type": "prometheus",
-            "url": prom.url,
-            "history": "1m",
-            "step": "1s",
-            "max_backoff": "1s",
-            "timeout": "2s",
-        }
-    }
+    sources = {"prom": outage_source(prom.url)}
     d = start_daemon(write_config(tmp_path, sources, [rule("Temp", "temp")]))
     try:
         status, doc = wait_until(

@@ -227,13 +227,17 @@ def test_aiops_run_once_ends_on_a_csv_header_without_the_columns(tmp_path):
         "sources:\n  data: {type: file, path: data.csv}\nstate: {dir: state}\n"
         "rule_files: [rules.yaml]\n"
     )
-    run = subprocess.run(
-        [sys.executable, "-m", "aiops.cli", "run", "--config", "aiops.yaml", "--once"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+
+    def run_once() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "aiops.cli", "run", "--config", "aiops.yaml", "--once"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    run = run_once()
     assert "has no column 'timestamp', 'value'" in run.stderr
     assert "Traceback" not in run.stderr
     # It ended without processing the file: exit 1, and one error line names the source.
@@ -242,12 +246,6 @@ def test_aiops_run_once_ends_on_a_csv_header_without_the_columns(tmp_path):
     assert "ERROR" in line
     assert "has no column 'timestamp', 'value'" in line
     (tmp_path / "data.csv").write_text("timestamp,value\n1,2\n")
-    run = subprocess.run(
-        [sys.executable, "-m", "aiops.cli", "run", "--config", "aiops.yaml", "--once"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    run = run_once()
     assert run.returncode == 0, run.stderr
     assert "failed" not in run.stderr

@@ -20,13 +20,13 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import requests
 
 from aiops.connectors.sources.remote_write import RemoteWriteSource, encode_write_request
 from aiops.service.http import HttpServer, ListenerLimits
+from aiops.testing import StaticView
 from tests.fuzz_inputs import Mutator
 
 CASES = 400
@@ -65,18 +65,11 @@ SEEDS = (
 )
 
 
-class _View:
-    def __init__(self) -> None:
-        self.health_report: dict[str, Any] = {}
-        self.ready = True
-        self.last_step = 0.0
-
-
 @pytest.fixture
 def listener() -> Iterator[tuple[HttpServer, RemoteWriteSource]]:
     src = RemoteWriteSource("rw", RemoteWriteSource.Config())
     limits = ListenerLimits(read_header_timeout=1.0, read_timeout=1.0, idle_timeout=0.5)
-    server = HttpServer("127.0.0.1:0", _View(), limits=limits)
+    server = HttpServer("127.0.0.1:0", StaticView(), limits=limits)
     server.start()
     server.attach({"rw": src})
     yield server, src

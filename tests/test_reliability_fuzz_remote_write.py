@@ -26,7 +26,6 @@ import struct
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import cramjam
 import pytest
@@ -40,6 +39,7 @@ from aiops.connectors.sources.remote_write import (
 )
 from aiops.pipeline.decoder import MAX_TIMESTAMP, MIN_TIMESTAMP, drop_bad_times
 from aiops.service.http import HttpRequest, HttpServer
+from aiops.testing import StaticView
 from aiops.types import Batch, SeriesKey
 from tests.fuzz_inputs import Mutator, check_key
 
@@ -265,17 +265,10 @@ def test_ten_thousand_malformed_requests_are_answered_and_each_counted():
     assert min(statuses[204], statuses[400], statuses[413]) > CASES // 50, statuses
 
 
-class _View:
-    def __init__(self) -> None:
-        self.health_report: dict[str, Any] = {}
-        self.ready = True
-        self.last_step = 0.0
-
-
 @pytest.fixture
 def listener() -> Iterator[tuple[HttpServer, RemoteWriteSource]]:
     src = RemoteWriteSource("rw", CONFIG)
-    server = HttpServer("127.0.0.1:0", _View())
+    server = HttpServer("127.0.0.1:0", StaticView())
     server.start()
     server.attach({"rw": src})
     yield server, src

@@ -28,15 +28,10 @@ from collections.abc import Callable
 
 import pytest
 from test_http import start_daemon, wait_until, write_config
-from test_kafka_source import config, produce, unique
-from test_prometheus_source import positions, rule, series
+from test_kafka_source import config, one_source_daemon, produce, step_until, unique
+from test_prometheus_source import outage_source, positions, rule, series
 
-from aiops.alerting.routing import Dispatcher, RouteNode, Router
 from aiops.connectors.sources.kafka import HUNG_AFTER, KafkaSource
-from aiops.pipeline.engine import Engine
-from aiops.service.daemon import Daemon
-from aiops.state.checkpoint import Checkpointer
-from aiops.state.envelope import MemoryStateStore
 
 RULE = "g/QueueDepth"
 HOSTS = {"a": 50.0, "b": 60.0}
@@ -49,16 +44,7 @@ def test_a_prometheus_outage_mid_run_skips_no_second_and_needs_no_restart(
     now0 = math.floor(time.time()) + 1.0
     # Samples up to two minutes ahead: Prometheus answers for the seconds that pass.
     prom = prometheus_server(history=series("queue_depth", HOSTS, now0 - 120, now0 + 120, 1.0))
-    sources = {
-        "prom": {
-            "type": "prometheus",
-            "url": prom.url,
-            "history": "1m",
-            "step": "1s",
-            "max_backoff": "1s",
-            "timeout": "2s",
-        }
-    }
+    sources = {"prom": outage_source(prom.url)}
     d = start_daemon(write_config(tmp_path, sources, [rule("QueueDepth", "queue_depth")]))
     source = d.daemon.sources["prom"]
     health = d.daemon.health["prom"]
@@ -111,31 +97,17 @@ def test_a_frozen_kafka_broker_mid_run_needs_no_restart_and_skips_nothing(kafka_
         return batch
 
     src.next_batch = next_batch  # type: ignore[method-assign]
-    daemon = Daemon(
-        sources={"k": src},
-        engine=Engine([]),
-        router=Router(RouteNode("r")),
-        dispatcher=Dispatcher({}),
-        checkpointer=Checkpointer(MemoryStateStore()),
-        poll_interval=0.05,
-    )
-    daemon.start()
+    daemon = one_source_daemon(src)
     health = daemon.health["k"]
 
-    def step_until(pred: Callable[[], bool], timeout: float) -> None:
-        t0 = time.monotonic()
-        while not pred():
-            assert time.monotonic() - t0 < timeout, (health, src.stats)
-            s0 = time.monotonic()
-            daemon.step()
-            assert time.monotonic() - s0 < 1.5, "a daemon step blocked"
-            time.sleep(0.02)
+    def steps(pred: Callable[[], bool], timeout: float) -> None:
+        step_until(daemon, pred, timeout, longest=1.5, pause=0.02)
 
     pid = broker.process.pid
     assert pid is not None
     seen: list[tuple[float, str, dict[str, str]]] = []  # during the freeze: (s, state, problems)
     try:
-        step_until(lambda: health.points == 400, 30)
+        steps(lambda: health.points == 400, 30)
         os.kill(pid, signal.SIGSTOP)
         # Records sent while the broker is frozen wait in the producer and land after it.
         late = threading.Thread(target=produce, args=(broker, topic, records(400, 800)))
@@ -150,7 +122,7 @@ def test_a_frozen_kafka_broker_mid_run_needs_no_restart_and_skips_nothing(kafka_
         finally:
             os.kill(pid, signal.SIGCONT)
         late.join(60)
-        step_until(lambda: health.points >= 800, 90)
+        steps(lambda: health.points >= 800, 90)
         for _ in range(40):  # anything read twice would show up now
             daemon.step()
             time.sleep(0.02)

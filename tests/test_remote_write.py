@@ -26,6 +26,7 @@ from aiops.connectors.sources.remote_write import (
     message_classes,
 )
 from aiops.service.http import HttpRequest, HttpServer
+from aiops.testing import StaticView
 from aiops.types import SeriesKey
 
 PATH = "/api/v1/write"
@@ -234,17 +235,10 @@ def test_random_bytes_never_raise_and_every_400_is_one_reject(body, compress):
     assert len(bad) == (status != 204)
 
 
-class _View:
-    def __init__(self) -> None:
-        self.health_report: dict[str, Any] = {}
-        self.ready = True
-        self.last_step = 0.0
-
-
 @pytest.fixture(scope="module")
 def fuzz_server():
     src = RemoteWriteSource("rw", RemoteWriteSource.Config())
-    server = HttpServer("127.0.0.1:0", _View())
+    server = HttpServer("127.0.0.1:0", StaticView())
     server.start()
     server.attach({"rw": src})
     session = requests.Session()

@@ -32,6 +32,7 @@ from aiops.connectors.notifiers.slack import SlackNotifier
 from aiops.pipeline.engine import Engine, RuleSpec
 from aiops.service.http import HttpServer
 from aiops.service.metrics import PrometheusMetrics
+from aiops.testing import StaticView
 from aiops.types import Batch, SeriesKey
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
@@ -74,13 +75,6 @@ def _batch(key: SeriesKey, values: np.ndarray, start: int = 0) -> Batch:
     )
 
 
-class _View:
-    def __init__(self) -> None:
-        self.health_report: dict[str, Any] = {}
-        self.ready = True
-        self.last_step = 0.0
-
-
 class World:
     """A real engine and router, the Slack stub, the listener with the endpoint."""
 
@@ -100,7 +94,7 @@ class World:
             response_url_prefixes=(stub.url,),
             clock=clock,
         )
-        self.server = HttpServer("127.0.0.1:0", _View(), self.metrics)
+        self.server = HttpServer("127.0.0.1:0", StaticView(), self.metrics)
         self.server.mount(self.handler)
         self.server.start()
         self.notifier = SlackNotifier(
