@@ -14,8 +14,8 @@ by ``[alertname, host]``.
 
 - ``groups``: :class:`aiops.alerting.groups.Groups` on a fake clock: every alert is
   routed (``route``), then the clock passes ``group_wait`` and every group is flushed,
-  so each alert's inhibition is decided once; the time covers both. Run 3 times, best
-  printed.
+  so each alert's inhibition is decided once; the time covers both. Run 3 times, the
+  best wall and CPU time printed.
 - ``old router``: the per-alert path the daemon used before groups
   (:class:`aiops.alerting.routing.Router` with its former inhibition check, kept here as
   ``ScanningRouter``: every firing alert is scanned for each new one), on the same
@@ -90,16 +90,17 @@ def tree() -> RouteNode:
     return RouteNode("default", group_by=("alertname", "host"), routes=teams, group_wait=30.0)
 
 
-def run_groups(alerts: list[Alert], inhibit: list[Inhibition]) -> tuple[float, set[str]]:
+def run_groups(alerts: list[Alert], inhibit: list[Inhibition]) -> tuple[float, float, set[str]]:
+    """Wall and CPU seconds of routing and flushing every alert, and those notified."""
     clock = FakeClock(1000.0)
     groups = Groups(tree(), inhibitions=inhibit, clock=clock)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.thread_time()
     out = groups.route(alerts)
     clock.advance(60.0)
     out += groups.flush()
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.thread_time() - cpu
     notified = {a.fingerprint for n in out for a in n.alerts}
-    return elapsed, notified
+    return elapsed, cpu, notified
 
 
 class ScanningRouter(Router):
@@ -141,11 +142,14 @@ def main(argv: list[str] | None = None) -> int:
     alerts = fleet(args.alerts, rng)
     inhibit = rules(args.rules, rng)
 
-    best, notified = min(run_groups(alerts, inhibit) for _ in range(3))
+    runs = [run_groups(alerts, inhibit) for _ in range(3)]
+    notified = runs[0][2]
     muted = args.alerts - len(notified)
+    # On a shared machine the wall time is mostly the other load; the CPU time is not.
     print(
         f"groups:     {args.alerts} firing alerts, {args.rules} inhibit rules: "
-        f"{best:.3f} s ({muted} inhibited)"
+        f"{min(r[0] for r in runs):.3f} s wall, {min(r[1] for r in runs):.3f} s CPU, "
+        f"best of 3 ({muted} inhibited)"
     )
     old_time, done, old_notified = run_old(alerts, inhibit, args.old_budget)
     fast_time, _, fast_notified = run_old(alerts, inhibit, float("inf"), scan=False)
