@@ -129,12 +129,21 @@ def measure(n: int, detector: str, touch: float, legacy: bool) -> None:
             f"while writing ({sampler.peak / rss0:.2f}x)"
         )
         if legacy:
+            old = Checkpointer(FileStateStore(Path(tmp) / "legacy"))
             t0 = time.perf_counter()
             rules = engine.state_dict()
-            size = checkpointer.save(Checkpoint(rules=rules, sources={}))
+            size = old.save(Checkpoint(rules=rules, sources={}))
+            t1 = time.perf_counter()
+            del rules
+            gc.collect()
+            t2 = time.perf_counter()
+            earlier = old.load()
+            assert earlier is not None
+            _engine(detector, n).load_state_dict(earlier.rules)
+            t3 = time.perf_counter()
             line += (
-                f"; earlier whole-state save on the loop {time.perf_counter() - t0:.2f} s, "
-                f"{size / 2**20:.0f} MiB"
+                f"; the earlier whole-state save on the loop {t1 - t0:.2f} s, "
+                f"{size / 2**20:.0f} MiB, its restore {t3 - t2:.2f} s"
             )
     print(line, flush=True)
 

@@ -96,7 +96,7 @@ def decode_keys(data: bytes) -> list[SeriesKey]:
         doc = orjson.loads(data)
         if not isinstance(doc, list):
             raise ValueError("series keys are not a list")
-        return [SeriesKey(str(n), tuple([(str(k), str(v)) for k, v in lb])) for n, lb in doc]
+        return [SeriesKey(name, tuple(map(tuple, labels))) for name, labels in doc]
     finally:
         if enabled:
             gc.enable()
