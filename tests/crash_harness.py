@@ -62,16 +62,36 @@ def write_workdir(
                 v += 40.0
             rows.append(f"{1_700_000_000 + 60 * t},{v:.4f},h{s}")
     (root / "data.csv").write_text("\n".join(rows) + "\n")
+    return write_setup(
+        root,
+        hook_url,
+        detector="{type: robust_ewma, params: {warmup: 30, refractory: 0}}",
+        threshold=0.999,
+        batch_size=batch_size,
+        checkpoint_interval=checkpoint_interval,
+    )
+
+
+def write_setup(
+    root: Path,
+    hook_url: str,
+    *,
+    detector: str,
+    threshold: float,
+    batch_size: int,
+    checkpoint_interval: str,
+) -> Path:
+    """Rules (one Spike rule), alerting (to the webhook) and config for ``root/data.csv``."""
     (root / "rules.yaml").write_text(
-        """groups:
+        f"""groups:
   - name: crash
     rules:
       - alert: Spike
         source: data
         selector: load
-        detector: {type: robust_ewma, params: {warmup: 30, refractory: 0}}
-        threshold: 0.999
-        annotations: {summary: 'spike on {{ $labels.host }}'}
+        detector: {detector}
+        threshold: {threshold}
+        annotations: {{summary: 'spike on {{{{ $labels.host }}}}'}}
 """
     )
     (root / "alerting.yaml").write_text(

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from http_stubs import Answer, Request, WebhookStub
+from crash_harness import SlowWebhook, write_setup
 from reliability_child import run_once
 
 pytestmark = pytest.mark.slow
@@ -41,14 +41,6 @@ KILLS = 20
 #: Each kill waits for new deliveries (a random share of those left), then up to this long.
 MAX_EXTRA_WAIT = 0.05
 T0 = 1_700_000_000
-
-
-class SlowWebhook(WebhookStub):
-    """A webhook that takes a couple of milliseconds per request, as a real one would."""
-
-    def handle(self, req: Request) -> Answer:
-        time.sleep(0.002)
-        return super().handle(req)
 
 
 def write_replay(root: Path, hook_url: str, seed: int = 7) -> Path:
@@ -65,47 +57,14 @@ def write_replay(root: Path, hook_url: str, seed: int = 7) -> Path:
         fh.write("timestamp,value,host\n")
         for t in range(STEPS):
             fh.write("".join(f"{times[t]},{values[t, s]:.3f},h{s}\n" for s in range(SERIES)))
-    (root / "rules.yaml").write_text(
-        """groups:
-  - name: crash
-    rules:
-      - alert: Spike
-        source: data
-        selector: load
-        detector: {type: ewma_z}
-        threshold: 0.99999
-        annotations: {summary: 'spike on {{ $labels.host }}'}
-"""
+    return write_setup(
+        root,
+        hook_url,
+        detector="{type: ewma_z}",
+        threshold=0.99999,
+        batch_size=2000,
+        checkpoint_interval="200ms",
     )
-    (root / "alerting.yaml").write_text(
-        f"""route:
-  receiver: hook
-  group_by: [alertname, host]
-receivers:
-  - name: hook
-    webhook_configs:
-      - url: {hook_url}
-        timeout: 5s
-"""
-    )
-    config = root / "aiops.yaml"
-    config.write_text(
-        """sources:
-  data:
-    type: file
-    path: data.csv
-    metric: load
-    label_columns: [host]
-    batch_size: 2000
-state:
-  dir: state
-  checkpoint_interval: 200ms
-rule_files: [rules.yaml]
-alerting_file: alerting.yaml
-delivery: {base_delay: 50ms, max_delay: 1s}
-"""
-    )
-    return config
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +83,7 @@ def _start(ctx: multiprocessing.context.BaseContext, config: Path) -> multiproce
 def test_twenty_sigkills_during_a_200000_point_replay_deliver_what_an_uninterrupted_run_does(
     tmp_path, forkserver
 ):
-    with SlowWebhook() as reference:
+    with SlowWebhook(delay=0.002) as reference:
         config = write_replay(tmp_path / "ref", reference.url + "/hook")
         started = time.monotonic()
         proc = _start(forkserver, config)
@@ -137,7 +96,7 @@ def test_twenty_sigkills_during_a_200000_point_replay_deliver_what_an_uninterrup
 
     rng = random.Random(3)
     kill_at: list[tuple[int, int]] = []  # (deliveries so far, run) at each kill
-    with SlowWebhook() as hook:
+    with SlowWebhook(delay=0.002) as hook:
         config = write_replay(tmp_path / "crash", hook.url + "/hook")
         deadline = time.monotonic() + 240
         runs = 0
