@@ -812,3 +812,19 @@ def test_a_drift_inside_one_long_batch_retrains_on_that_batch_up_to_the_drift(
     shifted = T0 + 2 * DAY
     assert shifted < hi <= shifted + 30 * MIN  # up to the drift, not the batch's end
     assert v2.points_seen == int(((t >= hi - DAY) & (t <= hi)).sum())
+
+
+def test_a_forgotten_row_of_a_candidate_in_shadow_is_reset_before_it_can_be_promoted(
+    tmp_path: Path,
+) -> None:
+    t, v = series(2 * 1440 + 180)
+    h = Harness(tmp_path, Retrain(every=DAY, window=DAY, shadow=3600.0))
+    h.feed(t[: 2 * 1440 + 30], v[: 2 * 1440 + 30])
+    assert h.retrainer.phase == "shadow"
+    candidate = h.retrainer._shadow.candidate  # type: ignore[union-attr]
+    assert np.asarray(candidate.state_dict()["n"])[0] > 0  # it learned KEY's history
+    h.retrainer.forget(h.rt, np.array([0]))  # as the engine does when KEY is forgotten
+    assert h.retrainer.phase == "shadow"
+    assert np.asarray(candidate.state_dict()["n"])[0] == 0  # row 0 fresh for its next series
+    assert len(h.retrainer.history) > 0
+    assert len(h.retrainer.history.since_mark(0)[0]) == 0  # and its history points gone
