@@ -417,3 +417,21 @@ def test_a_forgotten_pods_isolation_forest_entity_is_emptied_and_a_new_one_start
     assert e == 0  # its group's entity, emptied: it learns from nothing
     assert again.detector._entities[e].n_learned == 0
     assert again.detector._entities[e].n_features == 1
+
+
+def test_an_ensembles_isolation_forest_member_is_told_of_retired_rows_too():
+    forest = {"type": "isolation_forest", "params": {"group_by": ["pod"], "warmup": 20}}
+    kw = dict(
+        detector_type="ensemble",
+        detector_params={"members": [{"type": "ewma_z"}, forest]},
+        max_series=10,
+    )
+    rt = RuleRuntime(spec(**kw))
+    rng = np.random.default_rng(3)
+    rt.process(batch([(p, t, float(rng.normal())) for t in np.arange(40) * 60.0 for p in (0, 1)]))
+    member = rt.detector._members[1]
+    assert member._entities[0].n_rows > 20
+    rt.process(batch([(1, t, float(rng.normal())) for t in np.arange(40, 50) * 60.0]))
+    assert rt.registry.lookup([PODS[0]]).tolist() == [-1]  # forgotten, its row retired
+    assert member._entities[0].n_rows == 0
+    assert member._entities[1].n_rows > 20
