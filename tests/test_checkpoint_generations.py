@@ -404,3 +404,28 @@ def test_signed_pickled_models_round_trip_through_a_generation(
     other = Engine([spec])
     other.load_state_dict(loaded.rules)
     assert other.refused_states == {"g/River": 1}
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b'{"doc":{"a":{"__a__":0}},"blobs":[],"arrays":[["<f8",[1000000000000]]],"chunk_rows":1}',
+        b'{"doc":{},"blobs":[],"arrays":[["<f8",[-5]]],"chunk_rows":1}',
+        b'{"doc":{},"blobs":[-3],"arrays":[],"chunk_rows":1}',
+        b'{"doc":{},"blobs":[],"arrays":[["|O",[1]]],"chunk_rows":1}',
+        b'{"doc":{"a":{"__a__":7}},"blobs":[],"arrays":[],"chunk_rows":1}',
+        b'{"doc":{"k":{"__k__":0}},"blobs":[2],"arrays":[],"chunk_rows":1}',
+        b'{"doc":{},"blobs":[],"arrays":[],"chunk_rows":0}',
+        b"[1, 2]",
+    ],
+)
+def test_a_rule_file_with_a_hostile_header_is_refused_not_allocated(header: bytes) -> None:
+    import io
+    import zlib
+
+    from aiops.state.envelope import SnapshotRefused
+
+    body = b"{}" if b'"blobs":[2]' in header else b""
+    data = rulestate.MAGIC + header + b"\n" + body
+    with pytest.raises(SnapshotRefused):
+        read_state(io.BytesIO(data), size=len(data), crc32=zlib.crc32(data))

@@ -44,7 +44,7 @@ from aiops.types import SeriesKey
 __all__ = ["KeysRef", "Live", "StateSnapshot", "read_state"]
 
 MAGIC = b"AIOPS-RULESTATE 1\n"
-#: Bytes of all arrays' rows per chunk (what one copy-on-write step copies at most).
+#: Bytes of all arrays' rows the writer copies and writes at once, under the lock.
 CHUNK_BYTES = 4 << 20
 #: Series keys encoded per call of the JSON encoder (a few milliseconds' work).
 KEYS_PER_SLICE = 20_000
@@ -300,12 +300,17 @@ def read_state(fh: IO[bytes], *, size: int, crc32: int) -> Any:
         doc = header["doc"]
     except (ValueError, KeyError, TypeError) as exc:
         raise SnapshotRefused(f"rule state refused: unreadable header ({exc})") from None
-    if rows < 1 or any(dt.hasobject for dt, _ in specs) or got + sum(blob_sizes) > size:
+    nbytes = [dt.itemsize * int(np.prod(shape, dtype=object)) for dt, shape in specs]
+    if (
+        rows < 1
+        or any(dt.hasobject for dt, _ in specs)
+        or any(d < 0 for _, shape in specs for d in shape)
+        or any(n < 0 for n in blob_sizes)
+        or got + sum(blob_sizes) + sum(nbytes) != size
+    ):
         raise SnapshotRefused("rule state refused: its header does not fit its size")
     blobs = [take(n) for n in blob_sizes]
     arrays = [np.empty(shape, dtype=dt) for dt, shape in specs]
-    if got + sum(a.nbytes for a in arrays) != size:
-        raise SnapshotRefused("rule state refused: it is not the size its manifest says")
     for a in arrays:
         if a.ndim == 0:
             a[...] = np.frombuffer(take(a.nbytes), dtype=a.dtype)[0]
