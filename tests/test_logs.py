@@ -329,6 +329,44 @@ def test_truncation_is_reported_and_reading_restarts(tmp_path):
     assert [r.message for r in batch.logs] == ["line 10", "line 11"]
 
 
+def test_a_file_truncated_and_written_past_the_position_is_read_from_its_start(tmp_path):
+    path = tmp_path / "app.log"
+    path.write_text(lines(4))
+    src = LogFileSource("f", LogFileSource.Config(path=str(path)))
+    assert len(src.next_batch().logs) == 4
+    with open(path, "w") as fh:  # copytruncate, then more lines than before the next poll
+        fh.write(lines(6, 10, prefix="new"))
+    batch = src.next_batch()
+    assert [r.reason for r in batch.rejects] == ["file_truncated"]
+    assert "changed: truncated and written again" in batch.rejects[0].detail
+    assert [r.message for r in batch.logs] == [f"new {i}" for i in range(10, 16)]
+    with open(path, "a") as fh:  # plain appends go on as before
+        fh.write(lines(2, 16, prefix="new"))
+    batch = src.next_batch()
+    assert not batch.rejects
+    assert [r.message for r in batch.logs] == ["new 16", "new 17"]
+
+
+def test_a_restart_after_truncation_and_new_lines_reads_them_all(tmp_path):
+    path = tmp_path / "app.log"
+    path.write_text(lines(4))
+    src = LogFileSource("f", LogFileSource.Config(path=str(path)))
+    src.next_batch()
+    pos = src.snapshot()
+    src.close()
+    with open(path, "w") as fh:  # truncated and rewritten while the daemon was stopped
+        fh.write(lines(5, 20, prefix="after"))
+    again = LogFileSource("f", LogFileSource.Config(path=str(path)), resume=pos)
+    batch = again.next_batch()
+    assert [r.reason for r in batch.rejects] == ["file_truncated"]
+    assert [r.message for r in batch.logs] == [f"after {i}" for i in range(20, 25)]
+    # A position saved before positions had a mark still resumes where it was.
+    old = {k: v for k, v in pos.items() if k != "mark"}
+    path.write_text(lines(4) + lines(1, 4))
+    resumed = LogFileSource("f", LogFileSource.Config(path=str(path)), resume=old)
+    assert [r.message for r in resumed.next_batch().logs] == ["line 4"]
+
+
 def test_a_partial_last_line_waits_for_its_newline(tmp_path):
     path = tmp_path / "app.log"
     path.write_text("one\ntw")

@@ -5,16 +5,19 @@ message, timed when read), ``log_json`` or ``journald`` (see :mod:`aiops.connect
 their ``settings`` go in ``format_settings``). ``path: "-"`` reads standard input (no
 position: a restart does not resume it).
 
-Position: ``snapshot()`` is ``{"inode", "device", "offset", "line"}`` of the file being
-read, after the last line emitted. Rotation by rename (logrotate's default): the source
-keeps reading the renamed file to its end, then opens the new file at ``path`` from its
-start, so no line is lost. If the daemon was stopped across a rotation, the renamed file
-is found by its inode in the same folder and read to its end first. Truncation in place
-(``copytruncate``): when the file is shorter than the position, a ``file_truncated``
-reject says so and reading starts again at its beginning (lines written and truncated
-between two polls are gone; that is ``copytruncate``'s own race). While the file cannot
-be opened, ``next_batch()`` raises :class:`~aiops.pipeline.source.SourceError`: the daemon
-backs off, retries and shows it in health.
+Position: ``snapshot()`` is ``{"inode", "device", "offset", "line", "mark"}`` of the
+file being read, after the last line emitted (``mark``: the hex of the last bytes read).
+Rotation by rename (logrotate's default): the source keeps reading the renamed file to
+its end, then opens the new file at ``path`` from its start, so no line is lost. If the
+daemon was stopped across a rotation, the renamed file is found by its inode in the same
+folder and read to its end first. Truncation in place (``copytruncate``): when the file
+is shorter than the position, or the bytes before the position are no longer those read
+there (truncated, then written past the position before the next poll), a
+``file_truncated`` reject says so and reading starts again at its beginning (lines
+written and truncated between two polls are gone; that is ``copytruncate``'s own race).
+While the file cannot be opened, ``next_batch()`` raises
+:class:`~aiops.pipeline.source.SourceError`: the daemon backs off, retries and shows it
+in health.
 
 A line without its newline is not read until the newline arrives. A line longer than
 ``max_line_bytes`` is cut there (the rest is skipped up to the newline) and counted as a
@@ -40,6 +43,8 @@ from ..formats import create_decoder
 __all__ = ["LogFileSource"]
 
 _CHUNK = 1 << 16
+#: Bytes before the position kept to tell a file truncated and written again past it.
+_MARK = 64
 
 
 class LogFileSource(Source):
@@ -95,6 +100,7 @@ class LogFileSource(Source):
         self._fh: BinaryIO | None = None
         self._inode = self._device = 0
         self._offset = self._line = 0
+        self._mark = b""  # the last bytes read, up to the position
         self._resume = resume
         self._fresh = resume is None
         if resume is not None:
@@ -103,6 +109,7 @@ class LogFileSource(Source):
                 self._device = int(resume["device"])
                 self._offset = int(resume["offset"])
                 self._line = int(resume["line"])
+                self._mark = bytes.fromhex(str(resume.get("mark", "")))[-_MARK:]
             except (KeyError, TypeError, ValueError):
                 expected = "expected inode, device, offset, line"
                 msg = f"invalid log_file resume state {resume!r}: {expected}"
@@ -129,15 +136,18 @@ class LogFileSource(Source):
         start_line = self._line
         self._offset += len(block)
         self._line += block.count(b"\n")
+        if block:
+            self._mark = (self._mark + block[-_MARK:])[-_MARK:]
         return self._decode(block, start_line, rejects)
 
     def snapshot(self) -> dict[str, Any]:
-        """``{"inode", "device", "offset", "line"}`` after the last line emitted."""
+        """``{"inode", "device", "offset", "line", "mark"}`` after the last line emitted."""
         return {
             "inode": self._inode,
             "device": self._device,
             "offset": self._offset,
             "line": self._line,
+            "mark": self._mark.hex(),
         }
 
     def close(self) -> None:
@@ -161,9 +171,22 @@ class LogFileSource(Source):
                 f"{self.config.path} has {size} bytes but the position was byte {self._offset} "
                 f"(line {self._line}): truncated; reading it again from the start"
             )
-            rejects.append(Reject("file_truncated", detail, origin=self.config.path))
-            self._offset = self._line = 0
+        elif self._mark and self._mark_at(fh, self._offset) != self._mark:
+            detail = (
+                f"{self.config.path}: the bytes before the position (byte {self._offset}, line "
+                f"{self._line}) changed: truncated and written again; reading it from the start"
+            )
+        else:
+            return fh
+        rejects.append(Reject("file_truncated", detail, origin=self.config.path))
+        self._offset = self._line = 0
+        self._mark = b""
         return fh
+
+    def _mark_at(self, fh: BinaryIO, offset: int) -> bytes:
+        """The ``len(self._mark)`` bytes of the file before ``offset``."""
+        n = min(len(self._mark), offset)
+        return os.pread(fh.fileno(), n, offset - n) if n else b""
 
     def _open_initial(self, rejects: list[Reject]) -> None:
         path = self.config.path
@@ -178,6 +201,8 @@ class LogFileSource(Source):
             self._offset = st.st_size if self.config.start_at == "end" else 0
             if self._offset:
                 self._offset = self._line_start(fh, self._offset)
+                n = min(_MARK, self._offset)
+                self._mark = os.pread(fh.fileno(), n, self._offset - n)
             self._fh = fh
             return
         if (st.st_ino, st.st_dev) == (self._inode, self._device):
@@ -196,6 +221,7 @@ class LogFileSource(Source):
         rejects.append(Reject("file_rotated_away", detail, origin=path))
         self._inode, self._device = st.st_ino, st.st_dev
         self._offset = self._line = 0
+        self._mark = b""
         self._fh = fh
 
     def _line_start(self, fh: BinaryIO, offset: int) -> int:
@@ -244,6 +270,7 @@ class LogFileSource(Source):
         self._fh = fh
         self._inode, self._device = st.st_ino, st.st_dev
         self._offset = self._line = 0
+        self._mark = b""
 
     def _read_block(self, fh: BinaryIO, offset: int) -> bytes:
         """Up to ``batch_size`` complete lines from ``offset``, newlines included."""
