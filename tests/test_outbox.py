@@ -520,3 +520,33 @@ def test_the_backlog_keeps_the_newest_rows_up_to_its_bound(monkeypatch):
     assert [b.count for b in outbox._bounded([outbox._Rows(b"[]", 9, set())])] == [9]
     joined = outbox._join([outbox._Rows(b"[1,2]", 2, set()), outbox._Rows(b"[[3]]", 1, set())])
     assert joined == b"[1,2,[3]]"
+
+
+def test_attempts_run_on_one_thread_per_integration_which_comes_back_after_a_stop(tmp_path):
+    class Where(ListNotifier):
+        def __init__(self):
+            super().__init__()
+            self.threads = []
+
+        def send(self, notification):
+            self.threads.append(threading.current_thread())
+            return super().send(notification)
+
+    sink = Where()
+    box, _, _ = make(tmp_path, sink)
+    for i in range(3):
+        box.append(note(i))
+    box.deliver_due()
+    assert len(sink.sent) == 3
+    first = sink.threads[0]
+    assert sink.threads == [first] * 3  # not a thread started per attempt
+    assert first is not threading.current_thread()
+    box.stop()
+    first.join(5)
+    assert not first.is_alive()  # a stop ends it
+    box.append(note(9))
+    box.deliver_due()
+    assert [n.alerts[0].fingerprint for n in sink.sent][-1] == "fp9"
+    assert sink.threads[-1] is not first
+    assert sink.threads[-1].is_alive()
+    box.close()
