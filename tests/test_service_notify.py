@@ -39,13 +39,18 @@ def test_notify_protocol_ready_watchdog_status_reloading_stopping(tmp_path, daem
         ready = sock.wait_for("READY")
         assert ready["READY"] == "1"
         assert ready["STATUS"].startswith("scoring 1 rules, ")
-        # Pings every 0.2 s (half of WATCHDOG_USEC), from the data loop.
+        # Pings every 0.2 s (half of WATCHDOG_USEC), from the data loop: about 15 in 3 s,
+        # counted from the first. The loop's first batch may compile numba's kernels (a
+        # fresh clone has no cache: seconds on a loaded 2-core machine, no ping meanwhile,
+        # well inside the shipped unit's WatchdogSec=60s); the bounds are loose for the
+        # same machine, the upper one catches a flood.
+        sock.wait_for("WATCHDOG", timeout=60)
         t0 = time.monotonic()
         pings = 0
-        while time.monotonic() - t0 < 1.5:
+        while time.monotonic() - t0 < 3.0:
             msg = sock.receive(0.5)
             pings += msg is not None and msg.get("WATCHDOG") == "1"
-        assert 4 <= pings <= 10, sock.messages
+        assert 4 <= pings <= 20, sock.messages
         d.signal(signal.SIGHUP)
         reloading = sock.wait_for("RELOADING")
         now_usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
