@@ -6,7 +6,9 @@ For each count, builds one rule with that many series (one point each, then a se
 batch so every series has state), then does what ``Daemon.checkpoint`` does:
 
 - *stall*: the time the data loop spends taking the snapshot (``Engine.snapshot()``:
-  shallow copy of the series keys, copy-on-write views of the arrays) and handing it on;
+  shallow copy of the series keys, copy-on-write views of the arrays) and handing it on,
+  and the loop thread's CPU time for it (on a shared machine the wall time includes
+  waiting for a core);
 - *write*: ``Checkpointer.write`` on a writer thread (one state file per rule, fsync,
   manifest swap) into a temporary state directory, while the loop scores a batch of
   ``--touch`` of the series (each row it writes is copied first if the writer has not
@@ -95,7 +97,7 @@ def measure(n: int, detector: str, touch: float, legacy: bool) -> None:
         checkpointer = Checkpointer(FileStateStore(Path(tmp)))
         sampler = _Sampler()
         sampler.start()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         snap = CheckpointSnapshot(rules=engine.snapshot(), sources={"s": {"next": 1}})
         result: dict[str, float] = {}
 
@@ -105,7 +107,7 @@ def measure(n: int, detector: str, touch: float, legacy: bool) -> None:
 
         writer = threading.Thread(target=write, args=(snap,))
         writer.start()
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.thread_time()
         engine.process("s", touching(240.0))
         busy = time.perf_counter() - t1
         writer.join()
@@ -122,7 +124,8 @@ def measure(n: int, detector: str, touch: float, legacy: bool) -> None:
         del loaded, fresh
         gc.collect()
         line = (
-            f"{n:>9,} series ({detector}): stall {1000 * (t1 - t0):.0f} ms, write "
+            f"{n:>9,} series ({detector}): stall {1000 * (t1 - t0):.0f} ms "
+            f"({1000 * (c1 - c0):.0f} ms CPU), write "
             f"{result['end'] - t0:.2f} s, {result['size'] / 2**20:.0f} MiB; a batch of "
             f"{len(some):,} points during the write {busy:.2f} s ({quiet:.2f} s without); "
             f"restore {t3 - t2:.2f} s; RSS {rss0:.0f} MiB before, peak {sampler.peak:.0f} MiB "
