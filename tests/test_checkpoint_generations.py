@@ -429,3 +429,32 @@ def test_a_rule_file_with_a_hostile_header_is_refused_not_allocated(header: byte
     data = rulestate.MAGIC + header + b"\n" + body
     with pytest.raises(SnapshotRefused):
         read_state(io.BytesIO(data), size=len(data), crc32=zlib.crc32(data))
+
+
+def test_background_checkpoints_every_turn_and_a_restart_give_the_alerts_of_one_run(
+    tmp_path: Path,
+) -> None:
+    from test_daemon import batches, make_daemon, transitions
+
+    data = batches()
+    whole = ListNotifier()
+    make_daemon(tmp_path / "a", data, whole).run(threading.Event())
+
+    first, second = ListNotifier(), ListNotifier()
+    clock = FakeClock()
+    d1 = make_daemon(tmp_path / "b", data, first, clock=clock, checkpoint_interval=1.0)
+    d1.background_checkpoints = True
+    d1.start()
+    for turn in range(len(data) // 2):
+        clock.advance(2.0)  # a checkpoint is due at every turn (one at a time)
+        d1.step()  # the loop scores on while the writer writes
+        if turn % 4 == 3:
+            d1.wait_checkpoint()  # and some are committed mid-run
+    d1.shutdown()
+    assert d1._sequence >= 6
+    d2 = make_daemon(tmp_path / "b", data, second)
+    d2.background_checkpoints = True
+    d2.run(threading.Event())
+    assert transitions(first) + transitions(second) == transitions(whole)
+    assert transitions(first)
+    assert transitions(second)
