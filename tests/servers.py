@@ -767,13 +767,22 @@ class KafkaBroker(_Server):
 
         return KafkaProducer(bootstrap_servers=self.bootstrap, **config)
 
-    def create_topic(self, name: str, partitions: int = 1) -> None:
-        """Create ``name`` and wait until its metadata shows every partition."""
+    def create_topic(self, name: str, partitions: int = 1, *, exist_ok: bool = False) -> None:
+        """Create ``name`` and wait until its metadata shows every partition.
+
+        ``exist_ok``: a topic of that name already there is fine (a consumer reconnecting
+        to a restarted broker may have had it created first, by its metadata request).
+        """
         from kafka.admin import NewTopic
+        from kafka.errors import TopicAlreadyExistsError
 
         admin = self.admin()
         try:
-            admin.create_topics([NewTopic(name, partitions, 1)])
+            try:
+                admin.create_topics([NewTopic(name, partitions, 1)])
+            except TopicAlreadyExistsError:
+                if not exist_ok:
+                    raise
             _wait_until(
                 lambda: self._partition_count(admin, name) == partitions,
                 what=f"topic {name} with {partitions} partitions",
