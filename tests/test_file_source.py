@@ -344,6 +344,15 @@ def test_missing_file_raises_source_error_until_it_appears(tmp_path: Path) -> No
     assert points(src.next_batch()) == [("value{}", 1.0, 1.0)]
 
 
+def test_a_replay_of_a_missing_file_is_done_after_the_error(tmp_path: Path) -> None:
+    src = make(tmp_path / "never.csv")  # not followed: nothing will come to replay
+    assert not src.exhausted
+    with pytest.raises(SourceError, match="cannot open"):
+        src.next_batch()
+    assert src.exhausted  # so aiops run --once ends (exit 1) instead of retrying for ever
+    assert src.next_batch().n_points == 0
+
+
 def test_missing_column_is_a_source_error_naming_it(tmp_path: Path) -> None:
     path = tmp_path / "c.csv"
     path.write_text("time,val\n1,1\n")

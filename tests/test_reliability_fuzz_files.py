@@ -249,3 +249,28 @@ def test_aiops_run_once_ends_on_a_csv_header_without_the_columns(tmp_path):
     run = run_once()
     assert run.returncode == 0, run.stderr
     assert "failed" not in run.stderr
+
+
+def test_aiops_run_once_ends_on_a_missing_file(tmp_path):
+    """A replay of a file that is not there retried for ever under --once; now exit 1."""
+    import subprocess
+    import sys
+
+    (tmp_path / "rules.yaml").write_text(
+        "groups:\n  - name: g\n    rules:\n      - {alert: A, source: data, selector: value}\n"
+    )
+    (tmp_path / "aiops.yaml").write_text(
+        "sources:\n  data: {type: file, path: gone.csv}\nstate: {dir: state}\n"
+        "rule_files: [rules.yaml]\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "aiops.cli", "run", "--config", "aiops.yaml", "--once"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "Traceback" not in run.stderr
+    assert run.returncode == 1, run.stderr
+    (line,) = [x for x in run.stderr.splitlines() if 'source "data" failed' in x]
+    assert "cannot open gone.csv" in line

@@ -31,10 +31,10 @@ replay starts again from the beginning; the same happens when a followed file sh
 
 Missing file: the constructor never touches the file system (``aiops check`` can
 validate a configuration anywhere); ``next_batch()`` raises
-:class:`~aiops.pipeline.source.SourceError` while the file cannot be opened, in both modes, so the
-daemon backs off, retries and reports it in health. A CSV header that lacks a configured
-column raises the same error; a file that is not followed is then done (``exhausted``:
-``aiops run --once`` ends, the error stays in health), a followed one is retried.
+:class:`~aiops.pipeline.source.SourceError` when the file cannot be opened, and so does
+a CSV header that lacks a configured column. A file that is not followed is then done
+(``exhausted``: ``aiops run --once`` ends with exit code 1, the error stays in health);
+a followed one is retried, the daemon backing off and reporting it in health.
 
 Follow mode (``follow: true``) never ends: at the end of the file ``next_batch()`` returns
 an empty batch and later picks up appended lines; a last line without its newline is not
@@ -199,7 +199,13 @@ class FileSource(Source):
         """The next ``batch_size`` lines decoded; empty at the end of the file."""
         if self.exhausted:
             return Batch()
-        fh = self._open()
+        try:
+            fh = self._open()
+        except SourceError:
+            # A replay whose file is not there has nothing to replay: it is done, so
+            # ``--once`` ends (exit 1, the error in health). A followed file may appear.
+            self._eof = not self.config.follow
+            raise
         size = self._size(fh)
         rejects: list[tuple[int, Reject]] = []
         if size < self._offset:
