@@ -361,6 +361,7 @@ def test_a_rule_state_file_holds_keys_blobs_and_arrays_of_any_shape(
         "rows": Live(np.arange(12, dtype=np.float32).reshape(6, 2)[:, ::-1]),
         "wide": np.arange(40, dtype=np.uint64).reshape(4, 10),
         "empty": np.zeros((0, 3)),
+        "no_columns": Live(np.zeros((5, 0))),  # rows of no bytes (a detector without seasons)
         "nested": [{"x": None, "y": [1, "two", float("inf")]}],
     }
     buf = io.BytesIO()
@@ -377,6 +378,7 @@ def test_a_rule_state_file_holds_keys_blobs_and_arrays_of_any_shape(
     )
     np.testing.assert_array_equal(out["wide"], state["wide"])
     assert out["empty"].shape == (0, 3)
+    assert out["no_columns"].shape == (5, 0)
     assert out["nested"] == [{"x": None, "y": [1, "two", float("inf")]}]
 
 

@@ -244,7 +244,7 @@ class StateSnapshot:
                 if arr.ndim == 0:
                     continue
                 part = piece if piece is not None else arr[lo:hi]
-                if len(part):
+                if part.nbytes:  # rows of no bytes (a (k, 0) array) cannot be cast
                     out.write(np.ascontiguousarray(part).data.cast("B"))
             del pieces, patches
         return out.size, out.crc
@@ -320,7 +320,7 @@ def read_state(fh: IO[bytes], *, size: int, crc32: int) -> Any:
             if a.ndim == 0:
                 continue
             part = a[c * rows : (c + 1) * rows]
-            if not len(part):
+            if not part.nbytes:
                 continue
             view = part.data.cast("B")
             if fh.readinto(view) != len(view):  # type: ignore[attr-defined]
