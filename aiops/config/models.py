@@ -770,6 +770,20 @@ class StateSettings(_Model):
     rejects_max_size: Annotated[ByteSize, Field(ge=4096, le=1 << 40)] = ByteSize(64 << 20)
     #: Rotated rejects files kept (``rejects.jsonl.1`` ...); 0 keeps only the current one.
     rejects_keep: StrictInt = Field(default=4, ge=0, le=1000)
+    #: The key that signs pickled models in the state (:mod:`aiops.state.signing`): an
+    #: environment variable's name or a file (relative to the config file), one of them;
+    #: neither: ``$AIOPS_STATE_HMAC_KEY``, ``$AIOPS_STATE_HMAC_KEY_FILE`` or systemd's
+    #: ``state-hmac-key`` credential.
+    hmac_key_env: NonEmptyStr | None = None
+    hmac_key_file: NonEmptyStr | None = None
+
+    @model_validator(mode="after")
+    def _one_key(self) -> StateSettings:
+        if self.hmac_key_env is not None and self.hmac_key_file is not None:
+            raise ValueError(
+                'give the state signing key as one of "hmac_key_env" or "hmac_key_file", not both'
+            )
+        return self
 
 
 class DeliverySettings(_Model):

@@ -38,10 +38,12 @@ from aiops.models.retrain import wire_retraining
 from aiops.pipeline.engine import Engine, RuleSpec
 from aiops.pipeline.source import QuerySpec, Source
 from aiops.registry import NOTIFIERS, SOURCES
+from aiops.secrets import SecretError
 from aiops.service.daemon import Daemon, DeadLetterFile
 from aiops.service.http import HttpServer, ListenError
 from aiops.service.memory import MemoryGuard
 from aiops.service.metrics import NULL_METRICS, Metrics, PrometheusMetrics
+from aiops.state import signing
 from aiops.state.checkpoint import Checkpointer
 from aiops.state.envelope import FileStateStore
 from aiops.types import SeriesKey
@@ -388,6 +390,14 @@ def run_daemon(
         log.error("configuration invalid: %d errors; not starting", len(exc.errors))
         return 1
     state = state_dir or (DEMO_STATE_DIR.resolve() if demo else loaded.daemon.state.dir)
+    key_env, key_file = loaded.daemon.state.hmac_key_env, loaded.daemon.state.hmac_key_file
+    if key_file is not None and not Path(key_file).is_absolute():
+        key_file = str(path.parent / key_file)
+    try:
+        signing.use_key_reference(key_env, key_file)
+    except SecretError as exc:
+        log.error("%s; not starting", exc)
+        return 1
     try:
         daemon = build_daemon(loaded, state_dir=state)
     except (ImportError, OutboxSchemaError) as exc:

@@ -8,7 +8,9 @@ sits next to the ``pickle.loads`` call, so no header, envelope or checkpoint fie
 switch it off: a blob whose tag is missing or wrong is refused before a byte of it is
 unpickled.
 
-The key comes from, in order:
+The key comes from the configuration's ``state.hmac_key_env`` or ``state.hmac_key_file``
+when one is set (:func:`use_key_reference`, read at each use so a rotated file counts);
+otherwise from, in order:
 
 - ``$AIOPS_STATE_HMAC_KEY``: the key itself (for containers' secret environment);
 - ``$AIOPS_STATE_HMAC_KEY_FILE``: a file holding it (a mounted secret);
@@ -27,6 +29,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from aiops.secrets import SecretError, read_secret
 from aiops.state.envelope import HMAC_KEY_ENV, SnapshotRefused
 
 __all__ = [
@@ -35,6 +38,7 @@ __all__ = [
     "SigningKeyMissing",
     "sign_blobs",
     "signing_key",
+    "use_key_reference",
     "verify_blobs",
 ]
 
@@ -47,8 +51,48 @@ class SigningKeyMissing(RuntimeError):
     """Pickled models were to be stored or loaded and no signing key is configured."""
 
 
+#: The configuration's key reference, ``(env, file)``; None: the default places.
+_reference: tuple[str | None, str | None] | None = None
+
+
+def use_key_reference(env: str | None, file: str | None) -> None:
+    """Take the key from the variable ``env`` or the file ``file`` (both None: the defaults).
+
+    Raises :class:`~aiops.secrets.SecretError` (naming the reference, never a value)
+    when the one given cannot be read now, so a daemon refuses to start with a key it
+    was told to use and cannot find; the reference is then left as it was.
+
+    >>> os.environ["AIOPS_DOCTEST_STATE_KEY"] = "k1"
+    >>> use_key_reference("AIOPS_DOCTEST_STATE_KEY", None)
+    >>> signing_key()
+    b'k1'
+    >>> use_key_reference("NO_KEY_X", None)
+    Traceback (most recent call last):
+    ...
+    aiops.secrets.SecretError: state signing key: environment variable NO_KEY_X is not set or empty
+    >>> use_key_reference(None, None)
+    >>> del os.environ["AIOPS_DOCTEST_STATE_KEY"]
+    """
+    global _reference
+    if env is None and file is None:
+        _reference = None
+        return
+    read_secret(env, file, "state signing key")
+    _reference = (env, file)
+
+
 def signing_key() -> bytes | None:
-    """The state signing key from the environment, a key file or systemd's credentials."""
+    """The state signing key, or None if there is none.
+
+    The configured reference if any (None when it cannot be read any more), else the
+    environment, a key file or systemd's credentials.
+    """
+    if _reference is not None:
+        try:
+            value = read_secret(*_reference, "state signing key")
+        except SecretError:
+            return None
+        return None if value is None else value.encode()
     key = os.environ.get(HMAC_KEY_ENV, "")
     if key:
         return key.encode()
