@@ -391,3 +391,25 @@ def test_secrets_stay_out_of_logs_rows_and_dead_letters(og, monkeypatch, caplog,
         assert secret.encode() not in stored
         assert secret.encode() not in captured
     assert "echo <secret>" in history[0].last_error + caplog.text
+
+
+def test_the_environments_proxy_and_no_proxy_still_apply(monkeypatch):
+    from aiops.connectors.notifiers import _http
+
+    url = "http://hooks.example.invalid/hook"  # resolves nowhere: only a proxy reaches it
+    with WebhookStub() as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        _http._environment.cache_clear()
+        n = WebhookNotifier(WebhookNotifier.Config(url=url, timeout=5))
+        assert isinstance(n.send(group(alert(1))), Delivered)
+        assert isinstance(n.send(group(alert(2))), Delivered)
+        # Through the proxy (the host resolves nowhere), for the host asked for.
+        assert [r.headers["Host"] for r in proxy.requests] == ["hooks.example.invalid"] * 2
+        assert _http._environment.cache_info().misses == 1  # read once for the URL
+        monkeypatch.setenv("NO_PROXY", "example.invalid")
+        _http._environment.cache_clear()
+        assert isinstance(n.send(group(alert(3))), RetryAfter)  # direct: no such host
+        assert len(proxy.requests) == 2
+    _http._environment.cache_clear()
