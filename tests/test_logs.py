@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 
+from aiops.alerting.notify import Alert
 from aiops.alerting.routing import Dispatcher, RouteNode, Router
 from aiops.config.models import RuleFile
 from aiops.connectors.formats import create_decoder
@@ -178,7 +179,8 @@ def test_new_templates_are_rate_limited_per_partition():
     assert rule.suppressed == 3
 
 
-def test_a_metric_alert_carries_the_log_templates_of_its_service():
+def metric_alerts_with_log_context() -> list[Alert]:
+    """The firing alerts of a latency rule whose service's logs burst (``stream()``)."""
     spec = RuleSpec(
         group="m",
         alert="Latency",
@@ -197,6 +199,11 @@ def test_a_metric_alert_carries_the_log_templates_of_its_service():
         v = 50 + rng.normal(0, 1) + (40 if BURST_AT + 1 <= m < BURST_AT + 4 else 0)
         batch = Batch.from_points([(key, START + m * 60 + 59, v)])
         metric_alerts += [a for a in engine.process("metrics", batch) if a.status == "firing"]
+    return metric_alerts
+
+
+def test_a_metric_alert_carries_the_log_templates_of_its_service():
+    metric_alerts = metric_alerts_with_log_context()
     assert len(metric_alerts) == 1
     context = metric_alerts[0].annotations["log_templates"]
     assert "error burst" in context

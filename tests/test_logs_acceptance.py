@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 from slack_stub import BOT_TOKEN, SlackStub, block_kit_problem
 
@@ -19,40 +18,20 @@ from aiops.config.models import RuleFile
 from aiops.logs.rules import LogEngine, log_rule_specs
 from aiops.models.lifecycle import ModelLifecycle
 from aiops.models.registry import ModelRegistry
-from aiops.pipeline.engine import Engine, RuleSpec
-from aiops.types import Batch, LogRecord, SeriesKey
+from aiops.types import Batch, LogRecord
 from tests.test_logs import (
-    BURST_AT,
     NEW_AT,
     START,
     drain,
-    log_engine,
     make_daemon,
+    metric_alerts_with_log_context,
     stream,
     write_jsonl,
 )
 
 
 def metric_alert_with_log_context():
-    spec = RuleSpec(
-        group="m",
-        alert="Latency",
-        source="metrics",
-        matches=lambda k: True,
-        detector_type="ewma_z",
-        detector_params={"warmup": 30},
-        threshold=0.999,
-    )
-    engine = Engine([spec], logs=log_engine())
-    key = SeriesKey.of("latency", {"service": "payments"})
-    rng = np.random.default_rng(3)
-    firing = []
-    for m, recs in enumerate(stream()):
-        engine.process("logs", Batch(logs=recs))
-        v = 50 + rng.normal(0, 1) + (40 if BURST_AT + 1 <= m < BURST_AT + 4 else 0)
-        batch = Batch.from_points([(key, START + m * 60 + 59, v)])
-        firing += [a for a in engine.process("metrics", batch) if a.status == "firing"]
-    (alert,) = firing
+    (alert,) = metric_alerts_with_log_context()
     return alert
 
 
