@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tamper import TAMPERINGS, tamper_river_models
 
 from aiops.models.lifecycle import ModelLifecycle
 from aiops.models.registry import ModelError, ModelPinned, ModelRegistry, rule_dirname
@@ -355,30 +356,15 @@ def test_versions_skipped_at_start_are_counted_as_refused(tmp_path: Path) -> Non
     life2.close()
 
 
-class _Evil:
-    """A pickle that creates a file when it is loaded."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[object, ...]:
-        import os
-
-        return (os.system, (f"touch {self.marker}",))
-
-
-@pytest.mark.parametrize("tamper", ["payload", "hmac_removed", "hmac_wrong", "format"])
+@pytest.mark.parametrize("tamper", TAMPERINGS)
 def test_a_tampered_river_version_on_disk_runs_no_code_and_its_parent_runs(
     tamper: str, tmp_path: Path
 ) -> None:
     """Edited on disk with its envelope's hash made to match again: the pickle's signature
     (or the envelope's format) still refuses it before anything is unpickled."""
-    import pickle
-
     from aiops.models.registry import MODEL_KIND
     from aiops.service.metrics import PrometheusMetrics
     from aiops.state.envelope import ENVELOPE_FORMAT, dumps, loads, seal, unseal
-    from aiops.state.signing import sign_blobs
 
     river = RuleSpec(
         group="g",
@@ -397,17 +383,8 @@ def test_a_tampered_river_version_on_disk_runs_no_code_and_its_parent_runs(
     path = tmp_path / "models" / rule_dirname(RULE) / "2" / "state"
     _, payload = unseal(path.read_bytes(), kind=MODEL_KIND)
     state = loads(payload)
-    det = state["detector"]
-    assert det["models"][0] is not None
-    assert det["models_hmac"]
     marker = tmp_path / "pwned"
-    det["models"][0] = pickle.dumps(_Evil(marker))
-    if tamper == "hmac_removed":
-        del det["models_hmac"]
-    elif tamper == "hmac_wrong":
-        det["models_hmac"] = "0" * 64
-    elif tamper == "format":  # validly signed, in an envelope of a format this release lacks
-        det["models_hmac"] = sign_blobs(det["models"], purpose="river.models")
+    tamper_river_models(state["detector"], tamper, marker)
     blob = seal(dumps(state), kind=MODEL_KIND)  # a fresh, matching content hash
     if tamper == "format":
         old = f'"format": {ENVELOPE_FORMAT}'.encode()

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import pickle
 import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from tamper import TAMPERINGS, tamper_river_models
 
 from aiops.config import load_config
 from aiops.service.app import build_daemon
@@ -26,21 +25,10 @@ from aiops.service.daemon import Daemon
 from aiops.state.checkpoint import MANIFEST_KIND
 from aiops.state.envelope import ENVELOPE_FORMAT, FileStateStore, dumps, loads, seal, unseal
 from aiops.state.rulestate import KeysRef, StateSnapshot, read_state
-from aiops.state.signing import sign_blobs
 from aiops.types import SeriesKey
 
 RIVER, EWMA = "g/River", "g/Ewma"
 MANIFEST = "checkpoint.manifest"
-
-
-class _Evil:
-    """A pickle that creates a file when it is loaded."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (os.system, (f"touch {self.marker}",))
 
 
 def _config(tmp: Path) -> Path:
@@ -90,7 +78,7 @@ def _manifest(store: FileStateStore) -> dict[str, Any]:
     return doc
 
 
-@pytest.mark.parametrize("tamper", ["payload", "hmac_removed", "hmac_wrong", "format"])
+@pytest.mark.parametrize("tamper", TAMPERINGS)
 def test_a_checkpoint_edited_on_disk_runs_no_code_at_the_next_start(
     tamper: str, tmp_path: Path
 ) -> None:
@@ -102,17 +90,8 @@ def test_a_checkpoint_edited_on_disk_runs_no_code_at_the_next_start(
     ref = doc["rules"][RIVER]
     with open(store.root / ref["file"], "rb") as fh:
         state = read_state(fh, size=ref["size"], crc32=ref["crc32"])
-    det = state["detector"]
-    assert det["models"][0] is not None  # the river models are in the checkpoint, signed
-    assert det["models_hmac"]
     marker = tmp_path / "pwned"
-    det["models"][0] = pickle.dumps(_Evil(marker))
-    if tamper == "hmac_removed":
-        del det["models_hmac"]
-    elif tamper == "hmac_wrong":
-        det["models_hmac"] = "0" * 64
-    elif tamper == "format":  # validly signed (the key leaked), in a format this release lacks
-        det["models_hmac"] = sign_blobs(det["models"], purpose="river.models")
+    tamper_river_models(state["detector"], tamper, marker)  # the models were in it, signed
     buf = io.BytesIO()
     ref["size"], ref["crc32"] = StateSnapshot(_as_written(state)).write(buf)
     (store.root / ref["file"]).write_bytes(buf.getvalue())
