@@ -13,7 +13,7 @@ import numba
 import numpy as np
 
 from aiops.pipeline.detector import DEFAULT_THRESHOLD, Detector, checked_batch, grown
-from aiops.state.rulestate import Live
+from aiops.state.rulestate import Live, adopt
 from aiops.types import FloatArray, IntArray
 
 __all__ = ["EnvelopeNovelty"]
@@ -506,8 +506,7 @@ class EnvelopeNovelty(Detector):
             "lo": self._lo[:k].copy(),
             "count": self._count[:k].copy(),
         }
-        for s, (off, b) in enumerate(zip(self._bin_offsets.tolist(), self._bins, strict=True)):
-            state[f"profile_{s}"] = self._profiles[:k, off : off + b].copy()
+        state["profiles"] = self._profiles[:k].copy()  # every season's bins, side by side
         return state
 
     def state_views(self) -> dict[str, Any]:
@@ -529,24 +528,26 @@ class EnvelopeNovelty(Detector):
             "lo": Live(self._lo[:k]),
             "count": Live(self._count[:k]),
         }
-        for s, (off, b) in enumerate(zip(self._bin_offsets.tolist(), self._bins, strict=True)):
-            state[f"profile_{s}"] = Live(self._profiles[:k, off : off + b])
+        state["profiles"] = Live(self._profiles[:k])
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
-        self._n = np.asarray(state["n"], dtype=np.int64).copy()
+        self._n = adopt(state["n"], np.int64)
         for name in ("t0", "last", "level", "vol", "refr"):
-            setattr(self, f"_{name}", np.asarray(state[name], dtype=np.float64).copy())
+            setattr(self, f"_{name}", adopt(state[name], np.float64))
         k, nf = len(self._n), self._n_features
-        self._resid = np.asarray(state["resid"], dtype=np.float64).reshape(k, nf - _N_BASE).copy()
-        profiles = [
-            np.asarray(state[f"profile_{s}"], dtype=np.float32).reshape(k, b)
-            for s, b in enumerate(self._bins)
-        ]
-        self._profiles = np.ascontiguousarray(
-            np.concatenate(profiles, axis=1) if profiles else np.zeros((k, 0), dtype=np.float32)
-        )
-        self._hi = np.asarray(state["hi"], dtype=np.float64).reshape(k, nf).copy()
-        self._lo = np.asarray(state["lo"], dtype=np.float64).reshape(k, nf).copy()
-        self._count = np.asarray(state["count"], dtype=np.float64).reshape(k, nf).copy()
+        self._resid = adopt(state["resid"], np.float64).reshape(k, nf - _N_BASE)
+        if "profiles" in state:  # one array of every season's bins, taken as it is
+            self._profiles = adopt(state["profiles"], np.float32).reshape(k, sum(self._bins))
+        else:  # a state saved with one array per season
+            profiles = [
+                np.asarray(state[f"profile_{s}"], dtype=np.float32).reshape(k, b)
+                for s, b in enumerate(self._bins)
+            ]
+            self._profiles = np.ascontiguousarray(
+                np.concatenate(profiles, axis=1) if profiles else np.zeros((k, 0), np.float32)
+            )
+        self._hi = adopt(state["hi"], np.float64).reshape(k, nf)
+        self._lo = adopt(state["lo"], np.float64).reshape(k, nf)
+        self._count = adopt(state["count"], np.float64).reshape(k, nf)

@@ -12,7 +12,7 @@ import numba
 import numpy as np
 
 from aiops.pipeline.detector import Detector, checked_batch, grown
-from aiops.state.rulestate import Live
+from aiops.state.rulestate import Live, adopt
 from aiops.types import FloatArray, IntArray
 
 __all__ = ["EwmaZ"]
@@ -464,12 +464,12 @@ class EwmaZ(Detector):
 
         A state saved before the held share was kept (no ``"held"``) starts it at 0.
         """
-        n = np.asarray(state["n"], dtype=np.int64).copy()
+        n = adopt(state["n"], np.int64)
         if "held" not in state:
             state = {**state, "held": np.zeros(len(n))}
         names = ("mu", "var", "long_mu", "long_dev", "last", "repeat", "q", "m", "m2", "held")
-        arrays = [np.asarray(state[k], dtype=np.float64).copy() for k in names]
-        run = np.asarray(state["run"], dtype=np.int64).copy()
+        arrays = [adopt(state[k], np.float64) for k in names]
+        run = adopt(state["run"], np.int64)
         if any(a.shape != n.shape for a in [*arrays, run]):
             raise ValueError("ewma_z state arrays differ in length")
         self._n, self._run = n, run

@@ -25,7 +25,7 @@ import numba
 import numpy as np
 
 from aiops.pipeline.detector import grown
-from aiops.state.rulestate import Live
+from aiops.state.rulestate import Live, adopt
 from aiops.types import BoolArray, FloatArray, IntArray
 
 __all__ = ["FIRING", "INACTIVE", "PENDING", "AlertStateMachine", "Transitions"]
@@ -247,4 +247,4 @@ class AlertStateMachine:
         if "last_seen" not in state:
             state = {**state, "last_seen": state["fired_at"]}
         for f in _FIELDS:
-            setattr(self, f, np.asarray(state[f], dtype=_DTYPES[f]).copy())
+            setattr(self, f, adopt(state[f], _DTYPES[f]))

@@ -37,7 +37,7 @@ from aiops.pipeline.faults import NAMED_SERIES, RuleFailure, RuleHealth, render_
 from aiops.pipeline.postrule import HitWindow
 from aiops.pipeline.series import DROPPED, SeriesRegistry
 from aiops.registry import DEFAULT_DETECTOR, DETECTORS
-from aiops.state.rulestate import Live, StateSnapshot
+from aiops.state.rulestate import Live, StateSnapshot, adopt
 from aiops.types import Batch, BoolArray, FloatArray, IntArray, SeriesKey
 
 if TYPE_CHECKING:
@@ -810,21 +810,21 @@ class RuleRuntime:
         self.detector.bind_series(self.registry.keys)
         self.hits.load_state_dict(state["hits"])
         self.alerts.load_state_dict(state["alerts"])
-        self._last_value = np.asarray(state["last_value"], dtype=np.float64).copy()
-        self._last_score = np.asarray(state["last_score"], dtype=np.float64).copy()
+        self._last_value = adopt(state["last_value"], np.float64)
+        self._last_score = adopt(state["last_score"], np.float64)
         n = len(self._last_value)
         win = state.get("window")  # absent in checkpoints from before the window
         if isinstance(win, dict) and np.shape(win.get("ts", ()))[1:] == (WINDOW_POINTS,):
-            self._win_ts = np.asarray(win["ts"], dtype=np.float64).copy()
-            self._win_v = np.asarray(win["value"], dtype=np.float32).copy()
-            self._win_s = np.asarray(win["score"], dtype=np.float32).copy()
-            self._win_n = np.asarray(win["count"], dtype=np.int64).copy()
+            self._win_ts = adopt(win["ts"], np.float64)
+            self._win_v = adopt(win["value"], np.float32)
+            self._win_s = adopt(win["score"], np.float32)
+            self._win_n = adopt(win["count"], np.int64)
         else:
             self._win_ts = np.zeros((0, WINDOW_POINTS))
             self._win_v = np.zeros((0, WINDOW_POINTS), dtype=np.float32)
             self._win_s = np.zeros((0, WINDOW_POINTS), dtype=np.float32)
             self._win_n = np.zeros(0, dtype=np.int64)
-        self._min_threshold = np.asarray(state.get("min_threshold", ()), dtype=np.float64).copy()
+        self._min_threshold = adopt(state.get("min_threshold", ()), np.float64)
         self._raised = int(np.count_nonzero(self._min_threshold))
         self.data_time = float(state.get("data_time", -np.inf))
         self.first_time = float(state.get("first_time", np.inf))

@@ -14,7 +14,7 @@ import numba
 import numpy as np
 
 from aiops.pipeline.detector import grown
-from aiops.state.rulestate import Live
+from aiops.state.rulestate import Live, adopt
 from aiops.types import BoolArray, FloatArray, IntArray
 
 __all__ = ["MAX_WINDOW", "HitWindow"]
@@ -126,4 +126,4 @@ class HitWindow:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the hit histories."""
-        self._history = np.asarray(state["history"], dtype=np.uint64).copy()
+        self._history = adopt(state["history"], np.uint64)

@@ -225,15 +225,22 @@ class SeriesRegistry:
 
         The keys are ``[name, [[label, value], ...]]`` lists, or keys already.
         """
-        self._keys = [
-            k if isinstance(k, SeriesKey) else SeriesKey(k[0], tuple((a, b) for a, b in k[1]))
-            for k in state["keys"]
-        ]
+        keys = state["keys"]
+        if isinstance(keys, list) and set(map(type, keys)) <= {SeriesKey}:
+            self._keys = list(keys)  # keys already (a state file's): one C-level copy
+        else:
+            self._keys = [
+                k if isinstance(k, SeriesKey) else SeriesKey(k[0], tuple((a, b) for a, b in k[1]))
+                for k in keys
+            ]
         n = len(self._keys)
         free = sorted({int(r) for r in state.get("free", ()) if 0 <= int(r) < n})
         retired = {int(r) for r in state.get("retired", ()) if 0 <= int(r) < n} - set(free)
         freed = set(free) | retired
-        self._index = {k: i for i, k in enumerate(self._keys) if i not in freed}
+        if freed:
+            self._index = {k: i for i, k in enumerate(self._keys) if i not in freed}
+        else:
+            self._index = dict(zip(self._keys, range(n), strict=True))
         if len(self._index) + len(freed) != n:
             raise ValueError("series registry state lists a key twice")
         self._free = free  # a sorted list is a heap

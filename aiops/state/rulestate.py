@@ -24,13 +24,23 @@ chunk in header order. Nothing in it is pickled (blobs of pickled third-party mo
 signed by their detector, :mod:`aiops.state.signing`). :func:`read_state` reads the
 arrays straight into their final buffers and checks the CRC-32 and size the checkpoint
 manifest recorded, so a torn or damaged file is refused.
+
+A restore of a million series is mostly two costs, both kept small: series keys are
+written as one NUL-joined UTF-8 text (:meth:`KeysRef.encode_text`; JSON if a string
+holds a NUL) and rebuilt from slices of one split, with their names and label names
+interned; and the arrays read are taken as they are by the first ``load_state_dict``
+that asks for them (:func:`adopt`) instead of being copied once more.
 """
 
 from __future__ import annotations
 
 import gc
+import itertools
 import json
+import operator
+import sys
 import threading
+import weakref
 import zlib
 from collections.abc import Sequence
 from typing import IO, Any
@@ -41,7 +51,7 @@ import orjson
 from aiops.state.envelope import SnapshotRefused
 from aiops.types import SeriesKey
 
-__all__ = ["KeysRef", "Live", "StateSnapshot", "read_state"]
+__all__ = ["KeysRef", "Live", "StateSnapshot", "adopt", "read_state"]
 
 MAGIC = b"AIOPS-RULESTATE 1\n"
 #: Bytes of all arrays' rows the writer copies and writes at once, under the lock.
@@ -53,6 +63,41 @@ MAX_HEADER = 64 << 20
 _ARRAY = "__a__"
 _BLOB = "__b__"
 _KEYS = "__k__"
+_KEYS_TEXT = "__kt__"
+#: Separator of the strings of :meth:`KeysRef.encode_text` (a key holding it is JSON).
+_SEP = "\x00"
+
+# Arrays read_state made that no load_state_dict has taken yet, by id (see adopt()).
+_fresh: dict[int, weakref.ref[np.ndarray[Any, Any]]] = {}
+_fresh_lock = threading.Lock()
+
+
+def _mark_fresh(a: np.ndarray[Any, Any]) -> None:
+    i = id(a)
+
+    def gone(ref: weakref.ref[np.ndarray[Any, Any]]) -> None:
+        with _fresh_lock:
+            if _fresh.get(i) is ref:
+                del _fresh[i]
+
+    with _fresh_lock:
+        _fresh[i] = weakref.ref(a, gone)
+
+
+def adopt(x: Any, dtype: Any) -> np.ndarray[Any, Any]:
+    """``x`` itself if :func:`read_state` made it and nothing took it yet, else a copy.
+
+    For ``load_state_dict`` methods: an array read from a state file is owned by no
+    one, so the first to load it keeps it instead of copying it (a copy of each array
+    was a third of a restore); any other value (a state another object still holds,
+    a list, another dtype) is copied as ``np.asarray(x, dtype).copy()`` was.
+    """
+    if isinstance(x, np.ndarray) and x.dtype == np.dtype(dtype):
+        with _fresh_lock:
+            ref = _fresh.pop(id(x), None)
+        if ref is not None and ref() is x:
+            return x
+    return np.asarray(x, dtype=dtype).copy()
 
 
 class Live:
@@ -71,6 +116,33 @@ class KeysRef:
 
     def __init__(self, keys: Sequence[SeriesKey]) -> None:
         self.keys = list(keys)
+
+    def encode_text(self) -> bytes | None:
+        """The keys as one UTF-8 text, rebuilt in bulk by :func:`decode_keys_text`.
+
+        ``n`` (8 bytes, little-endian), each key's label count (one byte each), then
+        every key's name, label names and values joined by NUL. None if a string holds
+        a NUL, cannot be encoded or a key has 256 labels or more (:meth:`encode` then).
+        Built in slices of :data:`KEYS_PER_SLICE` keys, as :meth:`encode` is.
+        """
+        keys = self.keys
+        counts = bytearray()
+        texts: list[bytes] = []
+        for i in range(0, len(keys), KEYS_PER_SLICE):
+            part = keys[i : i + KEYS_PER_SLICE]
+            lens = [len(k.labels) for k in part]
+            if lens and max(lens) > 255:
+                return None
+            strings = [s for k in part for s in (k.name, *(x for kv in k.labels for x in kv))]
+            text = _SEP.join(strings)
+            if text.count(_SEP) != len(strings) - 1:
+                return None
+            try:
+                texts.append(text.encode())
+            except UnicodeEncodeError:
+                return None
+            counts += bytes(lens)
+        return len(keys).to_bytes(8, "little") + bytes(counts) + _SEP.encode().join(texts)
 
     def encode(self) -> bytes:
         """JSON ``[[name, [[label, value], ...]], ...]``.
@@ -102,6 +174,106 @@ def decode_keys(data: bytes) -> list[SeriesKey]:
             gc.enable()
 
 
+def _make_keys(names: Sequence[str], labels: Sequence[tuple[tuple[str, str], ...]]) -> Any:
+    # SeriesKey(name, labels) without its dataclass __init__ and __post_init__ (half the
+    # time of a restore's keys): the slots set directly, the hash as __post_init__ sets it.
+    new, cls = object.__new__, SeriesKey
+    slots = vars(SeriesKey)  # the slots' descriptors (set past the frozen __setattr__)
+    set_name, set_labels = slots["name"].__set__, slots["labels"].__set__
+    set_hash = slots["_hash"].__set__
+
+    def make(name: str, lab: tuple[tuple[str, str], ...]) -> SeriesKey:
+        key = new(cls)
+        set_name(key, name)
+        set_labels(key, lab)
+        set_hash(key, hash((name, lab)))
+        return key
+
+    return map(make, names, labels)
+
+
+def decode_keys_text(data: bytes) -> list[SeriesKey]:
+    """What :meth:`KeysRef.encode_text` wrote, as keys.
+
+    One ``split`` of the whole text; the keys of each label count are put together from
+    strided slices of it (C-level ``zip``); names and label names are interned, so a
+    million keys share a few of them.
+    """
+    if len(data) < 8:
+        raise ValueError("series keys are cut short")
+    n = int.from_bytes(data[:8], "little")
+    if n < 0 or 8 + n > len(data):
+        raise ValueError("series keys are cut short")
+    counts = np.frombuffer(data, dtype=np.uint8, count=n, offset=8).astype(np.int64)
+    fields = 1 + 2 * counts
+    total = int(fields.sum())
+    if n == 0:
+        if len(data) != 8:
+            raise ValueError("series keys: bytes after the last key")
+        return []
+    enabled = gc.isenabled()
+    gc.disable()  # millions of objects that are not garbage (see decode_keys)
+    try:
+        parts = data[8 + n :].decode().split(_SEP)
+        if len(parts) != total:
+            raise ValueError(f"series keys hold {len(parts)} strings, {total} declared")
+        intern = sys.intern
+        levels = np.unique(counts)
+        groups: list[tuple[np.ndarray[Any, Any] | None, list[Sequence[str]]]] = []
+        if len(levels) == 1:  # every key with the same number of labels: strided slices
+            width = int(fields[0])
+            groups.append((None, [parts[j::width] for j in range(width)]))
+        else:
+            starts = np.concatenate([[0], np.cumsum(fields)[:-1]])
+            for level in levels.tolist():
+                rows = np.flatnonzero(counts == level)
+                at = starts[rows]
+                columns: list[Sequence[str]] = []
+                for j in range(1 + 2 * level):
+                    pick = (at + j).tolist()
+                    got = operator.itemgetter(*pick)(parts) if len(pick) > 1 else (parts[pick[0]],)
+                    columns.append(got)
+                groups.append((rows, columns))
+        out: list[Any] = [None] * n if len(groups) > 1 else []
+        for where, columns in groups:
+            names = map(intern, columns[0])
+            pairs = [
+                zip(map(intern, columns[1 + 2 * j]), columns[2 + 2 * j], strict=True)
+                for j in range((len(columns) - 1) // 2)
+            ]
+            labels = zip(*pairs, strict=True) if pairs else itertools.repeat((), len(columns[0]))
+            made = _make_keys(names, labels)  # type: ignore[arg-type]
+            if where is None:
+                out = list(made)
+            else:
+                for r, key in zip(where.tolist(), made, strict=True):
+                    out[r] = key
+        return out
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _key_blobs(doc: Any) -> list[tuple[str, int]]:
+    """The (kind, blob index) of every keys placeholder in a state file's document."""
+    out: list[tuple[str, int]] = []
+    todo = [doc]
+    while todo:
+        x = todo.pop()
+        if isinstance(x, dict):
+            if len(x) == 1:
+                ((k, v),) = x.items()
+                if k in (_KEYS, _KEYS_TEXT):
+                    if not isinstance(v, int) or v < 0:
+                        raise ValueError(f"bad keys placeholder {v!r}")
+                    out.append((k, v))
+                    continue
+            todo.extend(x.values())
+        elif isinstance(x, list):
+            todo.extend(x)
+    return out
+
+
 class StateSnapshot:
     """One rule's state at one moment; :meth:`write` from any thread, once."""
 
@@ -110,7 +282,7 @@ class StateSnapshot:
         self._arrays: list[np.ndarray[Any, Any]] = []
         self._live: list[bool] = []
         self._blobs: list[bytes | KeysRef] = []
-        self._blob_kinds: list[str] = []
+        self._blob_slots: list[dict[str, int]] = []
         self.doc = self._flatten(state)
         rows = [a for a in self._arrays if a.ndim]
         row_bytes = sum(a.itemsize * int(np.prod(a.shape[1:], dtype=np.int64)) for a in rows)
@@ -135,8 +307,10 @@ class StateSnapshot:
             return {_ARRAY: len(self._arrays) - 1}
         if isinstance(x, KeysRef | bytes | bytearray):
             self._blobs.append(x if isinstance(x, KeysRef) else bytes(x))
-            self._blob_kinds.append(_KEYS if isinstance(x, KeysRef) else _BLOB)
-            return {self._blob_kinds[-1]: len(self._blobs) - 1}
+            # Keys: text or JSON, decided when written (the slot is filled in then).
+            slot = {_BLOB: len(self._blobs) - 1}
+            self._blob_slots.append(slot)
+            return slot
         if isinstance(x, dict):
             return {str(k): self._flatten(v) for k, v in x.items()}
         if isinstance(x, list | tuple):
@@ -204,7 +378,15 @@ class StateSnapshot:
 
     def _write(self, fh: IO[bytes]) -> tuple[int, int]:
         out = _Counting(fh)
-        blobs = [b.encode() if isinstance(b, KeysRef) else b for b in self._blobs]
+        blobs: list[bytes] = []
+        for i, (b, slot) in enumerate(zip(self._blobs, self._blob_slots, strict=True)):
+            if isinstance(b, KeysRef):
+                text = b.encode_text()
+                slot.clear()
+                slot[_KEYS if text is None else _KEYS_TEXT] = i
+                blobs.append(b.encode() if text is None else text)
+            else:
+                blobs.append(b)
         header = {
             "doc": self.doc,
             "blobs": [len(b) for b in blobs],
@@ -312,25 +494,58 @@ def read_state(fh: IO[bytes], *, size: int, crc32: int) -> Any:
     blobs = [take(n) for n in blob_sizes]
     arrays = [np.empty(shape, dtype=dt) for dt, shape in specs]
     for a in arrays:
+        _mark_fresh(a)
+    for a in arrays:
         if a.ndim == 0:
             a[...] = np.frombuffer(take(a.nbytes), dtype=a.dtype)[0]
     n_rows = max((len(a) for a in arrays if a.ndim), default=0)
-    for c in range(-(-n_rows // rows)):
-        for a in arrays:
-            if a.ndim == 0:
-                continue
-            part = a[c * rows : (c + 1) * rows]
-            if not part.nbytes:
-                continue
-            view = part.data.cast("B")
-            if fh.readinto(view) != len(view):  # type: ignore[attr-defined]
-                raise SnapshotRefused(short)
-            crc = zlib.crc32(view, crc)
-            got += len(view)
-    if fh.read(1):
-        raise SnapshotRefused("rule state refused: bytes after its end")
+
+    def read_rows() -> None:
+        nonlocal crc, got
+        for c in range(-(-n_rows // rows)):
+            for a in arrays:
+                if a.ndim == 0:
+                    continue
+                part = a[c * rows : (c + 1) * rows]
+                if not part.nbytes:
+                    continue
+                view = part.data.cast("B")
+                if fh.readinto(view) != len(view):  # type: ignore[attr-defined]
+                    raise SnapshotRefused(short)
+                crc = zlib.crc32(view, crc)
+                got += len(view)
+        if fh.read(1):
+            raise SnapshotRefused("rule state refused: bytes after its end")
+
+    # The arrays are read and checksummed on another thread (readinto and crc32 let the
+    # GIL go) while this one rebuilds the series keys (which holds it): the two overlap.
+    # Nothing decoded is used unless the whole file's checksum is right.
+    failed: list[BaseException] = []
+
+    def reader_run() -> None:
+        try:
+            read_rows()
+        except BaseException as exc:  # raised below, on the caller's thread
+            failed.append(exc)
+
+    reader = threading.Thread(target=reader_run, name="rulestate-read", daemon=True)
+    reader.start()
+    keys: dict[tuple[str, int], list[SeriesKey]] = {}
+    bad_keys: Exception | None = None
+    try:
+        for kind, i in _key_blobs(doc):
+            data = blobs[i]
+            keys[kind, i] = decode_keys(data) if kind == _KEYS else decode_keys_text(data)
+    except (ValueError, IndexError, TypeError) as exc:
+        bad_keys = exc
+    finally:
+        reader.join()
+    if failed:
+        raise failed[0]
     if crc != crc32:
         raise SnapshotRefused("rule state refused: checksum mismatch (corrupt or torn)")
+    if bad_keys is not None:
+        raise SnapshotRefused(f"rule state refused: {bad_keys}") from None
 
     def decode(x: Any) -> Any:
         if isinstance(x, dict):
@@ -340,8 +555,8 @@ def read_state(fh: IO[bytes], *, size: int, crc32: int) -> Any:
                     return arrays[int(v)]
                 if k == _BLOB:
                     return blobs[int(v)]
-                if k == _KEYS:
-                    return decode_keys(blobs[int(v)])
+                if k in (_KEYS, _KEYS_TEXT):
+                    return keys[k, int(v)]
             return {k: decode(v) for k, v in x.items()}
         if isinstance(x, list):
             return [decode(v) for v in x]

@@ -1,0 +1,187 @@
+"""A restore's two costs: series keys rebuilt in bulk, arrays taken without a copy.
+
+Keys are written as one NUL-joined UTF-8 text (JSON when a string holds a NUL) and
+rebuilt from strided slices of one split; the arrays a state file was read into are
+taken by the first ``load_state_dict`` (``rulestate.adopt``) and copied by any later one.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from aiops.pipeline.engine import Engine, RuleSpec
+from aiops.state import rulestate
+from aiops.state.checkpoint import Checkpointer, CheckpointSnapshot
+from aiops.state.envelope import FileStateStore, SnapshotRefused
+from aiops.state.rulestate import KeysRef, StateSnapshot, adopt, read_state
+from aiops.types import Batch, SeriesKey
+
+KEYS = [
+    SeriesKey.of("m", {"pod": "p0", "ns": "x"}),
+    SeriesKey("n"),
+    SeriesKey.of("m", {"pod": "p1", "ns": "x"}),
+    SeriesKey.of("cpu", {"host": "h\u00e9\u2603", "q": 'a"\n\\'}),
+    SeriesKey.of("", {"x": ""}),
+    SeriesKey.of("m", {f"l{i}": str(i) for i in range(7)}),
+]
+
+
+def _round_trip(state: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+    buf = io.BytesIO()
+    size, crc = StateSnapshot(state).write(buf)
+    return read_state(io.BytesIO(buf.getvalue()), size=size, crc32=crc), buf.getvalue()
+
+
+@pytest.mark.parametrize("per_slice", [2, 20_000])
+def test_keys_of_any_label_count_round_trip_as_text(
+    monkeypatch: pytest.MonkeyPatch, per_slice: int
+) -> None:
+    monkeypatch.setattr(rulestate, "KEYS_PER_SLICE", per_slice)
+    out, data = _round_trip({"keys": KeysRef(KEYS), "same": KeysRef(KEYS[:1] * 3)})
+    assert b'"__kt__"' in data
+    assert b'"__k__"' not in data
+    assert out["keys"] == KEYS
+    assert [hash(k) for k in out["keys"]] == [hash(k) for k in KEYS]
+    assert {k: i for i, k in enumerate(out["keys"])}[KEYS[3]] == 3
+    assert [type(k) for k in out["keys"]] == [SeriesKey] * len(KEYS)
+    # Names and label names are shared, not one string per key.
+    a, b = out["keys"][0], out["keys"][2]
+    assert a.name is b.name
+    assert a.labels[0][0] is b.labels[0][0]
+    assert out["same"] == KEYS[:1] * 3
+    assert _round_trip({"k": KeysRef([])})[0]["k"] == []
+
+
+def test_keys_holding_a_nul_are_written_as_json_and_round_trip() -> None:
+    keys = [*KEYS, SeriesKey.of("m", {"a": "x\x00y"})]
+    out, data = _round_trip({"keys": KeysRef(keys)})
+    assert b'"__k__"' in data
+    assert b'"__kt__"' not in data
+    assert out["keys"] == keys
+
+
+@pytest.mark.parametrize(
+    "blob",
+    [
+        b"\x01\x00",  # shorter than its count
+        struct.pack("<q", 5) + b"\x00",  # five counts declared, one there
+        struct.pack("<q", 2) + b"\x00\x01" + b"m\x00n\x00a",  # 4 strings declared, 3 there
+        struct.pack("<q", 1) + b"\x00" + b"\xff\xfe",  # not UTF-8
+        struct.pack("<q", 0) + b"x",  # bytes after no key
+    ],
+)
+def test_a_damaged_keys_text_is_refused(blob: bytes) -> None:
+    header = b'{"doc":{"k":{"__kt__":0}},"blobs":[%d],"arrays":[],"chunk_rows":1}' % len(blob)
+    data = rulestate.MAGIC + header + b"\n" + blob
+    with pytest.raises(SnapshotRefused):
+        read_state(io.BytesIO(data), size=len(data), crc32=zlib.crc32(data))
+
+
+def test_an_array_read_from_a_state_file_is_adopted_once_and_copied_after() -> None:
+    out, _ = _round_trip({"a": np.arange(6.0), "b": np.arange(3)})
+    a = out["a"]
+    assert adopt(a, np.float64) is a  # the first taker keeps it
+    again = adopt(a, np.float64)  # any later one copies
+    assert again is not a
+    np.testing.assert_array_equal(again, a)
+    assert adopt(out["b"], np.float64) is not out["b"]  # another dtype: converted
+    mine = np.arange(4.0)
+    assert adopt(mine, np.float64) is not mine  # not read from a file: copied
+
+
+def _spec() -> RuleSpec:
+    return RuleSpec(group="g", alert="A", source="s", matches=lambda k: True,
+                    detector_type="ensemble")  # fmt: skip
+
+
+def _batch(n: int, t: float, seed: int) -> Batch:
+    rng = np.random.default_rng(seed)
+    return Batch(
+        keys=[SeriesKey.of("m", {"pod": f"p{i}"}) for i in range(n)],
+        series=np.arange(n, dtype=np.int64),
+        timestamps=np.full(n, t),
+        values=rng.normal(50, 1, n) + (t > 200) * np.arange(n) % 7 * 3,
+    )
+
+
+def _arrays(x: Any) -> list[np.ndarray[Any, Any]]:
+    if isinstance(x, dict):
+        return [a for v in x.values() for a in _arrays(v)]
+    if isinstance(x, list):
+        return [a for v in x for a in _arrays(v)]
+    return [x] if isinstance(x, np.ndarray) and x.ndim else []
+
+
+def test_a_restore_takes_the_arrays_read_and_a_second_restore_of_them_copies(
+    tmp_path: Path,
+) -> None:
+    engine = Engine([_spec()])
+    for b in range(3):
+        engine.process("s", _batch(500, 60.0 * (b + 1), b))
+    saved = engine.rules["g/A"].state_dict()
+    ck = Checkpointer(FileStateStore(tmp_path))
+    ck.write(CheckpointSnapshot(rules=engine.snapshot(), sources={}, sequence=1))
+    loaded = ck.load()
+    assert loaded is not None
+    read = {id(a) for a in _arrays(loaded.rules["g/A"])}
+    first, second = Engine([_spec()]), Engine([_spec()])
+    first.load_state_dict(loaded.rules)
+    second.load_state_dict(loaded.rules)
+    rt1, rt2 = first.rules["g/A"], second.rules["g/A"]
+    held = [rt1._last_value, rt1.detector._members[0]._mu, rt1.alerts.state, rt1.hits._history]
+    assert all(id(a) in read or id(a.base) in read for a in held)  # no copy
+    held2 = [rt2._last_value, rt2.detector._members[0]._mu, rt2.alerts.state, rt2.hits._history]
+    assert not any(id(a) in read or id(a.base) in read for a in held2)
+    # The first scores on (writing its arrays in place); the second is still the saved state.
+    more = _batch(500, 240.0, 9)
+    fired = [a.fingerprint for a in first.process("s", more)]
+    _same(saved, rt2.state_dict())
+    assert [a.fingerprint for a in second.process("s", more)] == fired
+    assert [a.fingerprint for a in engine.process("s", more)] == fired
+    _same(engine.rules["g/A"].state_dict(), rt1.state_dict())
+    _same(engine.rules["g/A"].state_dict(), rt2.state_dict())
+
+
+def _same(a: Any, b: Any, path: str = "") -> None:
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            _same(a[k], b[k], f"{path}/{k}")
+    elif isinstance(a, list | tuple) and not isinstance(a, SeriesKey):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _same(x, y, f"{path}[{i}]")
+    elif isinstance(a, np.ndarray):
+        assert a.dtype == b.dtype, path
+        np.testing.assert_array_equal(a, b, err_msg=path)
+    elif isinstance(a, float) and np.isnan(a):
+        assert np.isnan(b), path
+    else:
+        assert a == b, path
+
+
+def test_an_envelope_state_with_one_array_per_season_still_loads() -> None:
+    spec = RuleSpec(group="g", alert="E", source="s", matches=lambda k: True,
+                    detector_type="envelope_novelty")  # fmt: skip
+    engine = Engine([spec])
+    for b in range(4):
+        engine.process("s", _batch(50, 3600.0 * (b + 1), b))
+    det = engine.rules["g/E"].detector
+    state = det.state_dict()
+    bins = det._bins
+    assert len(bins) >= 2
+    assert state["profiles"].shape == (50, sum(bins))
+    earlier = {k: v for k, v in state.items() if k != "profiles"}
+    offsets = np.r_[0, np.cumsum(bins)]
+    for s in range(len(bins)):
+        earlier[f"profile_{s}"] = state["profiles"][:, offsets[s] : offsets[s + 1]].copy()
+    fresh = Engine([spec])
+    fresh.rules["g/E"].detector.load_state_dict(earlier)
+    _same(state, fresh.rules["g/E"].detector.state_dict())
