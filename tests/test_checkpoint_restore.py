@@ -59,8 +59,16 @@ def test_keys_of_any_label_count_round_trip_as_text(
     assert _round_trip({"k": KeysRef([])})[0]["k"] == []
 
 
-def test_keys_holding_a_nul_are_written_as_json_and_round_trip() -> None:
-    keys = [*KEYS, SeriesKey.of("m", {"a": "x\x00y"})]
+@pytest.mark.parametrize(
+    "odd",
+    [
+        SeriesKey.of("m", {"a": "x\x00y"}),  # a NUL
+        SeriesKey("m", (("a", 7),)),  # type: ignore[arg-type]  # not a string
+        SeriesKey("m", tuple((f"l{i:03}", "v") for i in range(300))),  # 300 labels
+    ],
+)
+def test_keys_that_text_cannot_hold_are_written_as_json_and_round_trip(odd: SeriesKey) -> None:
+    keys = [*KEYS, odd]
     out, data = _round_trip({"keys": KeysRef(keys)})
     assert b'"__k__"' in data
     assert b'"__kt__"' not in data

@@ -122,7 +122,8 @@ class KeysRef:
 
         ``n`` (8 bytes, little-endian), each key's label count (one byte each), then
         every key's name, label names and values joined by NUL. None if a string holds
-        a NUL, cannot be encoded or a key has 256 labels or more (:meth:`encode` then).
+        a NUL or cannot be encoded, a label is not a string, or a key has 256 labels or
+        more (:meth:`encode` then).
         Built in slices of :data:`KEYS_PER_SLICE` keys, as :meth:`encode` is.
         """
         keys = self.keys
@@ -134,12 +135,12 @@ class KeysRef:
             if lens and max(lens) > 255:
                 return None
             strings = [s for k in part for s in (k.name, *(x for kv in k.labels for x in kv))]
-            text = _SEP.join(strings)
-            if text.count(_SEP) != len(strings) - 1:
-                return None
             try:
+                text = _SEP.join(strings)
+                if text.count(_SEP) != len(strings) - 1:
+                    return None
                 texts.append(text.encode())
-            except UnicodeEncodeError:
+            except (TypeError, UnicodeEncodeError):  # a label not a str, a lone surrogate
                 return None
             counts += bytes(lens)
         return len(keys).to_bytes(8, "little") + bytes(counts) + _SEP.encode().join(texts)
