@@ -648,44 +648,19 @@ def alerts_group() -> None:
     """The notification outbox: history, dead letters, retry (offline, on the state dir)."""
 
 
-_STATE_OPTIONS = [
-    click.option(
-        "--config",
-        "config_path",
-        type=click.Path(exists=True, dir_okay=False, path_type=Path),
-        help="Daemon config whose state.dir holds the outbox.",
-    ),
-    click.option(
-        "--state-dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        help="State directory (default: the config's, else the demo's ./aiops-state).",
-    ),
-]
-
-
 def _state_options(f: Any) -> Any:
-    for option in reversed(_STATE_OPTIONS):
+    from aiops.cliutil import state_options
+
+    for option in reversed(state_options("outbox")):
         f = option(f)
     return f
 
 
 def _open_outbox(config_path: Path | None, state_dir: Path | None) -> Any:
     from aiops.alerting.outbox import OUTBOX_FILE, Outbox, OutboxSchemaError
-    from aiops.config import ConfigErrors, load_config
+    from aiops.cliutil import resolve_state_dir
 
-    if state_dir is None and config_path is not None:
-        try:
-            state_dir = load_config(config_path).daemon.state.dir
-        except ConfigErrors as exc:
-            for err in exc.errors:
-                click.echo(str(err), err=True)
-            click.echo(f"aiops alerts: configuration invalid: {len(exc.errors)} errors", err=True)
-            sys.exit(1)
-    if state_dir is None:
-        from aiops.service.app import DEMO_STATE_DIR
-
-        state_dir = DEMO_STATE_DIR
-    path = state_dir / OUTBOX_FILE
+    path = resolve_state_dir(config_path, state_dir, "alerts") / OUTBOX_FILE
     if not path.exists():
         click.echo(f"aiops alerts: no outbox at {path}", err=True)
         sys.exit(1)

@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 import click
 
+from aiops.cliutil import state_options
 from aiops.models.registry import ModelError
 
 __all__ = ["models_group"]
@@ -54,23 +55,10 @@ class _Target:
                 raise click.UsageError("give --url or a state directory (--state-dir/--config)")
             self.root = Path()
             return
-        if state_dir is None and config_path is not None:
-            from aiops.config import ConfigErrors, load_config
-
-            try:
-                state_dir = load_config(config_path).daemon.state.dir
-            except ConfigErrors as exc:
-                for err in exc.errors:
-                    click.echo(str(err), err=True)
-                _fail(f"configuration invalid: {len(exc.errors)} errors")
-        if state_dir is None:
-            from aiops.service.app import DEMO_STATE_DIR
-
-            state_dir = DEMO_STATE_DIR
+        from aiops.cliutil import resolve_state_dir
         from aiops.models.lifecycle import MODELS_DIR
 
-        assert state_dir is not None
-        self.root = Path(state_dir) / MODELS_DIR
+        self.root = resolve_state_dir(config_path, state_dir, "models") / MODELS_DIR
 
     def registry(self) -> Any:
         from aiops.models.registry import ModelRegistry
@@ -138,17 +126,7 @@ class _Target:
 
 
 _OPTIONS = [
-    click.option(
-        "--config",
-        "config_path",
-        type=click.Path(exists=True, dir_okay=False, path_type=Path),
-        help="Daemon config whose state.dir holds the registry.",
-    ),
-    click.option(
-        "--state-dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        help="State directory (default: the config's, else the demo's ./aiops-state).",
-    ),
+    *state_options("registry"),
     click.option("--url", default=None, help="A running daemon's listener, e.g. http://host:9464."),
     click.option(
         "--token-file",
