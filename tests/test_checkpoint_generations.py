@@ -49,17 +49,17 @@ def _engine(n: int = 3000, batches: int = 3, detector: str = "ensemble") -> Engi
     return engine
 
 
-def _same(a: Any, b: Any, path: str = "") -> None:
+def same_state(a: Any, b: Any, path: str = "") -> None:
     """Equal nested states (arrays by value, NaN equal to NaN)."""
     if isinstance(a, dict):
         assert isinstance(b, dict), path
         assert a.keys() == b.keys(), path
         for k in a:
-            _same(a[k], b[k], f"{path}/{k}")
+            same_state(a[k], b[k], f"{path}/{k}")
     elif isinstance(a, list | tuple) and not isinstance(a, SeriesKey):
         assert len(a) == len(b), path
         for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            _same(x, y, f"{path}[{i}]")
+            same_state(x, y, f"{path}[{i}]")
     elif isinstance(a, np.ndarray):
         assert isinstance(b, np.ndarray), path
         assert a.dtype == b.dtype, path
@@ -90,12 +90,12 @@ def test_a_generation_restores_exactly_the_state_and_scores_on_the_same(tmp_path
     _write(ck, engine, 1, s={"next": 3})
     fresh = _restored(ck)
     for key, rt in engine.rules.items():
-        _same(rt.state_dict(), fresh.rules[key].state_dict(), key)
+        same_state(rt.state_dict(), fresh.rules[key].state_dict(), key)
     more = _batch(3000, 240.0, 7)
     a, b = engine.process("s", more), fresh.process("s", more)
     assert [x.fingerprint for x in a] == [x.fingerprint for x in b]
     for key, rt in engine.rules.items():
-        _same(rt.state_dict(), fresh.rules[key].state_dict(), key)
+        same_state(rt.state_dict(), fresh.rules[key].state_dict(), key)
     # One file per rule, under the generation's folder, and the manifest.
     names = FileStateStore(tmp_path).names()
     states = [n for n in names if n.endswith(".state")]
@@ -145,7 +145,7 @@ def test_the_snapshot_is_the_state_at_its_moment_while_the_loop_changes_it(
     assert not any(s.pending for s in rt._snapshots)
     fresh = _restored(ck)
     for key, state in before.items():
-        _same(state, fresh.rules[key].state_dict(), key)
+        same_state(state, fresh.rules[key].state_dict(), key)
 
 
 def test_a_background_write_does_not_hold_the_loop_and_commits_when_durable(
@@ -331,7 +331,7 @@ def test_a_checkpoint_of_the_earlier_format_loads_and_goes_after_two_generations
     assert loaded.sources == {"s": {"next": 7}}
     fresh = _restored(ck)
     for key, rt in engine.rules.items():
-        _same(rt.state_dict(), fresh.rules[key].state_dict(), key)
+        same_state(rt.state_dict(), fresh.rules[key].state_dict(), key)
     _write(ck, fresh, 8, s={"next": 8})
     assert store.load("checkpoint") is not None  # one generation: the old one stays
     _write(ck, fresh, 9, s={"next": 9})

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from test_checkpoint_generations import same_state
 
 from aiops.pipeline.engine import Engine, RuleSpec
 from aiops.state import rulestate
@@ -150,29 +151,11 @@ def test_a_restore_takes_the_arrays_read_and_a_second_restore_of_them_copies(
     # The first scores on (writing its arrays in place); the second is still the saved state.
     more = _batch(500, 240.0, 9)
     fired = [a.fingerprint for a in first.process("s", more)]
-    _same(saved, rt2.state_dict())
+    same_state(saved, rt2.state_dict())
     assert [a.fingerprint for a in second.process("s", more)] == fired
     assert [a.fingerprint for a in engine.process("s", more)] == fired
-    _same(engine.rules["g/A"].state_dict(), rt1.state_dict())
-    _same(engine.rules["g/A"].state_dict(), rt2.state_dict())
-
-
-def _same(a: Any, b: Any, path: str = "") -> None:
-    if isinstance(a, dict):
-        assert a.keys() == b.keys(), path
-        for k in a:
-            _same(a[k], b[k], f"{path}/{k}")
-    elif isinstance(a, list | tuple) and not isinstance(a, SeriesKey):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            _same(x, y, f"{path}[{i}]")
-    elif isinstance(a, np.ndarray):
-        assert a.dtype == b.dtype, path
-        np.testing.assert_array_equal(a, b, err_msg=path)
-    elif isinstance(a, float) and np.isnan(a):
-        assert np.isnan(b), path
-    else:
-        assert a == b, path
+    same_state(engine.rules["g/A"].state_dict(), rt1.state_dict())
+    same_state(engine.rules["g/A"].state_dict(), rt2.state_dict())
 
 
 def test_an_envelope_state_with_one_array_per_season_still_loads() -> None:
@@ -192,4 +175,4 @@ def test_an_envelope_state_with_one_array_per_season_still_loads() -> None:
         earlier[f"profile_{s}"] = state["profiles"][:, offsets[s] : offsets[s + 1]].copy()
     fresh = Engine([spec])
     fresh.rules["g/E"].detector.load_state_dict(earlier)
-    _same(state, fresh.rules["g/E"].detector.state_dict())
+    same_state(state, fresh.rules["g/E"].detector.state_dict())
