@@ -120,12 +120,16 @@ class Checkpointer:
             }
         )
         blob = seal(payload, kind=MANIFEST_KIND)
-        # A crash between the two steps leaves only .prev, which load() falls back to.
-        self.store.rename(self.manifest, f"{self.manifest}.prev")
-        self.store.save(self.manifest, blob)
-        self.saved += 1
+        self._swap_in(self.manifest, blob)
         self._collect()
         return total + len(blob)
+
+    def _swap_in(self, name: str, blob: bytes) -> None:
+        """Make ``blob`` the file ``name``, the one it replaces kept as ``name.prev``."""
+        # A crash between the two steps leaves only .prev, which load() falls back to.
+        self.store.rename(name, f"{name}.prev")
+        self.store.save(name, blob)
+        self.saved += 1
 
     def _collect(self) -> None:
         """Delete the files no manifest names (failed or superseded generations)."""
@@ -204,10 +208,7 @@ class Checkpointer:
             }
         )
         blob = seal(payload, kind=CHECKPOINT_KIND)
-        # A crash between the two steps leaves only .prev, which load() falls back to.
-        self.store.rename(self.name, f"{self.name}.prev")
-        self.store.save(self.name, blob)
-        self.saved += 1
+        self._swap_in(self.name, blob)
         return len(blob)
 
     def load(self) -> Checkpoint | None:
