@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
@@ -244,7 +244,10 @@ def rule_queries(loaded: LoadedConfig) -> dict[str, list[QuerySpec]]:
     return out
 
 
-def resolve_paths(config: BaseModel, base_dir: Path) -> BaseModel:
+_Settings = TypeVar("_Settings", bound=BaseModel)
+
+
+def resolve_paths(config: _Settings, base_dir: Path) -> _Settings:
     """Make relative file settings (``path``, ``*_file``) relative to ``base_dir``.
 
     Paths in the daemon config are relative to the config file's directory, as in
@@ -390,11 +393,9 @@ def run_daemon(
         log.error("configuration invalid: %d errors; not starting", len(exc.errors))
         return 1
     state = state_dir or (DEMO_STATE_DIR.resolve() if demo else loaded.daemon.state.dir)
-    key_env, key_file = loaded.daemon.state.hmac_key_env, loaded.daemon.state.hmac_key_file
-    if key_file is not None and not Path(key_file).is_absolute():
-        key_file = str(path.parent / key_file)
+    keys = resolve_paths(loaded.daemon.state, path.parent)  # a key file by the config's
     try:
-        signing.use_key_reference(key_env, key_file)
+        signing.use_key_reference(keys.hmac_key_env, keys.hmac_key_file)
     except SecretError as exc:
         log.error("%s; not starting", exc)
         return 1
