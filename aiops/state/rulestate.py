@@ -34,7 +34,6 @@ that asks for them (:func:`adopt`) instead of being copied once more.
 
 from __future__ import annotations
 
-import gc
 import itertools
 import json
 import operator
@@ -49,7 +48,7 @@ import numpy as np
 import orjson
 
 from aiops.state.envelope import SnapshotRefused
-from aiops.types import SeriesKey
+from aiops.types import SeriesKey, collector_paused
 
 __all__ = ["KeysRef", "Live", "StateSnapshot", "adopt", "read_state"]
 
@@ -163,16 +162,11 @@ def decode_keys(data: bytes) -> list[SeriesKey]:
     """What :meth:`KeysRef.encode` wrote, as keys."""
     # Millions of new objects that are not garbage: without the cyclic collector's
     # passes over the whole heap meanwhile (they made this several times slower).
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with collector_paused():
         doc = orjson.loads(data)
         if not isinstance(doc, list):
             raise ValueError("series keys are not a list")
         return [SeriesKey(name, tuple(map(tuple, labels))) for name, labels in doc]
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _make_keys(names: Sequence[str], labels: Sequence[tuple[tuple[str, str], ...]]) -> Any:
@@ -212,9 +206,7 @@ def decode_keys_text(data: bytes) -> list[SeriesKey]:
         if len(data) != 8:
             raise ValueError("series keys: bytes after the last key")
         return []
-    enabled = gc.isenabled()
-    gc.disable()  # millions of objects that are not garbage (see decode_keys)
-    try:
+    with collector_paused():  # millions of objects that are not garbage (see decode_keys)
         parts = data[8 + n :].decode().split(_SEP)
         if len(parts) != total:
             raise ValueError(f"series keys hold {len(parts)} strings, {total} declared")
@@ -250,9 +242,6 @@ def decode_keys_text(data: bytes) -> list[SeriesKey]:
                 for r, key in zip(where.tolist(), made, strict=True):
                     out[r] = key
         return out
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _key_blobs(doc: Any) -> list[tuple[str, int]]:
