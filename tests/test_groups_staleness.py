@@ -213,3 +213,77 @@ def test_in_the_daemon_a_series_that_stops_sends_its_resolution_through_its_grou
         [("h0", "firing", None)],
         [("h0", "resolved", 960.0)],
     ]
+
+
+def quiet_daemon(source):
+    from aiops.alerting.routing import Dispatcher, RouteNode, Router
+    from aiops.service.daemon import Daemon
+    from aiops.state.checkpoint import Checkpointer
+    from aiops.state.envelope import MemoryStateStore
+    from aiops.testing import FakeClock, ListNotifier
+
+    spec = RuleSpec(
+        group="g",
+        alert="A",
+        source=source.source_id,
+        matches=lambda k: True,
+        threshold=0.9,
+        stale_seconds=900.0,
+    )
+    engine = Engine([spec])
+    engine.rules[spec.key].detector = ValueIsScore()
+    clock, notifier = FakeClock(), ListNotifier()
+    daemon = Daemon(
+        sources={source.source_id: source},
+        engine=engine,
+        router=Router(RouteNode("r")),
+        dispatcher=Dispatcher({"r": [notifier]}),
+        checkpointer=Checkpointer(MemoryStateStore()),
+        clock=clock,
+    )
+    daemon.start()
+    return daemon, clock, notifier
+
+
+def sent(notifier):
+    return [(a.status, a.starts_at, a.ends_at) for n in notifier.sent for a in n.alerts]
+
+
+def test_in_the_daemon_a_source_that_goes_silent_resolves_by_the_loop_clock_from_its_last_point():
+    from aiops.testing import MemorySource
+
+    class Live(MemorySource):  # a stream that stays open
+        exhausted = False
+
+    # h0 fires at t=0; then the source is up and sends nothing at all.
+    daemon, clock, notifier = quiet_daemon(Live([batch([(0, 0.0, 1.0)])]))
+    daemon.step()
+    for _ in range(899):  # 899 s of silence: not stale yet
+        clock.advance(1.0)
+        daemon.step()
+        daemon.dispatcher.pump()
+    assert sent(notifier) == [("firing", 0.0, None)]
+    clock.advance(1.0)
+    daemon.step()
+    daemon.dispatcher.pump()
+    # Dated as by data time: its last point + resolve_after_stale.
+    assert sent(notifier) == [("firing", 0.0, None), ("resolved", 0.0, 900.0)]
+
+
+def test_a_failing_source_keeps_its_alerts_firing_while_it_is_down():
+    from aiops.testing import MemorySource
+
+    class DownAfterFirst(MemorySource):
+        def next_batch(self):
+            if self._next:
+                raise ConnectionError("broker down")
+            return super().next_batch()
+
+    daemon, clock, notifier = quiet_daemon(DownAfterFirst([batch([(0, 0.0, 1.0)]), Batch()]))
+    daemon.step()
+    for _ in range(40):  # an hour down, polled at each retry
+        clock.advance(90.0)
+        daemon.step()
+        daemon.dispatcher.pump()
+    assert daemon.health["mem"].failures > 10
+    assert sent(notifier) == [("firing", 0.0, None)]

@@ -1100,7 +1100,8 @@ class Engine:
         each batch with the latest point time of that batch's source, so a rule whose
         every series stopped still resolves while its source's other series go on;
         never by another source's time (which may be ahead, or behind while a backlog
-        is read): the alerts of a source that sends nothing stay firing until it sends.
+        is read). For a source that is up and sends nothing, the daemon calls it with that
+        source's clock run on by its own (:meth:`Daemon._resolve_quiet`).
         """
         return [
             a

@@ -406,6 +406,8 @@ class Daemon:
         self._data_time = -np.inf  # the latest point time of any source
         self._data_time_at = 0.0  # the loop clock when _data_time last moved
         self._source_time: dict[str, float] = {}  # the latest point time of each source
+        self._source_time_at: dict[str, float] = {}  # the loop clock when it last moved
+        self._quiet_checked: dict[str, float] = {}  # the loop clock of the last quiet look
         self._last_checkpoint = clock()
         # --- HTTP listener and metrics (aiops.service.http, aiops.service.metrics) ---
         self.metrics = metrics
@@ -491,6 +493,8 @@ class Daemon:
             if batch:
                 got = True
                 self.handle(sid, batch)
+            else:
+                self._resolve_quiet(sid)
         self.feedback.apply(self.engine, self.router)
         self.models.apply(self.engine)
         if not got and math.isfinite(self._data_time):
@@ -547,7 +551,9 @@ class Daemon:
             # Rules whose every series went quiet resolve by the time of their source's
             # other data, never by another source's (which may be ahead, or quiet).
             source_time = max(self._source_time.get(source_id, -np.inf), latest)
-            self._source_time[source_id] = source_time
+            if source_time > self._source_time.get(source_id, -np.inf):
+                self._source_time[source_id] = source_time
+                self._source_time_at[source_id] = self.clock()
             alerts = [*alerts, *self.engine.resolve_stale(source_time, source_id)]
         # Info alerts of drift checks and automatic rollbacks, through the same router.
         alerts = [*alerts, *self.retraining.after_batch(self.engine, self._data_time)]
@@ -558,6 +564,30 @@ class Daemon:
             self.alerts_sent += len(alerts)
             self._deliver(self.router.route(alerts))
         self.router.observe(self._data_time)
+
+    def _resolve_quiet(self, source_id: str) -> None:
+        """Stale resolutions of a healthy source that sent nothing this turn.
+
+        Its clock goes on with the loop's from its latest point, as the groups' does, so
+        the alerts of a source whose every series stopped (a topic gone silent, a file no
+        longer written) resolve ``resolve_after_stale`` after its last point instead of
+        firing until it sends again. A failing source is not polled here, so its alerts
+        keep firing while its health shows the outage (nothing is known of its series).
+        In a replay, data comes every turn: this never runs ahead of the data there.
+        Looked at once a second at most, as each look is a pass over the rules' rows.
+        """
+        last = self._source_time.get(source_id)
+        now = self.clock()
+        if last is None or now - self._quiet_checked.get(source_id, -np.inf) < 1.0:
+            return
+        self._quiet_checked[source_id] = now
+        alerts = self.engine.resolve_stale(
+            last + (now - self._source_time_at[source_id]), source_id
+        )
+        if alerts:
+            self.metrics.alerts(alerts)
+            self.alerts_sent += len(alerts)
+            self._deliver(self.router.route(alerts))
 
     def _keep_aside(self, source_id: str, batch: Batch, failures: Sequence[RuleFailure]) -> None:
         """The points (or log records) of a failed rule, to the rejects file and counted.
