@@ -719,17 +719,35 @@ class Retrainer:
         sh = self._shadow
         assert sh is not None
         assert self.retrain is not None
-        if len(rt.registry) != sh.bound:
-            sh.bound = len(rt.registry)
-            sh.candidate.bind_series(rt.registry.keys)
-        other = sh.candidate.score(idx, ts, vs)
-        c = sh.counts
-        c.points += len(idx)
-        c.hits_current += int(np.count_nonzero(scores >= self.threshold))
-        c.hits_other += int(np.count_nonzero(other >= self.threshold))
+        c = self._count_beside(rt, sh, sh.candidate, idx, ts, vs, scores)
         if now - c.start >= self.retrain.shadow:
             self._shadow = None
             self._decide(rt, sh, now)
+
+    def _count_beside(
+        self,
+        rt: RuleRuntime,
+        side: _Shadow | _Watch,
+        model: Detector,
+        idx: IntArray,
+        ts: FloatArray,
+        vs: FloatArray,
+        scores: FloatArray,
+    ) -> _Counts:
+        """Score ``model`` on the batch beside the rule's own; count both sides' hits.
+
+        The shadowed candidate and the watched previous version alike: ``model`` learns
+        from the same points, bound to the rule's series as they grow.
+        """
+        if len(rt.registry) != side.bound:
+            side.bound = len(rt.registry)
+            model.bind_series(rt.registry.keys)
+        other = model.score(idx, ts, vs)
+        c = side.counts
+        c.points += len(idx)
+        c.hits_current += int(np.count_nonzero(scores >= self.threshold))
+        c.hits_other += int(np.count_nonzero(other >= self.threshold))
+        return c
 
     def _decide(self, rt: RuleRuntime, sh: _Shadow, now: float) -> None:
         assert self.retrain is not None
@@ -815,14 +833,7 @@ class Retrainer:
         if rt.model_version != w.version:  # an operator swapped it meanwhile
             self._watch = None
             return
-        if len(rt.registry) != w.bound:
-            w.bound = len(rt.registry)
-            w.previous.bind_series(rt.registry.keys)
-        other = w.previous.score(idx, ts, vs)
-        c = w.counts
-        c.points += len(idx)
-        c.hits_current += int(np.count_nonzero(scores >= self.threshold))
-        c.hits_other += int(np.count_nonzero(other >= self.threshold))
+        c = self._count_beside(rt, w, w.previous, idx, ts, vs, scores)
         if now - c.start < self.retrain.watch:
             return
         self._watch = None
