@@ -92,6 +92,62 @@ def test_window_survives_a_state_round_trip() -> None:
         np.testing.assert_array_equal(getattr(w1, name), getattr(w2, name))
 
 
+@pytest.mark.parametrize("per_batch", [1, 7, 500], ids=["point", "batch7", "one-batch"])
+@pytest.mark.parametrize("step", [15.0, 60.123, 3601.37, 86400.5])
+def test_window_times_of_epoch_timestamps_hold_to_a_millisecond_or_a_millionth_of_the_window(
+    per_batch: int, step: float
+) -> None:
+    # The rings keep each time as a float32 offset from a float64 base per series.
+    values = _noise(1000)
+    values[900] = 40.0
+    ts = 1.7e9 + 0.0013 + step * np.arange(1000)
+    rt = RuleRuntime(_spec())
+    alerts = []
+    for lo in range(0, len(values), per_batch):
+        chunk = slice(lo, lo + per_batch)
+        series = [0] * len(values[chunk])
+        alerts += rt.process(_batch([A], series, ts[chunk].tolist(), values[chunk].tolist())).alerts
+    [firing] = [a for a in alerts if a.status == "firing" and a.starts_at == ts[900]]
+    w = firing.window
+    assert w is not None
+    want = ts[901 - WINDOW_POINTS : 901]
+    assert np.all(np.diff(w.timestamps) > 0)
+    np.testing.assert_allclose(w.timestamps, want, rtol=0, atol=max(1e-3, 1e-6 * 59 * step))
+    assert w.timestamps[-1] == ts[900]  # the alert's own point is the batch's, exact
+
+
+def test_ring_bytes_per_series() -> None:
+    rt = RuleRuntime(_spec())
+    _feed(rt, _noise(3))
+    ring = (rt._win_t0, rt._win_dt, rt._win_v, rt._win_s, rt._win_n)
+    assert sum(a.nbytes for a in ring) // len(rt._win_n) == 16 + 12 * WINDOW_POINTS
+
+
+def test_a_window_checkpointed_with_float64_times_still_loads() -> None:
+    # Checkpoints written before the offsets hold "ts": every ring slot's float64 time.
+    values = _noise(200)
+    values[-1] = 50.0
+    t0 = 1.7e9 + 0.25
+    rt = RuleRuntime(_spec())
+    _feed(rt, values[:150], t0)
+    state = rt.state_dict()
+    win = state["window"]
+    ts = win.pop("t0")[:, None] + win.pop("dt").astype(np.float64)
+    win["ts"] = ts
+    old = RuleRuntime(_spec())
+    old.load_state_dict(state)
+    a1 = [a for a in _feed(rt, values[150:], t0 + 150 * 60.0) if a.status == "firing"]
+    a2 = [a for a in _feed(old, values[150:], t0 + 150 * 60.0) if a.status == "firing"]
+    assert a1
+    w1, w2 = a1[-1].window, a2[-1].window
+    assert w1 is not None
+    assert w2 is not None
+    np.testing.assert_allclose(w2.timestamps, w1.timestamps, rtol=0, atol=1e-3)
+    np.testing.assert_allclose(w2.timestamps, t0 + 60.0 * np.arange(140, 200), rtol=0, atol=1e-3)
+    for name in ("values", "lo", "hi", "anomalous"):
+        np.testing.assert_array_equal(getattr(w1, name), getattr(w2, name))
+
+
 def test_raised_threshold_stops_alerts_at_the_same_score_only_for_that_series() -> None:
     values = _noise(300)
     values[250] = 14.0

@@ -56,12 +56,19 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+Float32Array = np.ndarray[Any, np.dtype[np.float32]]
+
 #: The checkpoint key of the log rules' state (no rule key lacks a "/").
 LOG_STATE_KEY = "_logs"
 
 #: Points of each series kept for the window an alert carries (an hour at one point a
-#: minute); about 1 kB per series (time as float64, value and score as float32).
+#: minute): 736 bytes per series (each point's time as a float32 offset from the series'
+#: float64 base time, value and score as float32; the base and a count).
 WINDOW_POINTS = 60
+#: A series' window base time moves to its newest point once a point lies this far
+#: from it (4.5 hours): offsets below it keep a float32's 24 bits to 1 ms or better,
+#: and a window of 60 points an hour apart still to a fraction of a second.
+WINDOW_REBASE_SECONDS = float(2**14)
 #: The expected band of a window point: median +- this many robust standard deviations
 #: (1.4826 MAD) of the earlier points of the window that scored below the threshold.
 BAND_SIGMAS = 3.0
@@ -249,7 +256,9 @@ class RuleRuntime:
         # Data time of the next look for series to forget (:meth:`forget_stale`).
         self._forget_check = -np.inf
         # Recent window: a ring of WINDOW_POINTS per series; _win_n counts points ever.
-        self._win_ts = np.zeros((0, WINDOW_POINTS))
+        # A point's time is _win_t0 (its series' base) + _win_dt (float32 offset).
+        self._win_t0 = np.zeros(0)
+        self._win_dt = np.zeros((0, WINDOW_POINTS), dtype=np.float32)
         self._win_v = np.zeros((0, WINDOW_POINTS), dtype=np.float32)
         self._win_s = np.zeros((0, WINDOW_POINTS), dtype=np.float32)
         self._win_n = np.zeros(0, dtype=np.int64)
@@ -473,7 +482,8 @@ class RuleRuntime:
         extra = n - len(self._win_n)
         if extra > 0:
             w = WINDOW_POINTS
-            self._win_ts = np.concatenate([self._win_ts, np.zeros((extra, w))])
+            self._win_t0 = np.concatenate([self._win_t0, np.zeros(extra)])
+            self._win_dt = np.concatenate([self._win_dt, np.zeros((extra, w), np.float32)])
             self._win_v = np.concatenate([self._win_v, np.zeros((extra, w), np.float32)])
             self._win_s = np.concatenate([self._win_s, np.zeros((extra, w), np.float32)])
             self._win_n = np.concatenate([self._win_n, np.zeros(extra, np.int64)])
@@ -486,7 +496,8 @@ class RuleRuntime:
         w = WINDOW_POINTS
         if np.bincount(i).max() == 1:  # one point per series: the usual live batch
             slot = self._win_n[i] % w
-            self._win_ts[i, slot] = t
+            self._rebase(i, t)
+            self._win_dt[i, slot] = t - self._win_t0[i]
             self._win_v[i, slot] = v
             self._win_s[i, slot] = s
             self._win_n[i] += 1
@@ -499,10 +510,28 @@ class RuleRuntime:
         keep = rank >= np.repeat(counts, counts) - w  # only the last w of each series count
         pos, series, r = order[keep], si[keep], rank[keep]
         slot = (self._win_n[series] + r) % w
-        self._win_ts[series, slot] = t[pos]
+        self._rebase(si[starts], t[order[starts + counts - 1]])  # by each one's last point
+        self._win_dt[series, slot] = t[pos] - self._win_t0[series]
         self._win_v[series, slot] = v[pos]
         self._win_s[series, slot] = s[pos]
         self._win_n[si[starts]] += counts
+
+    def _rebase(self, rows: IntArray, t: FloatArray) -> None:
+        """Rebase the rings of ``rows`` (unique) that are empty or far from times ``t``.
+
+        Far: :data:`WINDOW_REBASE_SECONDS` or more. Their base becomes ``t`` and their
+        slots' offsets are shifted to it.
+        """
+        with np.errstate(invalid="ignore", over="ignore"):
+            far = (self._win_n[rows] == 0) | ~(
+                np.abs(t - self._win_t0[rows]) < WINDOW_REBASE_SECONDS
+            )
+            if not far.any():
+                return
+            rows, t = rows[far], t[far]
+            shift = (self._win_t0[rows] - t)[:, None]
+            self._win_dt[rows] = (self._win_dt[rows].astype(np.float64) + shift).astype(np.float32)
+        self._win_t0[rows] = t
 
     def _window(
         self,
@@ -522,7 +551,8 @@ class RuleRuntime:
         total = int(self._win_n[index])
         older = min(total, w - len(mine))
         slots = (total - older + np.arange(older)) % w
-        ts = np.concatenate([self._win_ts[index, slots], t[mine]])
+        older_ts = self._win_t0[index] + self._win_dt[index, slots].astype(np.float64)
+        ts = np.concatenate([older_ts, t[mine]])
         vs = np.concatenate([self._win_v[index, slots].astype(np.float64), v[mine]])
         ss = np.concatenate([self._win_s[index, slots].astype(np.float64), s[mine]])
         threshold = self.threshold_of(index)
@@ -733,7 +763,8 @@ class RuleRuntime:
             "last_value": self._last_value[:n].copy(),
             "last_score": self._last_score[:n].copy(),
             "window": {
-                "ts": self._win_ts[:n].copy(),
+                "t0": self._win_t0[:n].copy(),
+                "dt": self._win_dt[:n].copy(),
                 "value": self._win_v[:n].copy(),
                 "score": self._win_s[:n].copy(),
                 "count": self._win_n[:n].copy(),
@@ -767,7 +798,8 @@ class RuleRuntime:
             "last_value": Live(self._last_value[:n]),
             "last_score": Live(self._last_score[:n]),
             "window": {
-                "ts": Live(self._win_ts[:n]),
+                "t0": Live(self._win_t0[:n]),
+                "dt": Live(self._win_dt[:n]),
                 "value": Live(self._win_v[:n]),
                 "score": Live(self._win_s[:n]),
                 "count": Live(self._win_n[:n]),
@@ -814,13 +846,23 @@ class RuleRuntime:
         self._last_score = adopt(state["last_score"], np.float64)
         n = len(self._last_value)
         win = state.get("window")  # absent in checkpoints from before the window
-        if isinstance(win, dict) and np.shape(win.get("ts", ()))[1:] == (WINDOW_POINTS,):
-            self._win_ts = adopt(win["ts"], np.float64)
+        if isinstance(win, dict) and np.shape(win.get("dt", ()))[1:] == (WINDOW_POINTS,):
+            self._win_t0 = adopt(win["t0"], np.float64)
+            self._win_dt = adopt(win["dt"], np.float32)
             self._win_v = adopt(win["value"], np.float32)
             self._win_s = adopt(win["score"], np.float32)
             self._win_n = adopt(win["count"], np.int64)
+        elif isinstance(win, dict) and np.shape(win.get("ts", ()))[1:] == (WINDOW_POINTS,):
+            # Before the offsets: times as float64 (the base is each ring's newest point).
+            self._win_n = adopt(win["count"], np.int64)
+            self._win_t0, self._win_dt = _window_offsets(
+                np.asarray(win["ts"], dtype=np.float64), self._win_n
+            )
+            self._win_v = adopt(win["value"], np.float32)
+            self._win_s = adopt(win["score"], np.float32)
         else:
-            self._win_ts = np.zeros((0, WINDOW_POINTS))
+            self._win_t0 = np.zeros(0)
+            self._win_dt = np.zeros((0, WINDOW_POINTS), dtype=np.float32)
             self._win_v = np.zeros((0, WINDOW_POINTS), dtype=np.float32)
             self._win_s = np.zeros((0, WINDOW_POINTS), dtype=np.float32)
             self._win_n = np.zeros(0, dtype=np.int64)
@@ -831,6 +873,18 @@ class RuleRuntime:
         self._forget_check = float(state.get("forget_check", -np.inf))
         # The rings and thresholds may be shorter than the value arrays: grow to match.
         self._grow_extras(n)
+
+
+def _window_offsets(ts: FloatArray, count: IntArray) -> tuple[FloatArray, Float32Array]:
+    """Rings of float64 times (a checkpoint from before the offsets) as base + offsets."""
+    k = len(ts)
+    if len(count) != k:
+        raise ValueError(f"window: {k} rows of times for {len(count)} counts")
+    newest = (np.maximum(count, 1) - 1) % WINDOW_POINTS
+    t0: FloatArray = np.where(count > 0, ts[np.arange(k), newest], 0.0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        dt = (ts - t0[:, None]).astype(np.float32)
+    return t0, dt
 
 
 def expected_band(values: FloatArray, anomalous: BoolArray) -> tuple[FloatArray, FloatArray]:
