@@ -106,6 +106,44 @@ def simulated(fmt: str, **settings: Any) -> tuple[list[Record], list[Batch]]:
     return records, batches
 
 
+def busy_seconds() -> float:
+    """Seconds this process's threads have run or waited for a CPU, summed (Linux; else 0).
+
+    From ``/proc/self/task/*/schedstat``. Over an interval, wall time minus this is
+    time the whole process spent waiting on something outside it (a broker, a timer).
+    """
+    total = 0.0
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return 0.0
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/schedstat") as f:
+                run, wait, _ = f.read().split()
+        except (OSError, ValueError):  # the thread ended
+            continue
+        total += (int(run) + int(wait)) / 1e9
+    return total
+
+
+def timed_next_batch(src: KafkaSource) -> Batch:
+    """``src.next_batch()``, failing the test if it waited on anything for 1 s.
+
+    A call over 1 s of wall time fails unless the process was busy (running, or
+    runnable waiting for a CPU on a loaded machine) for all but 0.5 s of it: a wait on
+    the broker or the producer leaves the process idle and fails; decoding a batch
+    while other agents hold the CPUs does not.
+    """
+    b0, t0 = busy_seconds(), time.monotonic()
+    batch = src.next_batch()
+    wall = time.monotonic() - t0
+    if wall >= 1.0:
+        idle = wall - (busy_seconds() - b0)
+        assert idle < 0.5, f"next_batch blocked: {wall:.2f}s, {idle:.2f}s of it idle"
+    return batch
+
+
 def drain(
     sources: dict[str, KafkaSource],
     done: Callable[[str, list[Batch]], bool],
@@ -118,9 +156,7 @@ def drain(
     while pending:
         assert time.monotonic() < deadline, str({n: n_items(got[n]) for n in got})
         for name in list(pending):
-            t0 = time.monotonic()
-            batch = sources[name].next_batch()
-            assert time.monotonic() - t0 < 1.0, "next_batch blocked"
+            batch = timed_next_batch(sources[name])
             if batch:
                 got[name].append(batch)
             if done(name, got[name]):
@@ -393,6 +429,40 @@ def test_malformed_records_go_to_the_dead_letter_topic_and_the_stream_goes_on(ka
     assert headers[1]["aiops-detail"].startswith(b"line 2, column")
     assert all(h["aiops-rejects"] == b"1" and h["aiops-source"] == b"k" for h in headers)
     assert src.stats["dead_letter_sent"] == 3
+
+
+@pytest.mark.servers
+def test_a_slow_dead_letter_producer_does_not_hold_up_next_batch(kafka_broker):
+    # A producer's send() waits up to max_block_ms for metadata or buffer space: the
+    # poller sends the dead letters, next_batch() only hands them over.
+    topic, dlq = unique("in"), unique("dlq")
+    kafka_broker.create_topic(topic, 1)
+    kafka_broker.create_topic(dlq, 1)
+    bad = [b"cpu,host=a usage=x%d 1000000000" % i for i in range(4)]
+    produce(kafka_broker, topic, [(v, b"a") for v in [*bad, b"cpu,host=a usage=1 2000000000"]])
+    src = KafkaSource("k", config(kafka_broker, [topic], "influx_line", dead_letter_topic=dlq))
+    senders: list[threading.Thread] = []
+    try:
+        # The poller makes the producer before it joins the group, so before any record.
+        while src._producer is None:
+            assert not timed_next_batch(src)
+        real = src._producer.send
+
+        def slow_send(*args: Any, **kwargs: Any) -> Any:
+            senders.append(threading.current_thread())
+            time.sleep(0.5)
+            return real(*args, **kwargs)
+
+        src._producer.send = slow_send
+        got = drain({"k": src}, lambda _, bs: sum(b.n_points for b in bs) == 1)["k"]
+        in_loop = [t for t in senders if t is threading.current_thread()]
+        src.commit(src.snapshot())  # sends what still waits, and flushes
+    finally:
+        src.close()
+    assert len([r for b in got for r in b.rejects]) == 4
+    assert in_loop == []
+    assert [r.value for r in kafka_broker.consume_all(dlq)] == bad
+    assert src.stats["dead_letter_sent"] == 4
 
 
 # --- the whole daemon: alerts, restarts, commits -----------------------------------------
