@@ -7,7 +7,8 @@ resident set size is the flood's alone): one rule capped at ``--cap`` series, ha
 the keys matching it, half matching nothing, every key new. Prints the RSS after each
 tenth of the keys, the growth from the first tenth to the end, and the rule's counts.
 ``--all-match --cap 1000000 --keys 1000000`` measures the RSS per series of one rule
-(``--detector``, ``ewma_z`` unless named) instead. ``tests/test_reliability_flood.py``
+(``--detector``, ``ewma_z`` unless named) instead; ``--no-windows`` without the alert
+window rings (a daemon whose receivers draw no charts). ``tests/test_reliability_flood.py``
 runs 1,000,000 keys.
 """
 
@@ -30,11 +31,15 @@ def main() -> None:
         "--all-match", action="store_true", help="every key matches: the RSS per series"
     )
     parser.add_argument("--detector", default="ewma_z", help="the rule's detector")
+    parser.add_argument(
+        "--no-windows", action="store_true", help="no alert window rings (no chart receiver)"
+    )
     args = parser.parse_args()
     out = subprocess.run(
         [sys.executable, str(FLOOD), str(args.keys), "--cap", str(args.cap)]
         + ["--detector", args.detector]
-        + (["--all-match"] if args.all_match else []),
+        + (["--all-match"] if args.all_match else [])
+        + (["--no-windows"] if args.no_windows else []),
         capture_output=True,
         text=True,
         check=True,
@@ -43,7 +48,7 @@ def main() -> None:
     mib = [(n, rss / 2**20) for n, rss in doc["rss"]]
     print(
         f"{doc['keys']:,} keys in {doc['seconds']:.0f} s, cap {doc['cap']:,}, "
-        f"detector {doc['detector']}"
+        f"detector {doc['detector']}{'' if doc['windows'] else ', no window rings'}"
     )
     print("RSS MiB after keys: " + ", ".join(f"{n:,}: {m:.0f}" for n, m in mib))
     later = [m for _, m in mib[2:]]

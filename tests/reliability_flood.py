@@ -34,9 +34,18 @@ def rss_bytes() -> int:
 
 
 def flood(
-    keys: int, cap: int, per_batch: int, all_match: bool = False, detector: str = "ewma_z"
+    keys: int,
+    cap: int,
+    per_batch: int,
+    all_match: bool = False,
+    detector: str = "ewma_z",
+    windows: bool = True,
 ) -> dict[str, object]:
-    """Run the flood (``all_match``: every key matches the rule); what it measured."""
+    """Run the flood (``all_match``: every key matches the rule); what it measured.
+
+    ``windows=False``: the rule keeps no alert window rings, as when no receiver draws
+    charts.
+    """
     spec = RuleSpec(
         group="flood",
         alert="Pods",
@@ -44,6 +53,7 @@ def flood(
         matches=lambda k: k.name == "m",
         max_series=cap,
         detector_type=detector,
+        windows=windows,
     )
     engine = Engine([spec])
     rt = engine.rules[spec.key]
@@ -69,6 +79,7 @@ def flood(
         "keys": done,
         "cap": cap,
         "detector": detector,
+        "windows": windows,
         "rss": marks,
         "live": registry.live,
         "dropped": registry.dropped,
@@ -86,8 +97,10 @@ def main() -> None:
         "--all-match", action="store_true", help="every key matches the rule (RSS per series)"
     )
     parser.add_argument("--detector", default="ewma_z")
+    parser.add_argument("--no-windows", action="store_true", help="no alert window rings")
     args = parser.parse_args()
-    print(json.dumps(flood(args.keys, args.cap, args.batch, args.all_match, args.detector)))
+    doc = flood(args.keys, args.cap, args.batch, args.all_match, args.detector, not args.no_windows)
+    print(json.dumps(doc))
 
 
 if __name__ == "__main__":

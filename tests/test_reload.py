@@ -10,6 +10,7 @@ import json
 import pytest
 
 from aiops.config import load_config
+from aiops.pipeline.engine import WINDOW_POINTS
 from aiops.service.app import build_daemon
 from aiops.service.http import HttpRequest
 from aiops.service.metrics import PrometheusMetrics
@@ -257,3 +258,57 @@ def test_a_push_receiver_cannot_take_the_reload_path(tmp_path):
     with pytest.raises(ValueError, match="/-/reload is the listener's own endpoint"):
         daemon.start()
     daemon.dispatcher.close()
+
+
+CONSOLE = """route:
+  receiver: screen
+  group_wait: 0s
+receivers:
+  - name: screen
+    console_configs:
+      - stream: stderr
+        color: never
+"""
+
+
+def test_rules_keep_window_rings_only_while_a_receiver_uses_them(setup):
+    # jsonl records carry the alerts' windows; the console (like webhook, PagerDuty,
+    # Opsgenie, Alertmanager) does not: its rules keep no ring, and keep their state.
+    root, daemon, reloader, _ = setup
+    old = dict(daemon.engine.rules)
+    keep = old["g/Keep"]
+    assert keep.spec.windows
+    assert keep._win_dt.shape[1] == WINDOW_POINTS
+    seen = keep.points_seen
+    assert seen > 0
+    (root / "alerting.yaml").write_text(CONSOLE)
+    result = reloader.reload(daemon)
+    assert result.ok, result.errors
+    assert daemon.engine.rules == old  # the same runtimes: no rule restarted
+    assert not keep.spec.windows
+    assert keep._win_dt.shape == (len(keep._win_n), 0)
+    for _ in range(5):
+        daemon.step()
+    assert keep.points_seen > seen
+    (root / "alerting.yaml").write_text(ALERTING.format(path="alerts.jsonl"))
+    assert reloader.reload(daemon).ok
+    assert daemon.engine.rules["g/Keep"] is keep
+    assert keep.spec.windows
+    assert keep._win_dt.shape == (len(keep._win_n), WINDOW_POINTS)
+
+
+def test_a_daemon_whose_receivers_draw_no_window_keeps_no_ring(tmp_path):
+    (tmp_path / "aiops.yaml").write_text(DAEMON)
+    (tmp_path / "rules.yaml").write_text(rules(("Keep", 0.99)))
+    (tmp_path / "alerting.yaml").write_text(CONSOLE)
+    daemon = build_daemon(load_config(tmp_path / "aiops.yaml"), state_dir=tmp_path / "state")
+    daemon.start()
+    try:
+        for _ in range(5):
+            daemon.step()
+        rt = daemon.engine.rules["g/Keep"]
+        assert len(rt.registry) == 10
+        assert rt._win_dt.shape == (len(rt._win_n), 0)
+        assert rt.points_seen > 0
+    finally:
+        daemon.shutdown()

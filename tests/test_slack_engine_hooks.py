@@ -148,6 +148,57 @@ def test_a_window_checkpointed_with_float64_times_still_loads() -> None:
         np.testing.assert_array_equal(getattr(w1, name), getattr(w2, name))
 
 
+def _spike_windows(rt: RuleRuntime, values: np.ndarray, t0: float) -> list:
+    return [a.window for a in _feed(rt, values, t0) if a.status == "firing"]
+
+
+def test_without_windows_a_rule_keeps_no_ring_and_alerts_the_same_without_one() -> None:
+    values = _noise(300)
+    values[250] = 40.0
+    with_rings, without = RuleRuntime(_spec()), RuleRuntime(_spec(windows=False))
+    a1, a2 = _feed(with_rings, values), _feed(without, values)
+    assert [a.window is None for a in a1] == [False] * len(a1)
+    assert a1
+    assert [a.window for a in a2] == [None] * len(a2)
+    key = ("status", "starts_at", "ends_at", "value", "score", "fingerprint")
+    assert [[getattr(a, k) for k in key] for a in a1] == [[getattr(a, k) for k in key] for a in a2]
+    assert without._win_dt.shape == without._win_v.shape == without._win_s.shape == (1, 0)
+    assert without.points_seen == with_rings.points_seen == 300  # counted all the same
+
+
+def test_rings_dropped_or_started_by_a_state_or_a_reload_hold_only_real_points() -> None:
+    values = _noise(200)
+    values[-1] = 50.0
+    rt = RuleRuntime(_spec())
+    _feed(rt, values[:100])
+    # A checkpoint with rings into a rule without: dropped, counts kept.
+    bare = RuleRuntime(_spec(windows=False))
+    bare.load_state_dict(rt.state_dict())
+    assert bare._win_dt.shape == (1, 0)
+    assert bare.points_seen == 100
+    # ... and back: rings start empty (no point of before), then fill with new points.
+    back = RuleRuntime(_spec())
+    back.load_state_dict(bare.state_dict())
+    toggled = RuleRuntime(_spec())
+    toggled.load_state_dict(rt.state_dict())
+    toggled.use_windows(False)
+    toggled.use_windows(True)
+    full = RuleRuntime(_spec())
+    full.load_state_dict(rt.state_dict())
+    for again in (back, toggled):
+        assert again.points_seen == 100
+        w = _spike_windows(again, values[100:], 100 * 60.0)[-1]
+        assert w.timestamps == tuple(60.0 * k for k in range(140, 200))  # full again
+    # Before the ring is full again: a short window, only the points since it started.
+    short = values[100:130].copy()
+    short[-1] = 50.0
+    late = RuleRuntime(_spec())
+    late.load_state_dict(bare.state_dict())
+    w, wf = _spike_windows(late, short, 100 * 60.0)[-1], _spike_windows(full, short, 6000.0)[-1]
+    assert w.timestamps == tuple(60.0 * k for k in range(100, 130))
+    assert wf.timestamps == tuple(60.0 * k for k in range(70, 130))
+
+
 def test_raised_threshold_stops_alerts_at_the_same_score_only_for_that_series() -> None:
     values = _noise(300)
     values[250] = 14.0

@@ -10,7 +10,8 @@ gives. Python objects are made only for the rare alert transitions.
 
 Each series also keeps its last :data:`WINDOW_POINTS` points (time, value, score) so
 that an alert carries the recent window (:class:`aiops.alerting.notify.AlertWindow`) for
-receivers that draw it. Operator feedback reaches a rule through two hooks:
+receivers that draw it; with no such receiver (``RuleSpec.windows`` false) it keeps
+none. Operator feedback reaches a rule through two hooks:
 :meth:`RuleRuntime.raise_threshold` (a false positive: that series needs a higher score
 to alert) and :meth:`RuleRuntime.reset_series` (an expected change: the series'
 detector state starts afresh and relearns).
@@ -135,6 +136,9 @@ class RuleSpec:
     #: A series with no point for this long (data time) is forgotten (its row freed for a
     #: new series, its firing alert resolved first); 0: never.
     forget_seconds: float = 0.0
+    #: False when no receiver draws charts (no notifier's ``uses_window``): the rule's
+    #: alerts then carry no window and it keeps no window ring (736 bytes a series).
+    windows: bool = True
 
     @classmethod
     def from_rule(
@@ -147,6 +151,7 @@ class RuleSpec:
         selector_text: str,
         stale_seconds: float = 0.0,
         forget_seconds: float = 0.0,
+        windows: bool = True,
     ) -> RuleSpec:
         """The spec of a validated rule-file rule; what selects its series is the caller's."""
         return cls(
@@ -168,6 +173,7 @@ class RuleSpec:
             annotations={k: str(v) for k, v in rule.annotations.items()},
             max_series=max_series,
             selector_text=selector_text,
+            windows=windows,
         )
 
     @property
@@ -255,12 +261,14 @@ class RuleRuntime:
         self._bound = -1  # registry generation last told to the detector (bind_series)
         # Data time of the next look for series to forget (:meth:`forget_stale`).
         self._forget_check = -np.inf
-        # Recent window: a ring of WINDOW_POINTS per series; _win_n counts points ever.
-        # A point's time is _win_t0 (its series' base) + _win_dt (float32 offset).
+        # Recent window: a ring of WINDOW_POINTS per series (none without ``windows``);
+        # _win_n counts points ever. A point's time is _win_t0 (its series' base) +
+        # _win_dt (float32 offset); a NaN offset is a slot with no point.
+        self._win_w = WINDOW_POINTS if spec.windows else 0
         self._win_t0 = np.zeros(0)
-        self._win_dt = np.zeros((0, WINDOW_POINTS), dtype=np.float32)
-        self._win_v = np.zeros((0, WINDOW_POINTS), dtype=np.float32)
-        self._win_s = np.zeros((0, WINDOW_POINTS), dtype=np.float32)
+        self._win_dt = np.zeros((0, self._win_w), dtype=np.float32)
+        self._win_v = np.zeros((0, self._win_w), dtype=np.float32)
+        self._win_s = np.zeros((0, self._win_w), dtype=np.float32)
         self._win_n = np.zeros(0, dtype=np.int64)
         # Per-series threshold raised by feedback (0: the rule's threshold).
         self._min_threshold = np.zeros(0)
@@ -331,10 +339,12 @@ class RuleRuntime:
         for k in np.argsort(at).tolist():  # in point order, as one point at a time gives
             j = int(at[k])
             index, value, score, now = int(i[j]), float(v[j]), float(s[j]), float(t[j])
-            if by_series is None:  # each series' points together, in order
-                order = np.argsort(i, kind="stable")
-                by_series = (i[order], order)
-            window = self._window(index, j, by_series, t, v, s)
+            window = None
+            if self._win_w:
+                if by_series is None:  # each series' points together, in order
+                    order = np.argsort(i, kind="stable")
+                    by_series = (i[order], order)
+                window = self._window(index, j, by_series, t, v, s)
             if k < n_fired:
                 alerts.append(self._alert(index, "firing", now, None, value, score, window))
             else:
@@ -481,7 +491,7 @@ class RuleRuntime:
         """Grow the window rings and raised thresholds to ``n`` series."""
         extra = n - len(self._win_n)
         if extra > 0:
-            w = WINDOW_POINTS
+            w = self._win_w
             self._win_t0 = np.concatenate([self._win_t0, np.zeros(extra)])
             self._win_dt = np.concatenate([self._win_dt, np.zeros((extra, w), np.float32)])
             self._win_v = np.concatenate([self._win_v, np.zeros((extra, w), np.float32)])
@@ -493,7 +503,11 @@ class RuleRuntime:
 
     def _record(self, i: IntArray, t: FloatArray, v: FloatArray, s: FloatArray) -> None:
         """Append the points (in order) to their series' rings."""
-        w = WINDOW_POINTS
+        w = self._win_w
+        if not w:  # no rings: the counts alone
+            rows, counts = np.unique(i, return_counts=True)
+            self._win_n[rows] += counts
+            return
         if np.bincount(i).max() == 1:  # one point per series: the usual live batch
             slot = self._win_n[i] % w
             self._rebase(i, t)
@@ -515,6 +529,24 @@ class RuleRuntime:
         self._win_v[series, slot] = v[pos]
         self._win_s[series, slot] = s[pos]
         self._win_n[si[starts]] += counts
+
+    def use_windows(self, on: bool) -> None:
+        """Keep window rings (``on``) or drop them, as a new spec's ``windows`` says.
+
+        For a reload that adds the first or removes the last receiver drawing charts:
+        rings started now hold the points from now on, so the first windows are short.
+        """
+        self._set_window_width(WINDOW_POINTS if on else 0)
+
+    def _set_window_width(self, w: int) -> None:
+        self._win_w = w
+        if self._win_dt.shape[1] == w:
+            return
+        # New arrays: a pending snapshot still writes the old ones (see rulestate.Live).
+        n = len(self._win_n)
+        self._win_dt = np.full((n, w), np.nan, dtype=np.float32)  # no point yet
+        self._win_v = np.zeros((n, w), dtype=np.float32)
+        self._win_s = np.zeros((n, w), dtype=np.float32)
 
     def _rebase(self, rows: IntArray, t: FloatArray) -> None:
         """Rebase the rings of ``rows`` (unique) that are empty or far from times ``t``.
@@ -543,7 +575,7 @@ class RuleRuntime:
         s: FloatArray,
     ) -> AlertWindow:
         """The last WINDOW_POINTS points of series ``index`` up to batch point ``j``."""
-        w = WINDOW_POINTS
+        w = self._win_w
         sorted_idx, order = by_series
         a, b = np.searchsorted(sorted_idx, [index, index + 1])
         mine = order[a:b]
@@ -551,6 +583,7 @@ class RuleRuntime:
         total = int(self._win_n[index])
         older = min(total, w - len(mine))
         slots = (total - older + np.arange(older)) % w
+        slots = slots[np.isfinite(self._win_dt[index, slots])]  # rings started late: no point
         older_ts = self._win_t0[index] + self._win_dt[index, slots].astype(np.float64)
         ts = np.concatenate([older_ts, t[mine]])
         vs = np.concatenate([self._win_v[index, slots].astype(np.float64), v[mine]])
@@ -846,7 +879,7 @@ class RuleRuntime:
         self._last_score = adopt(state["last_score"], np.float64)
         n = len(self._last_value)
         win = state.get("window")  # absent in checkpoints from before the window
-        if isinstance(win, dict) and np.shape(win.get("dt", ()))[1:] == (WINDOW_POINTS,):
+        if isinstance(win, dict) and np.shape(win.get("dt", ()))[1:] in ((WINDOW_POINTS,), (0,)):
             self._win_t0 = adopt(win["t0"], np.float64)
             self._win_dt = adopt(win["dt"], np.float32)
             self._win_v = adopt(win["value"], np.float32)
@@ -862,10 +895,11 @@ class RuleRuntime:
             self._win_s = adopt(win["score"], np.float32)
         else:
             self._win_t0 = np.zeros(0)
-            self._win_dt = np.zeros((0, WINDOW_POINTS), dtype=np.float32)
-            self._win_v = np.zeros((0, WINDOW_POINTS), dtype=np.float32)
-            self._win_s = np.zeros((0, WINDOW_POINTS), dtype=np.float32)
+            self._win_dt = np.zeros((0, self._win_w), dtype=np.float32)
+            self._win_v = np.zeros((0, self._win_w), dtype=np.float32)
+            self._win_s = np.zeros((0, self._win_w), dtype=np.float32)
             self._win_n = np.zeros(0, dtype=np.int64)
+        self._set_window_width(self._win_w)
         self._min_threshold = adopt(state.get("min_threshold", ()), np.float64)
         self._raised = int(np.count_nonzero(self._min_threshold))
         self.data_time = float(state.get("data_time", -np.inf))

@@ -86,6 +86,7 @@ def score_series(
         hits_window=hits_window,
         suppress_seconds=suppress_seconds,
         max_series=1,
+        windows=False,  # no receiver: no alert windows to keep or draw
     )
     rt = RuleRuntime(spec)
     if setup is not None:

@@ -93,6 +93,7 @@ def rule_specs(loaded: LoadedConfig) -> list[RuleSpec]:
     limits = loaded.daemon.limits
     cap = limits.max_series_per_rule
     forget_everywhere = "forget_after_stale" in limits.model_fields_set
+    windows = draws_charts(loaded.alerting)
     for group in loaded.groups:
         for rule in group.rules:
             if rule.log is not None:
@@ -113,9 +114,22 @@ def rule_specs(loaded: LoadedConfig) -> list[RuleSpec]:
                     selector_text=text,
                     stale_seconds=rule.resolve_after_stale,
                     forget_seconds=group.forget_seconds(rule, forget),
+                    windows=windows,
                 )
             )
     return specs
+
+
+def draws_charts(alerting: AlertingConfig) -> bool:
+    """True if a receiver has a notifier that draws the alerts' windows (``uses_window``).
+
+    Without one, no rule keeps the recent window of its series (736 bytes a series).
+    """
+    return any(
+        getattr(NOTIFIERS.get(n.type), "uses_window", True)
+        for r in alerting.receivers
+        for n in r.notifiers
+    )
 
 
 def _route_node(

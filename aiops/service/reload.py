@@ -76,7 +76,7 @@ RELOAD_PATH = "/-/reload"
 #: How long ``POST /-/reload`` waits for the data loop to apply the reload.
 RELOAD_WAIT_SECONDS = 60.0
 #: Rule settings that do not shape any state: a change of these alone keeps the rule.
-_PRESENTATION_ONLY = frozenset({"annotations", "matches"})
+_PRESENTATION_ONLY = frozenset({"annotations", "matches", "windows"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -293,7 +293,7 @@ class _Plan:
                 added.append(spec.key)
             elif _definition(rt.spec) == _definition(spec):
                 kept.append(spec.key)
-                if rt.spec.annotations != spec.annotations:
+                if rt.spec.annotations != spec.annotations or rt.spec.windows != spec.windows:
                     annotated.append(spec.key)
                 self.kept_rules[spec.key] = rt
             else:
@@ -420,7 +420,9 @@ class _Plan:
         assert self.engine is not None
         for key, rt in self.kept_rules.items():
             if key in self._annotated:
-                rt.spec = self._annotated[key]  # same definition; new annotations from now
+                # Same definition; new annotations, and window rings kept or not, from now.
+                rt.spec = self._annotated[key]
+                rt.use_windows(rt.spec.windows)
         self.engine.adopt(self.kept_rules, d.engine.refused_states)
         if self._logs_changed:
             try:
