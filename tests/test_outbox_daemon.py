@@ -74,3 +74,55 @@ def test_outbox_metrics(tmp_path):
     age = [ln for ln in text.splitlines() if ln.startswith("aiops_outbox_oldest_pending_age")]
     assert len(age) == 1  # wall-clock age of a row made at fake time 1000: large
     assert float(age[0].split()[-1]) > 1e9
+
+
+def test_a_checkpoint_is_held_back_while_notifications_are_not_in_the_outbox(tmp_path):
+    import sqlite3
+
+    from aiops.alerting.routing import RouteNode, Router
+    from aiops.pipeline.engine import Engine
+    from aiops.service.daemon import Daemon
+    from aiops.state.checkpoint import Checkpointer
+    from aiops.state.envelope import FileStateStore
+    from aiops.testing import MemorySource
+
+    from .test_daemon import batches
+    from .test_fault_isolation import spec
+
+    class QuickFlush(Outbox):
+        def flush(self, timeout=10.0):  # the test need not wait the daemon's 10 s
+            return super().flush(min(timeout, 0.3))
+
+    data = batches(n_batches=20)  # the first spike is in batch 12
+    clock = FakeClock()
+    sink = ListNotifier()
+    box = QuickFlush(
+        tmp_path / "s" / OUTBOX_FILE, [Integration("r", "l[0]", sink)], busy_timeout=0.05
+    )
+    d = Daemon(
+        sources=lambda positions: {"mem": MemorySource(data, resume=positions.get("mem"))},
+        engine=Engine([spec("Good", "robust_ewma")]),
+        router=Router(RouteNode("r")),
+        dispatcher=box,
+        checkpointer=Checkpointer(FileStateStore(tmp_path / "s")),
+        checkpoint_interval=5,
+        clock=clock,
+    )
+    d.start()
+    blocker = sqlite3.connect(tmp_path / "s" / OUTBOX_FILE, timeout=0)
+    blocker.execute("BEGIN EXCLUSIVE")  # the outbox cannot be written
+    try:
+        while d.alerts_sent == 0:
+            assert d.step()
+        clock.advance(6)
+        d.step()
+        assert Checkpointer(FileStateStore(tmp_path / "s")).load() is None
+    finally:
+        blocker.rollback()
+        blocker.close()
+    clock.advance(11)  # the retry: the rows are written first, then the checkpoint
+    d.step()
+    ckpt = Checkpointer(FileStateStore(tmp_path / "s")).load()
+    assert ckpt is not None
+    assert box.stats()["r"].pending + len(sink.sent) >= d.alerts_sent
+    d.shutdown()

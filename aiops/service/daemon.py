@@ -628,7 +628,16 @@ class Daemon:
             self._finish_checkpoint(self.writing)
         # The notifications of the batches this checkpoint covers must be durable first:
         # after a crash, only what follows the checkpoint is replayed.
-        self.dispatcher.flush()
+        if not self.dispatcher.flush():
+            # Some are still in memory (the outbox cannot be written, or is locked past
+            # the flush's time-out): a checkpoint now would lose them in a crash.
+            self._retry_checkpoint()
+            log.error(
+                "checkpoint held back: notifications not yet written to the outbox "
+                "(retried in %.0f s)",
+                self._retry_delay,
+            )
+            return
         if self.dead_letters is not None and not self.dead_letters.sync():
             # Kept-aside points (a failed rule's) are not on disk: a checkpoint now would
             # cover data that is nowhere. Held back, retried like a failed write.
