@@ -550,3 +550,143 @@ def test_attempts_run_on_one_thread_per_integration_which_comes_back_after_a_sto
     assert sink.threads[-1] is not first
     assert sink.threads[-1].is_alive()
     box.close()
+
+
+def _mixed_notifications():
+    from aiops.alerting.notify import AlertWindow
+
+    window = AlertWindow((0.0, 60.0), (1.0, 9.0), (0.5, 0.5), (1.5, 1.5), (False, True), 0.99)
+    one = note(1)
+    two = Notification(
+        "ops",
+        [note(2).alerts[0], dataclasses.replace(note(3).alerts[0], window=window)],
+        {"alertname": "Lat"},
+        repeat=2,
+    )
+    ack = Notification(
+        "ops", [note(4).alerts[0]], {"alertname": "Lat"}, action="acknowledge", actor="ann"
+    )
+    windowed = Notification("ops", [dataclasses.replace(note(5).alerts[0], window=window)])
+    resolved = note(6, status="resolved")
+    return [one, two, ack, windowed, resolved]
+
+
+@pytest.mark.parametrize("started", [False, True])
+def test_rows_from_the_appender_hold_each_notifications_key_and_every_field(tmp_path, started):
+    class Plain(ListNotifier):
+        uses_window = False
+
+    class Acks(ListNotifier):
+        acknowledges = True
+
+    charts, plain, acks = ListNotifier(), Plain(), Acks()
+    box = Outbox(
+        tmp_path / "outbox.sqlite",
+        [
+            Integration("ops", "chart[0]", charts),
+            Integration("ops", "plain[0]", plain),
+            Integration("ops", "acks[0]", acks),
+        ],
+        clock=FakeClock(1000.0),
+    )
+    notes = _mixed_notifications()
+    if started:
+        box.start()
+    assert box.submit(notes[:2]) == (2 if started else 6)
+    assert box.submit(notes[2:]) == (3 if started else 7)
+    assert box.flush()
+    if started:
+        box.stop()
+    rows = sqlite3.connect(tmp_path / "outbox.sqlite").execute(
+        "SELECT integration, idempotency_key, status, payload FROM outbox ORDER BY id"
+    )
+    from aiops.alerting.outbox import decode_notification
+
+    def bare(n):
+        return dataclasses.replace(
+            n, alerts=[dataclasses.replace(a, window=None) for a in n.alerts]
+        )
+
+    want = []
+    for n in notes:
+        for name in ("chart[0]", "plain[0]", "acks[0]"):
+            if n.action == "notify" or name == "acks[0]":
+                status = n.status if n.action == "notify" else n.action
+                doc = bare(n) if name == "plain[0]" else n
+                want.append((name, n.idempotency_key, status, doc))
+    got = [(r[0], r[1], r[2], decode_notification(r[3])) for r in rows]
+    assert got == want
+    box.close()
+
+
+def test_a_notification_that_cannot_be_encoded_is_logged_and_holds_up_nothing(tmp_path, caplog):
+    sink = ListNotifier()
+    box, _, _ = make(tmp_path, sink)
+    bad = Notification("ops", [dataclasses.replace(note(2).alerts[0], labels={"a": object()})])
+    box.start()
+    try:
+        assert box.submit([note(1), bad, note(3)]) == 3  # handed over: the loop saw nothing
+        assert box.flush(timeout=5)  # a checkpoint is not held back by it
+    finally:
+        box.stop()
+    assert "cannot be encoded" in caplog.text
+    assert [e.idempotency_key for e in box.history()][::-1] == [
+        note(1).idempotency_key,
+        note(3).idempotency_key,
+    ]
+    # Before start (written at once) too.
+    assert box.submit([bad, note(4)]) == 1
+    box.close()
+
+
+def test_rows_are_appended_with_synchronous_full_and_workers_commit_normal(tmp_path):
+    sink = ListNotifier()
+    box = Outbox(
+        tmp_path / "o.sqlite",
+        [Integration("ops", "l[0]", sink)],
+        policy=DeliveryPolicy(poll_interval=0.05),
+    )
+    seen = {}
+    connect = box._connect
+
+    def record(**kw):
+        conn = connect(**kw)
+        seen[threading.current_thread().name] = conn.execute("PRAGMA synchronous").fetchone()[0]
+        return conn
+
+    box._connect = record
+    box.start()
+    try:
+        box.append(note(1))
+        assert box.flush()
+        deadline = time.monotonic() + 5
+        while not sink.sent and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert sink.sent
+    finally:
+        box.close()
+    assert seen["outbox-appender"] == 2  # FULL: on disk before a checkpoint covers it
+    assert seen["outbox-ops-l[0]"] == 1  # NORMAL: a lost update is a resend, by its key
+
+
+def test_a_subclass_of_notification_is_stored_like_its_base(tmp_path):
+    class Plain(ListNotifier):
+        uses_window = False
+
+    @dataclasses.dataclass(frozen=True)
+    class Mine(Notification):
+        pass
+
+    charts, plain = ListNotifier(), Plain()
+    box = Outbox(
+        tmp_path / "o.sqlite",
+        [Integration("ops", "chart[0]", charts), Integration("ops", "plain[0]", plain)],
+        clock=FakeClock(1000.0),
+    )
+    n = note(1)
+    assert box.submit([Mine(n.receiver, n.alerts, {"alertname": "Lat"})]) == 2
+    box.deliver_due()
+    box.close()
+    want = Notification(n.receiver, n.alerts, {"alertname": "Lat"})
+    assert charts.sent == [want]
+    assert plain.sent == [want]

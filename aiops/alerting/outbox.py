@@ -1,15 +1,15 @@
 """The durable outbox: notifications wait here until their receiver has accepted them.
 
-The data loop only *appends* (:meth:`Outbox.append`, :meth:`Outbox.submit`): it encodes
-the rows and hands them to an appender thread that writes what has accumulated in one
-SQLite transaction,
-committed with ``synchronous=FULL``, so the loop never waits for the database (nor for a
-lock a worker holds). Before each checkpoint the daemon calls :meth:`Outbox.flush`,
-which waits until those rows are on disk: whatever a checkpoint covers is durable, and
-what follows it is replayed after a crash. Delivery happens elsewhere: one worker
-thread per receiver integration (a ``<type>_configs`` entry of a receiver) takes the due
-rows of its integration in order and calls the notifier. A slow or dead receiver holds
-up only its own worker, never the data loop and never another receiver.
+The data loop only *appends* (:meth:`Outbox.append`, :meth:`Outbox.submit`): it hands
+the notifications to an appender thread, which keys and encodes them and writes what has
+accumulated in one SQLite transaction, committed with ``synchronous=FULL``, so the loop
+never waits for the database (nor for a lock a worker holds). Before each checkpoint
+the daemon calls :meth:`Outbox.flush`, which waits until those rows are on disk: whatever
+a checkpoint covers is durable, and what follows it is replayed after a crash. Delivery
+happens elsewhere: one worker thread per receiver integration (a ``<type>_configs`` entry
+of a receiver) takes the due rows of its integration in order and calls the notifier. A
+slow or dead receiver holds up only its own worker, never the data loop and never
+another receiver.
 
 Exactly once in effect, across crashes and restarts:
 
@@ -53,6 +53,7 @@ writer; writers wait up to ``busy_timeout``). No transaction is held across a se
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import operator
@@ -65,8 +66,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from hashlib import sha256
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import orjson
@@ -304,6 +306,9 @@ class DeadLetter:
     reason: str
 
 
+_Listed = TypeVar("_Listed", Entry, DeadLetter)
+
+
 @dataclass(frozen=True, slots=True)
 class ReceiverStats:
     """Pending rows of one receiver, the creation time of the oldest, dead letters."""
@@ -470,9 +475,45 @@ def decode_notification(text: str | bytes) -> Notification:
     return Notification(**doc)
 
 
+def _key(n: Notification) -> str:
+    """``n.idempotency_key``, for the usual one alert without the two property calls."""
+    alerts = n.alerts
+    if len(alerts) != 1 or n.repeat or n.action != "notify":
+        return n.idempotency_key
+    a = alerts[0]
+    inner = sha256(f"{a.fingerprint}:{a.status}:{a.starts_at:.3f}".encode()).hexdigest()[:32]
+    return sha256((n.receiver + "|" + inner).encode()).hexdigest()[:32]
+
+
+def _payload(n: Notification, alert_fields: Callable[[Alert], tuple[Any, ...]]) -> tuple[Any, ...]:
+    """The payload array of ``n`` (see :func:`encode_notification`), built here.
+
+    The same array :func:`_as_array` gives orjson, without orjson calling back into
+    Python for the notification (``alert_fields``: with or without the window). Only
+    an alert of a subclass, a window, a mapping other than a dict, a numpy scalar are
+    still left to the callback.
+    """
+    if type(n) is not Notification:
+        doc = _Bare(n) if alert_fields is _ALERT_GET_BARE else n
+        return tuple(_as_array(doc))
+    return (PAYLOAD_FORMAT, n.receiver, [alert_fields(a) for a in n.alerts], *_NOTIFICATION_REST(n))
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """One receiver's integrations as :meth:`Outbox.submit` uses them.
+
+    ``integrations``: ``(name, uses_window, acknowledges)`` of each; ``wake``: the
+    workers to wake once its rows are written.
+    """
+
+    integrations: tuple[tuple[str, bool, bool], ...]
+    wake: frozenset[tuple[str, str]]
+
+
 @dataclass(frozen=True, slots=True)
 class _Rows:
-    """Rows of one :meth:`Outbox.submit`, encoded.
+    """Rows encoded by :meth:`Outbox._encode` (what one or more submits handed over).
 
     ``blob`` is a JSON array of ``count`` rows (see ``_INSERT_ROWS``); ``wake`` the
     integrations whose workers to wake once they are written.
@@ -606,6 +647,14 @@ class Outbox:
         self._by_receiver: dict[str, list[Integration]] = {}
         for integ in self.integrations:
             self._by_receiver.setdefault(integ.receiver, []).append(integ)
+        #: What :meth:`submit` needs of each receiver's integrations, looked up once.
+        self._plans = {
+            receiver: _Plan(
+                tuple((i.name, i.notifier.uses_window, i.notifier.acknowledges) for i in integs),
+                frozenset((receiver, i.name) for i in integs),
+            )
+            for receiver, integs in self._by_receiver.items()
+        }
         self._breakers = {
             (i.receiver, i.name): CircuitBreaker(
                 self.policy.breaker_failures, self.policy.breaker_cooldown
@@ -618,7 +667,8 @@ class Outbox:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._backlog: list[_Rows] = []
-        self._queued: list[_Rows] = []  # encoded rows for the appender
+        #: Notifications handed over by submit() (with the time), for the appender.
+        self._queued: list[tuple[float, Sequence[Notification]]] = []
         self._nowhere: set[str] = set()
         self._writing = False
         self._flushers = 0  # threads waiting in flush(): the appender writes at once
@@ -636,15 +686,21 @@ class Outbox:
         )
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode=WAL")
-        # FULL on the appending connection: the row is on disk before the checkpoint
-        # that covers its alert. Workers' updates may be lost on power loss: a resend.
+        # FULL where rows are appended (the appender; the caller's thread before start):
+        # a row is on disk, power loss included, before the checkpoint that covers its
+        # alert. NORMAL for the workers' updates (marked delivered, retry times, dead
+        # letters) and read-only uses: in WAL mode a commit still survives a crash of the
+        # process, and a power loss can only undo the last ones: a row sent again with
+        # its idempotency key, or retried once more. FULL there cost an fsync per
+        # delivered row on the threads that share the interpreter with the data loop.
         conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
         return conn
 
     def _conn(self) -> sqlite3.Connection:
+        """The calling thread's connection: FULL unless it is a worker's (see _connect)."""
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self._connect(durable=True)
+            conn = self._connect(durable=not getattr(self._local, "worker", False))
             self._local.conn = conn
         return conn
 
@@ -710,58 +766,100 @@ class Outbox:
     def submit(self, notifications: Iterable[Notification]) -> int:
         """Queue several notifications; never waits for a receiver or for the database.
 
-        The notifications are encoded here, all rows of one call in one orjson call (in
-        C; see :func:`encode_notification`): cheaper than handing the objects to a
-        thread that competes with the data loop for the interpreter. Once :meth:`start`
-        ran, the encoded rows go to the appender thread, which writes what has
-        accumulated in one transaction (so the data loop never waits for a lock a worker
-        holds); :meth:`flush` waits until they are on disk. Before that they are written
-        at once. Returns the rows written (duplicates are not), or, once started, the
+        Once :meth:`start` ran, the notifications themselves (frozen dataclasses) go to
+        the appender thread, with the time: the data loop appends one list per call.
+        The appender computes their idempotency keys, encodes all it has gathered in one
+        orjson call (:meth:`_encode`) and writes them in one transaction (so the data
+        loop never waits for a lock a worker holds); :meth:`flush` waits until they are
+        on disk. Keys and encoding cost the same interpreter time on either thread, but
+        done here, interleaved with scoring, they cost about twice what they cost done
+        in bulk (bench/dead_receiver.py). Before :meth:`start` they are written at once.
+        Returns the rows written (duplicates are not), or, once started, the
         notifications handed over.
         """
         now = self.clock()
-        by_receiver = self._by_receiver
-        rows: list[tuple[Any, ...]] = []
-        receivers: set[str] = set()
-        taken = 0
+        plans = self._plans
+        taken: list[Notification] = []
         for n in notifications:
-            integrations = by_receiver.get(n.receiver)
-            if not integrations:
-                if n.receiver not in self._nowhere:
-                    # A receiver without *_configs delivers nowhere; say so once per name.
-                    self._nowhere.add(n.receiver)
-                    log.info("outbox: receiver %r has no integrations; not queued", n.receiver)
-                continue
-            taken += 1
-            key = n.idempotency_key
-            # What `aiops alerts history` shows: firing / resolved, or the action.
-            status = n.status if n.action == "notify" else n.action
-            bare: _Bare | None = None
-            for integ in integrations:
-                if n.action == "notify" or integ.notifier.acknowledges:
-                    if integ.notifier.uses_window:
-                        doc: Any = n
-                    else:
-                        doc = bare = bare or _Bare(n)
-                    rows.append((n.receiver, integ.name, key, status, doc, now, now))
-                    receivers.add(n.receiver)
-        if not rows:
+            if n.receiver in plans:
+                taken.append(n)
+            elif n.receiver not in self._nowhere:
+                # A receiver without *_configs delivers nowhere; say so once per name.
+                self._nowhere.add(n.receiver)
+                log.info("outbox: receiver %r has no integrations; not queued", n.receiver)
+        if not taken:
             return 0
-        wake = {(r, i.name) for r in receivers for i in by_receiver[r]}
-        batch = _Rows(
-            orjson.dumps(rows, default=_as_array, option=_ENCODE_OPTIONS), len(rows), wake
-        )
         if self._appender is None:  # not started (tests, one-shot use): write now
-            return self._insert([batch])
+            batch = self._encode([(now, taken)])
+            return self._insert([batch] if batch.count else [])
         with self._append_cv:
-            # Wake the appender only for the first rows: while it gathers (rows already
-            # queued) it wakes at the end of its gathering time by itself, and a wake-up
-            # per batch would take the interpreter from the data loop each time.
+            # Wake the appender only for the first notifications: while it gathers
+            # (some already queued) it wakes at the end of its gathering time by itself,
+            # and a wake-up per call would take the interpreter from the data loop each
+            # time.
             first = not self._queued
-            self._queued.append(batch)
+            self._queued.append((now, taken))
             if first:
                 self._append_cv.notify()
-        return taken
+        return len(taken)
+
+    def _encode(self, handed: Sequence[tuple[float, Sequence[Notification]]]) -> _Rows:
+        """The rows of notifications handed to :meth:`submit` at their times, encoded.
+
+        One row per integration of each notification's receiver (an acknowledgement only
+        for the integrations that take one), all encoded in one orjson call (in C; see
+        :func:`encode_notification`). A notification that cannot be encoded (a field of
+        a type JSON has no form for: a bug upstream) is logged and left out, so it holds
+        up neither the others nor the checkpoints that wait for them.
+        """
+        plans = self._plans
+        rows: list[tuple[Any, ...]] = []
+        wake: set[tuple[str, str]] = set()
+        for now, notifications in handed:
+            for n in notifications:
+                try:
+                    plan = plans[n.receiver]
+                    key = _key(n)
+                    action = n.action
+                    # What `aiops alerts history` shows: firing / resolved, or the action.
+                    status = n.status if action == "notify" else action
+                    full: tuple[Any, ...] | None = None
+                    bare: tuple[Any, ...] | None = None
+                    for name, uses_window, acknowledges in plan.integrations:
+                        if action == "notify" or acknowledges:
+                            if uses_window:
+                                doc = full = full or _payload(n, _ALERT_GET)
+                            else:
+                                doc = bare = bare or _payload(n, _ALERT_GET_BARE)
+                            rows.append((n.receiver, name, key, status, doc, now, now))
+                except Exception as exc:
+                    log.error(
+                        "outbox: a notification for %s cannot be encoded, not queued: %r",
+                        getattr(n, "receiver", "?"),
+                        exc,
+                    )
+                    continue
+                wake |= plan.wake
+        try:
+            blob = orjson.dumps(rows, default=_as_array, option=_ENCODE_OPTIONS)
+        except TypeError:  # orjson.JSONEncodeError too: find the rows at fault
+            good = []
+            for row in rows:
+                try:
+                    orjson.dumps(row, default=_as_array, option=_ENCODE_OPTIONS)
+                except TypeError as exc:
+                    log.error(
+                        "outbox: notification %s for %s/%s cannot be encoded, not queued: %s",
+                        row[2],
+                        row[0],
+                        row[1],
+                        exc,
+                    )
+                    continue
+                good.append(row)
+            rows = good
+            blob = orjson.dumps(rows, default=_as_array, option=_ENCODE_OPTIONS)
+        return _Rows(blob, len(rows), wake)
 
     def _insert(self, batches: list[_Rows]) -> int:
         """Insert encoded rows (after any backlog); on a database error keep them for later."""
@@ -834,7 +932,7 @@ class Outbox:
                     self._append_cv.wait(min(left, 0.5))
             finally:
                 self._flushers -= 1
-            left_over = _count(self._queued) + _count(self._backlog)
+            left_over = sum(len(q[1]) for q in self._queued) + _count(self._backlog)
         if left_over:
             log.error("outbox: %d notifications not yet written to %s", left_over, self.path)
         return not left_over
@@ -857,9 +955,11 @@ class Outbox:
                     if left <= 0:
                         break
                     cv.wait(left)
-                rows, self._queued = self._queued, []
+                handed, self._queued = self._queued, []
                 self._writing = True
+            rows: list[_Rows] = []
             try:
+                rows = [self._encode(handed)] if handed else []
                 self._insert(rows)  # on a database error the rows wait in the backlog
             except Exception:
                 log.exception("outbox appender")
@@ -985,6 +1085,7 @@ class Outbox:
         return attempts
 
     def _worker(self, integ: Integration) -> None:
+        self._local.worker = True  # its connection commits with synchronous=NORMAL
         wake = self._wake[(integ.receiver, integ.name)]
         last_gc = time.monotonic()
         while not self._stop.is_set():
@@ -1197,56 +1298,33 @@ class Outbox:
 
     def history(self, receiver: str | None = None, limit: int = 50) -> list[Entry]:
         """The newest rows (pending and delivered), newest first."""
-        sql = "SELECT * FROM outbox"
-        args: tuple[Any, ...] = ()
-        if receiver is not None:
-            sql += " WHERE receiver=?"
-            args = (receiver,)
-        sql += " ORDER BY id DESC LIMIT ?"
-        out = []
-        for r in self._conn().execute(sql, (*args, limit)):
-            out.append(
-                Entry(
-                    id=r["id"],
-                    receiver=r["receiver"],
-                    integration=r["integration"],
-                    idempotency_key=r["idempotency_key"],
-                    state=r["state"],
-                    status=r["status"],
-                    alertnames=_safe_alertnames(r["payload"]),
-                    created=r["created"],
-                    attempts=r["attempts"],
-                    next_attempt=r["next_attempt"],
-                    last_error=r["last_error"],
-                    delivered_at=r["delivered_at"],
-                    detail=r["detail"],
-                )
-            )
-        return out
+        return self._listing(Entry, "outbox", receiver, "id DESC LIMIT ?", (limit,))
 
     def dead_letters(self, receiver: str | None = None) -> list[DeadLetter]:
         """Every dead-lettered row, oldest failure first."""
-        sql = "SELECT * FROM dead_letter"
-        args: tuple[Any, ...] = ()
-        if receiver is not None:
-            sql += " WHERE receiver=?"
-            args = (receiver,)
-        rows = self._conn().execute(sql + " ORDER BY failed_at, id", args)
+        return self._listing(DeadLetter, "dead_letter", receiver, "failed_at, id", ())
+
+    def _listing(
+        self,
+        cls: type[_Listed],
+        table: Literal["outbox", "dead_letter"],
+        receiver: str | None,
+        order: str,
+        args: tuple[Any, ...],
+    ) -> list[_Listed]:
+        """Rows of ``table`` (of one receiver, or all) as ``cls``, in ``order``.
+
+        Each field of ``cls`` is the column of its name, but ``alertnames``: the
+        alert names read from the payload (``?`` for a payload that cannot be read).
+        """
+        where = " WHERE receiver=?" if receiver is not None else ""
+        rows = self._conn().execute(
+            f"SELECT * FROM {table}{where} ORDER BY {order}",
+            ((receiver,) if receiver is not None else ()) + args,
+        )
+        names = [f.name for f in dataclasses.fields(cls) if f.name != "alertnames"]
         return [
-            DeadLetter(
-                id=r["id"],
-                receiver=r["receiver"],
-                integration=r["integration"],
-                idempotency_key=r["idempotency_key"],
-                status=r["status"],
-                alertnames=_safe_alertnames(r["payload"]),
-                created=r["created"],
-                attempts=r["attempts"],
-                failed_at=r["failed_at"],
-                kind=r["kind"],
-                reason=r["reason"],
-            )
-            for r in rows
+            cls(**{n: r[n] for n in names}, alertnames=_safe_alertnames(r["payload"])) for r in rows
         ]
 
     def retry(self, ids: Sequence[int] | None = None) -> int:
