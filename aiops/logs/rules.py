@@ -59,7 +59,7 @@ from aiops.logs.mining import (
 )
 from aiops.logs.mining import STATE_VERSION as MINER_STATE_VERSION
 from aiops.pipeline.engine import RuleRuntime, RuleSpec, alert_fingerprint
-from aiops.types import Batch, FloatArray, LogRecord, SeriesKey
+from aiops.types import Batch, FloatArray, LogRecord, SeriesKey, collector_paused
 
 __all__ = [
     "CONTEXT_LABELS",
@@ -633,8 +633,12 @@ class _Counts(_Rule):
             # A line's error-ness follows from its stream and template (the miner is the
             # stream's): looked up per (labels, template id), computed once for each.
             known = self._error_of
-            pairs = list(zip([recs[i].labels for i in pos], cids, strict=True))
-            flags = [known.get(pair) for pair in pairs]
+            if isinstance(seg, range):
+                streams = list(map(_LABELS, recs[seg.start : seg.stop]))
+            else:
+                streams = [recs[i].labels for i in pos]
+            pairs = list(zip(streams, cids, strict=True))
+            flags = list(map(known.get, pairs))
             if None in flags:
                 for j, flag in enumerate(flags):
                     if flag is None:
@@ -645,9 +649,8 @@ class _Counts(_Rule):
                             if len(known) >= 100_000:
                                 known.clear()
                             known[pairs[j]] = error
-            keep = [j for j, flag in enumerate(flags) if flag]
-            pos = [pos[j] for j in keep]
-            keys = [(parts[j], -1) for j in keep]
+            pos = list(itertools.compress(pos, flags))
+            keys = list(zip(itertools.compress(parts, flags), itertools.repeat(-1)))
         else:
             keys = list(zip(parts, cids, strict=True))
         if not keys:
@@ -901,10 +904,25 @@ class LogEngine:
     # -- the data path ----------------------------------------------------------------
 
     def process(self, source_id: str, batch: Batch) -> list[Alert]:
-        """Mine the batch's log records and run them through the source's log rules."""
+        """Mine the batch's log records and run them through the source's log rules.
+
+        The cyclic garbage collector is paused meanwhile: a batch makes tuples, lists and
+        dicts by the thousand (keys of counts, routes, examples), garbage by the end and
+        freed by their reference counts, and collections in the middle walked them (and
+        promoted them, to be walked again by the older generations' passes).
+        """
         groups = self.by_source.get(source_id)
         if not groups or not batch.logs:
             return []
+        with collector_paused():
+            return self._process(source_id, batch, groups)
+
+    def _process(
+        self,
+        source_id: str,
+        batch: Batch,
+        groups: list[tuple[MinerSettings, tuple[str, ...], list[_Rule]]],
+    ) -> list[Alert]:
         alerts: list[Alert] = []
         self.records += len(batch.logs)
         self.mined[source_id] += len(batch.logs)
@@ -929,7 +947,7 @@ class LogEngine:
                             gi, labels[i], members, part_by, source_id, digest, settings
                         )
             hits = cast(list[_Route], found)
-            distinct = {id(h): h for h in hits}.values()
+            distinct = dict(zip(labels, hits, strict=True)).values()  # one hit a stream
             subsets: dict[_Rule, list[int]] | None = None
             if all(h[0] and h[4] for h in distinct):  # every rule selects every stream
                 mined = _Mined(
@@ -1220,18 +1238,20 @@ def _mine_by_miner(
     one = miners[0]
     if all(m is one for m in miners):  # identity: equal miners (a dataclass) may be two
         return one.add_batch(list(map(_MESSAGE, recs)))
-    owners = list({id(m): m for m in miners}.values())  # in order of first record
-    index = {id(m): j for j, m in enumerate(owners)}
+    # By identity (a miner is a dataclass: not hashable), in order of first record.
+    of_id = dict(zip(map(id, miners), miners, strict=True))
+    owners = list(of_id.values())
+    index = {i: j for j, i in enumerate(of_id)}
     ids = list(map(index.__getitem__, map(id, miners)))
-    order = sorted(range(len(ids)), key=ids.__getitem__)  # stable: each miner's in order
-    messages = list(map(_MESSAGE, recs))
+    order = np.argsort(np.array(ids), kind="stable")  # stable: each miner's in order
+    messages = operator.itemgetter(*order.tolist())(list(map(_MESSAGE, recs)))
     counts = Counter(ids)
     got_ids: list[int] = []
     got_new: list[bool] = []
     start = 0
     for j, miner in enumerate(owners):
         stop = start + counts[j]
-        c, n = miner.add_batch([messages[i] for i in order[start:stop]])
+        c, n = miner.add_batch(list(messages[start:stop]))
         got_ids += c
         got_new += n
         start = stop
