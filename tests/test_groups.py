@@ -280,6 +280,7 @@ def test_inhibition_index_counts_and_forgets():
         index.remove(f"c{i}")
     assert not index.inhibits(target)
     assert index._counts == {}  # nothing left behind
+    assert not index._live
     assert len(index) == 0
 
 
@@ -559,3 +560,87 @@ def test_a_clock_jump_is_one_flush_not_one_pass_per_skipped_interval():
     assert r.at(30 + 86_400) == [("team", [("a", "firing"), ("b", "firing")])]
     assert calls == 1
     assert r.groups.next_due == pytest.approx(1000.0 + 30 + 86_401)
+
+
+def _inhibited_by_scanning(rules, firing_labels, labels):
+    """Alertmanager's rule, by brute force over every firing alert."""
+    for r in rules:
+        if not all(m.matches(labels) for m in r.target):
+            continue
+        also_source = all(m.matches(labels) for m in r.source)
+        for other in firing_labels:
+            if not all(m.matches(other) for m in r.source):
+                continue
+            if also_source and all(m.matches(other) for m in r.target):
+                continue  # a two-sided alert is muted only by source-only ones
+            if all(other.get(k, "") == labels.get(k, "") for k in r.equal):
+                return True
+    return False
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_inhibition_index_agrees_with_a_scan_of_every_firing_alert(seed, monkeypatch):
+    import random
+
+    import aiops.alerting.groups as groups_module
+
+    rng = random.Random(seed)
+    values = ["", "a", "b", "c"]
+    names = ["x", "y", "z", "e"]
+
+    def matcher():
+        op = rng.choice(["=", "!=", "=~", "!~"])
+        value = rng.choice(["a", "b", "a|b", ".*", "c?"]) if "~" in op else rng.choice(values)
+        return Matcher(rng.choice(names), op, value)
+
+    rules = [
+        Inhibition(
+            [matcher() for _ in range(rng.randint(0, 2))],
+            [matcher() for _ in range(rng.randint(0, 2))],
+            rng.sample(names, rng.randint(0, 2)),
+        )
+        for _ in range(6)
+    ]
+    # A small memo, so that it is also emptied and filled again on the way.
+    monkeypatch.setattr(groups_module, "_MATCHES_KEPT", 7)
+    index = InhibitionIndex(rules)
+    assert index._names is not None  # the memo is in use
+    firing_now: dict[str, dict[str, str]] = {}
+    for step in range(400):
+        labels = {n: v for n in names if (v := rng.choice(values))}
+        if firing_now and rng.random() < 0.3:
+            fp = rng.choice(sorted(firing_now))
+            index.remove(fp)
+            del firing_now[fp]
+        else:
+            fp = f"f{step}"
+            index.add(fp, labels)
+            firing_now[fp] = labels
+        probe = {n: v for n in names if (v := rng.choice(values))}
+        want = _inhibited_by_scanning(rules, list(firing_now.values()), probe)
+        assert index.inhibits(probe) is want, (step, probe)
+    for fp in firing_now:
+        index.remove(fp)
+    assert not index._counts
+    assert not index._live
+
+
+def test_inhibition_index_asks_matchers_of_other_kinds_every_time():
+    class Odd:  # reads two labels: its answer cannot be kept per one label's value
+        def matches(self, labels):
+            return labels.get("a") == labels.get("b")
+
+    index = InhibitionIndex([Inhibition([Matcher("s", "=", "1")], [Odd()], ["h"])])
+    assert index._names is None
+    index.add("src", {"s": "1", "h": "x"})
+    assert index.inhibits({"a": "1", "b": "1", "h": "x"})
+    assert not index.inhibits({"a": "1", "b": "2", "h": "x"})
+
+
+def test_group_keys_quote_values_as_json_does():
+    from aiops.alerting.groups import group_key
+
+    # The keys are in checkpoints: they must stay what json.dumps made them.
+    labels = {"a": 'q"uo\\te', "b": "é\u2028\x01\n", "c": "", "d": "plain"}
+    inner = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in sorted(labels.items()))
+    assert group_key("0.1", labels) == f"0.1:{{{inner}}}"

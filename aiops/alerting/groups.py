@@ -65,6 +65,7 @@ from typing import Any
 
 from aiops.alerting.notify import Alert, Notification
 from aiops.alerting.routing import Inhibition, LabelMatcher, RouteNode, SilenceWindow
+from aiops.alerting.selector import Matcher
 
 __all__ = ["GROUP_BY_ALL", "DataClock", "Groups", "InhibitionIndex", "alert_time", "group_key"]
 
@@ -75,6 +76,10 @@ GROUP_BY_ALL = "..."
 
 STATE_VERSION = 1
 
+#: What ``json.dumps(text, ensure_ascii=False)`` returns for a string, without the
+#: encoder object it builds each call (group keys are made for every alert).
+_quote = json.encoder.encode_basestring
+
 
 def group_key(route_id: str, labels: Mapping[str, str]) -> str:
     """The identity of a group: its route and its group labels.
@@ -82,7 +87,10 @@ def group_key(route_id: str, labels: Mapping[str, str]) -> str:
     >>> group_key("0.1", {"service": "db", "alertname": "Lat"})
     '0.1:{alertname="Lat", service="db"}'
     """
-    inner = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in sorted(labels.items()))
+    inner = ", ".join(
+        f"{k}={_quote(v) if type(v) is str else json.dumps(v, ensure_ascii=False)}"
+        for k, v in sorted(labels.items())
+    )
     return f"{route_id}:{{{inner}}}"
 
 
@@ -151,23 +159,66 @@ class InhibitionIndex:
         # (rule, equal values) -> [firing sources, of which also match the target side]
         self._counts: dict[tuple[int, tuple[str, ...]], list[int]] = {}
         self._entries: dict[str, list[tuple[int, tuple[str, ...], bool]]] = {}
+        # (equal, its values) -> how many keys of _counts have them: an alert whose
+        # values are not here is muted by no rule of that ``equal`` (one look-up for all)
+        self._live: Counter[tuple[tuple[str, ...], tuple[str, ...]]] = Counter()
+        # Which sides of which rules a label set matches depends only on the values of
+        # the labels the matchers name (absent: ""), and alerts share few of those (an
+        # alert name, a severity): the answer is kept per tuple of those values, so an
+        # alert costs one look-up instead of the matchers of every rule. Only for
+        # matchers known to read just their own label (Matcher); others are asked.
+        matchers = [m for source, target, _ in self._sides for m in (*source, *target)]
+        self._names: tuple[str, ...] | None = (
+            tuple(sorted({m.name for m in matchers if isinstance(m, Matcher)}))
+            if all(type(m) is Matcher for m in matchers)
+            else None
+        )
+        self._matched: dict[tuple[str, ...], _Matched] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def _match(self, labels: Mapping[str, str]) -> _Matched:
+        """The rules whose source, and whose target, side ``labels`` match.
+
+        Sources as ``(rule, equal, matches the target side too)``; targets by their
+        ``equal``: ``(equal, ((rule, matches the source side too), ...))``.
+        """
+        names = self._names
+        if names is not None:
+            key = tuple([labels.get(n, "") for n in names])
+            hit = self._matched.get(key)
+            if hit is not None:
+                return hit
+        sources = []
+        targets: dict[tuple[str, ...], list[tuple[int, bool]]] = {}
+        for i, (source, target, equal) in enumerate(self._sides):
+            is_source, is_target = _all_match(source, labels), _all_match(target, labels)
+            if is_source:
+                sources.append((i, equal, is_target))
+            if is_target:
+                targets.setdefault(equal, []).append((i, is_source))
+        hit = (tuple(sources), tuple((e, tuple(r)) for e, r in targets.items()))
+        if names is not None:
+            if len(self._matched) >= _MATCHES_KEPT:
+                self._matched.clear()
+            self._matched[key] = hit
+        return hit
 
     def add(self, fingerprint: str, labels: Mapping[str, str]) -> None:
         """Count a firing alert as a source of every rule whose source side it matches."""
         if fingerprint in self._entries:
             return
         entries = []
-        for i, (source, target, equal) in enumerate(self._sides):
-            if _all_match(source, labels):
-                two_sided = _all_match(target, labels)
-                values = tuple([labels.get(k, "") for k in equal])
-                counts = self._counts.setdefault((i, values), [0, 0])
-                counts[0] += 1
-                counts[1] += two_sided
-                entries.append((i, values, two_sided))
+        for i, equal, two_sided in self._match(labels)[0]:
+            values = tuple([labels.get(k, "") for k in equal])
+            counts = self._counts.get((i, values))
+            if counts is None:
+                counts = self._counts[(i, values)] = [0, 0]
+                self._live[(equal, values)] += 1
+            counts[0] += 1
+            counts[1] += two_sided
+            entries.append((i, values, two_sided))
         self._entries[fingerprint] = entries
 
     def remove(self, fingerprint: str) -> None:
@@ -179,22 +230,41 @@ class InhibitionIndex:
             counts[1] -= two_sided
             if counts[0] == 0:
                 del self._counts[key]
+                live = (self._sides[rule][2], values)
+                self._live[live] -= 1
+                if not self._live[live]:
+                    del self._live[live]
 
     def inhibits(self, labels: Mapping[str, str]) -> bool:
         """True if a firing source alert mutes an alert with these labels."""
         if not self._counts:
             return False
-        for i, (source, target, equal) in enumerate(self._sides):
-            counts = self._counts.get((i, tuple([labels.get(k, "") for k in equal])))
-            if counts is None or not _all_match(target, labels):
+        live = self._live
+        for equal, rules in self._match(labels)[1]:
+            values = tuple([labels.get(k, "") for k in equal])
+            if (equal, values) not in live:
                 continue
-            # A target that is also a source is muted only by sources that are not.
-            if _all_match(source, labels):
-                if counts[0] - counts[1] > 0:
+            for i, also_source in rules:
+                counts = self._counts.get((i, values))
+                if counts is None:
+                    continue
+                # A target that is also a source is muted only by sources that are not.
+                if also_source:
+                    if counts[0] - counts[1] > 0:
+                        return True
+                elif counts[0] > 0:
                     return True
-            elif counts[0] > 0:
-                return True
         return False
+
+
+#: The rules whose source side a label set matches, and those whose target side it
+#: matches, by ``equal`` (:meth:`InhibitionIndex._match`).
+_Matched = tuple[
+    tuple[tuple[int, tuple[str, ...], bool], ...],
+    tuple[tuple[tuple[str, ...], tuple[tuple[int, bool], ...]], ...],
+]
+#: Label-value tuples whose matches an :class:`InhibitionIndex` keeps (then starts over).
+_MATCHES_KEPT = 10_000
 
 
 def _all_match(matchers: tuple[LabelMatcher, ...], labels: Mapping[str, str]) -> bool:
