@@ -52,7 +52,7 @@ from aiops.models.registry import (
 from aiops.service.metrics import NULL_METRICS, Metrics
 
 if TYPE_CHECKING:
-    from aiops.pipeline.engine import Engine, RuleRuntime
+    from aiops.pipeline.engine import Engine
 
 __all__ = [
     "LOCK_FILE",
@@ -279,7 +279,7 @@ class ModelLifecycle:
         self._publish(engine)
 
     def reloaded(
-        self, engine: Engine, retired: Iterable[RuleRuntime] = (), *, loaded: Any = None
+        self, engine: Engine, retired: Iterable[Versioned] = (), *, loaded: Any = None
     ) -> None:
         """After a reload put ``engine`` in place: rules it started fresh get their versions.
 
@@ -290,15 +290,17 @@ class ModelLifecycle:
         rollback to it restores the model as it last ran. A new rule is brought in step
         as at a start: version 1, or, when the registry knows the rule (removed and added
         back), its promoted version if its configuration fits. A removed rule's version
-        keeps what it learned (``continued``) for that case. ``loaded`` is the new
+        keeps what it learned (``continued``) for that case: a metric rule's runtime or
+        a log rule of the log engine that was replaced, among ``retired``. ``loaded`` is the new
         configuration (its rule files' hashes go into the new versions).
         """
         if loaded is not None:
             self.rule_files = rule_files(loaded)
         old = {rt.spec.key: rt for rt in retired}
         self._engine = engine
+        running = {rt.spec.key for rt in models_of(engine)}
         for key, gone in old.items():
-            if key not in engine.rules and gone.model_version is not None:
+            if key not in running and gone.model_version is not None:
                 self._keep_learned(gone)
         for rt in models_of(engine):
             if rt.model_version is not None:

@@ -309,6 +309,8 @@ class _Plan:
         self._annotated = {k: s for s in specs if (k := s.key) in annotated}
         self._retired = [old_engine.rules[k] for k in (*changed, *removed)]
         self._logs_changed = logs_changed
+        # Removed log rules: their versions keep what they learned (as removed rules' do).
+        self._retired_logs = [r for k, r in old_logs.rules.items() if k not in logs.rules]
         for what, keys_ in (
             ("kept", kept),
             ("new", added),
@@ -432,7 +434,7 @@ class _Plan:
                 self.engine.logs = self.engine.logs.fresh()
         d.engine = self.engine
         # Versions for the rules started fresh; drift checks and retraining of the new rules.
-        d.models.reloaded(d.engine, self._retired, loaded=self.new)
+        d.models.reloaded(d.engine, [*self._retired, *self._retired_logs], loaded=self.new)
         from aiops.models.retrain import wire_retraining
 
         wire_retraining(d, self.new, metrics=d.metrics)
