@@ -480,17 +480,18 @@ class _Session:
         type_loc: Loc,
     ) -> BaseModel:
         """Validate one source's or notifier's settings against the plugin's model."""
-        secret_errors = _secrets(doc, loc, settings, where)
+        cls = _plugin_class(registry, ptype)
+        model = getattr(cls, "Config", None)
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            model = _NoSettings
+        known = None if isinstance(cls, str) else _keys_of(model)
+        secret_errors = _secrets(doc, loc, settings, where, known)
         errors.extend(secret_errors)
         flagged = {e for e in settings if e in SECRET_KEYS}
-        cls = _plugin_class(registry, ptype)
         if isinstance(cls, str):
             # a notifier's type is in its key ("slack_configs"), a source's is a value
             errors.append(located(doc, type_loc, cls, where, at_key=registry is NOTIFIERS))
             return _Unchecked()
-        model = getattr(cls, "Config", None)
-        if not (isinstance(model, type) and issubclass(model, BaseModel)):
-            model = _NoSettings
         try:
             config = model.model_validate({k: v for k, v in settings.items() if k not in flagged})
         except ValidationError as exc:
@@ -690,8 +691,44 @@ def _alerting_references(doc: YamlDoc) -> list[ConfigError]:
     return out
 
 
-def _secrets(doc: YamlDoc, loc: Loc, settings: Any, where: WhereFn) -> list[ConfigError]:
-    """Literal secrets in plugin settings: ``token: abc`` or ``url: https://u:p@host``."""
+def _keys_of(model: type[BaseModel]) -> frozenset[str]:
+    """The keys a settings model takes (aliases where it has them)."""
+    return frozenset(f.alias or name for name, f in model.model_fields.items())
+
+
+#: Parts of the names of settings that hold a credential (``password_env``, ``token_file``).
+_CREDENTIAL_WORDS = ("password", "token", "secret", "api_key", "routing_key")
+
+
+def _url_credentials_hint(key: str, known: frozenset[str] | None) -> str:
+    """Where a URL's credentials go instead: ``<key>_env``/``_file``, else the model's secrets.
+
+    >>> _url_credentials_hint("url", frozenset({"url", "username", "password_env", "token_file"}))
+    'give them in password_env, token_file, username'
+    >>> _url_credentials_hint("url", None)
+    'use url_env or url_file'
+    """
+    if known is None or {f"{key}_env", f"{key}_file"} & known:
+        return f"use {key}_env or {key}_file"
+    credentials = sorted(
+        k
+        for k in known
+        if k.endswith("username")
+        or (k.endswith(("_env", "_file")) and any(w in k for w in _CREDENTIAL_WORDS))
+    )
+    if not credentials:
+        return "this connector takes no credentials"
+    return "give them in " + ", ".join(credentials)
+
+
+def _secrets(
+    doc: YamlDoc, loc: Loc, settings: Any, where: WhereFn, known: frozenset[str] | None = None
+) -> list[ConfigError]:
+    """Literal secrets in plugin settings: ``token: abc`` or ``url: https://u:p@host``.
+
+    ``known`` holds the keys of the plugin's settings model, when it is known, so a URL
+    with credentials is pointed at the settings that exist.
+    """
     out: list[ConfigError] = []
 
     def visit(node: Any, at: Loc, key: str) -> None:
@@ -711,7 +748,8 @@ def _secrets(doc: YamlDoc, loc: Loc, settings: Any, where: WhereFn) -> list[Conf
             except ValueError:
                 has_password = False
             if has_password:
-                msg = f'"{key}" must not hold credentials in YAML; use {key}_env or {key}_file'
+                hint = _url_credentials_hint(key, known if at[:-1] == loc else None)
+                msg = f'"{key}" must not hold credentials in YAML; {hint}'
                 out.append(located(doc, at, msg, where))
 
     visit(settings, loc, str(loc[-1]) if loc else "")
