@@ -199,6 +199,12 @@ class Ensemble(Detector):
         for member in self._members:
             member.bind_series(keys)
 
+    def limit_rows(self, rows: int | None) -> None:
+        """Pass the rows hint on to every member (see :meth:`Detector.limit_rows`)."""
+        super().limit_rows(rows)
+        for member in self._members:
+            member.limit_rows(rows)
+
     def score(self, idx: IntArray, timestamps: FloatArray, values: FloatArray) -> FloatArray:
         """Score with every member and combine; see the class docstring."""
         scores = np.stack([np.asarray(m.score(idx, timestamps, values)) for m in self._members])

@@ -417,7 +417,7 @@ class EnvelopeNovelty(Detector):
         return len(self._n)
 
     def _grow(self, n: int) -> None:
-        cap = grown(len(self._n), n)
+        cap = grown(len(self._n), n, self.max_rows)
         extra = cap - len(self._n)
         self._n = np.concatenate([self._n, np.zeros(extra, dtype=np.int64)])
         self._count = np.concatenate([self._count, np.zeros((extra, self._n_features))])

@@ -363,7 +363,7 @@ class EwmaZ(Detector):
         return len(self._n)
 
     def _grow(self, n: int) -> None:
-        cap = grown(len(self._n), n)
+        cap = grown(len(self._n), n, self.max_rows)
         extra = cap - len(self._n)
         self._n = np.concatenate([self._n, np.zeros(extra, dtype=np.int64)])
         self._mu = np.concatenate([self._mu, np.zeros(extra)])

@@ -125,6 +125,27 @@ def test_series_cap_drops_and_counts_new_series():
     assert rt.registry.dropped == 1
 
 
+@pytest.mark.parametrize("detector", ["ensemble", "ewma_z", "envelope_novelty"])
+def test_a_rule_at_its_cap_holds_no_spare_rows(detector):
+    # Growth by 1.25x stops at the cap: from 10 rows on, 10 new series a batch, a cap of
+    # 117 gives 117 rows in every per-series array, not the 120 of the next 1.25x step.
+    e = Engine([spec(max_series=117, detector_type=detector, detector_params={})])
+    rt = e.rules["g/LatencyAnomaly"]
+    keys = [SeriesKey.of("latency", {"host": f"h{j}"}) for j in range(130)]
+    for lo in range(0, 130, 10):
+        ts, vs = np.full(10, 60.0), np.ones(10)
+        e.process(
+            "s", Batch(keys=keys[lo : lo + 10], series=np.arange(10), timestamps=ts, values=vs)
+        )
+    assert len(rt.registry) == 117
+    assert rt.registry.dropped == 13
+    rows = [len(rt._last_value), len(rt._win_n), len(rt.hits.state_dict()["history"])]
+    rows += [len(rt.alerts.state), rt.detector.n_series]
+    members = getattr(rt.detector, "_members", [rt.detector])
+    rows += [m.n_series for m in members]
+    assert rows == [117] * len(rows)
+
+
 def test_changed_detector_config_starts_model_fresh_but_keeps_series(caplog):
     e1 = Engine([spec()])
     run(e1, fleet())

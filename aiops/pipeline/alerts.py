@@ -128,11 +128,14 @@ class AlertStateMachine:
         self.suppress_until = np.zeros(0)
         self.last_seen = np.zeros(0)
 
-    def reserve(self, n: int) -> None:
-        """Hold state for series ``0..n-1`` at least (new series start inactive, no hits)."""
+    def reserve(self, n: int, limit: int | None = None) -> None:
+        """Hold state for series ``0..n-1`` at least (new series start inactive, no hits).
+
+        ``limit``: no more rows than that while ``n`` fits (:func:`grown`).
+        """
         if n <= len(self.state):
             return
-        extra = grown(len(self.state), n) - len(self.state)
+        extra = grown(len(self.state), n, limit) - len(self.state)
         self.state = np.concatenate([self.state, np.zeros(extra, dtype=np.int8)])
         self.active_at = np.concatenate([self.active_at, np.zeros(extra)])
         self.fired_at = np.concatenate([self.fired_at, np.zeros(extra)])

@@ -62,13 +62,17 @@ DEFAULT_THRESHOLD = 0.998
 GROWTH = 1.25
 
 
-def grown(capacity: int, need: int) -> int:
+def grown(capacity: int, need: int, limit: int | None = None) -> int:
     """The rows to grow per-series arrays of ``capacity`` rows to, to hold ``need``.
 
-    >>> grown(0, 10), grown(100, 101), grown(100, 300)
-    (10, 125, 300)
+    ``limit`` (the rule's series cap): no more rows than that while ``need`` fits in it,
+    so a rule at its cap holds no spare rows.
+
+    >>> grown(0, 10), grown(100, 101), grown(100, 300), grown(100, 101, 110), grown(100, 111, 110)
+    (10, 125, 300, 110, 125)
     """
-    return max(need, int(capacity * GROWTH))
+    rows = max(need, int(capacity * GROWTH))
+    return min(rows, limit) if limit is not None and need <= limit else rows
 
 
 class Detector(ABC):
@@ -76,6 +80,8 @@ class Detector(ABC):
 
     #: The ``type:`` name under which the detector is registered.
     name: ClassVar[str] = ""
+    #: The most rows its state arrays grow to while the series fit (:meth:`limit_rows`).
+    max_rows: int | None = None
 
     def __init__(self, *, learn_below: float = math.inf, seed: int = 0) -> None:
         self.learn_below = learn_below
@@ -109,6 +115,13 @@ class Detector(ABC):
         registry: read it during the call, do not keep it.
         """
         del keys  # per-series detectors need no keys
+
+    def limit_rows(self, rows: int | None) -> None:
+        """Grow state arrays to at most ``rows`` while the series fit (the rule's cap).
+
+        An allocation hint (:func:`grown`'s ``limit``): scores do not depend on it.
+        """
+        self.max_rows = rows
 
     def params(self) -> dict[str, Any]:
         """The constructor arguments, read back from the attributes of the same names."""

@@ -90,10 +90,13 @@ class HitWindow:
         self._mask = np.uint64((1 << window) - 1)
         self._history = np.zeros(0, dtype=np.uint64)
 
-    def reserve(self, n: int) -> None:
-        """Hold state for series ``0..n-1`` at least (new series start inactive, no hits)."""
+    def reserve(self, n: int, limit: int | None = None) -> None:
+        """Hold state for series ``0..n-1`` at least (new series start inactive, no hits).
+
+        ``limit``: no more rows than that while ``n`` fits (:func:`grown`).
+        """
         if n > len(self._history):
-            extra = grown(len(self._history), n) - len(self._history)
+            extra = grown(len(self._history), n, limit) - len(self._history)
             self._history = np.concatenate([self._history, np.zeros(extra, dtype=np.uint64)])
 
     def step(self, idx: IntArray, scores: FloatArray) -> BoolArray:
