@@ -23,6 +23,9 @@ and arrays adopted (keys as JSON, every array copied once more by ``load_state_d
 in the same process, for a ratio on a noisy machine; the restore's CPU time is printed
 beside its wall time.
 
+``--no-windows``: the rule keeps no alert window rings (a daemon whose receivers draw
+no charts, ``RuleSpec.windows``).
+
 ``--legacy`` also times the earlier whole-state save (``Engine.state_dict()`` and
 ``Checkpointer.save``, on the loop) for comparison. Issue [H] asks for a stall of at
 most 100 ms, a restore of at most 3 s and at most 1.2x the RSS while writing, at
@@ -53,6 +56,10 @@ def _rss_mib() -> float:
         return int(fh.read().split()[1]) * resource.getpagesize() / 2**20
 
 
+#: False with ``--no-windows``.
+WINDOWS = True
+
+
 def _engine(detector: str, n: int) -> Engine:
     spec = RuleSpec(
         group="g",
@@ -61,6 +68,7 @@ def _engine(detector: str, n: int) -> Engine:
         matches=lambda k: True,
         max_series=n,
         detector_type=detector,
+        windows=WINDOWS,
     )
     return Engine([spec])
 
@@ -199,7 +207,12 @@ def main() -> None:
         action="store_true",
         help="also restore with keys as JSON and arrays copied (before adoption)",
     )
+    parser.add_argument(
+        "--no-windows", action="store_true", help="no alert window rings (no chart receiver)"
+    )
     args = parser.parse_args()
+    global WINDOWS
+    WINDOWS = not args.no_windows
     for n in args.series:
         measure(n, args.detector, args.touch, args.legacy, args.earlier_restore)
 
