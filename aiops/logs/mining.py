@@ -142,10 +142,12 @@ DEFAULT_MASKS: tuple[Mask, ...] = (
         "<HOST>",
     ),
     # A reverse-domain name of a class, package or app (com.apple.cts.daily,
-    # org.apache.hadoop.ipc.Server, java.lang.ClassCastException).
+    # org.apache.hadoop.ipc.Server, java.lang.ClassCastException), up to a segment
+    # that is a constant's name (UPPER_CASE: android.intent.action.SCREEN_ON is
+    # <CLASS>.SCREEN_ON): an enum value or action says what happened, like a word.
     Mask(
         r"(?<![\w.$])(?:com|org|net|io|android|androidx|java|javax|kotlin|sun)"
-        r"(?:\.[a-zA-Z_$][\w$]*){2,}",
+        r"(?:\.(?![A-Z][A-Z0-9_]+(?![\w$]))[a-zA-Z_$][\w$]*){2,}",
         "<CLASS>",
     ),
     Mask(
