@@ -1,4 +1,4 @@
-"""Console notifier: one readable line per alert transition, for people at a terminal."""
+"""Console notifier: one readable line per alert of each notification, for a terminal."""
 
 from __future__ import annotations
 
