@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+import slack_crash_child
 from slack_stub import BOT_TOKEN, SlackStub
 
 from aiops.alerting.notify import Alert, Notification
 from aiops.alerting.outbox import encode_notification
 
-CHILD = Path(__file__).with_name("slack_crash_child.py")
 ALERTS = 60
 KILLS = 20
 
@@ -43,53 +42,56 @@ def _notifications() -> list[Notification]:
     return out
 
 
-def _child(stub: SlackStub, tmp: Path) -> subprocess.Popen[str]:
-    env = {**os.environ, "SLACK_BOT_TOKEN": BOT_TOKEN}
-    return subprocess.Popen(
-        [
-            sys.executable,
-            str(CHILD),
-            stub.api_url,
-            str(tmp / "state"),
-            str(tmp / "todo"),
-            str(tmp / "done"),
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+@pytest.fixture(scope="module")
+def forkserver() -> multiprocessing.context.BaseContext:
+    # Each child is forked from a process that imported what it runs once (see
+    # slack_crash_child). Python 3.11's forkserver does not apply the parent's sys.path,
+    # so tests/ modules cannot be preloaded (an ImportError there is silently ignored):
+    # the child imports slack_crash_child itself, in a millisecond, and the installed
+    # modules it needs come preloaded.
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["aiops.alerting.outbox", "aiops.connectors.notifiers.slack"])
+    return ctx
+
+
+def _child(
+    ctx: multiprocessing.context.BaseContext, stub: SlackStub, tmp: Path
+) -> multiprocessing.Process:
+    args = (stub.api_url, str(tmp / "state"), str(tmp / "todo"), str(tmp / "done"), BOT_TOKEN)
+    proc = ctx.Process(target=slack_crash_child.run, args=args)  # type: ignore[attr-defined]
+    proc.start()
+    return proc
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_moments_posts_each_message_once(tmp_path: Path) -> None:
+def test_sigkill_at_random_moments_posts_each_message_once(
+    tmp_path: Path, forkserver: multiprocessing.context.BaseContext
+) -> None:
     notes = _notifications()
     (tmp_path / "todo").write_text("".join(encode_notification(n) + "\n" for n in notes))
     rng = random.Random(20261203)
     killed_mid_run = 0
     with SlackStub() as stub:
         for _ in range(KILLS):
-            child = _child(stub, tmp_path)
-            assert child.stdout is not None
-            assert child.stdout.readline().strip() == "ready"
             sent_before = len(stub.requests)
+            child = _child(forkserver, stub, tmp_path)
             # Kill only once it talks to Slack: a loaded machine can take longer to get
             # there than the random delay below, and a kill before that tests nothing.
             deadline = time.monotonic() + 30
-            while len(stub.requests) == sent_before and child.poll() is None:
+            while len(stub.requests) == sent_before and child.is_alive():
                 assert time.monotonic() < deadline, "the child never talked to Slack"
                 time.sleep(0.005)
-            try:
-                child.wait(timeout=rng.uniform(0.0, 0.1))
-            except subprocess.TimeoutExpired:
-                child.send_signal(signal.SIGKILL)
-                child.wait()
+            child.join(rng.uniform(0.0, 0.1))
+            if child.is_alive():
+                assert child.pid is not None
+                os.kill(child.pid, signal.SIGKILL)
+                child.join()
                 killed_mid_run += len(stub.requests) > sent_before
             else:
                 break  # it finished before this kill
-        final = _child(stub, tmp_path)
-        _, err = final.communicate(timeout=120)
-        assert final.returncode == 0, err
+        final = _child(forkserver, stub, tmp_path)
+        final.join(120)
+        assert final.exitcode == 0, "the last run did not finish cleanly"
         assert killed_mid_run >= 10  # the kills did land while it was talking to Slack
         assert stub.violations == []
         top = stub.top_level()
