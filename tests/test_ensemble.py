@@ -170,3 +170,27 @@ def test_shared_checks_with_weighted_ewma_z_and_envelope_novelty() -> None:
         {"type": "envelope_novelty", "params": EnvelopeNovelty.check_params(), "weight": 0.1},
     ]
     run_all(factory_for(Ensemble, members=members))
+
+
+def test_a_bounded_member_counts_down_to_the_floor_only() -> None:
+    from aiops.detectors.ensemble import AT_MOST_P_FLOOR
+    from aiops.detectors.envelope_novelty import EnvelopeNovelty
+    from aiops.detectors.ewma_z import EwmaZ
+
+    rng = np.random.default_rng(3)
+    x = 10.0 + rng.normal(0.0, 1.0, 300)
+    x[250] = 60.0  # a record far beyond the envelope, and 50 sigmas
+    ts = np.arange(300.0) * 60.0
+    env = {"type": "envelope_novelty", "params": EnvelopeNovelty.check_params()}
+    ewma = {"type": "ewma_z", "params": EwmaZ.check_params()}
+    assert _score(DETECTORS.create("envelope_novelty", **env["params"]), ts, x)[250] == 1.0
+    # envelope_novelty's calibration is a bound: alone in an ensemble it reaches the floor.
+    alone = _score(Ensemble(members=[env]), ts, x)
+    assert alone[250] == pytest.approx(1.0 - AT_MOST_P_FLOOR, abs=1e-12)
+    assert alone.max() <= 1.0 - AT_MOST_P_FLOOR
+    # A tail-calibrated member is not floored: the spike is far rarer than 1e-6.
+    both = _score(Ensemble(members=[{**ewma, "weight": 0.9}, {**env, "weight": 0.1}]), ts, x)
+    assert 1.0 - both[250] < 1e-9
+    # Nor is a nested ensemble (its own members are).
+    nested = _score(Ensemble(members=[{"type": "ensemble", "params": {"members": [env]}}]), ts, x)
+    np.testing.assert_array_equal(nested, alone)
