@@ -428,7 +428,7 @@ def test_a_rule_file_with_a_hostile_header_is_refused_not_allocated(header: byte
     from aiops.state.envelope import SnapshotRefused
 
     body = b"{}" if b'"blobs":[2]' in header else b""
-    data = rulestate.MAGIC + header + b"\n" + body
+    data = rulestate.MAGIC_V1 + header + b"\n" + body
     with pytest.raises(SnapshotRefused):
         read_state(io.BytesIO(data), size=len(data), crc32=zlib.crc32(data))
 

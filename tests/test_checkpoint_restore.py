@@ -88,7 +88,7 @@ def test_keys_that_text_cannot_hold_are_written_as_json_and_round_trip(odd: Seri
 )
 def test_a_damaged_keys_text_is_refused(blob: bytes) -> None:
     header = b'{"doc":{"k":{"__kt__":0}},"blobs":[%d],"arrays":[],"chunk_rows":1}' % len(blob)
-    data = rulestate.MAGIC + header + b"\n" + blob
+    data = rulestate.MAGIC_V1 + header + b"\n" + blob
     with pytest.raises(SnapshotRefused):
         read_state(io.BytesIO(data), size=len(data), crc32=zlib.crc32(data))
 
