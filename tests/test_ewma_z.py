@@ -90,18 +90,32 @@ def test_bursts_that_are_frequent_are_learned_as_normal_but_a_huge_one_still_ale
     assert np.mean(always_held[3000:] >= 0.998) > 0.03
 
 
-def test_a_state_without_the_held_share_loads() -> None:
+def test_a_state_without_the_held_share_or_the_shift_channel_loads() -> None:
     t, x = _fleet_like()
     idx = np.zeros(len(x), dtype=np.int64)
     first = EwmaZ()
     first.score(idx[:1234], t[:1234], x[:1234])
     state = first.state_dict()
     assert state.pop("held")[0] == 0.0  # nothing held on this series so far
+    for name in ("shift", "q_shift", "m_shift", "m2_shift"):  # kept since 2026-12-07
+        state.pop(name)
     second = EwmaZ()
     second.load_state_dict(state)
     np.testing.assert_array_equal(
         second.score(idx[1234:], t[1234:], x[1234:]), first.score(idx[1234:], t[1234:], x[1234:])
     )
+
+
+def test_the_shift_channel_alerts_on_a_shift_none_of_whose_points_is_rare_alone() -> None:
+    t, x = _fleet_like()
+    x[2000:] -= 2.5  # 2.5 sigmas for good: no single point is rarer than 1 in 200
+    idx = np.zeros(len(x), dtype=np.int64)
+    alone = EwmaZ().score(idx, t, x)
+    shift = EwmaZ(shift_weight=0.5).score(idx, t, x)
+    assert alone[2000:2008].max() < 0.998
+    assert shift[2000:2008].max() >= 0.999
+    assert alone[100:2000].max() < 0.999
+    assert shift[100:2000].max() < 0.999
 
 
 def test_a_stuck_gauge_alerts_but_a_count_series_at_zero_does_not() -> None:
@@ -126,25 +140,30 @@ def test_a_stuck_gauge_alerts_but_a_count_series_at_zero_does_not() -> None:
         ("quantized", lambda rng, size: np.round(rng.normal(0.0, 1.0, size) * 2) / 2),
     ],
 )
-def test_a_score_s_is_reached_by_about_1_minus_s_of_normal_points(kind: str, draw) -> None:
+@pytest.mark.parametrize("shift_weight", [0.0, 0.5])  # 0.5: as in the default detector
+def test_a_score_s_is_reached_by_about_1_minus_s_of_normal_points(
+    kind: str, draw, shift_weight: float
+) -> None:
     rng = np.random.default_rng(3)
     n_series, n = 20, 5000
     x = draw(rng, (n, n_series)).ravel()  # time-major: one point of every series per row
     idx = np.tile(np.arange(n_series), n)
     t = np.repeat(np.arange(n) * 60.0, n_series)
-    s = EwmaZ().score(idx, t, x)[500 * n_series :]
+    s = EwmaZ(shift_weight=shift_weight).score(idx, t, x)[500 * n_series :]
     for level in (0.99, 0.999):
         ratio = float(np.mean(s >= level)) / (1.0 - level)
         assert 1 / 3 <= ratio <= 3, (kind, level, ratio)
 
 
-def test_state_round_trip_mid_series_and_bad_state() -> None:
+@pytest.mark.parametrize("shift_weight", [0.0, 0.5])
+def test_state_round_trip_mid_series_and_bad_state(shift_weight: float) -> None:
     t, x = _fleet_like()
+    x[1230:] -= 3.0  # the shift channel is busy at the cut
     idx = np.zeros(len(x), dtype=np.int64)
-    whole = EwmaZ().score(idx, t, x)
-    first = EwmaZ()
+    whole = EwmaZ(shift_weight=shift_weight).score(idx, t, x)
+    first = EwmaZ(shift_weight=shift_weight)
     first.score(idx[:1234], t[:1234], x[:1234])
-    second = EwmaZ()
+    second = EwmaZ(shift_weight=shift_weight)
     second.load_state_dict(first.state_dict())
     np.testing.assert_array_equal(second.score(idx[1234:], t[1234:], x[1234:]), whole[1234:])
     state = first.state_dict()
@@ -163,6 +182,8 @@ def test_state_round_trip_mid_series_and_bad_state() -> None:
         ({"tail_shape_max": 1.0}, "tail_shape_max must be in"),
         ({"warmup": 1}, "warmup must be at least 2"),
         ({"max_held_share": -0.1}, "max_held_share must be in"),
+        ({"shift_weight": 1.0}, "shift_weight must be in"),
+        ({"shift_alpha": 0.0}, "shift_alpha must be in"),
     ],
 )
 def test_bad_parameters_are_refused(params: dict[str, float], message: str) -> None:
