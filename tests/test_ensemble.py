@@ -194,3 +194,16 @@ def test_a_bounded_member_counts_down_to_the_floor_only() -> None:
     # Nor is a nested ensemble (its own members are).
     nested = _score(Ensemble(members=[{"type": "ensemble", "params": {"members": [env]}}]), ts, x)
     np.testing.assert_array_equal(nested, alone)
+
+
+def test_shared_checks_with_the_default_members() -> None:
+    from aiops.detectors.ensemble import DEFAULT_MEMBERS
+    from aiops.detectors.envelope_novelty import EnvelopeNovelty
+    from aiops.detectors.ewma_z import EwmaZ
+
+    small = {"ewma_z": EwmaZ.check_params(), "envelope_novelty": EnvelopeNovelty.check_params()}
+    members = [
+        {**m, "params": {**small[m["type"]], **m.get("params", {})}} for m in DEFAULT_MEMBERS
+    ]
+    assert members[0]["params"]["shift_weight"] == 0.5  # the level-shift channel is checked
+    run_all(factory_for(Ensemble, members=members))
