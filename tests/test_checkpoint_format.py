@@ -221,5 +221,5 @@ def test_a_format_2_file_with_a_hostile_header_or_frame_is_refused(
     header: bytes, frames: list[bytes]
 ) -> None:
     data, check = _v2(header, *frames)  # the check value right: refused for what it holds
-    with pytest.raises(SnapshotRefused, match=r"does not fit|shorter|holds more|damaged"):
+    with pytest.raises(SnapshotRefused, match=r"does not fit|shorter|holds (more|less)|damaged"):
         _read(data, check)

@@ -52,11 +52,13 @@ import collections
 import itertools
 import json
 import operator
+import os
 import sys
 import threading
 import weakref
 import zlib
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, Any
 
 import numpy as np
@@ -81,6 +83,8 @@ ZSTD_LEVEL = 1
 #: zstd cannot grow data more than this (a block of one byte repeated is 4 bytes): a
 #: header whose arrays would need more is refused before anything is allocated.
 _MAX_RATIO = 1 << 16
+#: Threads that decompress a state file's chunks of rows beside the one reading them.
+DECOMPRESS_THREADS = max(1, min(4, os.cpu_count() or 1))
 #: Bytes of all arrays' rows the writer copies and writes at once, under the lock.
 CHUNK_BYTES = 4 << 20
 #: Series keys encoded per call of the JSON encoder (a few milliseconds' work).
@@ -204,7 +208,7 @@ def _make_keys(names: Sequence[str], labels: Sequence[tuple[tuple[str, str], ...
     # frame per key (one was 1.8 s of a million keys' 2.4 s).
     slots = vars(SeriesKey)  # the slots' descriptors
     keys = list(map(object.__new__, itertools.repeat(SeriesKey, len(names))))
-    exhaust = collections.deque(maxlen=0).extend
+    exhaust = collections.deque[Any](maxlen=0).extend
     exhaust(map(slots["name"].__set__, keys, names))
     exhaust(map(slots["labels"].__set__, keys, labels))
     exhaust(map(slots["_hash"].__set__, keys, map(hash, zip(names, labels, strict=True))))
@@ -575,20 +579,7 @@ def read_state(fh: IO[bytes], *, size: int, crc32: int) -> Any:
         return data
 
     def unframe(dctx: zstandard.ZstdDecompressor, views: Sequence[memoryview]) -> None:
-        data = frame()
-        try:
-            reader = dctx.stream_reader(data)
-            for view in views:
-                filled = 0
-                while filled < len(view):
-                    n = reader.readinto(view[filled:])
-                    if not n:
-                        raise SnapshotRefused(f"{short} (a frame holds less)")
-                    filled += n
-            if reader.read(1):  # also reads the frame's end: its content checksum checked
-                raise SnapshotRefused("rule state refused: a frame holds more than its header says")
-        except zstandard.ZstdError as exc:
-            raise SnapshotRefused(f"rule state refused: a damaged frame ({exc})") from None
+        _decompress_into(dctx, frame(), views)
 
     dctx = zstandard.ZstdDecompressor()
     arrays = [np.empty(shape, dtype=dt) for dt, shape in specs]
@@ -623,18 +614,60 @@ def read_state(fh: IO[bytes], *, size: int, crc32: int) -> Any:
         return views
 
     def read_rows() -> None:
-        rdctx = zstandard.ZstdDecompressor()  # one per thread
-        for c in range(-(-n_rows // rows)):
-            views = chunk_views(c)
-            if raw:
-                for view in views:
+        chunks = range(-(-n_rows // rows))
+        if raw:
+            for c in chunks:
+                for view in chunk_views(c):
                     take_into(view)
-            else:
-                unframe(rdctx, views)
+        else:
+            # This thread reads the frames; DECOMPRESS_THREADS decompress them (zstd lets
+            # the GIL go), at most two each waiting.
+            local = threading.local()
+
+            def work(data: bytes, views: list[memoryview]) -> None:
+                if not hasattr(local, "dctx"):
+                    local.dctx = zstandard.ZstdDecompressor()
+                _decompress_into(local.dctx, data, views)
+
+            with ThreadPoolExecutor(DECOMPRESS_THREADS, "rulestate-zstd") as pool:
+                waiting: collections.deque[Future[None]] = collections.deque()
+                try:
+                    for c in chunks:
+                        if len(waiting) >= 2 * DECOMPRESS_THREADS:
+                            waiting.popleft().result()
+                        waiting.append(pool.submit(work, frame(), chunk_views(c)))
+                    while waiting:
+                        waiting.popleft().result()
+                finally:
+                    for f in waiting:
+                        f.cancel()
         if fh.read(1) or got != size:
             raise SnapshotRefused("rule state refused: bytes after its end")
 
     return _finish(doc, blobs, arrays, read_rows, lambda: check == crc32)
+
+
+def _decompress_into(
+    dctx: zstandard.ZstdDecompressor, data: bytes, views: Sequence[memoryview]
+) -> None:
+    """Decompress the zstd frame ``data`` into ``views``, which it must fill exactly."""
+    try:
+        if not zstandard.get_frame_parameters(data).has_checksum:
+            raise SnapshotRefused("rule state refused: a frame without its content checksum")
+        reader = dctx.stream_reader(data)
+        for view in views:
+            filled = 0
+            while filled < len(view):
+                n = reader.readinto(view[filled:])
+                if not n:
+                    raise SnapshotRefused(
+                        "rule state refused: a frame holds less than its header says"
+                    )
+                filled += n
+        if reader.read(1):  # also reads the frame's end: its content checksum checked
+            raise SnapshotRefused("rule state refused: a frame holds more than its header says")
+    except zstandard.ZstdError as exc:
+        raise SnapshotRefused(f"rule state refused: a damaged frame ({exc})") from None
 
 
 def _finish(
