@@ -3,8 +3,9 @@
 The daemon writes a checkpoint as a *generation*: one state file per rule (and one for
 the log rules), :mod:`aiops.state.rulestate`, written from a :class:`CheckpointSnapshot`
 the data loop took (on any thread: :meth:`Checkpointer.write`), then a small manifest
-in a versioned envelope that names each rule's file with its size and CRC-32, and holds
-the source positions and the router's state. The manifest is swapped in last (the
+in a versioned envelope that names each rule's file with its size and check value (its
+``crc32``: see :mod:`aiops.state.rulestate`), and holds the source positions and the
+router's state. The manifest is swapped in last (the
 previous one kept as ``.prev``), so a checkpoint is one atomic unit: a crash before the
 swap leaves the previous generation in force, and files no manifest names are deleted
 after the next swap.
