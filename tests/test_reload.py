@@ -121,6 +121,7 @@ def test_unchanged_rules_keep_their_state_new_start_removed_and_changed_resolve(
     keep_state = old["g/Keep"].detector.state_dict()
     firing = old["g/Drop"].alerts.firing().tolist()
     assert firing, "the low-threshold rule should fire on the simulated data"
+    changed_firing = old["g/Change"].alerts.firing().tolist()  # resolved too: it restarts
     alerts_before = daemon.alerts_sent
     (root / "rules.yaml").write_text(
         rules(("Keep", 0.99), ("Change", 0.95), ("Words", 0.99, "new words"), ("New", 0.99))
@@ -140,8 +141,8 @@ def test_unchanged_rules_keep_their_state_new_start_removed_and_changed_resolve(
     assert rules_now["g/Change"].spec.threshold == 0.95
     assert len(rules_now["g/New"].registry) == 0
     assert [rt.spec.key for rt in daemon.engine.by_source["sim"]] == list(rules_now)
-    # The removed rule's firing alerts were resolved and handed to the delivery.
-    assert daemon.alerts_sent == alerts_before + len(firing)
+    # The removed and the changed rules' firing alerts were resolved and handed over.
+    assert daemon.alerts_sent == alerts_before + len(firing) + len(changed_firing)
     assert any("resolved" in c for c in result.changes)
     daemon.dispatcher.flush()
     for _ in range(5):
