@@ -1,6 +1,7 @@
 """The durable outbox: dedupe, back-off, Retry-After, breaker, dead letters, schema."""
 
 import dataclasses
+import logging
 import random
 import sqlite3
 import threading
@@ -140,13 +141,14 @@ def test_permanent_failure_goes_to_the_dead_letters_and_retry_brings_it_back(tmp
     assert dead.alertnames == "Lat"
     assert box.history() == []
     assert box.append(note(1)) == 0  # a replay does not revive it
+    assert box.append(note(2)) == 1  # while another key is queued beside it
     assert box.stats()["ops"].dead == 1
     assert box.retry([dead.id + 100]) == 0
     assert box.retry([dead.id]) == 1
     assert box.dead_letters() == []
     box.deliver_due()
-    assert len(sink.sent) == 2
-    assert box.history()[0].state == "delivered"
+    assert len(sink.sent) == 3
+    assert [e.state for e in box.history()] == ["delivered", "delivered"]
 
 
 def test_max_attempts_and_max_age_dead_letter(tmp_path):
@@ -192,6 +194,71 @@ def test_circuit_breaker_opens_then_probes_half_open(tmp_path):
     assert box.deliver_due() == 5  # the probe succeeds: closed, the rest goes
     assert box.breaker_state("ops", "test[0]") == "closed"
     assert box.stats()["ops"].pending == 0
+
+
+class TracedOutbox(Outbox):
+    """An outbox that records every SQL statement with the name of the thread running it."""
+
+    def __init__(self, *args, **kwargs):
+        self.statements = []
+        super().__init__(*args, **kwargs)
+
+    def _connect(self, *, durable=False):
+        conn = super()._connect(durable=durable)
+        conn.set_trace_callback(
+            lambda sql: self.statements.append((threading.current_thread().name, sql))
+        )
+        return conn
+
+
+def test_with_its_breaker_open_a_worker_does_nothing_until_the_probe(tmp_path, caplog):
+    down = ListNotifier([RetryAfter("down")] * 100)
+    cooldown = 2.5
+    box = TracedOutbox(
+        tmp_path / "o.sqlite",
+        [Integration("ops", "x[0]", down)],
+        policy=DeliveryPolicy(
+            breaker_failures=3, breaker_cooldown=cooldown, base_delay=30.0, poll_interval=0.05
+        ),
+    )
+    caplog.set_level(logging.DEBUG, logger="aiops.alerting.outbox")
+    worker = "outbox-ops-x[0]"
+    box.start()
+    try:
+        box.submit([note(i) for i in range(3)])
+        deadline = time.monotonic() + 10
+        while box.breaker_state("ops", "x[0]") != "open" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        opened = time.monotonic()
+        assert len(down.sent) == 3
+        time.sleep(0.2)  # the worker records its third failure
+        assert any(name == worker for name, _ in box.statements)  # the trace sees it
+        box.statements.clear()
+        caplog.clear()
+        # An alert storm while the breaker is open: the appender writes every row...
+        i = 3
+        while time.monotonic() - opened < 1.0:
+            box.submit([note(i)])
+            i += 1
+            time.sleep(0.01)
+        assert box.flush()
+        assert any(name == "outbox-appender" and "INSERT" in sql for name, sql in box.statements)
+        # ...and the worker is not woken for them: no attempt, no query, no log line.
+        assert len(down.sent) == 3
+        assert [sql for name, sql in box.statements if name == worker] == []
+        assert caplog.records == []
+        # After the cooldown one probe (half open); it fails and the breaker opens again.
+        while len(down.sent) < 4 and time.monotonic() < opened + cooldown + 10:
+            time.sleep(0.01)
+        assert len(down.sent) == 4
+        assert time.monotonic() - opened >= cooldown - 0.3
+        time.sleep(0.3)
+        assert len(down.sent) == 4
+        assert box.breaker_state("ops", "x[0]") == "open"
+        assert len(caplog.records) == 1  # the probe's failure, once
+    finally:
+        box.close()
+    assert box.stats()["ops"].pending == i
 
 
 class Raising(Notifier):

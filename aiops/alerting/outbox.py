@@ -417,7 +417,11 @@ def _plain(value: Any) -> Any:
 #: Rows ``(receiver, integration, key, status, payload, created, next_attempt)`` from
 #: one JSON array, in order; a key already dead-lettered is not queued again. The
 #: payload is a JSON array inside it, stored as its JSON text (SQLite keeps the numbers'
-#: digits as written).
+#: digits as written). The first ``NOT EXISTS``, of no row, is evaluated once per
+#: statement: while there are no dead letters (the usual case) no row pays for the
+#: look-up of its key in them (three ``json_extract`` calls and an index probe: a
+#: quarter of the statement's CPU, 42 ms to 32 ms for 1,221 rows of
+#: bench/dead_receiver.py, on the appender's thread).
 _INSERT_ROWS = """
 INSERT OR IGNORE INTO outbox (receiver, integration, idempotency_key, state, status, payload,
                               created, next_attempt)
@@ -426,7 +430,7 @@ SELECT json_extract(r.value, '$[0]'), json_extract(r.value, '$[1]'),
        json_extract(r.value, '$[4]'), json_extract(r.value, '$[5]'),
        json_extract(r.value, '$[6]')
 FROM json_each(?) AS r
-WHERE NOT EXISTS (
+WHERE NOT EXISTS (SELECT 1 FROM dead_letter) OR NOT EXISTS (
     SELECT 1 FROM dead_letter d
     WHERE d.receiver = json_extract(r.value, '$[0]')
       AND d.integration = json_extract(r.value, '$[1]')
