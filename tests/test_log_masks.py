@@ -33,3 +33,42 @@ def test_lines_that_differ_in_a_constant_keep_their_templates_apart():
     a = m.add("caught java.lang.IllegalStateException in worker").cluster_id
     b = m.add("caught java.io.IOException in worker").cluster_id
     assert a == b
+
+
+def test_lines_whose_first_token_is_a_different_mask_share_a_template():
+    # An address is a host name or an IP: masked as <HOST> or <IP>, the two lines would
+    # sit in separate branches of Drain's prefix tree and never be compared.
+    m = LogMiner()
+    ids = {
+        m.add("proxy.example.com:5070 open through proxy gw.example.com:5070 HTTPS").cluster_id,
+        m.add("203.205.146.15:80 open through proxy gw.example.com:5070 HTTPS").cluster_id,
+        m.add("www.example.org:443 open through proxy gw.example.com:5070 HTTPS").cluster_id,
+    }
+    assert len(ids) == 1
+    assert m.template(ids.pop()) == "<*> open through proxy <HOST> HTTPS"
+
+
+def test_a_masked_token_with_a_word_keeps_its_own_branch():
+    # broadcast_<ID> and rdd_<NUM>_<NUM> name kinds of block: the broadcast blocks'
+    # "stored as bytes" and "stored as values" lines and the rdd blocks' lines stay three
+    # templates, as the tree keeps them without masks.
+    m = LogMiner()
+    lines = [
+        "Block broadcast_9_piece0 stored as bytes in memory (estimated size 5.2 KB, free 5.2 KB)",
+        "Block broadcast_9 stored as values in memory (estimated size 8.8 KB, free 14.0 KB)",
+        "Block rdd_2_2 stored as bytes in memory (estimated size 850.0 B, free 320.3 KB)",
+        "Block broadcast_8_piece0 stored as bytes in memory (estimated size 21.4 KB, free 35.4 KB)",
+        "Block broadcast_8 stored as values in memory (estimated size 281.6 KB, free 317.0 KB)",
+        "Block rdd_2_3 stored as bytes in memory (estimated size 930.0 B, free 321.2 KB)",
+    ]
+    ids = [m.add(x).cluster_id for x in lines]
+    assert (ids[0], ids[1], ids[2]) == (ids[3], ids[4], ids[5])
+    assert len(set(ids)) == 3
+
+
+def test_a_restored_miner_routes_masked_tokens_as_it_did():
+    m = LogMiner()
+    a = m.add("10.0.0.1:80 open through proxy gw.example.com:5070 HTTPS").cluster_id
+    m2 = LogMiner.from_state(m.state_dict())
+    r = m2.add("cdn.example.net:443 open through proxy gw.example.com:5070 HTTPS")
+    assert (r.cluster_id, r.created) == (a, False)

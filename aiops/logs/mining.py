@@ -637,8 +637,41 @@ def _drain3() -> Any:
     return drain3.drain
 
 
+#: A mask's text in a token (``<NUM>``, ``<IP>``, a rule file's ``<ORDER>``).
+_MASKED_TOKEN = re.compile(r"<[A-Z][A-Z0-9_]*>")
+_drain_class: Any = None
+
+
+def _masked_drain() -> Any:
+    """Drain whose prefix tree takes a token that is all masks for a variable.
+
+    Drain's tree sends a token with a digit down its wildcard branch (it is likely a
+    variable) and any other token down a branch of its own. Masking leaves no digit, so
+    ``<IP> open ...`` and ``<HOST> open ...`` would sit in two branches and never be
+    compared. A token that is masks and punctuation only (``<IP>``, ``<NUM>:<NUM>``,
+    ``(<SIZE>)``) now goes down the wildcard branch, and ``sim_th`` decides, as it does
+    for variables Drain sees itself. A token with a word around its mask
+    (``blk_<NUM>``, ``broadcast_<ID>``) keeps a branch of its own: its word names a kind,
+    like any word.
+    """
+    global _drain_class
+    base = _drain3().Drain  # imported each time: it says which extra is missing
+    if _drain_class is None or _drain_class.__base__ is not base:
+
+        class MaskedDrain(base):  # type: ignore[misc, valid-type]
+            @staticmethod
+            def has_numbers(s: str) -> bool:
+                if any(c.isdigit() for c in s):
+                    return True
+                rest = _MASKED_TOKEN.sub("", s)
+                return rest != s and not any(c.isalnum() for c in rest)
+
+        _drain_class = MaskedDrain
+    return _drain_class
+
+
 def _new_drain(s: MinerSettings) -> Drain:
-    drain: Drain = _drain3().Drain(
+    drain: Drain = _masked_drain()(
         depth=s.depth,
         sim_th=s.sim_th,
         max_children=s.max_children,
