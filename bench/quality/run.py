@@ -105,7 +105,7 @@ def row(name: str, args: argparse.Namespace, fleet: ModuleType) -> str:
         totals = fleet.run_fleet(detector={"type": name, "params": {}})
         found = 100.0 * totals["found"] / totals["incidents"] if totals["incidents"] else math.nan
         sim = [
-            f"{_f(found, 0)}% ({totals['found']}/{totals['incidents']})",
+            f"{_f(found, 1)}% ({totals['found']}/{totals['incidents']})",
             _f(fleet.false_per_100_series_day(totals), 2),
         ]
         print(
