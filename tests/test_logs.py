@@ -3,9 +3,13 @@
 import dataclasses
 import json
 import os
+import re
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from aiops.alerting.notify import Alert
 from aiops.alerting.routing import Dispatcher, RouteNode, Router
@@ -835,6 +839,74 @@ def test_the_miners_caches_group_lines_as_drain_does_on_the_masked_lines():
     assert got == expected
     assert miner._uniques  # both caches were used
     assert miner._shapes
+
+
+def test_a_hex_id_in_place_of_a_uuid_is_not_taken_for_it():
+    """Blanked ids keep their kind: a line with a hex id is not the UUID line's template."""
+    miner = LogMiner()
+    miner.add("job 01234567-89ab-cdef-0123-456789abcdef ok")
+    miner.add("job 11234567-89ab-cdef-0123-456789abcdef ok")  # from the blanked-id cache
+    cid = miner.add("job 0a0b0c0d ok").cluster_id
+    assert miner.template(cid) == "job <HEX> ok"
+    nul = miner.add("job \x00 ok").cluster_id  # a NUL of its own is no blanked id
+    assert miner.template(nul) == "job \x00 ok"
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.lists(
+            st.sampled_from(
+                [
+                    "0a0b0c",  # an id: hex digits, a digit and a letter
+                    "ab00cd00ef",
+                    "000000",  # all digits: a number, not an id
+                    "facade",  # all letters: a word
+                    "0a0b",  # too short
+                    "00000000-0a00-0000-b000-000000000000",  # a UUID
+                    "0" * 36,  # 36 hex digits, no UUID, no id
+                    "a0" * 18,  # 36 hex digits, an id
+                    "x0a0b0c",
+                    "0a0b0c,",
+                    "é0a0b0c",
+                    "state=ok",
+                ]
+            ),
+            min_size=1,
+            max_size=4,
+        ),
+        min_size=1,
+        max_size=30,
+    ),
+    st.sampled_from([" ", "  ", "\t", "\x1c", " \x1f "]),
+)
+def test_blanked_shapes_are_what_the_id_regex_makes(rows, sep):
+    """LogMiner._blank's cache of places gives the regex's blanks on any sequence of shapes."""
+    ids = re.compile(
+        rb"(?<![^ \t\n\r\x0b\x0c\x1c-\x1f])(?:(?P<hex>(?=[0a-fA-F]*0)(?=[0a-fA-F]*[a-fA-F])"
+        rb"[0a-fA-F]{6,})|[0a-fA-F]{8}-[0a-fA-F]{4}-[0a-fA-F]{4}-[0a-fA-F]{4}-[0a-fA-F]{12})"
+        rb"(?![^ \t\n\r\x0b\x0c\x1c-\x1f])"
+    )
+
+    def blank(shape):
+        if not shape.isascii() or b"\x00" in shape or b"\x01" in shape:
+            return None
+        out, n = ids.subn(lambda m: b"\x00" if m["hex"] else b"\x01", shape)
+        return out if n else None
+
+    miner = LogMiner()
+    for row in rows:
+        shape = sep.join(["user", *row, "done"]).encode()
+        assert miner._blank(shape) == blank(shape), shape
+    # The masks agree: a hex id is <HEX> and a UUID <UUID>, whatever their digits.
+    masker = Masker()
+    for row in rows:
+        text = " ".join(row)
+        for tok, masked in zip(text.split(), masker.mask(text).split(), strict=True):
+            if blank(tok.encode()) == b"\x00":
+                assert masked == "<HEX>"
+            elif blank(tok.encode()) == b"\x01":
+                assert masked == "<UUID>"
 
 
 def test_a_rule_whose_miners_changed_settings_learns_again_after_a_restart():

@@ -465,6 +465,8 @@ class LogMiner:
         self._masked: dict[str, LogCluster] = {}
         self._shapes: dict[bytes, LogCluster] = {}
         self._uniques: dict[bytes, LogCluster] = {}
+        #: A shape's _HEX_CLASS translation -> where its tokens may be ids (see _blank).
+        self._spans: dict[bytes, tuple[tuple[int, int, bool], ...]] = {}
         self._clusters = self.drain.id_to_cluster
         self._full = False
 
@@ -485,7 +487,7 @@ class LogMiner:
             return _NOT_NEW[cid] if cid < len(_NOT_NEW) else MineResult(cid, False)
         # A shape with hex ids or UUIDs (each a whole token, always masked alike) is
         # looked up with them blanked out: most such lines are old messages, new ids.
-        blank = _blank_ids(shape) if self._uniques else None
+        blank = self._blank(shape) if self._uniques else None
         if blank is not None:
             cluster = self._uniques.get(blank)
             if cluster is not None and (not self._full or cluster.cluster_id in self._clusters):
@@ -510,12 +512,51 @@ class LogMiner:
             self._shapes[shape] = cluster
         else:
             if blank is None:
-                blank = _blank_ids(shape)
+                blank = self._blank(shape)
             if blank is not None:
                 if len(self._uniques) >= _MINER_CACHE_MAX:
                     self._uniques.clear()
                 self._uniques[blank] = cluster
         return MineResult(cluster.cluster_id, created)
+
+    def _blank(self, shape: bytes) -> bytes | None:
+        """The shape with its hex id tokens as NUL and its UUIDs as SOH; None without any.
+
+        Also None for a shape that is not ASCII (``str.split``, which masking tokenizes
+        by, splits it elsewhere) or that holds a NUL or SOH byte itself. A hex id is a
+        whole token of six or more hex digits, a digit (``0``) and a letter among them,
+        as :meth:`Masker._token` masks it ``<HEX>`` without looking further.
+
+        The places of the tokens that may be ids (hex digits only, six or more, or a
+        UUID's form) are remembered by the shape's :data:`_HEX_CLASS` translation:
+        shapes of one message with other ids share it (and a shape that shares it has
+        its possible ids in those places, and only there), so the regex pass runs once
+        for such a form, not once a line.
+        """
+        if not shape.isascii() or b"\x00" in shape or b"\x01" in shape:
+            return None
+        key = shape.translate(_HEX_CLASS)
+        spans = self._spans.get(key)
+        if spans is None:
+            spans = tuple((m.start(), m.end(), b"-" in m[0]) for m in _MAYBE_ID.finditer(shape))
+            if len(self._spans) >= _MINER_CACHE_MAX:
+                self._spans.clear()
+            self._spans[key] = spans
+        parts: list[bytes] = []
+        prev = 0
+        for a, b, uuid in spans:
+            if uuid:
+                parts += (shape[prev:a], b"\x01")
+            else:
+                tok = shape[a:b]  # hex digits: an id unless all 0s or all letters
+                if tok.isdigit() or tok.isalpha():
+                    continue
+                parts += (shape[prev:a], b"\x00")
+            prev = b
+        if not parts:
+            return None
+        parts.append(shape[prev:])
+        return b"".join(parts)
 
     def add_batch(self, messages: Sequence[str]) -> tuple[list[int], list[bool]]:
         """Mine messages in order: their template ids and which created a template.
@@ -608,22 +649,18 @@ class LogMiner:
 
 _NOT_NEW = [MineResult(i, False) for i in range(4096)]
 
-# A whole token (between what ``str.split`` splits on, in ASCII) that Masker._token
-# masks as <HEX> or <UUID> without looking further, in a shape (digits are 0s).
+# A whole token (between what ``str.split`` splits on, in ASCII) of a shape (digits are
+# 0s) that Masker._token may mask as <HEX> (if it has a 0 and a letter) or <UUID>
+# without looking further.
 _SPACE = rb" \t\n\r\x0b\x0c\x1c-\x1f"
-_ID_TOKEN = re.compile(
-    rb"(?<![^" + _SPACE + rb"])(?:(?=[0a-fA-F]*0)(?=[0a-fA-F]*[a-fA-F])[0a-fA-F]{6,}"
+_MAYBE_ID = re.compile(
+    rb"(?<![^" + _SPACE + rb"])(?:[0a-fA-F]{6,}"
     rb"|[0a-fA-F]{8}-[0a-fA-F]{4}-[0a-fA-F]{4}-[0a-fA-F]{4}-[0a-fA-F]{12})"
     rb"(?![^" + _SPACE + rb"])"
 )
-
-
-def _blank_ids(shape: bytes) -> bytes | None:
-    """The shape with its hex id and UUID tokens blanked; None without any (or if not ASCII)."""
-    if not shape.isascii():
-        return None
-    blank, n = _ID_TOKEN.subn(b"\x00", shape)
-    return blank if n else None
+#: Every hex digit of a shape (its other digits are 0s already) as ``0``: shapes of one
+#: translation have hex digits in the same places and every other byte equal.
+_HEX_CLASS = bytes.maketrans(b"abcdefABCDEF", b"0" * 12)
 
 
 def _drain3() -> Any:
