@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import click
 
@@ -70,7 +71,27 @@ def _detector_and_params(detector: str | None, params: str | None) -> tuple[str,
     return name, detector_params
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _LazyGroup(click.Group):
+    """A command group whose listed subgroups are imported only when one is used or listed.
+
+    ``aiops score`` of a long series should not pay for ``aiops models``' HTTP client.
+    """
+
+    lazy: ClassVar[dict[str, tuple[str, str]]] = {
+        "models": ("aiops.models.commands", "models_group")
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy and cmd_name not in self.commands:
+            module, attr = self.lazy[cmd_name]
+            self.add_command(getattr(importlib.import_module(module), attr), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(aiops.__version__, prog_name="aiops")
 @click.option(
     "--log-level",
@@ -718,15 +739,6 @@ def alerts_retry(
     if missing:
         click.echo(f"aiops alerts retry: {missing} IDs are not dead letters", err=True)
         sys.exit(1)
-
-
-def _add_models() -> None:
-    from aiops.models.commands import models_group
-
-    cli.add_command(models_group)
-
-
-_add_models()
 
 
 def main() -> None:
