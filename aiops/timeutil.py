@@ -10,7 +10,21 @@ import numpy as np
 
 from aiops.types import BoolArray, FloatArray, IntArray
 
-__all__ = ["format_duration", "parse_duration", "parse_timestamp", "parse_timestamps", "to_rfc3339"]
+__all__ = [
+    "MAX_TIMESTAMP",
+    "MIN_TIMESTAMP",
+    "format_duration",
+    "parse_duration",
+    "parse_timestamp",
+    "parse_timestamps",
+    "times_ok",
+    "to_rfc3339",
+]
+
+#: 0001-01-01T00:00:00Z in unix seconds: the first time an alert can carry.
+MIN_TIMESTAMP = -62_135_596_800.0
+#: 10000-01-01T00:00:00Z in unix seconds: every time an alert carries is before it.
+MAX_TIMESTAMP = 253_402_300_800.0
 
 _UNITS = {
     "ms": 0.001,
@@ -109,6 +123,16 @@ def parse_timestamp(text: str | float | int) -> float:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
+
+
+def times_ok(timestamps: FloatArray) -> BoolArray:
+    """True where a unix time is within years 1-9999 (False for inf and NaN).
+
+    >>> times_ok(np.array([0.0, -7e10, 2.6e11, np.inf, np.nan])).tolist()
+    [True, False, False, False, False]
+    """
+    ts = np.asarray(timestamps, dtype=np.float64)
+    return (ts >= MIN_TIMESTAMP) & (ts < MAX_TIMESTAMP)
 
 
 def parse_timestamps(texts: Sequence[str]) -> tuple[FloatArray, BoolArray]:

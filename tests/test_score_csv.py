@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aiops.pipeline.decoder import MAX_TIMESTAMP, MIN_TIMESTAMP
-from aiops.pipeline.scoring import ScoredSeries, read_series_csv, write_scored_csv
+from aiops.pipeline.scoring import CsvRows, ScoredSeries, read_series_csv, write_scored_csv
 from aiops.timeutil import parse_timestamp, parse_timestamps
 
 
@@ -206,3 +206,96 @@ def test_aiops_score_keeps_one_row_per_input_row_and_says_how_many_were_unusable
     assert result.exit_code == 0, result.output
     assert "1 row without a usable value" in result.output
     assert len(out.read_text(encoding="utf-8").splitlines()) == 1 + 31
+
+
+# The plain path (aiops.pipeline.csvscan): files without quotes, NULs, lone carriage
+# returns or non-ASCII bytes are read and written by compiled loops; they must give what
+# the row-by-row code gives, number by number and byte by byte.
+plain_numbers = st.one_of(
+    st.floats(width=64).map(repr),
+    st.floats(width=64, allow_nan=False, allow_infinity=False).map(lambda x: f"{x:.4f}"),
+    st.floats(width=64, allow_nan=False, allow_infinity=False).map(lambda x: f"{x:e}"),
+    st.floats(width=32).map(lambda x: f"{x:.9g}"),
+    st.integers(-(10**25), 10**25).map(str),
+    st.builds(
+        lambda sign, whole, frac, e: f"{sign}{whole}{frac}{e}",
+        st.sampled_from(["", "+", "-"]),
+        st.sampled_from(["", "0", "00012", "9007199254740993", "123456789012345678901"]),
+        st.sampled_from(["", ".", ".5", ".000001", ".12345678901234567890"]),
+        st.sampled_from(["", "e0", "E+22", "e-22", "e23", "e-23", "e308", "e-330", "e", "e+"]),
+    ),
+    st.sampled_from(["", " ", "x", "nan", "inf", "-inf", "1e9", " 12 ", "1_000", "-0", "-0.0"]),
+)
+plain_times = st.one_of(
+    iso,
+    unix,
+    plain_numbers,
+    mangled.filter(lambda s: s.isascii() and "," not in s and "\x00" not in s),
+)
+plain_rows = st.lists(
+    st.one_of(
+        st.tuples(plain_times, plain_numbers).map(list),
+        st.tuples(plain_times).map(list),
+        st.tuples(plain_times, plain_numbers, st.sampled_from(["extra", ""])).map(list),
+        st.just([]),
+    ),
+    max_size=30,
+)
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.sampled_from(HEADERS), plain_rows, st.sampled_from(["\n", "\r\n"]), st.data())
+def test_plain_files_read_and_write_as_the_row_by_row_code(tmp_path, header, body, newline, data):
+    lines = [",".join(row) for row in ([header] if header else []) + body]
+    text = newline.join(lines) + data.draw(st.sampled_from(["", newline]))
+    src = tmp_path / "in.csv"
+    src.write_bytes(text.encode("ascii"))
+
+    got_rows, got_t, got_v = read_series_csv(src)
+    want_rows, want_t, want_v = row_by_row_read(src)
+    assert isinstance(got_rows, CsvRows)  # the plain path, not the csv module's
+    assert got_rows == want_rows
+    assert np.array_equal(got_t, want_t, equal_nan=True)
+    assert np.array_equal(got_v, want_v, equal_nan=True)
+
+    n = len(got_rows)
+    ties = [k / 1e6 + 5e-7 for k in range(0, 1_000_000, 37_111)] + [5e-7, 0.9999995, 5e-324]
+    score = st.one_of(st.floats(0, 1), st.sampled_from([*ties, 0.0, 1.0, 0.5, 1e-07]))
+    scored = ScoredSeries(
+        scores=np.array(data.draw(st.lists(score, min_size=n, max_size=n)), float),
+        alerts=np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)), bool),
+    )
+    write_scored_csv(tmp_path / "bulk.csv", got_rows, scored)
+    row_by_row_write(tmp_path / "rows.csv", want_rows, scored)
+    assert (tmp_path / "bulk.csv").read_bytes() == (tmp_path / "rows.csv").read_bytes()
+
+
+def test_plain_numbers_equal_float_one_by_one(tmp_path):
+    # Every float's shortest repr and a few other spellings, read by the compiled loop.
+    rng = np.random.default_rng(7)
+    bits = rng.integers(0, 2**63, 20_000, dtype=np.int64).view(np.float64)
+    finite = bits[np.isfinite(bits)]
+    texts = [repr(x) for x in finite.tolist()]
+    texts += [f"{x:.6f}" for x in rng.normal(0, 1e4, 5000).tolist()]
+    texts += [f"{x:.17g}" for x in rng.random(5000).tolist()]
+    texts += ["0.1", "0.3", "1e22", "1e-22", "9007199254740992", "9007199254740993", "-0"]
+    body = "".join(f"{1_700_000_000 + i},{t}\n" for i, t in enumerate(texts))
+    path = tmp_path / "in.csv"
+    path.write_text(body, encoding="ascii")
+    rows, _, vs = read_series_csv(path)
+    assert isinstance(rows, CsvRows)
+    want = np.array([float(t) for t in texts])
+    want[~np.isfinite(want)] = np.nan
+    assert np.array_equal(vs, want, equal_nan=True)
+    assert np.array_equal(np.signbit(vs), np.signbit(want))  # "-0" stays -0.0
+
+
+def test_quoted_or_non_ascii_files_go_through_the_csv_module(tmp_path):
+    for body in ['"1700000000",1\n', "1700000000,\u00e9\n", "1700000000,1\r2,3\n"]:
+        path = tmp_path / "in.csv"
+        path.write_bytes(body.encode("utf-8"))
+        rows, _, _ = read_series_csv(path)
+        assert not isinstance(rows, CsvRows)
+        assert rows == row_by_row_read(path)[0]

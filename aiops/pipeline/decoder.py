@@ -41,7 +41,8 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from aiops.types import Batch, BoolArray, FloatArray, LogRecord, Reject, SeriesKey
+from aiops.timeutil import MAX_TIMESTAMP, MIN_TIMESTAMP, times_ok
+from aiops.types import Batch, LogRecord, Reject, SeriesKey
 
 __all__ = [
     "MAX_TIMESTAMP",
@@ -53,11 +54,6 @@ __all__ = [
     "drop_bad_times",
     "times_ok",
 ]
-
-#: 0001-01-01T00:00:00Z in unix seconds: the first time an alert can carry.
-MIN_TIMESTAMP = -62_135_596_800.0
-#: 10000-01-01T00:00:00Z in unix seconds: every time an alert carries is before it.
-MAX_TIMESTAMP = 253_402_300_800.0
 
 #: The reasons a decoder may give, each a metric-label-safe word.
 REJECT_REASONS: frozenset[str] = frozenset(
@@ -160,16 +156,6 @@ class Decoded:
             rejects=list(self.rejects),
         )
         return drop_bad_times(batch, self.origin)
-
-
-def times_ok(timestamps: FloatArray) -> BoolArray:
-    """True where a unix time is within years 1-9999 (False for inf and NaN).
-
-    >>> times_ok(np.array([0.0, -7e10, 2.6e11, np.inf, np.nan])).tolist()
-    [True, False, False, False, False]
-    """
-    ts = np.asarray(timestamps, dtype=np.float64)
-    return (ts >= MIN_TIMESTAMP) & (ts < MAX_TIMESTAMP)
 
 
 def drop_bad_times(batch: Batch, origin: str = "") -> Batch:

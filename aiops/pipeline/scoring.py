@@ -13,19 +13,21 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
+import numpy.typing as npt
 
-from aiops.pipeline.decoder import times_ok
+from aiops.pipeline import csvscan
 from aiops.pipeline.detector import DEFAULT_THRESHOLD
 from aiops.pipeline.engine import RuleRuntime, RuleSpec
 from aiops.registry import DEFAULT_DETECTOR
-from aiops.timeutil import parse_timestamp, parse_timestamps
-from aiops.types import Batch, BoolArray, FloatArray, SeriesKey
+from aiops.timeutil import parse_timestamp, parse_timestamps, times_ok
+from aiops.types import Batch, BoolArray, FloatArray, IntArray, SeriesKey
 
 __all__ = [
     "DEFAULT_DETECTOR",
+    "CsvRows",
     "ScoredSeries",
     "read_series_csv",
     "score_series",
@@ -36,6 +38,7 @@ _KEY = SeriesKey.of("value")
 #: Characters that make csv.writer quote a field (or fail on it); without any, joining
 #: the fields with commas writes the same bytes.
 _CSV_SPECIAL = (",", '"', "\r", "\n", "\x00")
+_HEADER = b"timestamp,value,anomaly_score,alert\n"
 
 
 @dataclass(frozen=True)
@@ -117,9 +120,54 @@ MAX_ABS_TIMESTAMP = 1e11
 _FIELD_LIMIT = 2**31 - 1
 
 
+class CsvRows(Sequence[list[str]]):
+    """The rows of a plain CSV file, kept as the file's bytes and each row's byte ranges.
+
+    What :func:`read_series_csv` returns for a file that ``csv.reader`` would split on
+    commas alone (see :mod:`aiops.pipeline.csvscan`): ``rows[i]`` is the list of strings
+    ``csv.reader`` gives for the row, made when asked for; :func:`write_scored_csv`
+    echoes the fields' bytes without making any.
+    """
+
+    def __init__(self, buf: npt.NDArray[np.uint8], spans: tuple[IntArray, ...]) -> None:
+        self.buf = buf
+        self.s0, self.e0, self.s1, self.e1, self.end = spans
+
+    def __len__(self) -> int:
+        return len(self.s0)
+
+    @overload
+    def __getitem__(self, i: int) -> list[str]: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[list[str]]: ...
+
+    def __getitem__(self, i: int | slice) -> list[str] | list[list[str]]:
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        line = self.buf[self.s0[i] : self.end[i]].tobytes()
+        return line.decode("ascii").split(",")
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, CsvRows | list | tuple):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def field(self, row: int, col: int) -> str:
+        """Field ``col`` (0 or 1) of row ``row``; ``""`` where the row has no such field."""
+        s, e = (self.s0[row], self.e0[row]) if col == 0 else (self.s1[row], self.e1[row])
+        return self.buf[s:e].tobytes().decode("ascii") if s >= 0 else ""
+
+    def drop_first(self) -> CsvRows:
+        """The rows after the first (a header)."""
+        return CsvRows(self.buf, (self.s0[1:], self.e0[1:], self.s1[1:], self.e1[1:], self.end[1:]))
+
+
 def read_series_csv(
     path: Path, *, counts: dict[str, int] | None = None
-) -> tuple[list[list[str]], FloatArray, FloatArray]:
+) -> tuple[Sequence[Sequence[str]], FloatArray, FloatArray]:
     """Read a ``timestamp,value`` CSV leniently: one output row per input row.
 
     Returns the raw rows (for echoing) and the parsed timestamps and values. An empty
@@ -133,7 +181,36 @@ def read_series_csv(
     optional. Columns after the second are kept in the rows and otherwise ignored.
     Bytes that are not UTF-8 become U+FFFD (the row stays, its field unparseable), and a
     field of any length is read (the csv module's 128 KiB limit would fail the file).
+
+    A file that ``csv.reader`` would split on commas alone (no quote, NUL, lone carriage
+    return or non-ASCII byte: nearly all) is read by compiled loops over its bytes
+    (:mod:`aiops.pipeline.csvscan`) and its rows are a :class:`CsvRows`; the others go
+    through ``csv.reader``. Both give the same rows, times and values.
     """
+    buf = np.frombuffer(path.read_bytes(), dtype=np.uint8)
+    *spans, plain = csvscan.scan(buf)
+    if not plain:
+        return _read_with_csv_module(path, counts)
+    rows = CsvRows(buf, tuple(spans))
+    if len(rows) and not _is_number(rows.field(0, 1)) and not _is_time(rows.field(0, 0)):
+        rows = rows.drop_first()
+    ts, t_status, vs, v_status = csvscan.parse(buf, rows.s0, rows.e0, rows.s1, rows.e1)
+    parsed = t_status == csvscan.READ
+    for k in np.flatnonzero(t_status == csvscan.PYTHON).tolist():
+        try:
+            ts[k] = parse_timestamp(rows.field(k, 0))
+        except ValueError:
+            continue
+        parsed[k] = True
+    for k in np.flatnonzero(v_status == csvscan.PYTHON).tolist():
+        vs[k] = _float_or_nan(rows.field(k, 1))
+    return rows, *_finish(ts, parsed, vs, counts)
+
+
+def _read_with_csv_module(
+    path: Path, counts: dict[str, int] | None
+) -> tuple[list[list[str]], FloatArray, FloatArray]:
+    """:func:`read_series_csv` of any file, through ``csv.reader``."""
     limit = csv.field_size_limit()
     csv.field_size_limit(_FIELD_LIMIT)
     try:
@@ -145,6 +222,20 @@ def read_series_csv(
         rows = rows[1:]
     n = len(rows)
     ts, parsed = parse_timestamps([r[0] for r in rows])
+    # "" is the usual unparseable value; as "nan" it keeps the whole column on the fast path.
+    texts = [(r[1] or "nan") if len(r) > 1 else "nan" for r in rows]
+    try:
+        vs = np.fromiter(map(float, texts), np.float64, n)
+    except ValueError:
+        vs = np.fromiter(map(_float_or_nan, texts), np.float64, n)
+    return rows, *_finish(ts, parsed, vs, counts)
+
+
+def _finish(
+    ts: FloatArray, parsed: BoolArray, vs: FloatArray, counts: dict[str, int] | None
+) -> tuple[FloatArray, FloatArray]:
+    """Unusable times dropped and forward filled, and their values and unusable ones NaN."""
+    n = len(ts)
     # inf, NaN and times past year ~5000 (a wrong unit) are as unparseable as "x".
     parsed &= times_ok(ts) & (np.abs(ts) < MAX_ABS_TIMESTAMP)
     if counts is not None:
@@ -152,14 +243,8 @@ def read_series_csv(
     # Forward fill: each unparseable timestamp takes the last parsed one before it.
     last = np.maximum.accumulate(np.where(parsed, np.arange(n), -1))
     ts = np.where(last >= 0, ts[np.maximum(last, 0)], 0.0)
-    # "" is the usual unparseable value; as "nan" it keeps the whole column on the fast path.
-    texts = [(r[1] or "nan") if len(r) > 1 else "nan" for r in rows]
-    try:
-        vs = np.fromiter(map(float, texts), np.float64, n)
-    except ValueError:
-        vs = np.fromiter(map(_float_or_nan, texts), np.float64, n)
     vs[~np.isfinite(vs) | ~parsed] = np.nan
-    return rows, ts, vs
+    return ts, vs
 
 
 def write_scored_csv(path: Path, rows: Sequence[Sequence[str]], scored: ScoredSeries) -> None:
@@ -173,18 +258,43 @@ def write_scored_csv(path: Path, rows: Sequence[Sequence[str]], scored: ScoredSe
             f"rows, scores and alerts differ in length: "
             f"{len(rows)}, {len(scored.scores)}, {len(scored.alerts)}"
         )
+    scores = scored.scores
+    # -0.0 is written "-0.000000": not SCORE_WIDTH characters.
+    in_range = bool(((scores >= 0) & (scores <= 1) & ~np.signbit(scores)).all())
+    if isinstance(rows, CsvRows) and in_range:
+        _write_plain(path, rows, scored)
+        return
     times = [r[0] if r else "" for r in rows]
     values = [r[1] if len(r) > 1 else "" for r in rows]
-    scores = [f"{s:.6f}" for s in scored.scores.tolist()]
+    texts = [f"{s:.6f}" for s in scores.tolist()]
     alerts = np.where(scored.alerts, "1", "0").tolist()
-    lines = zip(times, values, scores, alerts, strict=True)
+    lines = zip(times, values, texts, alerts, strict=True)
     with path.open("w", newline="", encoding="utf-8") as f:
-        f.write("timestamp,value,anomaly_score,alert\n")
+        f.write(_HEADER.decode("ascii"))
         echoed = "".join(times) + "".join(values)
         if any(c in echoed for c in _CSV_SPECIAL):
             csv.writer(f, lineterminator="\n").writerows(lines)
         else:  # nothing to quote: the bytes csv.writer would write, several times faster
             f.writelines(f"{line}\n" for line in map(",".join, lines))
+
+
+def _write_plain(path: Path, rows: CsvRows, scored: ScoredSeries) -> None:
+    """:func:`write_scored_csv` of a plain file's rows: their bytes echoed, in one loop."""
+    out, todo_rows, todo_at = csvscan.render(
+        rows.buf,
+        rows.s0,
+        rows.e0,
+        rows.s1,
+        rows.e1,
+        np.ascontiguousarray(scored.scores, dtype=np.float64),
+        np.ascontiguousarray(scored.alerts, dtype=np.bool_),
+        np.frombuffer(_HEADER, dtype=np.uint8),
+    )
+    for r, at in zip(todo_rows.tolist(), todo_at.tolist(), strict=True):  # near ties
+        out[at : at + csvscan.SCORE_WIDTH] = np.frombuffer(
+            f"{scored.scores[r]:.6f}".encode("ascii"), dtype=np.uint8
+        )
+    path.write_bytes(out.tobytes())
 
 
 def _float_or_nan(text: str) -> float:
