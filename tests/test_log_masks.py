@@ -72,3 +72,27 @@ def test_a_restored_miner_routes_masked_tokens_as_it_did():
     m2 = LogMiner.from_state(m.state_dict())
     r = m2.add("cdn.example.net:443 open through proxy gw.example.com:5070 HTTPS")
     assert (r.cluster_id, r.created) == (a, False)
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("cpus 0 1 2 3 online", "cpus <NUM> online"),
+        ("cpus 7 online", "cpus <NUM> online"),
+        ("peers 10.0.0.1 10.0.0.2 up", "peers <IP> up"),
+        # Only whole tokens of one mask: a word or another mask between ends the run.
+        ("fans ( 3552 3534 **** 3515 )", "fans ( <NUM> **** <NUM> )"),
+        ("moved 3 KB 4 files", "moved <SIZE> <NUM> files"),
+        ("from 10.0.0.1 12 times", "from <IP> <NUM> times"),
+    ],
+)
+def test_a_run_of_one_mask_is_one_list(text, masked):
+    assert LogMiner().mask(text) == masked
+
+
+def test_lists_of_any_length_share_a_template_and_a_marked_value_keeps_its_own():
+    m = LogMiner()
+    plain = {m.add(f"Fan speeds ( {' '.join(['3552'] * k)} )").cluster_id for k in (3, 5, 6)}
+    marked = m.add("Fan speeds ( 3552 3534 **** 3515 3479 )").cluster_id
+    assert len(plain) == 1
+    assert marked not in plain

@@ -901,8 +901,9 @@ def test_blanked_shapes_are_what_the_id_regex_makes(rows, sep):
     # The masks agree: a hex id is <HEX> and a UUID <UUID>, whatever their digits.
     masker = Masker()
     for row in rows:
-        text = " ".join(row)
-        for tok, masked in zip(text.split(), masker.mask(text).split(), strict=True):
+        # Token by token: a run of one mask in a message is one token (<HEX> <HEX> is <HEX>).
+        for tok in " ".join(row).split():
+            masked = masker.mask(tok)
             if blank(tok.encode()) == b"\x00":
                 assert masked == "<HEX>"
             elif blank(tok.encode()) == b"\x01":

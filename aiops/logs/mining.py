@@ -187,7 +187,9 @@ DEFAULT_MASKS: tuple[Mask, ...] = (
 #: Masks over the whole message, after the token masks: variables of several tokens.
 #: A quantity with its unit (``5.2 KB``, ``160 ms``, ``<1 sec``) is one ``<SIZE>`` or
 #: ``<DURATION>``, a size restated in parentheses (``18846 bytes (18.4 KB)``) is one
-#: ``<SIZE>``, and a comma-joined list of one mask (``<IP>,<IP>``) is one.
+#: ``<SIZE>``, a comma-joined list of one mask (``<IP>,<IP>``) is one, and so is a run
+#: of one mask as whole tokens (``cpus 0 1 2 3 online`` is ``cpus <NUM> online``): a list
+#: of numbers or addresses of any length is one variable.
 PHRASE_MASKS: tuple[Mask, ...] = (
     Mask(r"(?<![\w<>])(?:<NUM>|<\*>) ?(?:[KMGTP]i?B|B|bytes?)(?![\w])", "<SIZE>"),
     Mask(
@@ -198,6 +200,7 @@ PHRASE_MASKS: tuple[Mask, ...] = (
 )
 _RESTATED = re.compile(r"(<(?:SIZE|DURATION)>) \(<(?:SIZE|DURATION)>\)")
 _LISTED = re.compile(r"<(\w+|\*)>(?:,<\1>)+")
+_RUN = re.compile(r"(?<!\S)(<[A-Z]+>)(?: \1)+(?!\S)")
 #: A quoted value of a key=value pair, spaces and all (tag="View Lock"), before tokens.
 _QUOTED_VALUE = re.compile(r"(?<=\w=)" + _NOT_A_LEVEL + r"(?:\"[^\"]*\"|'[^']*')")
 
@@ -212,7 +215,8 @@ class Masker:
     of tokens: words repeat, so the regex runs only on tokens never seen before, and only
     on those with a digit, ``/``, ``\``, ``@``, ``:``, ``=`` or ``.`` (no token mask
     matches a token without one). Last, :data:`PHRASE_MASKS` join the masked tokens of
-    one quantity (``5.2 KB``, ``<1 sec``, ``<IP>,<IP>``). The result is the tokens joined
+    one quantity (``5.2 KB``, ``<1 sec``, ``<IP>,<IP>``) and a run of one mask's tokens
+    (``<NUM> <NUM> <NUM>``) becomes one. The result is the tokens joined
     by single spaces, which is what Drain splits anyway. Each regex is compiled alone
     first, so a bad one is reported by its index.
 
@@ -300,6 +304,8 @@ class Masker:
         joined = " ".join([get(tok) or token(tok, builtin) for tok in tokens])
         if not self._units.isdisjoint(tokens):  # a phrase mask needs a unit word
             joined = self._phrase(joined)
+        if "> <" in joined:  # a run of one mask, space-separated, is one list
+            joined = _RUN.sub(r"\1", joined)
         return joined
 
     def _phrase(self, text: str) -> str:
