@@ -190,9 +190,15 @@ def score(
     Writes timestamp,value,anomaly_score,alert: one row per input row, in input order.
     Timestamps may be ISO 8601 or unix seconds; empty values score 0.
     """
-    from aiops.pipeline.scoring import read_series_csv, score_series, write_scored_csv
+    from aiops.pipeline.scoring import (
+        read_series_csv,
+        score_series,
+        skip_numba_blas_probe,
+        write_scored_csv,
+    )
     from aiops.types import collector_paused
 
+    skip_numba_blas_probe()  # a fifth of the command's CPU on a long series
     name, detector_params = _detector_and_params(detector, params)
     counts: dict[str, int] = {}
     # Reading a long CSV builds hundreds of thousands of small lists, and numba's first

@@ -10,6 +10,8 @@ import contextlib
 import csv
 import io
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -299,3 +301,26 @@ def test_quoted_or_non_ascii_files_go_through_the_csv_module(tmp_path):
         rows, _, _ = read_series_csv(path)
         assert not isinstance(rows, CsvRows)
         assert rows == row_by_row_read(path)[0]
+
+
+def test_numba_without_the_blas_probe_still_compiles_linear_algebra():
+    # In a fresh interpreter, as `aiops score` starts: numba's NumPy support loads without
+    # importing scipy.linalg; afterwards scipy.linalg imports and numba's linear algebra
+    # (which imports it itself) compiles and agrees with NumPy.
+    code = """
+import sys
+import numba, numpy as np
+from aiops.pipeline.scoring import skip_numba_blas_probe
+skip_numba_blas_probe()
+f = numba.njit(lambda x: x.sum())
+assert f(np.arange(4.0)) == 6.0
+assert "scipy.linalg" not in sys.modules, "numba imported scipy.linalg"
+import scipy.linalg
+a = np.array([[2.0, 1.0], [1.0, 3.0]])
+assert np.allclose(numba.njit(lambda m: np.linalg.inv(m))(a), np.linalg.inv(a))
+assert numba.njit(lambda x, y: np.dot(x, y))(a[0], a[1]) == 5.0
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import math
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ __all__ = [
     "ScoredSeries",
     "read_series_csv",
     "score_series",
+    "skip_numba_blas_probe",
     "write_scored_csv",
 ]
 
@@ -295,6 +297,29 @@ def _write_plain(path: Path, rows: CsvRows, scored: ScoredSeries) -> None:
             f"{scored.scores[r]:.6f}".encode("ascii"), dtype=np.uint8
         )
     path.write_bytes(out.tobytes())
+
+
+def skip_numba_blas_probe() -> None:
+    """Load numba's NumPy support without the SciPy import it makes only to probe for BLAS.
+
+    numba's first compiled call imports ``numba.np.arraymath``, which imports
+    ``scipy.linalg`` (where SciPy is installed) only to learn whether ``np.correlate`` and
+    ``np.convolve`` in compiled code may call BLAS; with SciPy 1.17 that import takes
+    about 0.27 s of CPU, a fifth of ``aiops score`` of a long series. Here that module is
+    loaded while ``scipy.linalg`` is hidden, so compiled correlations use numba's own
+    loop (no compiled code of this project makes one); ``scipy.linalg`` imports as usual
+    afterwards, and numba's linear algebra imports it when it is first compiled. For
+    single-threaded command starts (``aiops score``): another thread importing
+    ``scipy.linalg`` meanwhile would fail. Nothing is done once numba's NumPy support or
+    ``scipy.linalg`` is loaded.
+    """
+    if "numba.np.arraymath" in sys.modules or "scipy.linalg" in sys.modules:
+        return
+    sys.modules["scipy.linalg"] = None  # type: ignore[assignment]  # import fails: no BLAS
+    try:
+        import numba.np.arraymath  # noqa: F401
+    finally:
+        del sys.modules["scipy.linalg"]
 
 
 def _float_or_nan(text: str) -> float:
