@@ -96,3 +96,10 @@ def test_lists_of_any_length_share_a_template_and_a_marked_value_keeps_its_own()
     marked = m.add("Fan speeds ( 3552 3534 **** 3515 3479 )").cluster_id
     assert len(plain) == 1
     assert marked not in plain
+
+
+def test_a_run_of_a_rule_files_mask_is_one_too():
+    from aiops.logs.mining import Mask, Masker
+
+    masker = Masker([Mask(r"req-\d+", "<REQ_ID>")])
+    assert masker.mask("batch req-1 req-2 req-3 done") == "batch <REQ_ID> done"

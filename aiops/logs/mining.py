@@ -200,7 +200,7 @@ PHRASE_MASKS: tuple[Mask, ...] = (
 )
 _RESTATED = re.compile(r"(<(?:SIZE|DURATION)>) \(<(?:SIZE|DURATION)>\)")
 _LISTED = re.compile(r"<(\w+|\*)>(?:,<\1>)+")
-_RUN = re.compile(r"(?<!\S)(<[A-Z]+>)(?: \1)+(?!\S)")
+_RUN = re.compile(r"(?<!\S)(<[A-Z][A-Z0-9_]*>)(?: \1)+(?!\S)")
 #: A quoted value of a key=value pair, spaces and all (tag="View Lock"), before tokens.
 _QUOTED_VALUE = re.compile(r"(?<=\w=)" + _NOT_A_LEVEL + r"(?:\"[^\"]*\"|'[^']*')")
 
