@@ -470,7 +470,7 @@ class LogMiner:
         self.drain = _new_drain(s)
         self._masked: dict[str, LogCluster] = {}
         self._shapes: dict[bytes, LogCluster] = {}
-        self._uniques: dict[bytes, LogCluster] = {}
+        self._uniques: dict[_Blank, LogCluster] = {}
         #: A shape's _HEX_CLASS translation -> where its tokens may be ids (see _blank).
         self._spans: dict[bytes, tuple[tuple[int, int, bool], ...]] = {}
         self._clusters = self.drain.id_to_cluster
@@ -525,21 +525,23 @@ class LogMiner:
                 self._uniques[blank] = cluster
         return MineResult(cluster.cluster_id, created)
 
-    def _blank(self, shape: bytes) -> bytes | None:
-        """The shape with its hex id tokens as NUL and its UUIDs as SOH; None without any.
+    def _blank(self, shape: bytes) -> _Blank | None:
+        """The shape with its hex id and UUID tokens blanked; None without any.
 
-        Also None for a shape that is not ASCII (``str.split``, which masking tokenizes
-        by, splits it elsewhere) or that holds a NUL or SOH byte itself. A hex id is a
-        whole token of six or more hex digits, a digit (``0``) and a letter among them,
-        as :meth:`Masker._token` masks it ``<HEX>`` without looking further.
+        The blanked shape is a tuple: the bytes between the ids, each id in between as
+        its kind (0 a hex id, 1 a UUID): ``(b"job ", 1, b" of ", 0, b"")``. Also None
+        for a shape that is not ASCII (``str.split``, which masking tokenizes by, splits
+        it elsewhere). A hex id is a whole token of six or more hex digits, a digit
+        (``0``) and a letter among them, as :meth:`Masker._token` masks it ``<HEX>``
+        without looking further; a UUID one of its form, as it masks it ``<UUID>``.
 
-        The places of the tokens that may be ids (hex digits only, six or more, or a
+        The places of the tokens that may be ids (six or more hex digits only, or a
         UUID's form) are remembered by the shape's :data:`_HEX_CLASS` translation:
         shapes of one message with other ids share it (and a shape that shares it has
         its possible ids in those places, and only there), so the regex pass runs once
         for such a form, not once a line.
         """
-        if not shape.isascii() or b"\x00" in shape or b"\x01" in shape:
+        if not shape.isascii():
             return None
         key = shape.translate(_HEX_CLASS)
         spans = self._spans.get(key)
@@ -548,21 +550,27 @@ class LogMiner:
             if len(self._spans) >= _MINER_CACHE_MAX:
                 self._spans.clear()
             self._spans[key] = spans
-        parts: list[bytes] = []
+        if len(spans) == 1:  # the usual case, without a loop
+            a, b, uuid = spans[0]
+            if uuid:
+                return (shape[:a], 1, shape[b:])
+            if 0 < shape.count(48, a, b) < b - a:  # hex digits: 0s and letters both
+                return (shape[:a], 0, shape[b:])
+            return None
+        parts: list[bytes | int] = []
         prev = 0
         for a, b, uuid in spans:
             if uuid:
-                parts += (shape[prev:a], b"\x01")
+                parts += (shape[prev:a], 1)
+            elif 0 < shape.count(48, a, b) < b - a:
+                parts += (shape[prev:a], 0)
             else:
-                tok = shape[a:b]  # hex digits: an id unless all 0s or all letters
-                if tok.isdigit() or tok.isalpha():
-                    continue
-                parts += (shape[prev:a], b"\x00")
+                continue
             prev = b
         if not parts:
             return None
         parts.append(shape[prev:])
-        return b"".join(parts)
+        return tuple(parts)
 
     def add_batch(self, messages: Sequence[str]) -> tuple[list[int], list[bool]]:
         """Mine messages in order: their template ids and which created a template.
@@ -585,11 +593,23 @@ class LogMiner:
         created = [False] * len(found)
         if None in found:
             i = -1
-            add = self._add
+            add, get, uniques, blank = self._add, self._shapes.get, self._uniques, self._blank
+            clusters = self._clusters
             with contextlib.suppress(ValueError):  # index() raises after the last miss
                 while True:
                     i = found.index(None, i + 1)
-                    cids[i], created[i] = add(shapes[i])
+                    shape = shapes[i]
+                    # What _add does first, here: most misses are old messages, new ids.
+                    cluster = get(shape)
+                    if cluster is None and uniques:
+                        key = blank(shape)
+                        if key is not None:
+                            cluster = uniques.get(key)
+                    if cluster is not None and (not self._full or cluster.cluster_id in clusters):
+                        cluster.size += 1
+                        cids[i] = cluster.cluster_id
+                        continue
+                    cids[i], created[i] = add(shape)
         return cids, created
 
     def add_many(self, messages: Iterable[str]) -> list[int]:
@@ -664,6 +684,8 @@ _MAYBE_ID = re.compile(
     rb"|[0a-fA-F]{8}-[0a-fA-F]{4}-[0a-fA-F]{4}-[0a-fA-F]{4}-[0a-fA-F]{12})"
     rb"(?![^" + _SPACE + rb"])"
 )
+#: A shape with its ids blanked (:meth:`LogMiner._blank`).
+_Blank = tuple[bytes | int, ...]
 #: Every hex digit of a shape (its other digits are 0s already) as ``0``: shapes of one
 #: translation have hex digits in the same places and every other byte equal.
 _HEX_CLASS = bytes.maketrans(b"abcdefABCDEF", b"0" * 12)
