@@ -16,7 +16,7 @@ from aiops.alerting.routing import Dispatcher, RouteNode, Router
 from aiops.config.models import RuleFile
 from aiops.connectors.formats import create_decoder
 from aiops.connectors.sources.logfile import LogFileSource
-from aiops.logs.mining import LogMiner, Mask, Masker, MinerSettings
+from aiops.logs.mining import STATE_VERSION, LogMiner, Mask, Masker, MinerSettings
 from aiops.logs.rules import LogEngine, log_rule_specs
 from aiops.pipeline.engine import Engine, RuleSpec
 from aiops.service.daemon import Daemon
@@ -84,7 +84,7 @@ def test_miner_state_is_json_and_resumes_exactly():
 
 def test_miner_refuses_unknown_state():
     state = LogMiner().state_dict()
-    with pytest.raises(ValueError, match="version 99 is not 1"):
+    with pytest.raises(ValueError, match="version 99 is not 2"):
         LogMiner.from_state({**state, "version": 99})
     with pytest.raises(ValueError, match="invalid miner state"):
         LogMiner.from_state({**state, "clusters": [["x"]]})
@@ -557,12 +557,16 @@ def test_slack_messages_show_the_template_examples_and_log_context():
         '[{"message": "x"}, {"message": "y"}]',  # an array of events: kept, line by line
         '{"message": "x"}],[{"message": "y"}',
         "not json",
+        "{",  # an object over two lines
+        '{"message": "z"}  ',
+        '{"message": "z"} {',
     ],
 )
-def test_log_json_lines_decoded_in_one_parse_give_what_line_by_line_gives(tmp_path, line):
+@pytest.mark.parametrize("blank", [True, False])  # without blank lines: no split of the block
+def test_log_json_lines_decoded_in_one_parse_give_what_line_by_line_gives(tmp_path, line, blank):
     path = tmp_path / "app.jsonl"
     good = [json.dumps({"message": f"m{i}", "timestamp": i}) for i in range(3)]
-    path.write_text("\n".join([good[0], line, good[1], "", good[2]]) + "\n")
+    path.write_text("\n".join([good[0], line, good[1], *[""] * blank, good[2]]) + "\n")
     decoder = create_decoder("log_json")
     expected = []
     reasons = []
@@ -938,6 +942,26 @@ def test_a_rule_whose_miners_changed_settings_learns_again_after_a_restart():
     assert not changed.logs.miners
     assert not changed.logs.rules["logs/NewLogTemplate"].started  # learns again
     later = [a for recs in minutes[90:110] for a in changed.process("logs", Batch(logs=recs))]
+    assert not [a for a in later if a.alertname == "NewLogTemplate"]
+
+
+def test_miners_of_an_earlier_release_are_refused_and_their_rules_learn_again():
+    """A miner state of version 1 routes lines as today's miner no longer does: not kept."""
+    rules = json.loads(json.dumps(RULES))
+    before = Engine([], logs=LogEngine(log_rule_specs(RuleFile.model_validate(rules).groups)))
+    minutes = stream()
+    for recs in minutes[:90]:
+        before.process("logs", Batch(logs=recs))
+    state = before.logs.state_dict()
+    assert state["miners"]
+    assert all(m[3]["version"] == STATE_VERSION for m in state["miners"])
+    for m in state["miners"]:
+        m[3]["version"] = 1
+    after = Engine([], logs=LogEngine(log_rule_specs(RuleFile.model_validate(rules).groups)))
+    after.logs.load_state_dict(state)
+    assert not after.logs.miners
+    assert not after.logs.rules["logs/NewLogTemplate"].started  # learns again
+    later = [a for recs in minutes[90:110] for a in after.process("logs", Batch(logs=recs))]
     assert not [a for a in later if a.alertname == "NewLogTemplate"]
 
 
