@@ -124,20 +124,26 @@ def test_fallback_fields_and_presets():
     assert [(r.message, r.timestamp) for r in logs] == [("a", 1.5), ("b", 2.0), ("c", 3.0)]
 
 
-def test_many_streams_and_a_full_stream_cache(monkeypatch):
+@pytest.mark.parametrize("fields", [["service", "host"], ["service"]])
+def test_many_streams_and_a_full_stream_cache(monkeypatch, fields):
     monkeypatch.setattr("aiops.connectors.formats.log_json._STREAM_CACHE_MAX", 3)
-    d = LogJsonDecoder(label_fields={"service": "service", "host": "host"})
+    d = LogJsonDecoder(label_fields={f: f for f in fields})  # one field: cached by value
     events = [
         json.dumps({"message": f"m{i}", "timestamp": i, "service": f"s{i % 5}", "host": "h"})
         for i in range(50)
     ]
+    events.insert(7, json.dumps({"message": "no service", "timestamp": 1}))
     for _ in range(2):  # a second time through the cache it left
         logs, _ = _both(d, _array(*events))
+        host = [("host", "h")] if "host" in fields else []
         assert [r.labels for r in logs[:2]] == [
-            (("host", "h"), ("service", "s0")),
-            (("host", "h"), ("service", "s1")),
+            (*host, ("service", "s0")),
+            (*host, ("service", "s1")),
         ]
+        assert logs[7].labels == ()
     assert len(d._stream_cache) <= 3
+    assert len(d._one_label_cache) <= 3
+    assert d._one_label_cache if len(fields) == 1 else d._stream_cache  # the column path
 
 
 def test_float_times_parse_as_the_standard_library_parses_them():

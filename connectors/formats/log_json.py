@@ -146,6 +146,8 @@ class LogJsonDecoder(JsonRecordDecoder):
         paths += [segs for _, segs in self.label_paths]
         self._flat = all(len(segs) == 1 for segs in paths)
         self._stream_cache: dict[tuple[Any, ...], tuple[tuple[str, str], ...]] = {}
+        #: The same by the one label field's value (:meth:`_columns`, one label field).
+        self._one_label_cache: dict[Any, tuple[tuple[str, str], ...]] = {}
         #: Arrays of events go through :meth:`_columns` first.
         self._fast = self._flat and c.timestamp_format == "auto"
         self._mkeys = [segs[0] for _, segs in self.message_paths]
@@ -208,17 +210,22 @@ class LogJsonDecoder(JsonRecordDecoder):
                 stamps = [default_ts if t is None else t for t in stamps]
         else:
             stamps = [default_ts] * n
-        if not set(map(type, stamps)) <= {float, int}:  # not bool, not a string
+        kinds = set(map(type, stamps))
+        if not kinds <= {float, int}:  # not bool, not a string
             return False
         if not (min(stamps) >= 0 and max(stamps) < _SECONDS_BELOW):
             return False
         lkeys = self._lkeys
-        if lkeys:
-            cols = [list(map(get, items, itertools.repeat(k))) for k in lkeys]
-            values = list(zip(*cols, strict=True))
+        if len(lkeys) == 1:  # the values themselves, not 1-tuples, are the cache's keys
+            values: list[Any] = list(map(get, items, itertools.repeat(lkeys[0])))
+            cache = self._one_label_cache
         else:
-            values = [()] * n
-        cache = self._stream_cache
+            if lkeys:
+                cols = [list(map(get, items, itertools.repeat(k))) for k in lkeys]
+                values = list(zip(*cols, strict=True))
+            else:
+                values = [()] * n
+            cache = self._stream_cache
         try:
             found = list(map(cache.get, values))
         except TypeError:  # an object or array value: not a label, _item says so
@@ -229,17 +236,20 @@ class LogJsonDecoder(JsonRecordDecoder):
             names = [label for label, _ in self.label_paths]
             missing = (v for v, f in zip(values, found, strict=True) if f is None)
             for v in dict.fromkeys(missing):
-                if not _plain_values(v):
+                vs = (v,) if cache is self._one_label_cache else v
+                if not _plain_values(vs):
                     return False
                 labels = dict(const)
-                labels.update((k, x) for k, x in zip(names, v, strict=True) if x is not None)
+                labels.update((k, x) for k, x in zip(names, vs, strict=True) if x is not None)
                 new[v] = tuple(sorted(labels.items()))
             for v, made in new.items():  # as _decode_items adds them, in order
                 if len(cache) >= _STREAM_CACHE_MAX:
                     cache.clear()
                 cache[v] = made
             found = [new[v] if f is None else f for f, v in zip(found, values, strict=True)]
-        out.logs.extend(LogRecord.columns(list(map(float, stamps)), messages, found))
+        if kinds != {float}:
+            stamps = list(map(float, stamps))
+        out.logs.extend(LogRecord.columns(stamps, messages, found))
         return True
 
     def _decode_items(self, items: list[Any], out: Decoded, raw: bytes, default_ts: float) -> None:

@@ -340,15 +340,22 @@ class LogFileSource(Source):
         again, so each reject names its own line and keeps only that line.
         """
         assert self._decoder is not None
-        kept = [x for x in (lines or body.split(b"\n")) if x.strip()]
-        if not kept:
-            return []
+        json_lines = self.config.format == "log_json"
+        newlines = body.count(b"\n")
+        if json_lines and body[:1] == b"{" and body.count(b"\n{") == newlines:
+            # Every line starts an object, so none is blank: the array without a split.
+            count = newlines + 1
+            payload = b"".join((b"[", body.replace(b"\n", b","), b"]"))
+        else:
+            kept = [x for x in (lines or body.split(b"\n")) if x.strip()]
+            if not kept:
+                return []
+            count = len(kept)
+            payload = b"[" + b",".join(kept) + b"]" if json_lines else body
         # One event a line, or the line by line path says what is wrong: a line that is
         # not one JSON value (two objects, an array of events) changes the count.
-        json_lines = self.config.format == "log_json"
-        payload = b"[" + b",".join(kept) + b"]" if json_lines else body
         out = self._decoder.decode(payload, origin=self.config.path, timestamp=now)
-        return None if out.rejects or len(out.logs) != len(kept) else out.logs
+        return None if out.rejects or len(out.logs) != count else out.logs
 
     def _decode_lines(
         self, lines: list[bytes], start_line: int, rejects: list[Reject], now: float
