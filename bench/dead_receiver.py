@@ -59,7 +59,9 @@ this is the closest to the code's own cost); within each run, without the noise
 between runs, the time the loop was blocked, its CPU in the hand-over (timed around
 each call; with no receiver, the timing itself), the times it gave up its CPU to wait
 (voluntary context switches: for the interpreter lock, each a few microseconds of its
-CPU in the kernel and colder caches after) and the CPU of the outbox's threads
+CPU in the kernel and colder caches after), the cyclic garbage collector's passes on
+its thread and their CPU time (a notification handed over stays alive until the
+appender has encoded it, so the young generation fills sooner) and the CPU of the outbox's threads
 (appender: keys, encoding, SQLite; worker; sender: the HTTP attempts). The shutdown
 does not wait for the workers (no drain).
 ``--switch-interval`` sets ``sys.setswitchinterval`` (ms; Python's default 5) to see
@@ -204,6 +206,25 @@ def _switches() -> int:
     return 0
 
 
+class _LoopCollections:
+    """The cyclic garbage collector's passes run on one thread, and their CPU seconds."""
+
+    def __init__(self) -> None:
+        self.thread = threading.get_ident()
+        self.count = 0
+        self.seconds = 0.0
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if threading.get_ident() != self.thread:
+            return
+        if phase == "start":
+            self._started = time.thread_time()
+        else:
+            self.count += 1
+            self.seconds += time.thread_time() - self._started
+
+
 def _group(name: str) -> str | None:
     for group, prefix in THREADS.items():
         if name.startswith(prefix):
@@ -228,6 +249,8 @@ def run_once(config: Path, state: Path) -> tuple[dict[str, float], list[float], 
 
     daemon.dispatcher.submit = timed  # type: ignore[method-assign]
     steps: list[float] = []
+    collections = _LoopCollections()
+    gc.callbacks.append(collections)
     threads0 = _threads_cpu()
     wall0, cpu0 = time.perf_counter(), time.thread_time()
     queued0, switches0 = _run_queue_wait(), _switches()
@@ -237,6 +260,7 @@ def run_once(config: Path, state: Path) -> tuple[dict[str, float], list[float], 
         steps.append(time.thread_time() - t)
     wall, cpu = time.perf_counter() - wall0, time.thread_time() - cpu0
     queued, switches = _run_queue_wait() - queued0, _switches() - switches0
+    gc.callbacks.remove(collections)
     threads1 = _threads_cpu()
     points = sum(h.points for h in daemon.health.values())
     if hasattr(daemon.dispatcher, "drain_timeout"):
@@ -249,6 +273,8 @@ def run_once(config: Path, state: Path) -> tuple[dict[str, float], list[float], 
         "blocked": max(0.0, wall - queued - cpu),
         "hand-over": handover[0],
         "switches": float(switches),
+        "collections": float(collections.count),
+        "collecting": collections.seconds,
     }
     seconds.update({g: 0.0 for g in THREADS})
     for tid, (name, run) in threads1.items():
@@ -276,10 +302,13 @@ def _median_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, flo
     """A distribution-free confidence interval of the median: two order statistics.
 
     The ``k``-th smallest and largest of ``n`` values, ``k`` the largest such that
-    ``P(Binomial(n, 1/2) < k) <= (1 - level) / 2``; the widest (the extremes) below 6.
+    ``P(Binomial(n, 1/2) < k) <= (1 - level) / 2``; NaN for fewer than 6 values (even
+    the extremes would not reach 95%).
 
     >>> _median_ci([float(i) for i in range(1, 21)])
     (6.0, 15.0)
+    >>> _median_ci([1.0, 2.0, 3.0])
+    (nan, nan)
     """
     ordered = sorted(values)
     n = len(ordered)
@@ -289,7 +318,8 @@ def _median_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, flo
         if nxt > (1.0 - level) / 2.0:
             break
         tail, k = nxt, k + 1
-    k = max(k, 1)
+    if k == 0:
+        return math.nan, math.nan
     return ordered[k - 1], ordered[n - k]
 
 
@@ -456,7 +486,7 @@ def main() -> int:
         live_url = f"http://127.0.0.1:{int(server.stdout.readline())}/hook"
 
     measures = ("loop CPU", "wall - run queue", "wall")
-    within = ("blocked", "hand-over", "switches", *THREADS)
+    within = ("blocked", "hand-over", "switches", "collections", "collecting", *THREADS)
     seconds: dict[str, list[dict[str, float]]] = {k: [] for k in ways}
     steps: dict[str, list[list[float]]] = {k: [] for k in ways}
     points_run = 0
@@ -550,12 +580,14 @@ def main() -> int:
         "blocked": "ms the loop was blocked (wall - run queue - CPU: the interpreter lock)",
         "hand-over": "ms of the loop's CPU in the hand-over (submit; none: the timing alone)",
         "switches": "times the loop gave up its CPU to wait (voluntary context switches)",
+        "collections": "passes of the cyclic garbage collector on the loop's thread",
+        "collecting": "ms of the loop's CPU in them",
         "appender": "ms of CPU of the outbox's appender thread (keys, encoding, SQLite)",
         "worker": "ms of CPU of its worker thread",
         "sender": "ms of CPU of its sender thread (the HTTP attempts)",
     }
     for w in within:
-        scale = 1.0 if w == "switches" else 1000.0
+        scale = 1.0 if w in ("switches", "collections") else 1000.0
         print(
             f"  {labels[w]}: "
             + ", ".join(f"{k} {_iqr([scale * s[w] for s in seconds[k]], '.1f')}" for k in ways)
