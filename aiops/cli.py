@@ -570,6 +570,9 @@ def backtest(
     day per rule and per receiver (after silences, inhibitions, time intervals), and the
     notifications the aggregation groups would have sent per day per receiver.
     """
+    from aiops.pipeline.scoring import skip_numba_blas_probe
+
+    skip_numba_blas_probe()  # before anything starts a thread
     from aiops.config import ConfigErrors, load_config
     from aiops.evaluation.backtest import (
         BacktestError,

@@ -4,6 +4,7 @@ Usage (from the repository root)::
 
     .venv/bin/python bench/score_long.py [--points 240000] [--detector NAME]
         [--baseline robust_ewma] [--time-format iso|unix] [--threshold T] [--repeat 3]
+        [--code-before DIR]
 
 Writes a seeded ``timestamp,value`` CSV (1-minute steps, a daily cycle, Gaussian noise,
 a spike every few days, one empty value in a thousand) to a temporary folder, then:
@@ -12,7 +13,14 @@ a spike every few days, one empty value in a thousand) to a temporary folder, th
   included): ``aiops score CSV --out OUT`` for ``--detector`` (default: the project's
   default detector) and for the baseline (``robust_ewma``); ``aiops backtest`` of a
   config whose file source replays the same CSV into one rule on ``--detector``; and
-  the bare start-up (``python -c "import aiops.cli, aiops.pipeline.scoring"``) for reference;
+  for reference, the interpreter's own start (``python -c pass``), ``import numpy``,
+  ``import numba``, numba's first compiled call (loading a cached kernel readies numba's
+  compiler: the floor of any command that runs one) and the bare start-up
+  (``python -c "import aiops.cli, aiops.pipeline.scoring"``); with ``--code-before DIR``
+  (a checkout of an earlier commit, e.g. ``git worktree add /tmp/before <commit>``) the
+  same ``aiops score`` of that code (run in DIR with ``PYTHONPATH=DIR``; the detectors
+  still come from this checkout's editable install), each run alternating with this
+  code's, so that both see the same load;
 - in process: reading the CSV (``read_series_csv``), scoring (``score_series``) and
   writing the output (``write_scored_csv``), each timed on its own. Scoring is timed for
   the detector, the baseline and ``Trivial``, a detector defined only here whose score is
@@ -25,15 +33,18 @@ Every run uses one threshold (``--threshold``, default: the project's default), 
 subprocesses too.
 
 Every stage is run ``--repeat`` times and the best time is printed, in seconds; for the
-subprocesses also their best CPU time (user + system), which moves less than the wall
-time when other work shares the cores.
+subprocesses also their CPU time (user + system), which moves less than the wall time
+when other work shares the cores: the best and the median wall and CPU time, and each
+run's ``wall/CPU``. The load average is printed before and after.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -140,26 +151,47 @@ def detector_alone(name: str, ts: FloatArray, vs: FloatArray, threshold: float) 
         det.score(idx[: hi - lo], ts[lo:hi], vs[lo:hi])
 
 
-def run_child(cmd: list[str], repeat: int) -> tuple[float, float]:
-    """Best wall time and best CPU time (user + system) of ``cmd`` run ``repeat`` times.
+Runs = list[tuple[float, float]]  # (wall, CPU) seconds of each run of a child
 
+
+def run_once(cmd: list[str], tree: Path | None = None) -> tuple[float, float]:
+    """Wall time and CPU time (user + system) of one run of ``cmd``.
+
+    With ``tree``, in that folder and with it first on ``PYTHONPATH``, so that ``python -m
+    aiops.cli`` runs that checkout's ``aiops`` (``-m`` puts the working folder first).
     CPU time counts only the child's own work, so it moves less than the wall time when
     other jobs share the machine's cores.
     """
-    walls, cpus = [], []
-    for _ in range(repeat):
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        started = time.perf_counter()
-        subprocess.run(cmd, check=True, capture_output=True)
-        walls.append(time.perf_counter() - started)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
-    return min(walls), min(cpus)
+    env = None
+    if tree is not None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tree), env.get("PYTHONPATH")]))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True, env=env, cwd=tree)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
 
 
-def subprocess_time(args: list[str], repeat: int) -> tuple[float, float]:
-    """Best wall and CPU times of ``aiops ARGS`` in a subprocess."""
-    return run_child([sys.executable, "-m", "aiops.cli", *args], repeat)
+def run_child(cmd: list[str], repeat: int) -> Runs:
+    """``(wall, CPU)`` of each of ``repeat`` runs of ``cmd``."""
+    return [run_once(cmd) for _ in range(repeat)]
+
+
+def aiops_cmd(args: list[str]) -> list[str]:
+    """``aiops ARGS`` as a subprocess command."""
+    return [sys.executable, "-m", "aiops.cli", *args]
+
+
+def subprocess_time(args: list[str], repeat: int) -> Runs:
+    """``(wall, CPU)`` of each run of ``aiops ARGS`` in a subprocess."""
+    return run_child(aiops_cmd(args), repeat)
+
+
+def load() -> str:
+    """The 1, 5 and 15 minute load averages."""
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def backtest_config(folder: Path, csv_path: Path, detector: str, threshold: float) -> Path:
@@ -187,16 +219,23 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--code-before",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="a checkout of earlier code: its aiops score is run beside this code's",
+    )
     args = ap.parse_args()
     names = list(dict.fromkeys([args.detector, args.baseline]))
 
-    rows: list[tuple[Any, ...]] = []  # label, wall seconds and, for a child, CPU seconds
+    rows: list[tuple[Any, ...]] = []  # label, wall seconds and, for a child, its runs
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "series.csv", Path(tmp) / "scored.csv"
         write_csv(src, args.points, seed=args.seed, time_format=args.time_format)
         size = src.stat().st_size / 1e6
         print(f"{args.points:,} points, {args.time_format} timestamps, {size:.1f} MB")
-        print(f"threshold {args.threshold}, best of {args.repeat}, seconds")
+        print(f"threshold {args.threshold}, {args.repeat} runs each, seconds; load {load()}")
 
         def score_args(name: str) -> list[str]:
             out = ["--out", str(dst), "--threshold", str(args.threshold)]
@@ -208,15 +247,41 @@ def main() -> None:
         for name in names:
             subprocess_time(score_args(name), 1)
         subprocess_time(backtest, 1)
+        before = args.code_before.resolve() if args.code_before else None
+        if before is not None:
+            run_once(aiops_cmd(score_args(args.detector)), before)
 
-        startup = [sys.executable, "-c", "import aiops.cli, aiops.pipeline.scoring"]
-        t, cpu = run_child(startup, args.repeat)
-        rows.append(("startup: python -c 'import aiops.cli, aiops.pipeline.scoring'", t, cpu))
+        py = sys.executable
+        first_call = (
+            "import numpy as np; from aiops.pipeline import csvscan; "
+            "csvscan.scan(np.zeros(1, np.uint8))"
+        )
+        references = [
+            ("start: python -c pass", [py, "-c", "pass"]),
+            ("start: python -c 'import numpy'", [py, "-c", "import numpy"]),
+            ("start: python -c 'import numba'", [py, "-c", "import numba"]),
+            ("start: numba's first compiled call (a cached kernel)", [py, "-c", first_call]),
+            (
+                "start: python -c 'import aiops.cli, aiops.pipeline.scoring'",
+                [py, "-c", "import aiops.cli, aiops.pipeline.scoring"],
+            ),
+        ]
+        for label, cmd in references:
+            rows.append((label, None, run_child(cmd, args.repeat)))
         for name in names:
-            t, cpu = subprocess_time(score_args(name), args.repeat)
-            rows.append((f"end to end: aiops score --detector {name}", t, cpu))
-        t, cpu = subprocess_time(backtest, args.repeat)
-        rows.append((f"end to end: aiops backtest, one file rule on {args.detector}", t, cpu))
+            label = f"end to end: aiops score --detector {name}"
+            if before is None or name != args.detector:
+                rows.append((label, None, subprocess_time(score_args(name), args.repeat)))
+                continue
+            now: Runs = []
+            then: Runs = []
+            for _ in range(args.repeat):  # alternating: both see the same load
+                now.append(run_once(aiops_cmd(score_args(name))))
+                then.append(run_once(aiops_cmd(score_args(name)), before))
+            rows.append((label, None, now))
+            rows.append((f"{label}, code before ({args.code_before})", None, then))
+        label = f"end to end: aiops backtest, one file rule on {args.detector}"
+        rows.append((label, None, subprocess_time(backtest, args.repeat)))
 
         t, (raw, ts, vs) = best(lambda: read_series_csv(src), args.repeat)
         rows.append(("in process: read_series_csv", t))
@@ -240,9 +305,19 @@ def main() -> None:
         rows.append(("in process: write_scored_csv", t))
 
     width = max(len(row[0]) for row in rows)
-    print(f"{'':<{width}}  {'wall':>8}    {'CPU':>8}")
-    for label, seconds, *cpu in rows:
-        print(f"{label:<{width}}  {seconds:8.3f} s" + (f"  {cpu[0]:8.3f} s" if cpu else ""))
+    head = f"{'':<{width}}  {'wall':>7}  {'median':>7}  {'CPU':>7}  {'median':>7}  runs wall/CPU"
+    print(head)
+    for label, seconds, *runs in rows:
+        if not runs:
+            print(f"{label:<{width}}  {seconds:7.3f}")
+            continue
+        walls, cpus = zip(*runs[0], strict=True)
+        each = " ".join(f"{w:.2f}/{c:.2f}" for w, c in runs[0])
+        print(
+            f"{label:<{width}}  {min(walls):7.3f}  {statistics.median(walls):7.3f}"
+            f"  {min(cpus):7.3f}  {statistics.median(cpus):7.3f}  {each}"
+        )
+    print(f"load {load()}")
 
 
 if __name__ == "__main__":
