@@ -1,7 +1,9 @@
 """Log template mining, log rules, the followed log file, journald, alert context."""
 
 import dataclasses
+import itertools
 import json
+import operator
 import os
 import re
 
@@ -138,6 +140,9 @@ def stream(minutes=180, seed=7, service="payments"):
             [LogRecord(float(t), r, (("service", service),)) for t, r in zip(ts, recs, strict=True)]
         )
     return per_minute
+
+
+_TS = operator.attrgetter("timestamp")
 
 
 def log_engine():
@@ -500,6 +505,68 @@ def test_interleaved_streams_alert_as_each_stream_alone():
     alone = run(a) | run(b)
     assert run(mixed) == alone
     assert {s for _, _, s, _ in alone} == {"a", "b"}
+
+
+@pytest.mark.parametrize("hosts", [False, True])  # two hosts: streams share partitions
+def test_batches_of_several_streams_count_as_record_by_partition(monkeypatch, hosts):
+    """Mining and counting stream by stream gives the alerts and states of the path keyed
+    by partition (which the batches of several streams of one partition take)."""
+    from aiops.logs import rules as rules_module
+
+    doc = json.loads(json.dumps(RULES))
+    doc["groups"][0]["rules"].append(
+        {
+            "alert": "TemplateRate",
+            "source": "logs",
+            "log": {"type": "template_rate", "interval": "1m", "examples": 3},
+            "detector": {"type": "ewma_z", "params": {"warmup": 30}},
+            "threshold": 0.99,
+        }
+    )
+    specs = log_rule_specs(RuleFile.model_validate(doc).groups)
+    minutes = zip(*(stream(service=s, seed=i) for i, s in enumerate("abc")), strict=True)
+    recs = sorted((r for minute in minutes for part in minute for r in part), key=_TS)
+    if hosts:
+        recs = [
+            LogRecord(r.timestamp, r.message, (*r.labels, ("x", str(i % 2))))
+            for i, r in enumerate(recs)
+        ]
+    rng = np.random.default_rng(3)
+    cuts = np.cumsum(rng.integers(1, 400, len(recs))).tolist()
+    batches = [recs[a:b] for a, b in itertools.pairwise([0, *cuts]) if a < len(recs)]
+
+    def run():
+        engine = LogEngine(specs)
+        alerts = [a for b in batches for a in engine.process("logs", Batch(logs=b))]
+        return alerts, engine.state_dict()
+
+    taken = []
+    streams = rules_module._streams
+    monkeypatch.setattr(rules_module, "_streams", lambda *a: taken.append(1) or streams(*a))
+    fast = run()
+    assert taken
+    assert len(taken) < len(batches)  # one-stream batches take the other path
+    monkeypatch.setattr(rules_module, "_streams", lambda *a: None)
+    slow = run()
+    assert repr(fast) == repr(slow)  # (an alert's window may hold NaN)
+    names = {a.alertname for a in fast[0] if a.status == "firing"}
+    assert {"NewLogTemplate", "ErrorBurst", "TemplateRate"} <= names
+
+
+@pytest.mark.parametrize("n", [3, 100])  # few streams or many: found two ways
+def test_streams_of_a_batch_are_numbered_by_first_record(n):
+    from aiops.logs.rules import _streams
+
+    miners = [LogMiner() for _ in range(n)]
+    hits = [([], (("p", str(i)),), miners[i], None, True) for i in range(n)]
+    order = [(7 * i) % n for i in range(5 * n)]
+    codes, streams = _streams([(("l", str(k)),) for k in order], [hits[k] for k in order])
+    firsts = list(dict.fromkeys(order))
+    assert [s[1] for s in streams] == [(("l", str(k)),) for k in firsts]
+    assert [s[2] for s in streams] == [miners[k] for k in firsts]
+    assert codes.tolist() == [firsts.index(k) for k in order]
+    shared = [hits[0], (*hits[1][:2], miners[0], None, True)]  # two streams, one miner
+    assert _streams([(("l", "0"),), (("l", "1"),)], shared) is None
 
 
 def test_a_line_over_max_line_bytes_is_cut_and_reported(tmp_path):

@@ -59,7 +59,7 @@ from aiops.logs.mining import (
 )
 from aiops.logs.mining import STATE_VERSION as MINER_STATE_VERSION
 from aiops.pipeline.engine import RuleRuntime, RuleSpec, alert_fingerprint
-from aiops.types import Batch, FloatArray, LogRecord, SeriesKey, collector_paused
+from aiops.types import Batch, FloatArray, IntArray, LogRecord, SeriesKey, collector_paused
 
 __all__ = [
     "CONTEXT_LABELS",
@@ -239,7 +239,17 @@ class _Mined:
     created: list[bool] = field(default_factory=list)
     #: Set when every record is of one stream: its partition and labels.
     stream: tuple[Partition, Labels] | None = None
+    #: Set when the records are of several streams, each its own partition's only one:
+    #: each record's stream (an index) and each stream's partition and labels.
+    streams: tuple[IntArray, list[tuple[Partition, Labels]]] | None = None
     _ts: FloatArray | None = None
+    _cids: IntArray | None = None
+
+    def cid_array(self) -> IntArray:
+        """The records' template ids as one array (computed once, shared by the rules)."""
+        if self._cids is None:
+            self._cids = np.array(self.cids, dtype=np.int64)
+        return self._cids
 
     def timestamps(self) -> FloatArray:
         """The records' times as one array (computed once, shared by the rules)."""
@@ -616,7 +626,9 @@ class _Counts(_Rule):
 
     def _count(self, seg: range | list[int], m: _Mined) -> None:
         if m.stream is not None and isinstance(seg, range):
-            self._count_stream(seg, m, m.stream)
+            self._count_stream(seg, m.cids[seg.start : seg.stop], m, m.stream)
+            return
+        if m.streams is not None and isinstance(seg, range) and self._count_streams(seg, m):
             return
         recs = m.recs
         if isinstance(seg, range):  # every record of the batch: slices, counted in C
@@ -669,10 +681,57 @@ class _Counts(_Rule):
                 if j != first[key] and len(s.fresh) < self._n_examples:
                     s.fresh.append(recs[j].message)
 
-    def _count_stream(self, seg: range, m: _Mined, stream: tuple[Partition, Labels]) -> None:
-        """:meth:`_count` for records of one stream: keyed by template id alone."""
+    def _count_streams(self, seg: range, m: _Mined) -> bool:
+        """:meth:`_count` stream by stream, when every series it counts in exists already.
+
+        Each stream is its partition's only one in the batch, so its records are what
+        :meth:`_count` keys by partition: the same counts and example lines. False (and
+        nothing done) when a series would be new: :meth:`_count` makes new series in
+        the order of their first lines.
+        """
+        assert m.streams is not None
+        codes, streams = m.streams
+        sub = codes[seg.start : seg.stop]
+        order = np.argsort(sub, kind="stable") + seg.start
+        ends = np.cumsum(np.bincount(sub, minlength=len(streams))).tolist()
+        cids = m.cid_array()
+        lookup = self._lookup
+        todo = []
+        start = 0
+        for k, end in enumerate(ends):
+            if end == start:
+                continue
+            pos = order[start:end]
+            start = end
+            part = streams[k][0]
+            tids: list[int] = cids[pos].tolist()
+            counts: Counter[int] | None = None
+            if self._errors_only:
+                if (part, -1) not in lookup:
+                    return False
+            else:
+                counts = Counter(tids)
+                if any((part, tid) not in lookup for tid in counts):
+                    return False
+            todo.append((pos.tolist(), tids, streams[k], counts))
+        for pos_k, tids, stream, counts in todo:
+            self._count_stream(pos_k, tids, m, stream, counts)
+        return True
+
+    def _count_stream(
+        self,
+        pos: Sequence[int],
+        cids: list[int],
+        m: _Mined,
+        stream: tuple[Partition, Labels],
+        counted: Counter[int] | None = None,
+    ) -> None:
+        """:meth:`_count` for records of one stream (at ``pos``, of template ``cids``).
+
+        Keyed by template id alone; ``counted``: ``Counter(cids)``, when known.
+        """
         part, labels = stream
-        recs, cids, pos = m.recs, m.cids[seg.start : seg.stop], seg
+        recs = m.recs
         if self._errors_only:
             if (part, -1) not in self._lookup:
                 self._add_series(part, -1)
@@ -696,7 +755,7 @@ class _Counts(_Rule):
             counts: Mapping[int, int] = {-1: len(kept)}
             tids: list[int] | None = None
         else:
-            counts = Counter(cids)
+            counts = Counter(cids) if counted is None else counted
             tids, kept = cids, list(pos)
         lookup, n_examples = self._lookup, self._n_examples
         backwards: list[int] | None = None
@@ -951,8 +1010,19 @@ class LogEngine:
             subsets: dict[_Rule, list[int]] | None = None
             if all(h[0] and h[4] for h in distinct):  # every rule selects every stream
                 mined = _Mined(
-                    recs=list(logs), parts=[h[1] for h in hits], miners=[h[2] for h in hits]
+                    recs=list(logs), parts=list(map(_PART, hits)), miners=list(map(_MINER, hits))
                 )
+                by_stream = _streams(labels, hits)
+                if by_stream is not None:
+                    codes, streams = by_stream
+                    mined.cids, mined.created = _mine_by_stream(logs, codes, streams)
+                    # Rules count stream by stream when each is its partition's only one.
+                    owners = [p for p, _, _ in streams]
+                    if len(set(owners)) == len(owners):
+                        mined.streams = (codes, [(p, lab) for p, lab, _ in streams])
+                    for rule in members:
+                        rule.observe_batch(mined, None, alerts)
+                    continue
             else:
                 mined = _Mined()
                 recs, parts, miners = mined.recs, mined.parts, mined.miners
@@ -1225,6 +1295,57 @@ class LogEngine:
             rule.load_state_dict(state["rules"][key])
             rule.load_model_info(state["rules"][key])
         self.notable.extend(state.get("notable", ()))
+
+
+_PART = operator.itemgetter(1)
+_MINER = operator.itemgetter(2)
+
+
+def _streams(
+    labels: list[Labels], hits: list[_Route]
+) -> tuple[IntArray, list[tuple[Partition, Labels, LogMiner]]] | None:
+    """Each record's stream (an index) and each stream's partition, labels and miner.
+
+    None if two streams share a miner (they are mined together).
+
+    A stream is a route: the routes of one batch are one object per labels (a route
+    table cleared in the middle of the batch makes two of one labels: two streams).
+    """
+    ids = list(map(id, hits))
+    index = {i: k for k, i in enumerate(dict.fromkeys(ids))}
+    if len(index) <= 32:  # one C-level scan a stream, to its first record
+        firsts = [ids.index(i) for i in index]
+    else:
+        first = dict(zip(reversed(ids), range(len(ids) - 1, -1, -1), strict=True))
+        firsts = [first[i] for i in index]
+    streams = [(hits[j][1], labels[j], hits[j][2]) for j in firsts]
+    if len({id(m) for _, _, m in streams}) != len(streams):
+        return None
+    codes = np.fromiter(map(index.__getitem__, ids), np.int64, len(ids))
+    return codes, streams
+
+
+def _mine_by_stream(
+    recs: Sequence[LogRecord], codes: IntArray, streams: list[tuple[Partition, Labels, LogMiner]]
+) -> tuple[list[int], list[bool]]:
+    """:func:`_mine_by_miner` with each record's miner given as its stream's index."""
+    order = np.argsort(codes, kind="stable")  # stable: each miner's in order
+    ends = np.cumsum(np.bincount(codes, minlength=len(streams))).tolist()
+    messages = list(map(_MESSAGE, recs))
+    ordered = list(map(messages.__getitem__, order.tolist()))
+    got_ids: list[int] = []
+    got_new: list[bool] = []
+    start = 0
+    for (_, _, miner), end in zip(streams, ends, strict=True):
+        c, n = miner.add_batch(ordered[start:end])
+        got_ids += c
+        got_new += n
+        start = end
+    cids = np.empty(len(messages), np.int64)
+    cids[order] = got_ids
+    created = np.empty(len(messages), bool)
+    created[order] = got_new
+    return cids.tolist(), created.tolist()
 
 
 def _mine_by_miner(
