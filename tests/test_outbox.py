@@ -589,6 +589,16 @@ def test_the_backlog_keeps_the_newest_rows_up_to_its_bound(monkeypatch):
     assert joined == b"[1,2,[3]]"
 
 
+def test_batches_of_no_rows_join_into_valid_json():
+    # An acknowledgement for a receiver none of whose integrations takes one encodes to no
+    # rows; the appender may then write it beside others in one statement.
+    from aiops.alerting.outbox import _join, _Rows
+
+    parts = [_Rows(b"[1]", 1, set()), _Rows(b"[]", 0, set()), _Rows(b'[2,"x"]', 2, set())]
+    assert _join(parts) == b'[1,2,"x"]'
+    assert _join([_Rows(b"[]", 0, set())]) == b"[]"
+
+
 def test_attempts_run_on_one_thread_per_integration_which_comes_back_after_a_stop(tmp_path):
     class Where(ListNotifier):
         def __init__(self):
