@@ -7,6 +7,7 @@ arrays rather than on single points.
 
 from __future__ import annotations
 
+import ast
 import collections
 import contextlib
 import gc
@@ -14,7 +15,7 @@ import hashlib
 import itertools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -24,10 +25,13 @@ __all__ = [
     "BoolArray",
     "FloatArray",
     "IntArray",
+    "KeyTexts",
     "LogRecord",
     "Reject",
     "SeriesKey",
     "collector_paused",
+    "key_fields",
+    "key_text",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -56,9 +60,48 @@ def collector_paused() -> Iterator[None]:
             gc.enable()
 
 
+#: Separator of a key's strings in its text (:attr:`SeriesKey.text`).
+KEY_SEP = "\x00"
+
+
+def key_text(name: str, labels: tuple[tuple[str, str], ...]) -> str:
+    """The text of a key: ``name``, then each label name and value, joined by NUL.
+
+    One string, compared and hashed in C, that the series registry keeps in place of the
+    key (:class:`KeyTexts`). A key that text cannot tell apart from another (a string
+    holding a NUL, a label not a pair of strings) gets ``NUL + repr((name, labels))``
+    instead: the only texts with exactly one NUL (the plain ones hold two per label),
+    so every key has a text of its own.
+    """
+    if labels.__class__ is tuple and name.__class__ is str:
+        if not labels:
+            if KEY_SEP not in name:
+                return name
+        else:
+            try:  # tuple.__len__ refuses a label that is not a tuple
+                if min(map(tuple.__len__, labels)) >= 2:
+                    text = KEY_SEP.join((name, *itertools.chain.from_iterable(labels)))
+                    # Each pair at least two strings and no string holding a NUL: every
+                    # pair exactly two, and the text splits back into them.
+                    if text.count(KEY_SEP) == 2 * len(labels):
+                        return text
+            except TypeError:  # a label not a tuple, a value not a string
+                pass
+    return KEY_SEP + repr((name, labels))
+
+
+def key_fields(text: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """The name and labels of a key's text (:func:`key_text`)."""
+    if text.count(KEY_SEP) == 1 and text.startswith(KEY_SEP):
+        name, labels = ast.literal_eval(text[1:])
+        return name, labels
+    parts = text.split(KEY_SEP)
+    return parts[0], tuple(zip(parts[1::2], parts[2::2], strict=True))
+
+
 @dataclass(frozen=True, slots=True)
 class SeriesKey:
-    """The identity of one time series: a metric name and its sorted labels.
+    r"""The identity of one time series: a metric name and its sorted labels.
 
     Two keys built from the same name and labels in any order are equal and have the
     same :attr:`series_id`, which is stable across processes and releases.
@@ -69,23 +112,42 @@ class SeriesKey:
     (True, 'cpu{dc="x",host="a"}')
     >>> a.series_id
     'a883fed11b651695'
+    >>> a.text, SeriesKey.from_text(a.text) == a
+    ('cpu\x00dc\x00x\x00host\x00a', True)
     """
 
     name: str
     labels: tuple[tuple[str, str], ...] = ()
-    # Every point of every batch looks its key up in a registry: the hash of the label
-    # tuple is computed once per key, not once per lookup.
-    _hash: int = field(default=0, init=False, repr=False, compare=False)
+    # The key's text (key_text), made once: keys compare and hash as their texts (C-level
+    # string compares; the string caches its hash), and the series registry keeps the
+    # text alone, one string a series instead of a key, its tuples and its strings.
+    _text: str = field(default="", init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_hash", hash((self.name, self.labels)))
+        _SET_TEXT(self, key_text(self.name, self.labels))
 
     def __hash__(self) -> int:
-        return self._hash
+        return hash(self._text)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is SeriesKey:
+            return self._text == other._text
+        return NotImplemented
 
     def __reduce__(self) -> tuple[type[SeriesKey], tuple[str, tuple[tuple[str, str], ...]]]:
         # Rebuilt, never copied: string hashes differ between processes.
         return (SeriesKey, (self.name, self.labels))
+
+    @property
+    def text(self) -> str:
+        """The key as one string (:func:`key_text`); :meth:`from_text` makes it a key again."""
+        return self._text
+
+    @classmethod
+    def from_text(cls, text: str) -> SeriesKey:
+        """The key whose :attr:`text` is ``text``."""
+        name, labels = key_fields(text)
+        return cls(name, labels)
 
     @classmethod
     def of(cls, name: str, labels: Mapping[str, str] | None = None) -> SeriesKey:
@@ -93,7 +155,18 @@ class SeriesKey:
         items = tuple(
             sorted((str(k), str(v)) for k, v in (labels or {}).items() if k != METRIC_NAME_LABEL)
         )
-        return cls(name, items)
+        if cls is not SeriesKey or name.__class__ is not str:
+            return cls(name, items)
+        # Pairs of strings already: the text without key_text's checks, the slots set
+        # without the dataclass __init__ (every decoder makes its keys here).
+        key = object.__new__(SeriesKey)
+        _SET_KEY_NAME(key, name)
+        _SET_KEY_LABELS(key, items)
+        text = KEY_SEP.join((name, *itertools.chain.from_iterable(items))) if items else name
+        if text.count(KEY_SEP) != 2 * len(items):
+            text = KEY_SEP + repr((name, items))
+        _SET_TEXT(key, text)
+        return key
 
     @property
     def label_dict(self) -> dict[str, str]:
@@ -108,6 +181,58 @@ class SeriesKey:
     def __str__(self) -> str:
         inner = ",".join(f'{k}="{_escape(v)}"' for k, v in self.labels)
         return f"{self.name}{{{inner}}}"
+
+
+_SET_KEY_NAME = vars(SeriesKey)["name"].__set__
+_SET_KEY_LABELS = vars(SeriesKey)["labels"].__set__
+_SET_TEXT = vars(SeriesKey)["_text"].__set__
+
+
+class KeyTexts(Sequence[SeriesKey]):
+    """A sequence of series keys held as their texts (:attr:`SeriesKey.text`).
+
+    Each key is made when it is read (``keys[i]``, iteration); :attr:`texts` is the list
+    of texts itself, not a copy. The series registry's keys, and a restore's.
+
+    >>> keys = KeyTexts([SeriesKey.of("up", {"job": "a"}).text, "mem"])
+    >>> len(keys), keys[1], keys == [SeriesKey.of("up", {"job": "a"}), SeriesKey("mem")]
+    (2, SeriesKey(name='mem', labels=()), True)
+    """
+
+    __slots__ = ("texts",)
+
+    def __init__(self, texts: list[str]) -> None:
+        self.texts = texts
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @overload
+    def __getitem__(self, i: int) -> SeriesKey: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[SeriesKey]: ...
+    def __getitem__(self, i: int | slice) -> SeriesKey | list[SeriesKey]:
+        if isinstance(i, slice):
+            return list(map(SeriesKey.from_text, self.texts[i]))
+        return SeriesKey.from_text(self.texts[i])
+
+    def __iter__(self) -> Iterator[SeriesKey]:
+        return map(SeriesKey.from_text, self.texts)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, KeyTexts):
+            return self.texts == other.texts
+        if isinstance(other, Sequence) and not isinstance(other, str | bytes):
+            return len(other) == len(self.texts) and all(
+                isinstance(k, SeriesKey) and k.text == t
+                for k, t in zip(other, self.texts, strict=True)
+            )
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"KeyTexts({len(self.texts)} keys)"
 
 
 def _escape(value: str) -> str:

@@ -710,7 +710,7 @@ class RuleRuntime:
             )
         saved = SeriesRegistry(self.spec.matches, max_series=self.spec.max_series)
         saved.load_state_dict(state["registry"])
-        mine, theirs = list(self.registry.keys), list(saved.keys)
+        mine, theirs = self.registry.keys.texts, saved.keys.texts
         reg = self.registry
         shared = min(len(mine), len(theirs))
         differ = [

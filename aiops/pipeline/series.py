@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import heapq
+import itertools
+import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from aiops.state.rulestate import KeysRef
-from aiops.types import IntArray, SeriesKey
+from aiops.types import IntArray, KeyTexts, SeriesKey, key_fields
 
 __all__ = ["DROPPED", "NOT_SELECTED", "SeriesRegistry"]
 
@@ -20,6 +22,8 @@ DROPPED = -2
 #: Keys a registry remembers as not selected (or dropped) before it forgets them all:
 #: a million keys no rule takes cost about 100 MiB per rule without a bound.
 MAX_UNMATCHED = 100_000
+
+_text = operator.attrgetter("_text")  # SeriesKey.text, without the property's frame
 
 
 class SeriesRegistry:
@@ -36,6 +40,11 @@ class SeriesRegistry:
     Verdicts for keys that hold no row (not selected, or over the cap) are remembered
     in caches of at most ``max_unmatched`` keys each, emptied whole when full (the
     verdict is then computed again): series that no rule takes cost bounded memory.
+
+    A series is held as its key's text (:attr:`SeriesKey.text`, one string), not as
+    the key: a key, its label tuples and strings were about 300 bytes a series; the
+    text is one string, and its key is made again when asked for (:meth:`key`,
+    :attr:`keys`). Lookups are by text (compared and hashed in C).
 
     >>> reg = SeriesRegistry(lambda k: k.name == "cpu", max_series=1)
     >>> cpu_a, cpu_b = SeriesKey.of("cpu", {"h": "a"}), SeriesKey.of("cpu", {"h": "b"})
@@ -71,14 +80,14 @@ class SeriesRegistry:
         #: Changes whenever a row gets another key (a detector that groups series by key
         #: is told again).
         self.generation = 0
-        # Row -> key; a freed row keeps its old key until reused (not in _index then).
-        self._keys: list[SeriesKey] = []
-        self._index: dict[SeriesKey, int] = {}
+        # Row -> key text; a freed row keeps its old text until reused (not in _index then).
+        self._keys: list[str] = []
+        self._index: dict[str, int] = {}
         self._free: list[int] = []  # a heap of freed rows
         self._retired: set[int] = set()  # freed rows never handed out again
         self._reused: list[int] = []  # freed rows handed out since take_reused()
-        self._unmatched: dict[SeriesKey, int] = {}
-        self._over_cap: dict[SeriesKey, int] = {}
+        self._unmatched: dict[str, int] = {}
+        self._over_cap: dict[str, int] = {}
 
     def __len__(self) -> int:
         """Rows (live series plus freed rows waiting for a new series)."""
@@ -95,13 +104,17 @@ class SeriesRegistry:
         return len(self._unmatched) + len(self._over_cap)
 
     def key(self, index: int) -> SeriesKey:
-        """The key registered at ``index`` (a freed row: its last key)."""
-        return self._keys[index]
+        """The key registered at ``index`` (a freed row: its last key), made anew."""
+        return SeriesKey.from_text(self._keys[index])
 
     @property
-    def keys(self) -> Sequence[SeriesKey]:
-        """The key of every row, by index (a freed row: its last key)."""
-        return self._keys
+    def keys(self) -> KeyTexts:
+        """The key of every row, by index (a freed row: its last key).
+
+        A view: each key is made when read; ``keys.texts`` is the registry's own list of
+        texts (read it, do not change it).
+        """
+        return KeyTexts(self._keys)
 
     def is_live(self, index: int) -> bool:
         """True if row ``index`` holds a series now (not freed)."""
@@ -109,55 +122,60 @@ class SeriesRegistry:
 
     def lookup(self, keys: Sequence[SeriesKey]) -> IntArray:
         """Indices of keys that hold a row, -1 for the others; registers nothing."""
-        index = self._index
-        return np.fromiter((index.get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
+        got = map(self._index.get, map(_text, keys), itertools.repeat(-1))
+        return np.fromiter(got, dtype=np.int64, count=len(keys))
 
     def resolve(self, keys: Sequence[SeriesKey]) -> IntArray:
         """Indices for a batch's keys: row index, NOT_SELECTED, or DROPPED."""
-        out = np.empty(len(keys), dtype=np.int64)
+        texts = list(map(_text, keys))
+        # Every key's row in one C-level pass; only the keys without one go on below.
+        got = list(map(self._index.get, texts))
+        if None not in got:
+            return np.array(got, dtype=np.int64)
         index = self._index
         unmatched = self._unmatched
         over_cap = self._over_cap
-        for i, key in enumerate(keys):
-            j = index.get(key)
+        for i in [i for i, j in enumerate(got) if j is None]:
+            text = texts[i]
+            j = index.get(text)  # registered by an earlier point of this batch
             if j is None:
-                j = unmatched.get(key)
+                j = unmatched.get(text)
                 if j is None:
-                    j = over_cap.get(key)
+                    j = over_cap.get(text)
                     if j is None:
-                        j = self._register(key)
+                        j = self._register(keys[i], text)
                     elif len(index) < self.max_series:  # room was made: in, not recounted
-                        del over_cap[key]
-                        j = self._register(key)
-            out[i] = j
-        return out
+                        del over_cap[text]
+                        j = self._register(keys[i], text)
+            got[i] = j
+        return np.array(got, dtype=np.int64)
 
-    def _register(self, key: SeriesKey) -> int:
+    def _register(self, key: SeriesKey, text: str) -> int:
         if not self.matches(key):
-            self._remember(self._unmatched, key, NOT_SELECTED)
+            self._remember(self._unmatched, text, NOT_SELECTED)
             return NOT_SELECTED
         if len(self._index) >= self.max_series or not self.admitting:
             self.dropped += 1
-            self._remember(self._over_cap, key, DROPPED)
+            self._remember(self._over_cap, text, DROPPED)
             return DROPPED
         if self._free:
             j = heapq.heappop(self._free)
-            self._keys[j] = key
+            self._keys[j] = text
             self._reused.append(j)
         else:
             j = len(self._keys)
-            self._keys.append(key)
-        self._index[key] = j
+            self._keys.append(text)
+        self._index[text] = j
         self.generation += 1
         return j
 
-    def _remember(self, cache: dict[SeriesKey, int], key: SeriesKey, verdict: int) -> None:
+    def _remember(self, cache: dict[str, int], text: str, verdict: int) -> None:
         if len(cache) >= self.max_unmatched:
             # Emptied whole (cheaper than an LRU per lookup): the verdicts are recomputed,
             # and a key over the cap is counted again once.
             cache.clear()
         if self.max_unmatched:
-            cache[key] = verdict
+            cache[text] = verdict
 
     def admit(self, on: bool) -> None:
         """Take new series (``True``) or drop them as over the cap; see :attr:`admitting`.
@@ -199,17 +217,19 @@ class SeriesRegistry:
 
     def state_dict(self) -> dict[str, Any]:
         """Every row's key in index order and the freed rows, as plain JSON."""
+        fields = map(key_fields, self._keys)
         return {
-            "keys": [[k.name, [list(kv) for kv in k.labels]] for k in self._keys],
+            "keys": [[name, [list(kv) for kv in labels]] for name, labels in fields],
             **self.state_dict_without_keys(),
         }
 
     def snapshot_state(self) -> dict[str, Any]:
         """:meth:`state_dict` with the keys as a :class:`~aiops.state.rulestate.KeysRef`.
 
-        A shallow copy of the key list: cheap on the data loop, encoded by the writer.
+        A shallow copy of the list of key texts: cheap on the data loop, encoded by the
+        writer.
         """
-        return {**self.state_dict_without_keys(), "keys": KeysRef(self._keys)}
+        return {**self.state_dict_without_keys(), "keys": KeysRef(KeyTexts(self._keys))}
 
     def state_dict_without_keys(self) -> dict[str, Any]:
         """The freed rows and the counts (everything but the keys)."""
@@ -223,14 +243,19 @@ class SeriesRegistry:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore the keys, their indices and the freed rows; verdicts are recomputed.
 
-        The keys are ``[name, [[label, value], ...]]`` lists, or keys already.
+        The keys are ``[name, [[label, value], ...]]`` lists, keys, or
+        :class:`~aiops.types.KeyTexts` (a state file's: its texts taken as they are).
         """
         keys = state["keys"]
-        if isinstance(keys, list) and set(map(type, keys)) <= {SeriesKey}:
-            self._keys = list(keys)  # keys already (a state file's): one C-level copy
+        if isinstance(keys, KeyTexts):
+            self._keys = list(keys.texts)  # one C-level copy
+        elif isinstance(keys, list) and set(map(type, keys)) <= {SeriesKey}:
+            self._keys = list(map(_text, keys))
         else:
             self._keys = [
-                k if isinstance(k, SeriesKey) else SeriesKey(k[0], tuple((a, b) for a, b in k[1]))
+                k.text
+                if isinstance(k, SeriesKey)
+                else SeriesKey(k[0], tuple((a, b) for a, b in k[1])).text
                 for k in keys
             ]
         n = len(self._keys)

@@ -41,9 +41,10 @@ version it does not know is refused (the checkpoint falls back to the previous o
 
 A restore of a million series is mostly two costs, both kept small: series keys are
 written as one NUL-joined UTF-8 text (:meth:`KeysRef.encode_text`; JSON if a string
-holds a NUL) and rebuilt from slices of one split, with their names and label names
-interned; and the arrays read are taken as they are by the first ``load_state_dict``
-that asks for them (:func:`adopt`) instead of being copied once more.
+holds a NUL) and read back as one string a key, cut from it (:func:`decode_keys_text`:
+the texts the series registry keeps, no key object made); and the arrays read are taken
+as they are by the first ``load_state_dict`` that asks for them (:func:`adopt`) instead
+of being copied once more.
 """
 
 from __future__ import annotations
@@ -51,9 +52,7 @@ from __future__ import annotations
 import collections
 import itertools
 import json
-import operator
 import os
-import sys
 import threading
 import weakref
 import zlib
@@ -66,7 +65,7 @@ import orjson
 import zstandard
 
 from aiops.state.envelope import SnapshotRefused
-from aiops.types import SeriesKey, collector_paused
+from aiops.types import KeyTexts, SeriesKey, collector_paused, key_fields
 
 __all__ = ["KeysRef", "Live", "StateSnapshot", "adopt", "read_state"]
 
@@ -141,39 +140,43 @@ class Live:
 
 
 class KeysRef:
-    """A list of series keys as they were (a shallow copy), encoded when written."""
+    """A list of series keys as they were (a shallow copy of their texts), encoded when written."""
 
-    __slots__ = ("keys",)
+    __slots__ = ("texts",)
 
     def __init__(self, keys: Sequence[SeriesKey]) -> None:
-        self.keys = list(keys)
+        # A registry's keys (KeyTexts): a copy of its list of texts, one C-level copy on
+        # the data loop; other keys: their texts.
+        self.texts = list(keys.texts) if isinstance(keys, KeyTexts) else [k.text for k in keys]
+
+    @property
+    def keys(self) -> KeyTexts:
+        """The keys (made when read)."""
+        return KeyTexts(self.texts)
 
     def encode_text(self) -> bytes | None:
         """The keys as one UTF-8 text, rebuilt in bulk by :func:`decode_keys_text`.
 
         ``n`` (8 bytes, little-endian), each key's label count (one byte each), then
-        every key's name, label names and values joined by NUL. None if a string holds
-        a NUL or cannot be encoded, a label is not a string, or a key has 256 labels or
-        more (:meth:`encode` then).
+        every key's name, label names and values joined by NUL: the keys' texts
+        (:attr:`SeriesKey.text`) joined by NUL. None if a string holds a NUL or cannot
+        be encoded, a label is not a pair of strings (the text of such a key holds one
+        NUL), or a key has 256 labels or more (:meth:`encode` then).
         Built in slices of :data:`KEYS_PER_SLICE` keys, as :meth:`encode` is.
         """
-        keys = self.keys
+        keys = self.texts
         counts = bytearray()
         texts: list[bytes] = []
         for i in range(0, len(keys), KEYS_PER_SLICE):
             part = keys[i : i + KEYS_PER_SLICE]
-            lens = [len(k.labels) for k in part]
-            if lens and max(lens) > 255:
+            seps = np.fromiter(map(str.count, part, itertools.repeat(_SEP)), np.int64, len(part))
+            if (seps & 1).any() or (len(seps) and int(seps.max()) > 2 * 255):
                 return None
-            strings = [s for k in part for s in (k.name, *(x for kv in k.labels for x in kv))]
             try:
-                text = _SEP.join(strings)
-                if text.count(_SEP) != len(strings) - 1:
-                    return None
-                texts.append(text.encode())
-            except (TypeError, UnicodeEncodeError):  # a label not a str, a lone surrogate
+                texts.append(_SEP.join(part).encode())
+            except UnicodeEncodeError:  # a lone surrogate
                 return None
-            counts += bytes(lens)
+            counts += (seps // 2).astype(np.uint8).tobytes()
         return len(keys).to_bytes(8, "little") + bytes(counts) + _SEP.encode().join(texts)
 
     def encode(self) -> bytes:
@@ -182,15 +185,15 @@ class KeysRef:
         In slices of :data:`KEYS_PER_SLICE`: one call of the encoder holds the GIL
         throughout, and the data loop runs between two.
         """
-        keys = self.keys
+        keys = self.texts
         parts = [
-            orjson.dumps([(k.name, k.labels) for k in keys[i : i + KEYS_PER_SLICE]])[1:-1]
+            orjson.dumps(list(map(key_fields, keys[i : i + KEYS_PER_SLICE])))[1:-1]
             for i in range(0, len(keys), KEYS_PER_SLICE)
         ]
         return b"[" + b",".join(parts) + b"]"
 
 
-def decode_keys(data: bytes) -> list[SeriesKey]:
+def decode_keys(data: bytes) -> KeyTexts:
     """What :meth:`KeysRef.encode` wrote, as keys."""
     # Millions of new objects that are not garbage: without the cyclic collector's
     # passes over the whole heap meanwhile (they made this several times slower).
@@ -198,29 +201,17 @@ def decode_keys(data: bytes) -> list[SeriesKey]:
         doc = orjson.loads(data)
         if not isinstance(doc, list):
             raise ValueError("series keys are not a list")
-        return [SeriesKey(name, tuple(map(tuple, labels))) for name, labels in doc]
+        return KeyTexts([SeriesKey(name, tuple(map(tuple, labels))).text for name, labels in doc])
 
 
-def _make_keys(names: Sequence[str], labels: Sequence[tuple[tuple[str, str], ...]]) -> list[Any]:
-    # SeriesKey(name, labels) without its dataclass __init__ and __post_init__: the keys
-    # made empty, then each slot set past the frozen __setattr__ by its descriptor, the
-    # hash as __post_init__ sets it; every step one C-level map over all keys, no Python
-    # frame per key (one was 1.8 s of a million keys' 2.4 s).
-    slots = vars(SeriesKey)  # the slots' descriptors
-    keys = list(map(object.__new__, itertools.repeat(SeriesKey, len(names))))
-    exhaust = collections.deque[Any](maxlen=0).extend
-    exhaust(map(slots["name"].__set__, keys, names))
-    exhaust(map(slots["labels"].__set__, keys, labels))
-    exhaust(map(slots["_hash"].__set__, keys, map(hash, zip(names, labels, strict=True))))
-    return keys
+def decode_keys_text(data: bytes) -> KeyTexts:
+    """What :meth:`KeysRef.encode_text` wrote, as keys held as their texts.
 
-
-def decode_keys_text(data: bytes) -> list[SeriesKey]:
-    """What :meth:`KeysRef.encode_text` wrote, as keys.
-
-    One ``split`` of the whole text; the keys of each label count are put together from
-    strided slices of it (C-level ``zip``); names and label names are interned, so a
-    million keys share a few of them.
+    Each key's text is the part of the whole text between two of its NULs (its name,
+    label names and values joined by NUL, :attr:`SeriesKey.text`): the NULs found by
+    one numpy pass, the keys' ends picked from them by the label counts, then one
+    C-level ``map`` of slices. One string a key, no key made (the series registry keeps
+    the texts).
     """
     if len(data) < 8:
         raise ValueError("series keys are cut short")
@@ -233,43 +224,20 @@ def decode_keys_text(data: bytes) -> list[SeriesKey]:
     if n == 0:
         if len(data) != 8:
             raise ValueError("series keys: bytes after the last key")
-        return []
-    with collector_paused():  # millions of objects that are not garbage (see decode_keys)
-        parts = data[8 + n :].decode().split(_SEP)
-        if len(parts) != total:
-            raise ValueError(f"series keys hold {len(parts)} strings, {total} declared")
-        intern = sys.intern
-        levels = np.unique(counts)
-        groups: list[tuple[np.ndarray[Any, Any] | None, list[Sequence[str]]]] = []
-        if len(levels) == 1:  # every key with the same number of labels: strided slices
-            width = int(fields[0])
-            groups.append((None, [parts[j::width] for j in range(width)]))
-        else:
-            starts = np.concatenate([[0], np.cumsum(fields)[:-1]])
-            for level in levels.tolist():
-                rows = np.flatnonzero(counts == level)
-                at = starts[rows]
-                columns: list[Sequence[str]] = []
-                for j in range(1 + 2 * level):
-                    pick = (at + j).tolist()
-                    got = operator.itemgetter(*pick)(parts) if len(pick) > 1 else (parts[pick[0]],)
-                    columns.append(got)
-                groups.append((rows, columns))
-        out: list[Any] = [None] * n if len(groups) > 1 else []
-        for where, columns in groups:
-            names = list(map(intern, columns[0]))
-            pairs = [
-                zip(map(intern, columns[1 + 2 * j]), columns[2 + 2 * j], strict=True)
-                for j in range((len(columns) - 1) // 2)
-            ]
-            labels = list(zip(*pairs, strict=True)) if pairs else [()] * len(names)
-            made = _make_keys(names, labels)
-            if where is None:
-                out = made
-            else:
-                for r, key in zip(where.tolist(), made, strict=True):
-                    out[r] = key
-        return out
+        return KeyTexts([])
+    body = data[8 + n :]
+    text = body.decode()
+    if len(text) == len(body):  # ASCII: a byte a character
+        chars: np.ndarray[Any, Any] = np.frombuffer(body, dtype=np.uint8)
+    else:
+        chars = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    seps = np.flatnonzero(chars == 0)
+    if len(seps) != total - 1:
+        raise ValueError(f"series keys hold {len(seps) + 1} strings, {total} declared")
+    cut = seps[np.cumsum(fields)[:-1] - 1]  # the NUL after each key but the last
+    starts = np.concatenate([[0], cut + 1]).tolist()
+    ends = [*cut.tolist(), len(text)]
+    return KeyTexts(list(map(text.__getitem__, map(slice, starts, ends))))
 
 
 def _key_blobs(doc: Any) -> list[tuple[str, int]]:
@@ -323,6 +291,8 @@ class StateSnapshot:
             self._arrays.append(a)
             self._live.append(live and a.ndim > 0)
             return {_ARRAY: len(self._arrays) - 1}
+        if isinstance(x, KeyTexts):  # keys as read_state gives them back: written as keys
+            x = KeysRef(x)
         if isinstance(x, KeysRef | bytes | bytearray):
             self._blobs.append(x if isinstance(x, KeysRef) else bytes(x))
             # Keys: text or JSON, decided when written (the slot is filled in then).
@@ -691,7 +661,7 @@ def _finish(
 
     reader = threading.Thread(target=reader_run, name="rulestate-read", daemon=True)
     reader.start()
-    keys: dict[tuple[str, int], list[SeriesKey]] = {}
+    keys: dict[tuple[str, int], KeyTexts] = {}
     bad_keys: Exception | None = None
     try:
         for kind, i in _key_blobs(doc):
