@@ -962,28 +962,48 @@ def test_blanked_shapes_are_what_the_id_regex_makes(rows, sep):
         rb"(?![^ \t\n\r\x0b\x0c\x1c-\x1f])"
     )
 
+    maybe = re.compile(  # tokens that may be ids: hex digits only, six or more, or a UUID's form
+        rb"(?<![^ \t\n\r\x0b\x0c\x1c-\x1f])(?:[0a-fA-F]{6,}|[0a-fA-F]{8}-[0a-fA-F]{4}-"
+        rb"[0a-fA-F]{4}-[0a-fA-F]{4}-[0a-fA-F]{12})(?![^ \t\n\r\x0b\x0c\x1c-\x1f])"
+    )
+
     def blank(shape):
         if not shape.isascii():
             return None
+        found = list(ids.finditer(shape))
+        if len(maybe.findall(shape)) == 1:
+            # The usual forms: one possible id, a hex id, a UUID or none; the bytes either
+            # side (and b"" between for a UUID).
+            if not found:
+                return None
+            sides = (shape[: found[0].start()], shape[found[0].end() :])
+            return sides if found[0]["hex"] else (sides[0], b"", sides[1])
         parts, prev = [], 0
-        for m in ids.finditer(shape):
+        for m in found:
             parts += (shape[prev : m.start()], 0 if m["hex"] else 1)
             prev = m.end()
         return (*parts, shape[prev:]) if parts else None
 
     miner = LogMiner()
-    for row in rows:
-        shape = sep.join(["user", *row, "done"]).encode()
+    shapes = [sep.join(["user", *row, "done"]).encode() for row in rows]
+    for shape in shapes:
         assert miner._blank(shape) == blank(shape), shape
+    # Looked up together, as add_batch does: each shape's entry of the blanked-id cache.
+    miner._uniques = {blank(x): i for i, x in enumerate(shapes[::2]) if blank(x) is not None}
+    fresh = LogMiner()
+    fresh._uniques = miner._uniques
+    for m in (miner, fresh):  # places known, and not
+        expected = [None if blank(x) is None else miner._uniques.get(blank(x)) for x in shapes]
+        assert m._find_uniques(shapes) == expected
     # The masks agree: a hex id is <HEX> and a UUID <UUID>, whatever their digits.
     masker = Masker()
     for row in rows:
         # Token by token: a run of one mask in a message is one token (<HEX> <HEX> is <HEX>).
         for tok in " ".join(row).split():
             masked = masker.mask(tok)
-            if blank(tok.encode()) == (b"", 0, b""):
+            if blank(tok.encode()) == (b"", b""):
                 assert masked == "<HEX>"
-            elif blank(tok.encode()) == (b"", 1, b""):
+            elif blank(tok.encode()) == (b"", b"", b""):
                 assert masked == "<UUID>"
 
 

@@ -34,14 +34,18 @@ False
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import functools
 import hashlib
+import itertools
 import json
+import operator
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 if TYPE_CHECKING:
     from drain3.drain import Drain, LogCluster, Node
@@ -475,7 +479,7 @@ class LogMiner:
         self._shapes: dict[bytes, LogCluster] = {}
         self._uniques: dict[_Blank, LogCluster] = {}
         #: A shape's _HEX_CLASS translation -> where its tokens may be ids (see _blank).
-        self._spans: dict[bytes, tuple[tuple[int, int, bool], ...]] = {}
+        self._spans: dict[bytes, _SpanEntry] = {}
         self._clusters = self.drain.id_to_cluster
         self._full = False
 
@@ -532,48 +536,79 @@ class LogMiner:
         """The shape with its hex id and UUID tokens blanked; None without any.
 
         The blanked shape is a tuple: the bytes between the ids, each id in between as
-        its kind (0 a hex id, 1 a UUID): ``(b"job ", 1, b" of ", 0, b"")``. Also None
-        for a shape that is not ASCII (``str.split``, which masking tokenizes by, splits
-        it elsewhere). A hex id is a whole token of six or more hex digits, a digit
-        (``0``) and a letter among them, as :meth:`Masker._token` masks it ``<HEX>``
-        without looking further; a UUID one of its form, as it masks it ``<UUID>``.
+        its kind (0 a hex id, 1 a UUID): ``(b"job ", 1, b" of ", 0, b"")``; for the
+        usual shapes, whose only token that may be an id is one, just the bytes before
+        and after it, ``(b"job ", b" done")``, with ``b""`` between for a UUID. Also
+        None for a shape that is not ASCII (``str.split``, which masking tokenizes by,
+        splits it elsewhere). A hex id is a whole token of six or more hex digits, a
+        digit (``0``) and a letter among them, as :meth:`Masker._token` masks it
+        ``<HEX>`` without looking further; a UUID one of its form, as it masks it
+        ``<UUID>``.
 
         The places of the tokens that may be ids (six or more hex digits only, or a
         UUID's form) are remembered by the shape's :data:`_HEX_CLASS` translation:
         shapes of one message with other ids share it (and a shape that shares it has
         its possible ids in those places, and only there), so the regex pass runs once
-        for such a form, not once a line.
+        for such a form, not once a line. Two shapes of one blanked shape have their
+        possible ids that are not ids in the same places: of one form of blanked shape.
         """
         if not shape.isascii():
             return None
         key = shape.translate(_HEX_CLASS)
-        spans = self._spans.get(key)
-        if spans is None:
-            spans = tuple((m.start(), m.end(), b"-" in m[0]) for m in _MAYBE_ID.finditer(shape))
-            if len(self._spans) >= _MINER_CACHE_MAX:
-                self._spans.clear()
-            self._spans[key] = spans
-        if len(spans) == 1:  # the usual case, without a loop
+        entry = self._spans.get(key)
+        if entry is None:
+            entry = self._new_spans(key, shape)
+        spans = entry[0]
+        if len(spans) == 1:  # the usual cases
             a, b, uuid = spans[0]
             if uuid:
-                return (shape[:a], 1, shape[b:])
+                return (shape[:a], b"", shape[b:])
             if 0 < shape.count(48, a, b) < b - a:  # hex digits: 0s and letters both
-                return (shape[:a], 0, shape[b:])
+                return (shape[:a], shape[b:])
             return None
-        parts: list[bytes | int] = []
-        prev = 0
-        for a, b, uuid in spans:
-            if uuid:
-                parts += (shape[prev:a], 1)
-            elif 0 < shape.count(48, a, b) < b - a:
-                parts += (shape[prev:a], 0)
+        return _blank_at(spans, shape)
+
+    def _new_spans(self, key: bytes, shape: bytes) -> _SpanEntry:
+        """Find and remember the places of a shape's possible ids (see :meth:`_blank`)."""
+        spans = tuple((m.start(), m.end(), b"-" in m[0]) for m in _MAYBE_ID.finditer(shape))
+        entry: _SpanEntry
+        if len(spans) == 1:
+            a, b, uuid = spans[0]
+            if uuid:  # always an id: no token to check
+                entry = (spans, operator.itemgetter(slice(a), _NOWHERE, slice(b, None)), _NO_TOKEN)
             else:
-                continue
-            prev = b
-        if not parts:
-            return None
-        parts.append(shape[prev:])
-        return tuple(parts)
+                entry = (spans, operator.itemgetter(slice(a), slice(b, None)), _slicer(a, b))
+        else:
+            entry = (spans, functools.partial(_blank_at, spans), _NO_TOKEN)
+        if len(self._spans) >= _MINER_CACHE_MAX:
+            self._spans.clear()
+        self._spans[key] = entry
+        return entry
+
+    def _find_uniques(self, shapes: list[bytes]) -> list[LogCluster | None]:
+        """The blanked-id cache's clusters of ``shapes`` (None where it has none).
+
+        In C-level passes: :meth:`_blank` of each, then a look-up. Each usual shape's
+        two sides come from one slicing call (``itemgetter``) and its possible id is
+        checked with the others' (all 0s or all letters is no id).
+        """
+        if not all(map(bytes.isascii, shapes)):
+            return [None if (k := self._blank(x)) is None else self._uniques.get(k) for x in shapes]
+        keys = list(map(bytes.translate, shapes, itertools.repeat(_HEX_CLASS)))
+        known: list[_SpanEntry | None] = list(map(self._spans.get, keys))
+        if None in known:
+            for j, e in enumerate(known):
+                if e is None:
+                    known[j] = self._new_spans(keys[j], shapes[j])
+        entries = cast(list[_SpanEntry], known)
+        blanks = list(map(operator.call, map(_ENTRY_BLANK, entries), shapes))
+        toks = list(map(operator.call, map(_ENTRY_TOKEN, entries), shapes))
+        bad = list(map(operator.or_, map(bytes.isdigit, toks), map(bytes.isalpha, toks)))
+        found: list[LogCluster | None] = list(map(self._uniques.get, blanks))
+        if any(bad):  # no id where the usual shape has it: no blanked shape
+            for j in itertools.compress(range(len(bad)), bad):
+                found[j] = None
+        return found
 
     def add_batch(self, messages: Sequence[str]) -> tuple[list[int], list[bool]]:
         """Mine messages in order: their template ids and which created a template.
@@ -587,12 +622,30 @@ class LogMiner:
             return [r[0] for r in results], [r[1] for r in results]
         shapes = self._m.shapes(messages)
         found: list[LogCluster | None] = list(map(self._shapes.get, shapes))
+        # Misses that the blanked-id cache knows (most: old messages, new ids), looked up
+        # together: such a shape is never in the shape cache, and the entry found for it
+        # is the one a look-up in order finds, unless Drain could forget a cluster in
+        # the meantime (only with max_clusters clusters: then it is looked up in order).
+        if (
+            None in found
+            and self._uniques
+            and len(self._clusters) + len(shapes) < self.settings.max_clusters
+        ):
+            absent = map(operator.is_, found, itertools.repeat(None))
+            miss = list(itertools.compress(range(len(found)), absent))
+            hits = self._find_uniques(list(map(shapes.__getitem__, miss)))
+            collections.deque(
+                map(found.__setitem__, itertools.compress(miss, hits), filter(None, hits)), 0
+            )
         counts = Counter(found)
         counts.pop(None, None)
         for cluster, n in counts.items():
             assert cluster is not None
             cluster.size += n
-        cids = [-1 if c is None else c.cluster_id for c in found]
+        if None in found:
+            cids = [-1 if c is None else c.cluster_id for c in found]
+        else:
+            cids = list(map(_CLUSTER_ID, found))
         created = [False] * len(found)
         if None in found:
             i = -1
@@ -689,6 +742,41 @@ _MAYBE_ID = re.compile(
 )
 #: A shape with its ids blanked (:meth:`LogMiner._blank`).
 _Blank = tuple[bytes | int, ...]
+#: Where a form of shape may have ids (start, end, whether a UUID's form), what makes
+#: its blanked shape, and what takes its possible id (the usual form) or nothing.
+_SpanEntry = tuple[
+    tuple[tuple[int, int, bool], ...], Callable[[bytes], Any], Callable[[bytes], bytes]
+]
+_ENTRY_BLANK = operator.itemgetter(1)
+_ENTRY_TOKEN = operator.itemgetter(2)
+_NOWHERE = slice(0, 0)
+_NO_TOKEN = operator.itemgetter(_NOWHERE)  # b"": neither digits nor letters
+_CLUSTER_ID = operator.attrgetter("cluster_id")
+
+
+def _slicer(a: int, b: int) -> Callable[[bytes], bytes]:
+    getter: Callable[[bytes], bytes] = operator.itemgetter(slice(a, b))
+    return getter
+
+
+def _blank_at(spans: tuple[tuple[int, int, bool], ...], shape: bytes) -> _Blank | None:
+    """The general form of :meth:`LogMiner._blank` (any other than one hex id)."""
+    parts: list[bytes | int] = []
+    prev = 0
+    for a, b, uuid in spans:
+        if uuid:
+            parts += (shape[prev:a], 1)
+        elif 0 < shape.count(48, a, b) < b - a:
+            parts += (shape[prev:a], 0)
+        else:
+            continue
+        prev = b
+    if not parts:
+        return None
+    parts.append(shape[prev:])
+    return tuple(parts)
+
+
 #: Every hex digit of a shape (its other digits are 0s already) as ``0``: shapes of one
 #: translation have hex digits in the same places and every other byte equal.
 _HEX_CLASS = bytes.maketrans(b"abcdefABCDEF", b"0" * 12)
