@@ -560,13 +560,14 @@ def test_streams_of_a_batch_are_numbered_by_first_record(n):
     miners = [LogMiner() for _ in range(n)]
     hits = [([], (("p", str(i)),), miners[i], None, True) for i in range(n)]
     order = [(7 * i) % n for i in range(5 * n)]
-    codes, streams = _streams([(("l", str(k)),) for k in order], [hits[k] for k in order])
+    routes = [hits[k] for k in order]
+    codes, streams = _streams([(("l", str(k)),) for k in order], routes, list(map(id, routes)))
     firsts = list(dict.fromkeys(order))
     assert [s[1] for s in streams] == [(("l", str(k)),) for k in firsts]
     assert [s[2] for s in streams] == [miners[k] for k in firsts]
     assert codes.tolist() == [firsts.index(k) for k in order]
     shared = [hits[0], (*hits[1][:2], miners[0], None, True)]  # two streams, one miner
-    assert _streams([(("l", "0"),), (("l", "1"),)], shared) is None
+    assert _streams([(("l", "0"),), (("l", "1"),)], shared, list(map(id, shared))) is None
 
 
 def test_a_line_over_max_line_bytes_is_cut_and_reported(tmp_path):

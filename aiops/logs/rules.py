@@ -462,8 +462,11 @@ class _NewTemplate(_Rule):
         seen, parts, created = self._seen, m.parts, m.created
         rng = range(len(m.recs)) if idx is None else idx
         # Only a new template or a partition's first record does anything.
-        if m.stream is not None and idx is None and m.stream[0] in seen:
-            todo: list[int] = list(itertools.compress(rng, created))  # one stream, seen
+        if idx is None and (
+            (m.stream is not None and m.stream[0] in seen)
+            or (m.streams is not None and all(p in seen for p, _ in m.streams[1]))
+        ):
+            todo: list[int] = list(itertools.compress(rng, created))  # streams all seen
         else:
             todo = [i for i in rng if created[i] or parts[i] not in seen]
         for i in todo:
@@ -1006,13 +1009,14 @@ class LogEngine:
                             gi, labels[i], members, part_by, source_id, digest, settings
                         )
             hits = cast(list[_Route], found)
-            distinct = dict(zip(labels, hits, strict=True)).values()  # one hit a stream
+            hit_ids = list(map(id, hits))
+            distinct = dict(zip(hit_ids, hits, strict=True)).values()  # one hit a stream
             subsets: dict[_Rule, list[int]] | None = None
             if all(h[0] and h[4] for h in distinct):  # every rule selects every stream
                 mined = _Mined(
                     recs=list(logs), parts=list(map(_PART, hits)), miners=list(map(_MINER, hits))
                 )
-                by_stream = _streams(labels, hits)
+                by_stream = _streams(labels, hits, hit_ids)
                 if by_stream is not None:
                     codes, streams = by_stream
                     mined.cids, mined.created = _mine_by_stream(logs, codes, streams)
@@ -1302,7 +1306,7 @@ _MINER = operator.itemgetter(2)
 
 
 def _streams(
-    labels: list[Labels], hits: list[_Route]
+    labels: list[Labels], hits: list[_Route], ids: list[int]
 ) -> tuple[IntArray, list[tuple[Partition, Labels, LogMiner]]] | None:
     """Each record's stream (an index) and each stream's partition, labels and miner.
 
@@ -1310,8 +1314,8 @@ def _streams(
 
     A stream is a route: the routes of one batch are one object per labels (a route
     table cleared in the middle of the batch makes two of one labels: two streams).
+    ``ids`` are the routes' ``id``.
     """
-    ids = list(map(id, hits))
     index = {i: k for k, i in enumerate(dict.fromkeys(ids))}
     if len(index) <= 32:  # one C-level scan a stream, to its first record
         firsts = [ids.index(i) for i in index]
