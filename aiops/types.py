@@ -192,17 +192,21 @@ class KeyTexts(Sequence[SeriesKey]):
     """A sequence of series keys held as their texts (:attr:`SeriesKey.text`).
 
     Each key is made when it is read (``keys[i]``, iteration); :attr:`texts` is the list
-    of texts itself, not a copy. The series registry's keys, and a restore's.
+    of texts itself, not a copy. The series registry's keys, and a restore's: a restore
+    also gives :attr:`rows`, each text's position, made while the arrays are still
+    being read, which the first registry that loads these keys takes as its own.
 
     >>> keys = KeyTexts([SeriesKey.of("up", {"job": "a"}).text, "mem"])
     >>> len(keys), keys[1], keys == [SeriesKey.of("up", {"job": "a"}), SeriesKey("mem")]
     (2, SeriesKey(name='mem', labels=()), True)
     """
 
-    __slots__ = ("texts",)
+    __slots__ = ("rows", "texts")
 
-    def __init__(self, texts: list[str]) -> None:
+    def __init__(self, texts: list[str], rows: dict[str, int] | None = None) -> None:
         self.texts = texts
+        #: ``{text: position}`` of :attr:`texts` (no text twice), or None.
+        self.rows = rows
 
     def __len__(self) -> int:
         return len(self.texts)

@@ -7,8 +7,10 @@ import tracemalloc
 from typing import Any
 
 import numpy as np
+import pytest
 
 from aiops.pipeline.series import DROPPED, NOT_SELECTED, SeriesRegistry
+from aiops.state import rulestate
 from aiops.state.rulestate import KeysRef, StateSnapshot, read_state
 from aiops.types import KeyTexts, SeriesKey, key_fields, key_text
 
@@ -134,3 +136,30 @@ def test_a_registry_of_many_series_holds_one_small_string_a_series() -> None:
     # and the list are about 145.
     assert held / n < 200, f"{held / n:.0f} bytes a series"
     assert reg.resolve(_keys(n)).tolist() == np.arange(n).tolist()
+
+
+def test_a_restores_index_is_taken_by_the_first_registry_and_made_anew_for_the_next() -> None:
+    keys = _keys(5)
+    reg = SeriesRegistry(lambda k: True, max_series=10)
+    reg.resolve(keys)
+    buf = io.BytesIO()
+    size, crc = StateSnapshot(reg.snapshot_state()).write(buf)
+    read = read_state(io.BytesIO(buf.getvalue()), size=size, crc32=crc)
+    rows = read["keys"].rows
+    assert rows == {k.text: i for i, k in enumerate(keys)}
+    first, second = (SeriesRegistry(lambda k: True, max_series=10) for _ in range(2))
+    first.load_state_dict(read)
+    assert first._index is rows
+    assert read["keys"].rows is None
+    first.resolve([SeriesKey("new")])  # the first registry's index is its own
+    second.load_state_dict(read)
+    assert second._index is not rows
+    assert second.resolve([*keys, SeriesKey("new")]).tolist() == [0, 1, 2, 3, 4, 5]
+    assert first.resolve([SeriesKey("new")]).tolist() == [5]
+    # A key listed twice: no index made, and the registry refuses the state.
+    doubled = KeysRef([*keys, keys[0]]).encode_text()
+    assert doubled is not None
+    again = rulestate.decode_keys_text(doubled)
+    assert again.rows is None
+    with pytest.raises(ValueError, match="twice"):
+        SeriesRegistry(lambda k: True, max_series=10).load_state_dict({"keys": again})

@@ -247,8 +247,10 @@ class SeriesRegistry:
         :class:`~aiops.types.KeyTexts` (a state file's: its texts taken as they are).
         """
         keys = state["keys"]
+        made: dict[str, int] | None = None
         if isinstance(keys, KeyTexts):
             self._keys = list(keys.texts)  # one C-level copy
+            made, keys.rows = keys.rows, None  # a restore's index: the first taker's
         elif isinstance(keys, list) and set(map(type, keys)) <= {SeriesKey}:
             self._keys = list(map(_text, keys))
         else:
@@ -264,6 +266,8 @@ class SeriesRegistry:
         freed = set(free) | retired
         if freed:
             self._index = {k: i for i, k in enumerate(self._keys) if i not in freed}
+        elif made is not None and len(made) == n:
+            self._index = made
         else:
             self._index = dict(zip(self._keys, range(n), strict=True))
         if len(self._index) + len(freed) != n:

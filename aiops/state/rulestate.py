@@ -211,7 +211,9 @@ def decode_keys_text(data: bytes) -> KeyTexts:
     label names and values joined by NUL, :attr:`SeriesKey.text`): the NULs found by
     one numpy pass, the keys' ends picked from them by the label counts, then one
     C-level ``map`` of slices. One string a key, no key made (the series registry keeps
-    the texts).
+    the texts). With them the registry's index (:attr:`KeyTexts.rows`), made here, on
+    the loading thread, while other threads still decompress the arrays, rather than
+    after them.
     """
     if len(data) < 8:
         raise ValueError("series keys are cut short")
@@ -237,7 +239,9 @@ def decode_keys_text(data: bytes) -> KeyTexts:
     cut = seps[np.cumsum(fields)[:-1] - 1]  # the NUL after each key but the last
     starts = np.concatenate([[0], cut + 1]).tolist()
     ends = [*cut.tolist(), len(text)]
-    return KeyTexts(list(map(text.__getitem__, map(slice, starts, ends))))
+    texts = list(map(text.__getitem__, map(slice, starts, ends)))
+    rows = dict(zip(texts, range(n), strict=True))
+    return KeyTexts(texts, rows if len(rows) == n else None)
 
 
 def _key_blobs(doc: Any) -> list[tuple[str, int]]:
