@@ -570,6 +570,28 @@ def test_streams_of_a_batch_are_numbered_by_first_record(n):
     assert _streams([(("l", "0"),), (("l", "1"),)], shared, list(map(id, shared))) is None
 
 
+@hsettings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.sampled_from([0, 1, 5, 80, 3000, 70_000]), max_size=300),
+    st.sampled_from([1, 2, 7, 100, 1000]),
+    st.booleans(),
+)
+def test_a_block_is_batch_size_complete_lines(tmp_path_factory, lengths, batch_size, partial):
+    """_read_block ends after the batch_size-th newline (or the last), whatever the lines."""
+    path = tmp_path_factory.mktemp("blocks") / "app.log"
+    data = b"".join(b"x" * n + b"\n" for n in lengths) + (b"tail" if partial else b"")
+    path.write_bytes(data)
+    src = LogFileSource("f", LogFileSource.Config(path=str(path), batch_size=batch_size))
+    with path.open("rb") as fh:
+        block = src._read_block(fh, 0)
+    rest = data.split(b"\n", batch_size)[-1]
+    assert block == data[: len(data) - len(rest)]
+    assert block.count(b"\n") == min(batch_size, len(lengths))
+    assert block.endswith(b"\n") or not block
+    assert data.startswith(block)
+    src.close()
+
+
 def test_a_line_over_max_line_bytes_is_cut_and_reported(tmp_path):
     path = tmp_path / "app.log"
     path.write_text("short\n" + "x" * 100 + "\nafter\n")

@@ -285,8 +285,15 @@ class LogFileSource(Source):
             chunks.append(data)
             newlines += data.count(b"\n")
         buf = b"".join(chunks)
-        rest = buf.split(b"\n", want)[-1]  # after the last newline taken
-        return buf[: len(buf) - len(rest)]
+        if newlines - want > 512:  # many short lines past the last one taken
+            rest = buf.split(b"\n", want)[-1]  # after the last newline taken
+            return buf[: len(buf) - len(rest)]
+        # The end of the want-th line (of the last complete one, with fewer), found from
+        # the end: the last chunk holds the few lines past it.
+        cut = len(buf)
+        for _ in range(max(newlines - want, 0) + 1):
+            cut = buf.rfind(b"\n", 0, cut)
+        return buf[: cut + 1]
 
     def _stdin_batch(self) -> Batch:
         if self._fh is None:
