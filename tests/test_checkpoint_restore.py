@@ -159,7 +159,7 @@ def test_a_restore_takes_the_arrays_read_and_a_second_restore_of_them_copies(
     same_state(engine.rules["g/A"].state_dict(), rt2.state_dict())
 
 
-def test_an_envelope_state_with_one_array_per_season_still_loads() -> None:
+def test_an_envelope_state_of_the_earlier_layouts_still_loads() -> None:
     spec = RuleSpec(group="g", alert="E", source="s", matches=lambda k: True,
                     detector_type="envelope_novelty")  # fmt: skip
     engine = Engine([spec])
@@ -169,11 +169,37 @@ def test_an_envelope_state_with_one_array_per_season_still_loads() -> None:
     state = det.state_dict()
     bins = det._bins
     assert len(bins) >= 2
-    assert state["profiles"].shape == (50, sum(bins))
-    earlier = {k: v for k, v in state.items() if k != "profiles"}
+    assert state["profile_codes"].shape == (50, sum(bins))
+    assert state["profile_codes"].dtype == np.uint16
+    # The layouts before: float32 profiles in one array (and before that one array per
+    # season), every envelope, count, residual and refractory level in float64, int64
+    # point counts. Values that were float32 come back exactly; profiles re-coded.
+    profiles = det.profiles().astype(np.float32)
+    wide = {
+        "n": state["n"].astype(np.int64),
+        "refr": state["refr"].astype(np.float64),
+        "resid": state["resid"].astype(np.float64),
+        "count": state["count"].astype(np.float64),
+        "hi": np.hstack([state["hi"], state["hi_dev"].astype(np.float64)]),
+        "lo": np.hstack([state["lo"], state["lo_dev"].astype(np.float64)]),
+    }
+    kept = {k: v for k, v in state.items() if k in ("t0", "last", "level", "vol")}
     offsets = np.r_[0, np.cumsum(bins)]
-    for s in range(len(bins)):
-        earlier[f"profile_{s}"] = state["profiles"][:, offsets[s] : offsets[s + 1]].copy()
-    fresh = Engine([spec])
-    fresh.rules["g/E"].detector.load_state_dict(earlier)
-    same_state(state, fresh.rules["g/E"].detector.state_dict())
+    per_season = {
+        f"profile_{s}": profiles[:, offsets[s] : offsets[s + 1]] for s in range(len(bins))
+    }
+    for earlier in ({**kept, **wide, "profiles": profiles}, {**kept, **wide, **per_season}):
+        fresh = Engine([spec])
+        loaded = fresh.rules["g/E"].detector
+        loaded.load_state_dict(earlier)
+        again = loaded.state_dict()
+        same_state(
+            {k: v for k, v in state.items() if not k.startswith("profile_")},
+            {k: v for k, v in again.items() if not k.startswith("profile_")},
+        )
+        assert all(again[k].dtype == v.dtype for k, v in state.items())
+        # Converted on load: every bin within half a step of the new grid.
+        step = again["profile_grid"][:, 1:]
+        diff = np.abs(loaded.profiles() - profiles.astype(np.float64))
+        assert (np.isnan(loaded.profiles()) == np.isnan(profiles)).all()
+        assert (np.isnan(diff) | (diff <= 0.5 * step * (1 + 1e-9))).all()

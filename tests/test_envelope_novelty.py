@@ -117,6 +117,73 @@ def test_a_missing_daily_peak_is_found_only_with_the_seasonal_feature() -> None:
     assert (with_season[4 * 288 : day] >= 0.99).sum() <= 1
 
 
+def test_a_large_quiet_metric_keeps_its_seasonal_residual() -> None:
+    t, x = _daily()
+    x = 1e9 + x / 10  # a daily cycle of 6 and noise of 0.2 on a level of 1e9
+    day = 10 * 288
+    x[day : day + 288] = 1e9 + 2.0 + np.random.default_rng(2).normal(0, 0.2, 288)
+    idx = np.zeros(len(x), dtype=np.int64)
+    det = EnvelopeNovelty(learn_below=0.99)
+    s = det.score(idx, t, x)
+    # The profiles are codes on a grid of the series' own range (float32 bins were 64
+    # apart at 1e9, ten times the cycle): the quiet day is found as at any level.
+    assert s[day + 8 * 12 : day + 20 * 12].max() >= 0.99
+    assert (s[4 * 288 : day] >= 0.99).sum() <= 1
+    busy, night = det.profiles()[0, 12], det.profiles()[0, 2]
+    assert abs(busy - (1e9 + 8.0)) < 0.2
+    assert abs(night - (1e9 + 2.0)) < 0.2
+
+
+def test_profiles_follow_growth_and_survive_extreme_values() -> None:
+    det = EnvelopeNovelty(warmup=10, warmup_seconds=0)
+    t = np.arange(4000) * 600.0
+    x = np.r_[np.zeros(10), np.geomspace(1e-6, 1e12, 3990)]  # every bin's range grows
+    det.score(np.zeros(len(x), dtype=np.int64), t, x)
+    ref = np.full(24 + 168, np.nan)  # each bin's EWMA in float64
+    for tk, xk in zip(t, x, strict=True):
+        for col in (int(tk % 86400) // 3600, 24 + int(tk % 604800) // 3600):
+            p = ref[col]
+            ref[col] = xk if np.isnan(p) else p + 0.1 * (xk - p)
+    prof = det.profiles()[0]
+    assert np.isfinite(prof).all()
+    # The grid was widened dozens of times on the way (1e-6 to 1e12): its step is a few
+    # 65,534ths of the range, and every bin is within two steps of its EWMA.
+    step = det.state_dict()["profile_grid"][0, 1]
+    assert step <= 4.0 * ref.max() / 65534
+    assert np.abs(prof - ref).max() <= 2.0 * step
+    extreme = np.array([1e308, -1e308, 1e308, np.inf, np.nan, 5.0])
+    s = det.score(np.zeros(6, dtype=np.int64), 4e6 + np.arange(6) * 600.0, extreme)
+    assert np.isfinite(s).all()
+    assert ((s >= 0) & (s <= 1)).all()
+    assert not np.isnan(det.profiles()[0]).all()
+
+
+#: A state of the layout before uint16 profiles, with the scores that code gave the next
+#: three days; ``testdata/envelope_novelty_float32_profiles.py`` wrote it.
+FLOAT32_STATE = Path(__file__).parent / "testdata" / "envelope_novelty_float32_profiles.npz"
+
+
+def test_a_state_of_float32_profiles_loads_and_scores_as_before() -> None:
+    with np.load(FLOAT32_STATE, allow_pickle=False) as z:
+        state = {name[len("state_") :]: z[name] for name in z.files if name.startswith("state_")}
+        t, values, before = z["timestamps"], z["values"], z["scores"]
+    assert state["profiles"].dtype == np.float32
+    assert state["count"].dtype == np.float64
+    det = EnvelopeNovelty()
+    det.load_state_dict(state)
+    old = state["profiles"].astype(np.float64)
+    prof = det.profiles()
+    np.testing.assert_array_equal(np.isnan(prof), np.isnan(old))
+    step = det.state_dict()["profile_grid"][:, 1:]
+    assert (np.abs(np.nan_to_num(prof - old)) <= 0.5 * step * (1 + 1e-9)).all()
+    k = values.shape[0]
+    after = det.score(np.repeat(np.arange(k), len(t)), np.tile(t, k), values.ravel())
+    # The same alerts (one: the day without its busy hours), the scores within rounding.
+    assert np.flatnonzero(after >= 0.998).tolist() == np.flatnonzero(before >= 0.998).tolist()
+    assert np.flatnonzero(after >= 0.998).size == 1
+    np.testing.assert_allclose(after, before, atol=0.01)
+
+
 def test_alert_hold_keeps_one_incident_to_one_alert() -> None:
     rng = np.random.default_rng(5)
     x = 50 + rng.normal(0, 1, 1200)
