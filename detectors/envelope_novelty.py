@@ -141,12 +141,13 @@ def _encode_profiles(profiles: Any, codes: Any, grid: Any) -> None:
             if math.isfinite(p):
                 lo = min(lo, p)
                 hi = max(hi, p)
-        if hi >= lo:  # one grid for the row's range, each bin rounded once
-            _set_grid(codes, grid, i, lo, hi, 0.0)
+        if not (hi >= lo and _set_grid(codes, grid, i, lo, hi, 0.0)):
+            continue  # nothing entered yet (or beyond any grid): the bins stay empty
+        off, inv = grid[i, 0], 1.0 / grid[i, 1]  # one grid for the row, each bin rounded once
         for col in range(profiles.shape[1]):
             p = float(profiles[i, col])
             if math.isfinite(p):
-                _store(codes, grid, i, col, p)
+                codes[i, col] = min(max(round((p - off) * inv), 1), _CODE_MAX)
 
 
 @numba.njit(cache=_CACHE, nogil=True)
