@@ -79,6 +79,12 @@ STUCK_MIN_RUN = 2
 #: ``HELD_CLIP`` sigmas moves it by at most 0.9 sigma (2.1 of its own sigmas); a deviation
 #: of 3 sigmas or more that stays takes it to 6 of its own sigmas in about 5 points.
 SHIFT_ALPHA = 0.3
+#: A point arrives after a scrape gap when the time since the series' previous point
+#: exceeds this many times its typical interval (a running median of the intervals).
+GAP_FACTOR = 1.5
+#: Step of the typical interval's running (frugal, geometric) median per point: a series
+#: that changes its scrape interval is followed within about a hundred points.
+_INTERVAL_STEP = 0.05
 #: The standard deviation never counts as less than this share of the level (plus an
 #: absolute epsilon): a series constant so far scores its first move as very rare, not
 #: as a division by zero.
@@ -149,6 +155,14 @@ def _score_points(
     q_shift: FloatArray,
     m_shift: FloatArray,
     m2_shift: FloatArray,
+    timestamps: FloatArray,
+    last_t: FloatArray,
+    interval: FloatArray,
+    base_mu: FloatArray,
+    base_sd: FloatArray,
+    base_dev: FloatArray,
+    base_n: FloatArray,
+    incident_memory: float,
     alpha: float,
     variance_alpha: float,
     warmup: int,
@@ -160,6 +174,7 @@ def _score_points(
     max_held_share: float,
     shift_weight: float,
     shift_alpha: float,
+    gap_recheck: bool,
 ) -> None:
     """Score and learn every point in order; the whole detector is this loop."""
     hold = min(learn_below, _HOLD_SCORE)
@@ -170,7 +185,12 @@ def _score_points(
         if not math.isfinite(x):
             continue
         c = n[i]
+        t = timestamps[k]
+        dt = t - last_t[i]
         if c == 0:
+            last_t[i] = t
+            interval[i] = 0.0
+            base_sd[i] = 0.0
             mu[i] = x
             var[i] = 0.0
             long_mu[i] = x
@@ -203,6 +223,44 @@ def _score_points(
                     z_shift, q_shift[i], m_shift[i], m2_shift[i], tail_start, tail_shape_max
                 )
             p = min(1.0, p / (1.0 - shift_weight), p_shift / shift_weight)
+        # The incident memory: an incident is open (base_sd > 0) from a held point until the
+        # series' smoothed deviation from the normal before it, ``base_dev``, is back
+        # within ``tail_start`` of that normal's sigmas.
+        open_before = base_sd[i] > 0.0
+        if open_before:
+            db = x - base_mu[i]
+            base_dev[i] += SHIFT_ALPHA * (db - base_dev[i])
+            if abs(base_dev[i]) < tail_start * base_sd[i]:
+                # Back at its normal. The level, which had learned the incident, now
+                # catches up with the return, and those points are held too: they open no
+                # incident of their own (the marker -1) until a point is not held.
+                base_sd[i] = -1.0
+            elif c - base_n[i] > incident_memory:
+                base_sd[i] = 0.0
+            elif (
+                gap_recheck
+                and c >= warmup
+                and interval[i] > 0.0
+                and dt > GAP_FACTOR * interval[i]
+                and abs(db) >= MATERIALITY * long_dev[i]
+            ):
+                # The first point after a scrape gap in an open incident: the gap does not
+                # end it, and the level that learned the incident meanwhile is no
+                # reference; the point is scored against the normal before the incident.
+                z_base = abs(db) / base_sd[i]
+                p = min(p, _tail_p(z_base, q[i], m[i], m2[i], tail_start, tail_shape_max))
+        if interval[i] < 0.0:
+            # Restored from a state without it: the previous point's time is unknown,
+            # so this point starts the interval afresh.
+            interval[i] = 0.0
+        elif dt > 0.0:
+            if interval[i] == 0.0:
+                interval[i] = dt
+            elif dt > interval[i]:
+                interval[i] *= math.exp(_INTERVAL_STEP)
+            elif dt < interval[i]:
+                interval[i] *= math.exp(-_INTERVAL_STEP)
+        last_t[i] = t
         if stuck and c >= warmup and repeat[i] <= STUCK_MAX_REPEAT:
             # Runs of equal values of a series that repeats with rate rho are geometric:
             # ``r`` repeats in a row have probability rho ** r. Two checks: Bonferroni.
@@ -216,6 +274,14 @@ def _score_points(
             held[i] += _LONG_ALPHA * ((1.0 if score >= hold else 0.0) - held[i])
         if score >= hold and not frequent:
             d = max(-HELD_CLIP * sd, min(HELD_CLIP * sd, d))
+            if base_sd[i] == 0.0:
+                # An incident opens: the normal before it is the level and sigma so far.
+                base_mu[i] = mu[i]
+                base_sd[i] = sd
+                base_dev[i] = x - mu[i]
+                base_n[i] = c
+        elif base_sd[i] < 0.0:
+            base_sd[i] = 0.0
         if c >= warmup and (score < _TAIL_HOLD_SCORE or frequent):
             # The tails are those of the series' normal points: held points stay out.
             _learn_tail(i, z, tail_start, tail_alpha, q, m, m2)
@@ -292,10 +358,29 @@ class EwmaZ(Detector):
     often is its normal behaviour, and holding it would keep its variance and tail from
     ever learning it (a disk idle at zero with frequent write bursts).
 
+    Incidents across scrape gaps (``gap_recheck``): a held point opens an *incident*
+    and keeps the level and sigma from before it as the series' normal. The incident
+    stays open until the series' smoothed deviation from that normal (an EWMA of weight
+    ``SHIFT_ALPHA``) is back within ``tail_start`` of its sigmas, or for at most
+    ``incident_memory`` points. The first point after a scrape gap (more than
+    ``GAP_FACTOR`` times the series' typical interval since its previous point) in an
+    open incident is also scored against that normal, with the same tail: the level has
+    learned a long incident meanwhile, and without this the incident would look over
+    when the data come back. Operators label the whole outage, and a labelled stretch
+    cut by missing points is several segments, each to be found in its first points:
+    on the KPI development data (at the pooled best threshold, before this), 25,521 of
+    the 32,017 missed labelled points lay in segments that began within 20 slots of the
+    previous one, nearly all behind missing slots, and 17,145 of those in incidents
+    the detector had alerted on before the gap. Only points right after a gap score
+    differently (and what the model learns from them). Limits: the normal before the incident
+    is a level, not a seasonal profile, so on a series with a daily cycle it grows
+    stale and an incident may stay open until ``incident_memory``; an outage from a
+    series' first point (its warm-up learned the outage as normal) is never found.
+
     Cost: one compiled loop over the batch's points in order (no rounds, no scalar
-    copy: the same kernel serves a batch of 100,000 series and one long replay); sixteen
-    numbers per series (128 bytes; the shift channel's four are kept whether it is on
-    or not).
+    copy: the same kernel serves a batch of 100,000 series and one long replay);
+    twenty-two numbers per series (176 bytes; the shift channel's four and the incident
+    memory's six are kept whether they are on or not).
 
     Parameters
     ----------
@@ -351,6 +436,25 @@ class EwmaZ(Detector):
         EWMA weight of the shift channel's mean (``SHIFT_ALPHA``, 0.3: memory about 3
         points; with ewma_z at 0.9 of the ensemble, 0.2 and 0.4 were within 0.003 of
         it on the KPIs and 1 point of it on NAB).
+    gap_recheck
+        Score the first point after a scrape gap in an open incident against the normal
+        from before the incident (see above; on by default). Measured in the default
+        ensemble (KPI best / own F1 whole and 2nd half; NAB standard swept / own;
+        fleet found, false alerts in 12 simulated days): off 0.719 / 0.705, 0.837 /
+        0.822, 65.91 / 64.94, 55/58, 3; on 0.754 / 0.741, 0.868 / 0.856, 65.91 /
+        64.85, 55/58, 3. At the pooled best threshold, of the 32,017 labelled KPI
+        points missed without it 4,055 are found, for 498 more false-positive points
+        (5,712).
+    incident_memory
+        Points after which an open incident closes whatever the series does (1,000,
+        the memory of the long-run statistics behind ``MATERIALITY``: by then a shift
+        that stayed is the series' new normal for them too, and a later gap should not
+        compare it with the old one). With the recheck on, KPI figures as above: 3,000
+        0.757 / 0.744, 0.872 / 0.860; no limit (measured before the return marker,
+        which changed nothing at 1,000) 0.772 / 0.760, 0.891 / 0.880 (NAB 65.91 /
+        64.80, fleet 55/58, 3), the difference one incident of 4d2af31a whose
+        segment after a gap began 4,968 points after it: a shift that never ends
+        would then re-alert after every gap for ever.
 
     >>> det = EwmaZ(warmup=20)
     >>> rng = np.random.default_rng(0)
@@ -378,6 +482,8 @@ class EwmaZ(Detector):
         max_held_share: float = MAX_HELD_SHARE,
         shift_weight: float = 0.0,
         shift_alpha: float = SHIFT_ALPHA,
+        gap_recheck: bool = True,
+        incident_memory: float = 1000.0,
         learn_below: float = math.inf,
         seed: int = 0,
     ) -> None:
@@ -399,6 +505,8 @@ class EwmaZ(Detector):
             raise ValueError(f"shift_alpha must be in (0, 1], got {shift_alpha}")
         if warmup < 2:
             raise ValueError(f"warmup must be at least 2, got {warmup}")
+        if not incident_memory > 0.0:
+            raise ValueError(f"incident_memory must be positive, got {incident_memory}")
         self.alpha = alpha
         self.variance_alpha = variance_alpha
         self.warmup = warmup
@@ -409,6 +517,8 @@ class EwmaZ(Detector):
         self.max_held_share = max_held_share
         self.shift_weight = shift_weight
         self.shift_alpha = shift_alpha
+        self.gap_recheck = gap_recheck
+        self.incident_memory = incident_memory
         self._q0, self._m0 = _gaussian_excess(tail_start)
         self._n = np.zeros(0, dtype=np.int64)
         self._mu = np.zeros(0)
@@ -426,6 +536,12 @@ class EwmaZ(Detector):
         self._q_shift = np.zeros(0)
         self._m_shift = np.zeros(0)
         self._m2_shift = np.zeros(0)
+        self._last_t = np.zeros(0)
+        self._interval = np.zeros(0)
+        self._base_mu = np.zeros(0)
+        self._base_sd = np.zeros(0)
+        self._base_dev = np.zeros(0)
+        self._base_n = np.zeros(0)
 
     @classmethod
     def check_params(cls) -> dict[str, Any]:
@@ -458,6 +574,12 @@ class EwmaZ(Detector):
         self._q_shift = np.concatenate([self._q_shift, np.full(extra, self._q0)])
         self._m_shift = np.concatenate([self._m_shift, np.full(extra, self._m0)])
         self._m2_shift = np.concatenate([self._m2_shift, np.full(extra, 2.0 * self._m0**2)])
+        self._last_t = np.concatenate([self._last_t, np.zeros(extra)])
+        self._interval = np.concatenate([self._interval, np.zeros(extra)])
+        self._base_mu = np.concatenate([self._base_mu, np.zeros(extra)])
+        self._base_sd = np.concatenate([self._base_sd, np.zeros(extra)])
+        self._base_dev = np.concatenate([self._base_dev, np.zeros(extra)])
+        self._base_n = np.concatenate([self._base_n, np.zeros(extra)])
 
     def score(self, idx: IntArray, timestamps: FloatArray, values: FloatArray) -> FloatArray:
         """Score and learn from the points; see :mod:`aiops.pipeline.detector`."""
@@ -488,6 +610,14 @@ class EwmaZ(Detector):
             self._q_shift,
             self._m_shift,
             self._m2_shift,
+            timestamps,
+            self._last_t,
+            self._interval,
+            self._base_mu,
+            self._base_sd,
+            self._base_dev,
+            self._base_n,
+            float(self.incident_memory),
             float(self.alpha),
             float(self.variance_alpha),
             int(self.warmup),
@@ -499,6 +629,7 @@ class EwmaZ(Detector):
             float(self.max_held_share),
             float(self.shift_weight),
             float(self.shift_alpha),
+            bool(self.gap_recheck),
         )
         return out
 
@@ -522,6 +653,12 @@ class EwmaZ(Detector):
             "q_shift": self._q_shift[:k].copy(),
             "m_shift": self._m_shift[:k].copy(),
             "m2_shift": self._m2_shift[:k].copy(),
+            "last_t": self._last_t[:k].copy(),
+            "interval": self._interval[:k].copy(),
+            "base_mu": self._base_mu[:k].copy(),
+            "base_sd": self._base_sd[:k].copy(),
+            "base_dev": self._base_dev[:k].copy(),
+            "base_n": self._base_n[:k].copy(),
         }
 
     def state_views(self) -> dict[str, Any]:
@@ -551,6 +688,12 @@ class EwmaZ(Detector):
             "q_shift": self._q_shift,
             "m_shift": self._m_shift,
             "m2_shift": self._m2_shift,
+            "last_t": self._last_t,
+            "interval": self._interval,
+            "base_mu": self._base_mu,
+            "base_sd": self._base_sd,
+            "base_dev": self._base_dev,
+            "base_n": self._base_n,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -566,11 +709,20 @@ class EwmaZ(Detector):
             "q_shift": np.full(k, self._q0),
             "m_shift": np.full(k, self._m0),
             "m2_shift": np.full(k, 2.0 * self._m0**2),
+            # No interval known yet, nor the previous point's time (-1): the next gap is
+            # not seen. No incident open.
+            "last_t": np.zeros(k),
+            "interval": np.full(k, -1.0),
+            "base_mu": np.zeros(k),
+            "base_sd": np.zeros(k),
+            "base_dev": np.zeros(k),
+            "base_n": np.zeros(k),
         }
         state = {**earlier, **state}
         names = (
             *("mu", "var", "long_mu", "long_dev", "last", "repeat", "q", "m", "m2", "held"),
             *("shift", "q_shift", "m_shift", "m2_shift"),
+            *("last_t", "interval", "base_mu", "base_sd", "base_dev", "base_n"),
         )
         arrays = [adopt(state[name], np.float64) for name in names]
         run = adopt(state["run"], np.int64)
@@ -579,4 +731,6 @@ class EwmaZ(Detector):
         self._n, self._run = n, run
         (self._mu, self._var, self._long_mu, self._long_dev) = arrays[:4]
         (self._last, self._repeat, self._q, self._m, self._m2, self._held) = arrays[4:10]
-        (self._shift, self._q_shift, self._m_shift, self._m2_shift) = arrays[10:]
+        (self._shift, self._q_shift, self._m_shift, self._m2_shift) = arrays[10:14]
+        (self._last_t, self._interval, self._base_mu) = arrays[14:17]
+        (self._base_sd, self._base_dev, self._base_n) = arrays[17:]

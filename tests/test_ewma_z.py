@@ -106,6 +106,26 @@ def test_a_state_without_the_held_share_or_the_shift_channel_loads() -> None:
     )
 
 
+def test_a_state_without_the_incident_memory_loads_and_learns_the_interval_again() -> None:
+    t, x = _fleet_like()
+    x[2000:2600] -= 15.0
+    kept = _with_gaps(t, x, [2300])
+    idx = np.zeros(len(kept), dtype=np.int64)
+    cut, after = int(np.searchsorted(kept, 1500)), int(np.searchsorted(kept, 2303))
+    first = EwmaZ()
+    first.score(idx[:cut], t[kept[:cut]], x[kept[:cut]])
+    state = first.state_dict()
+    for name in ("last_t", "interval", "base_mu", "base_sd", "base_dev", "base_n"):
+        state.pop(name)  # kept since 2026-12-08
+    second = EwmaZ()
+    second.load_state_dict(state)
+    rest = second.score(idx[cut:], t[kept[cut:]], x[kept[cut:]])
+    # The first two points after the restore learn the interval again (no gap is seen
+    # meanwhile), long before the incident's gap.
+    assert second.state_dict()["interval"][0] == pytest.approx(60.0, rel=0.06)
+    assert rest[after - cut] > 0.9999
+
+
 def test_the_shift_channel_alerts_on_a_shift_none_of_whose_points_is_rare_alone() -> None:
     t, x = _fleet_like()
     x[2000:] -= 2.5  # 2.5 sigmas for good: no single point is rarer than 1 in 200
@@ -189,3 +209,73 @@ def test_state_round_trip_mid_series_and_bad_state(shift_weight: float) -> None:
 def test_bad_parameters_are_refused(params: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         EwmaZ(**params)
+
+
+def _with_gaps(t: np.ndarray, x: np.ndarray, starts: list[int], width: int = 3) -> np.ndarray:
+    """The positions of ``t``/``x`` kept when ``width`` points go missing at each start."""
+    keep = np.ones(len(t), dtype=bool)
+    for s in starts:
+        keep[s : s + width] = False
+    return np.flatnonzero(keep)
+
+
+def test_an_incident_cut_by_a_scrape_gap_alerts_again_after_the_gap() -> None:
+    t, x = _fleet_like()
+    x[2000:2600] -= 15.0  # a sustained drop: the level has learned it long before the gap
+    kept = _with_gaps(t, x, [2300])
+    idx = np.zeros(len(kept), dtype=np.int64)
+    after = int(np.searchsorted(kept, 2303))  # the first point after the gap
+    on = EwmaZ().score(idx, t[kept], x[kept])
+    off = EwmaZ(gap_recheck=False).score(idx, t[kept], x[kept])
+    assert on[int(np.searchsorted(kept, 2000))] > 0.9999  # the drop itself
+    assert off[after - 1] < 0.99  # by the gap, the level has learned it
+    assert off[after] < 0.99  # without the recheck, the gap's end is ordinary
+    assert on[after] > 0.9999  # with it, scored against the normal before the drop
+    # Up to the gap the two agree: the recheck touches only points after a gap (what the
+    # model learns from that point then differs a little).
+    np.testing.assert_array_equal(on[:after], off[:after])
+
+
+def test_a_gap_after_the_incident_ended_or_aged_out_does_not_alert() -> None:
+    rng = np.random.default_rng(7)
+    t, x = np.arange(6000) * 60.0, 50.0 + rng.normal(0.0, 1.0, 6000)
+    x[2000:2300] -= 15.0  # over at 2300: the series is back at its normal
+    x[3000:] += 15.0  # a new normal for good: an incident at first, then no longer
+    gaps = [2500, 3200, 3000 + 1200]  # after the end; inside the memory; after it
+    kept = _with_gaps(t, x, gaps)
+    idx = np.zeros(len(kept), dtype=np.int64)
+    s = EwmaZ().score(idx, t[kept], x[kept])
+    after = [int(np.searchsorted(kept, g + 3)) for g in gaps]
+    # The return at 2300 is held too (the level had learned the drop), but it opens no
+    # incident of its own.
+    assert s[int(np.searchsorted(kept, 2300))] > 0.9999
+    assert s[after[0]] < 0.99
+    assert s[after[1]] > 0.999  # the shift is 200 points old, the memory 1,000
+    assert s[after[2]] < 0.99  # 1,200 points after it began: the shift is the normal
+    off = EwmaZ(gap_recheck=False).score(idx, t[kept], x[kept])
+    assert off[after[1]] < 0.99
+
+
+def test_scrape_gaps_do_not_change_the_calibration_on_stationary_noise() -> None:
+    # 200 series of 4,000 points with a gap of 1 to 3 points every 50 points on average:
+    # an incident opened by one of noise's rare points closes within a few points, so
+    # the recheck after a gap almost never finds one open.
+    rng = np.random.default_rng(5)
+    k, n = 200, 4000
+    rates = {}
+    for kind, draw in (
+        ("gaussian", lambda size: rng.normal(0.0, 1.0, size)),
+        ("student_t3", lambda size: rng.standard_t(3, size)),
+    ):
+        values = draw((n, k)).ravel()
+        ts = np.repeat(np.arange(n) * 60.0, k)
+        idx = np.tile(np.arange(k, dtype=np.int64), n)
+        keep = rng.random(n * k) > 0.04
+        for gap_recheck in (True, False):
+            s = EwmaZ(gap_recheck=gap_recheck).score(idx[keep], ts[keep], values[keep])
+            after = s[ts[keep] >= 500 * 60.0]
+            rates[kind, gap_recheck] = [np.mean(after >= lv) for lv in (0.998, 0.9999)]
+    for kind in ("gaussian", "student_t3"):
+        on, off = rates[kind, True], rates[kind, False]
+        assert on[0] <= 1.05 * off[0] + 1e-5, (kind, on, off)
+        assert on[1] <= 1.2 * off[1] + 2e-6, (kind, on, off)
