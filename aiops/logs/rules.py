@@ -1333,23 +1333,7 @@ def _mine_by_stream(
     recs: Sequence[LogRecord], codes: IntArray, streams: list[tuple[Partition, Labels, LogMiner]]
 ) -> tuple[list[int], list[bool]]:
     """:func:`_mine_by_miner` with each record's miner given as its stream's index."""
-    order = np.argsort(codes, kind="stable")  # stable: each miner's in order
-    ends = np.cumsum(np.bincount(codes, minlength=len(streams))).tolist()
-    messages = list(map(_MESSAGE, recs))
-    ordered = list(map(messages.__getitem__, order.tolist()))
-    got_ids: list[int] = []
-    got_new: list[bool] = []
-    start = 0
-    for (_, _, miner), end in zip(streams, ends, strict=True):
-        c, n = miner.add_batch(ordered[start:end])
-        got_ids += c
-        got_new += n
-        start = end
-    cids = np.empty(len(messages), np.int64)
-    cids[order] = got_ids
-    created = np.empty(len(messages), bool)
-    created[order] = got_new
-    return cids.tolist(), created.tolist()
+    return _mine_in_groups(recs, codes, [miner for _, _, miner in streams])
 
 
 def _mine_by_miner(
@@ -1365,24 +1349,30 @@ def _mine_by_miner(
         return one.add_batch(list(map(_MESSAGE, recs)))
     # By identity (a miner is a dataclass: not hashable), in order of first record.
     of_id = dict(zip(map(id, miners), miners, strict=True))
-    owners = list(of_id.values())
     index = {i: j for j, i in enumerate(of_id)}
-    ids = list(map(index.__getitem__, map(id, miners)))
-    order = np.argsort(np.array(ids), kind="stable")  # stable: each miner's in order
-    messages = operator.itemgetter(*order.tolist())(list(map(_MESSAGE, recs)))
-    counts = Counter(ids)
+    codes = np.fromiter(map(index.__getitem__, map(id, miners)), np.int64, len(miners))
+    return _mine_in_groups(recs, codes, list(of_id.values()))
+
+
+def _mine_in_groups(
+    recs: Sequence[LogRecord], codes: IntArray, owners: list[LogMiner]
+) -> tuple[list[int], list[bool]]:
+    """Each record mined by ``owners[codes[i]]``, each owner's records in order in one batch."""
+    order = np.argsort(codes, kind="stable")  # stable: each miner's in order
+    ends = np.cumsum(np.bincount(codes, minlength=len(owners))).tolist()
+    messages = list(map(_MESSAGE, recs))
+    ordered = list(map(messages.__getitem__, order.tolist()))
     got_ids: list[int] = []
     got_new: list[bool] = []
     start = 0
-    for j, miner in enumerate(owners):
-        stop = start + counts[j]
-        c, n = miner.add_batch(list(messages[start:stop]))
+    for miner, end in zip(owners, ends, strict=True):
+        c, n = miner.add_batch(ordered[start:end])
         got_ids += c
         got_new += n
-        start = stop
-    cids = np.empty(len(ids), np.int64)
+        start = end
+    cids = np.empty(len(messages), np.int64)
     cids[order] = got_ids
-    created = np.empty(len(ids), bool)
+    created = np.empty(len(messages), bool)
     created[order] = got_new
     return cids.tolist(), created.tolist()
 
