@@ -583,13 +583,35 @@ def test_a_block_is_batch_size_complete_lines(tmp_path_factory, lengths, batch_s
     path.write_bytes(data)
     src = LogFileSource("f", LogFileSource.Config(path=str(path), batch_size=batch_size))
     with path.open("rb") as fh:
-        block = src._read_block(fh, 0)
+        block, newlines = src._read_block(fh, 0)
     rest = data.split(b"\n", batch_size)[-1]
     assert block == data[: len(data) - len(rest)]
-    assert block.count(b"\n") == min(batch_size, len(lengths))
+    assert block.count(b"\n") == newlines == min(batch_size, len(lengths))
     assert block.endswith(b"\n") or not block
     assert data.startswith(block)
     src.close()
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from([b'{"message": "a"}', b"{", b"", b" ", b"x", b' {"m": 1}', b"{}"]),
+        min_size=1,
+        max_size=40,
+    ),
+    st.integers(0, 3),
+)
+def test_a_json_block_is_one_array_only_when_every_line_starts_an_object(lines, polls):
+    """The array of a log_json block is its lines joined by commas, or None (split them)."""
+    src = LogFileSource("f", LogFileSource.Config(path="x.jsonl", format="log_json"))
+    block = b"".join(x + b"\n" for x in lines)
+    for _ in range(polls):  # the scratch buffers hold an earlier block's bytes
+        src._scratch.json_array(b'{"other": "block", "longer": 1}\n' * 3)
+    got = src._scratch.json_array(block)
+    if all(x.startswith(b"{") for x in lines):
+        assert got == (b"[" + b",".join(lines) + b"]", len(lines))
+    else:
+        assert got is None
 
 
 def test_a_line_over_max_line_bytes_is_cut_and_reported(tmp_path):

@@ -32,6 +32,7 @@ import sys
 import time
 from typing import Any, BinaryIO, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from aiops.pipeline.decoder import Decoder
@@ -45,6 +46,9 @@ __all__ = ["LogFileSource"]
 _CHUNK = 1 << 16
 #: Bytes before the position kept to tell a file truncated and written again past it.
 _MARK = 64
+#: Scratch buffers (see :class:`_Scratch`) larger than this are not kept between polls.
+_KEEP_BYTES = 8 << 20
+_NEWLINE, _COMMA, _OPEN, _CLOSE, _BRACE = b"\n,[]{"
 
 
 class LogFileSource(Source):
@@ -115,6 +119,7 @@ class LogFileSource(Source):
                 msg = f"invalid log_file resume state {resume!r}: {expected}"
                 raise ValueError(msg) from None
         self._pending = b""  # stdin: a line not complete yet
+        self._scratch = _Scratch()
 
     # -- the contract -----------------------------------------------------------------
 
@@ -126,16 +131,16 @@ class LogFileSource(Source):
         fh = self._current(rejects)
         if fh is None:
             return Batch(rejects=rejects)
-        block = self._read_block(fh, self._offset)
+        block, newlines = self._read_block(fh, self._offset)
         if not block and self._rotated():
             # The renamed file is read to its end: go on with the new one from its start.
             self._switch(rejects)
             fh = self._fh
             assert fh is not None
-            block = self._read_block(fh, 0)
+            block, newlines = self._read_block(fh, 0)
         start_line = self._line
         self._offset += len(block)
-        self._line += block.count(b"\n")
+        self._line += newlines
         if block:
             self._mark = (self._mark + block[-_MARK:])[-_MARK:]
         return self._decode(block, start_line, rejects)
@@ -272,28 +277,48 @@ class LogFileSource(Source):
         self._offset = self._line = 0
         self._mark = b""
 
-    def _read_block(self, fh: BinaryIO, offset: int) -> bytes:
-        """Up to ``batch_size`` complete lines from ``offset``, newlines included."""
+    def _read_block(self, fh: BinaryIO, offset: int) -> tuple[bytes, int]:
+        """Up to ``batch_size`` complete lines from ``offset``, newlines included; their count.
+
+        The file is read in chunks into a buffer kept between polls, and newlines are
+        counted by numpy: new large buffers each poll (the chunks, their join, the
+        block cut from it) cost more than the counting and copying themselves.
+        """
         fh.seek(offset)
         want = self.config.batch_size
-        chunks: list[bytes] = []
-        newlines = 0
+        scratch = self._scratch
+        buf = scratch.get("read", _CHUNK)
+        size = newlines = 0
+        last = (0, 0)  # the last chunk (start, length) that has a newline
         while newlines < want:
-            data = fh.read(_CHUNK)
-            if not data:
+            if len(buf) < size + _CHUNK:
+                buf = scratch.grow("read", buf, size, 2 * len(buf))
+            got = fh.readinto(memoryview(buf)[size : size + _CHUNK])
+            if not got:
                 break
-            chunks.append(data)
-            newlines += data.count(b"\n")
-        buf = b"".join(chunks)
-        if newlines - want > 512:  # many short lines past the last one taken
-            rest = buf.split(b"\n", want)[-1]  # after the last newline taken
-            return buf[: len(buf) - len(rest)]
-        # The end of the want-th line (of the last complete one, with fewer), found from
-        # the end: the last chunk holds the few lines past it.
-        cut = len(buf)
-        for _ in range(max(newlines - want, 0) + 1):
-            cut = buf.rfind(b"\n", 0, cut)
-        return buf[: cut + 1]
+            found = int(np.count_nonzero(buf[size : size + got] == _NEWLINE))
+            if found:
+                last = (size, got)
+                if newlines + found >= want:
+                    # The end of the want-th line is in this chunk.
+                    ends = np.flatnonzero(buf[size : size + got] == _NEWLINE)
+                    cut = size + int(ends[want - newlines - 1])
+                    return self._taken(buf, cut + 1), want
+                newlines += found
+            size += got
+        if not newlines:
+            self._taken(buf, 0)
+            return b"", 0
+        # Fewer lines than wanted: up to the last newline.
+        start, got = last
+        cut = start + int(np.flatnonzero(buf[start : start + got] == _NEWLINE)[-1])
+        return self._taken(buf, cut + 1), newlines
+
+    def _taken(self, buf: np.ndarray[Any, np.dtype[np.uint8]], n: int) -> bytes:
+        """The first ``n`` bytes of the read buffer; a large buffer is let go after."""
+        data = buf[:n].tobytes()
+        self._scratch.trim()
+        return data
 
     def _stdin_batch(self) -> Batch:
         if self._fh is None:
@@ -318,27 +343,27 @@ class LogFileSource(Source):
         if not block:
             return Batch(rejects=rejects)
         now = time.time()
-        body = block[:-1]
         limit = self.config.max_line_bytes
         lines = None
-        if b"\r" not in body:
-            if len(body) > limit:
-                lines = body.split(b"\n")
+        if b"\r" not in block:
+            if len(block) - 1 > limit:
+                lines = block[:-1].split(b"\n")
             if lines is None or max(map(len, lines)) <= limit:
                 # The usual case: the whole block decoded at once.
                 if self._decoder is None:
                     labels = self._labels
-                    texts = body.decode("utf-8", "replace").split("\n")
+                    # The last text is the empty one after the last newline.
+                    texts = block.decode("utf-8", "replace").split("\n")
                     kept = [t for t in texts if t and not t.isspace()]
                     logs = LogRecord.many(now, kept, labels)
                     return Batch(logs=logs, rejects=rejects)
-                whole = self._decode_whole(body, lines, now)
+                whole = self._decode_whole(block, lines, now)
                 if whole is not None:
                     return Batch(logs=whole, rejects=rejects)
-        return self._decode_lines(lines or body.split(b"\n"), start_line, rejects, now)
+        return self._decode_lines(lines or block[:-1].split(b"\n"), start_line, rejects, now)
 
     def _decode_whole(
-        self, body: bytes, lines: list[bytes] | None, now: float
+        self, block: bytes, lines: list[bytes] | None, now: float
     ) -> list[LogRecord] | None:
         """Every line's records from one decoder call; None if any line is rejected.
 
@@ -348,17 +373,16 @@ class LogFileSource(Source):
         """
         assert self._decoder is not None
         json_lines = self.config.format == "log_json"
-        newlines = body.count(b"\n")
-        if json_lines and body[:1] == b"{" and body.count(b"\n{") == newlines:
+        array = self._scratch.json_array(block) if json_lines else None
+        if array is not None:
             # Every line starts an object, so none is blank: the array without a split.
-            count = newlines + 1
-            payload = b"".join((b"[", body.replace(b"\n", b","), b"]"))
+            payload, count = array
         else:
-            kept = [x for x in (lines or body.split(b"\n")) if x.strip()]
+            kept = [x for x in (lines or block[:-1].split(b"\n")) if x.strip()]
             if not kept:
                 return []
             count = len(kept)
-            payload = b"[" + b",".join(kept) + b"]" if json_lines else body
+            payload = b"[" + b",".join(kept) + b"]" if json_lines else block[:-1]
         # One event a line, or the line by line path says what is wrong: a line that is
         # not one JSON value (two objects, an array of events) changes the count.
         out = self._decoder.decode(payload, origin=self.config.path, timestamp=now)
@@ -392,3 +416,61 @@ class LogFileSource(Source):
             logs.extend(out.logs)
             rejects.extend(out.rejects)
         return Batch(logs=logs, rejects=rejects)
+
+
+class _Scratch:
+    """Work buffers of one source, kept between polls (up to :data:`_KEEP_BYTES` each).
+
+    A new buffer of a block's size costs the process fresh pages each poll (mapped,
+    faulted in and zeroed, then given back), more than the work done in it.
+    """
+
+    def __init__(self) -> None:
+        self._bufs: dict[str, np.ndarray[Any, np.dtype[Any]]] = {}
+
+    def get(self, name: str, n: int, dtype: Any = np.uint8) -> np.ndarray[Any, np.dtype[Any]]:
+        """A buffer of at least ``n`` items (its contents are whatever was left in it)."""
+        buf = self._bufs.get(name)
+        if buf is None or len(buf) < n:
+            buf = self._bufs[name] = np.empty(max(n, _CHUNK), dtype)
+        return buf
+
+    def grow(
+        self, name: str, buf: np.ndarray[Any, np.dtype[Any]], keep: int, n: int
+    ) -> np.ndarray[Any, np.dtype[Any]]:
+        """``buf`` (of ``name``) made ``n`` items long, its first ``keep`` items kept."""
+        bigger = np.empty(n, buf.dtype)
+        bigger[:keep] = buf[:keep]
+        self._bufs[name] = bigger
+        return bigger
+
+    def trim(self) -> None:
+        """Let go of the buffers grown past :data:`_KEEP_BYTES`."""
+        for name, buf in list(self._bufs.items()):
+            if buf.nbytes > _KEEP_BYTES:
+                del self._bufs[name]
+
+    def json_array(self, block: bytes) -> tuple[bytes, int] | None:
+        """``[`` + the block's lines joined by commas + ``]``, and their count.
+
+        None unless every line (each ends with a newline) starts with ``{``: then none is
+        blank, and the lines need no split.
+        """
+        data = np.frombuffer(block, np.uint8)
+        n = len(data)
+        if not n or data[0] != _BRACE:
+            return None
+        ends = np.equal(data, _NEWLINE, out=self.get("ends", n, bool)[:n])
+        other = np.not_equal(data[1:], _BRACE, out=self.get("other", n, bool)[: n - 1])
+        np.logical_and(other, ends[:-1], out=other)
+        if other.any():
+            return None
+        out = self.get("array", n + 1)[: n + 1]
+        out[0] = _OPEN
+        np.copyto(out[1:], data)
+        np.copyto(out[1:], _COMMA, where=ends)
+        out[n] = _CLOSE  # the last newline's place
+        count = int(np.count_nonzero(ends))
+        payload = out.tobytes()
+        self.trim()
+        return payload, count
