@@ -241,6 +241,8 @@ class Masker:
             self._compile(PHRASE_MASKS, len(self.masks) + len(DEFAULT_MASKS)) if defaults else None
         )
         self._tokens: dict[str, str] = {}
+        #: Shapes without a hex id or UUID token -> their masked messages.
+        self._shapes: dict[bytes, str] = {}
         #: Tokens seen that are unit words (``KB``, ``sec.``): only a message with one
         #: can hold a phrase mask.
         self._units: set[str] = set()
@@ -297,7 +299,23 @@ class Masker:
 
         Afterwards :attr:`unique` says whether the message held a hex id or UUID token
         (masked without the regex and not cached: such tokens rarely come back).
+
+        A shape without such a token is remembered with its masked message (a bounded
+        cache), so the miners that share this masker (one per service or host) mask
+        each shape once between them, not once each.
         """
+        masked = self._shapes.get(shape)
+        if masked is not None:
+            self.unique = False
+            return masked
+        masked = self._mask_shape(shape)
+        if not self.unique:
+            if len(self._shapes) >= _CACHE_MAX:
+                self._shapes.clear()
+            self._shapes[shape] = masked
+        return masked
+
+    def _mask_shape(self, shape: bytes) -> str:
         text = shape.decode("utf-8", "surrogatepass")
         self.unique = False
         builtin = self._builtin
