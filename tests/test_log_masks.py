@@ -103,3 +103,25 @@ def test_a_run_of_a_rule_files_mask_is_one_too():
 
     masker = Masker([Mask(r"req-\d+", "<REQ_ID>")])
     assert masker.mask("batch req-1 req-2 req-3 done") == "batch <REQ_ID> done"
+
+
+def test_miners_sharing_a_masker_mine_as_miners_with_their_own():
+    """The masker's shape cache (shared by miners) gives each miner what it masks alone."""
+    from aiops.logs.mining import Masker, MinerSettings
+
+    msgs = [
+        f"job {i % 7} of user u{i % 3} took {i * 13 % 900}ms"
+        + (f" request {(i + 1) * 7919:011x}f" if i % 4 == 0 else "")
+        for i in range(400)
+    ]
+    shared = Masker()
+    together = [LogMiner(MinerSettings(), shared) for _ in range(3)]
+    alone = [LogMiner() for _ in range(3)]
+    for k, m in enumerate(msgs):
+        assert together[k % 3].add(m) == alone[k % 3].add(m)
+        assert shared.mask(m) == alone[k % 3].mask(m)
+        # A message with a hex id is masked afresh each time (unique), others from cache.
+        assert shared.unique == (k % 4 == 0)
+    assert [len(m) for m in together] == [len(m) for m in alone]
+    assert shared._shapes  # the cache was used
+    assert not any(b"request" in s for s in shared._shapes)  # not the unique shapes
