@@ -3,9 +3,12 @@
 Usage (from the repository root)::
 
     .venv/bin/python bench/restore_profile.py [--series 1000000] [--no-windows] [--runs 2]
+        [--points 2]
 
 Builds the state of ``bench/checkpoint_stall.py`` (one rule of the default ``ensemble``
-detector, every series seen twice), writes one generation, then restores it ``--runs``
+detector, every series seen ``--points`` times: 2 by default; 60 fills every alert window
+ring, as an hour of one-minute scrapes would, so that the rings' noise is compressed and
+restored as in a running daemon), writes one generation, then restores it ``--runs``
 times into a fresh engine, printing the whole restore's wall and CPU time (every
 thread), ``Checkpointer.load``'s CPU, of it the loading thread's and the series keys'
 (``decode_keys_text``), and ``Engine.load_state_dict``'s; the CPU the loading thread
@@ -43,6 +46,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--no-windows", action="store_true", help="no alert window rings")
     ap.add_argument("--profile", action="store_true", help="cProfile the loading thread")
+    ap.add_argument("--points", type=int, default=2, help="points each series sees first")
     args = ap.parse_args()
     n = args.series
     cs.WINDOWS = not args.no_windows
@@ -50,7 +54,7 @@ def main() -> None:
     keys = [SeriesKey("m", (("pod", f"p{i}"),)) for i in range(n)]
     idx = np.arange(n, dtype=np.int64)
     rng = np.random.default_rng(0)
-    for t in (0.0, 60.0):
+    for t in 60.0 * np.arange(max(args.points, 1)):
         batch = Batch(keys=keys, series=idx, timestamps=np.full(n, t), values=rng.normal(50, 1, n))
         engine.process("s", batch)
     del keys
@@ -58,6 +62,10 @@ def main() -> None:
         store = FileStateStore(Path(tmp))
         snap = CheckpointSnapshot(rules=engine.snapshot(), sources={"s": {"next": 1}})
         Checkpointer(store).write(snap)
+        size = sum(f.stat().st_size for f in Path(tmp).rglob("*") if f.is_file())
+        print(
+            f"{n:,} series x {args.points} points: checkpoint {size / 2**20:,.0f} MiB", flush=True
+        )
         del engine, snap
         gc.collect()
         decode = rulestate.decode_keys_text

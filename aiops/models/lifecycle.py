@@ -695,12 +695,8 @@ def evaluate(rt: Versioned) -> dict[str, Any]:
     from aiops.pipeline.engine import RuleRuntime
 
     assert isinstance(rt, RuleRuntime)
-    state = rt.state_dict()["window"]
-    counts = np.minimum(np.asarray(state["count"]), state["score"].shape[1])
-    scores = np.concatenate(
-        [state["score"][k, : int(c)] for k, c in enumerate(counts) if c]
-        or [np.zeros(0, np.float32)]
-    ).astype(np.float64)
+    ring, counts = rt.ring_scores()
+    scores = np.concatenate([ring[k, : int(c)] for k, c in enumerate(counts) if c] or [np.zeros(0)])
     out: dict[str, Any] = {"series": len(counts), "window_points": len(scores)}
     if len(scores):
         q50, q99 = np.quantile(scores, [0.5, 0.99])

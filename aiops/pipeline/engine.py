@@ -11,7 +11,9 @@ gives. Python objects are made only for the rare alert transitions.
 Each series also keeps its last :data:`WINDOW_POINTS` points (time, value, score) so
 that an alert carries the recent window (:class:`aiops.alerting.notify.AlertWindow`) for
 receivers that draw it; with no such receiver (``RuleSpec.windows`` false) it keeps
-none. Operator feedback reaches a rule through two hooks:
+none. A window's earlier points are kept as two-byte codes (:mod:`.ringcodec`): to the
+pixels of a chart, not to the bit, and a grid made at another batch boundary can code
+them a little differently. Operator feedback reaches a rule through two hooks:
 :meth:`RuleRuntime.raise_threshold` (a false positive: that series needs a higher score
 to alert) and :meth:`RuleRuntime.reset_series` (an expected change: the series'
 detector state starts afresh and relearns).
@@ -33,6 +35,7 @@ import numba
 import numpy as np
 
 from aiops.alerting.notify import Alert, AlertWindow
+from aiops.pipeline import ringcodec
 from aiops.pipeline.alerts import AlertStateMachine
 from aiops.pipeline.detector import DEFAULT_THRESHOLD, Detector, grown
 from aiops.pipeline.faults import NAMED_SERIES, RuleFailure, RuleHealth, render_or_error
@@ -64,9 +67,14 @@ Float32Array = np.ndarray[Any, np.dtype[np.float32]]
 LOG_STATE_KEY = "_logs"
 
 #: Points of each series kept for the window an alert carries (an hour at one point a
-#: minute): 736 bytes per series (each point's time as a float32 offset from the series'
-#: float64 base time, value and score as float32; the base and a count).
+#: minute): 508 bytes per series (each point's time as a float32 offset from the series'
+#: float64 base time, its value and score as float16 codes (:mod:`.ringcodec`); the
+#: base, the values' grid and a count).
 WINDOW_POINTS = 60
+#: Every this many points of a series its window ring's values get a grid made for
+#: what the ring holds (:func:`aiops.pipeline.ringcodec.regrid`), besides when a value
+#: leaves the grid: a grid made wide by a spike narrows again once the spike is gone.
+REGRID_TURN = WINDOW_POINTS
 #: A series' window base time moves to its newest point once a point lies this far
 #: from it (4.5 hours): offsets below it keep a float32's 24 bits to 1 ms or better,
 #: and a window of 60 points an hour apart still to a fraction of a second.
@@ -138,7 +146,7 @@ class RuleSpec:
     #: new series, its firing alert resolved first); 0: never.
     forget_seconds: float = 0.0
     #: False when no receiver draws charts (no notifier's ``uses_window``): the rule's
-    #: alerts then carry no window and it keeps no window ring (736 bytes a series).
+    #: alerts then carry no window and it keeps no window ring (508 bytes a series).
     windows: bool = True
 
     @classmethod
@@ -264,12 +272,16 @@ class RuleRuntime:
         self._forget_check = -np.inf
         # Recent window: a ring of WINDOW_POINTS per series (none without ``windows``);
         # _win_n counts points ever. A point's time is _win_t0 (its series' base) +
-        # _win_dt (float32 offset); a NaN offset is a slot with no point.
+        # _win_dt (float32 offset); a NaN offset is a slot with no point. Its value is
+        # a float16 code on the series' grid (offset _win_vo, factor _win_vf), its
+        # score the float16 code of 1 - score (see ringcodec).
         self._win_w = WINDOW_POINTS if spec.windows else 0
         self._win_t0 = np.zeros(0)
         self._win_dt = np.zeros((0, self._win_w), dtype=np.float32)
-        self._win_v = np.zeros((0, self._win_w), dtype=np.float32)
-        self._win_s = np.zeros((0, self._win_w), dtype=np.float32)
+        self._win_v = np.zeros((0, self._win_w), dtype=np.float16)
+        self._win_s = np.zeros((0, self._win_w), dtype=np.float16)
+        self._win_vo = np.zeros(0)
+        self._win_vf = np.zeros(0, dtype=np.float32)
         self._win_n = np.zeros(0, dtype=np.int64)
         # Per-series threshold raised by feedback (0: the rule's threshold).
         self._min_threshold = np.zeros(0)
@@ -500,8 +512,11 @@ class RuleRuntime:
             w = self._win_w
             self._win_t0 = np.concatenate([self._win_t0, np.zeros(extra)])
             self._win_dt = np.concatenate([self._win_dt, np.zeros((extra, w), np.float32)])
-            self._win_v = np.concatenate([self._win_v, np.zeros((extra, w), np.float32)])
-            self._win_s = np.concatenate([self._win_s, np.zeros((extra, w), np.float32)])
+            self._win_v = np.concatenate([self._win_v, np.zeros((extra, w), np.float16)])
+            self._win_s = np.concatenate([self._win_s, np.zeros((extra, w), np.float16)])
+            self._win_vo = np.concatenate([self._win_vo, np.zeros(extra)])
+            empty = np.full(extra, ringcodec.EMPTY_FACTOR, np.float32)
+            self._win_vf = np.concatenate([self._win_vf, empty])
             self._win_n = np.concatenate([self._win_n, np.zeros(extra, np.int64)])
         extra = n - len(self._min_threshold)
         if extra > 0:
@@ -515,11 +530,12 @@ class RuleRuntime:
             self._win_n[rows] += counts
             return
         if np.bincount(i).max() == 1:  # one point per series: the usual live batch
-            slot = self._win_n[i] % w
+            ever = self._win_n[i]
+            slot = ever % w
             self._rebase(i, t)
             self._win_dt[i, slot] = t - self._win_t0[i]
-            self._win_v[i, slot] = v
-            self._win_s[i, slot] = s
+            self._win_s[i, slot] = ringcodec.encode_scores(s)
+            self._put_values(i, slot, ever, v, unique=True)
             self._win_n[i] += 1
             return
         order = np.argsort(i, kind="stable")
@@ -529,12 +545,50 @@ class RuleRuntime:
         rank = np.arange(len(si)) - np.repeat(starts, counts)  # position within its series
         keep = rank >= np.repeat(counts, counts) - w  # only the last w of each series count
         pos, series, r = order[keep], si[keep], rank[keep]
-        slot = (self._win_n[series] + r) % w
+        ever = self._win_n[series] + r
+        slot = ever % w
         self._rebase(si[starts], t[order[starts + counts - 1]])  # by each one's last point
         self._win_dt[series, slot] = t[pos] - self._win_t0[series]
-        self._win_v[series, slot] = v[pos]
-        self._win_s[series, slot] = s[pos]
+        self._win_s[series, slot] = ringcodec.encode_scores(s[pos])
+        self._put_values(series, slot, ever, v[pos], unique=False)
         self._win_n[si[starts]] += counts
+
+    def _put_values(
+        self, series: IntArray, slot: IntArray, ever: IntArray, v: FloatArray, *, unique: bool
+    ) -> None:
+        """Write values into the rings (``(series, slot)`` pairs unique, times written).
+
+        ``ever``: each point's count of its series' points before it; ``unique``: no two
+        points of one series. A value is coded on its series' grid, unless the code
+        would be too large, the ring is empty, or it is the series' turn (once every
+        :data:`REGRID_TURN` points, at a phase set by the row, so that series that
+        started together do not all take their turn in the same batch): then the
+        series' ring is decoded, the new values put in and a grid made for them all
+        (:func:`ringcodec.regrid`).
+        """
+        code, ok = ringcodec.code_values(v, self._win_vo[series], self._win_vf[series])
+        with np.errstate(over="ignore", invalid="ignore"):  # those coded again: overwritten
+            self._win_v[series, slot] = code.astype(np.float16)
+        again = ~ok | (ever == 0) | ((ever + series) % REGRID_TURN == 0)
+        if not again.any():
+            return
+        w = self._win_w
+        if unique:
+            pts = np.flatnonzero(again)
+            rows = series[pts]
+            at = np.arange(len(pts))
+            n_after = ever[pts] + 1
+        else:
+            rows = np.unique(series[again])
+            pts = np.flatnonzero(np.isin(series, rows))
+            at = np.searchsorted(rows, series[pts])
+            n_after = np.zeros(len(rows), dtype=np.int64)
+            np.maximum.at(n_after, at, ever[pts] + 1)
+        vals = ringcodec.decode_values(self._win_v[rows], self._win_vo[rows], self._win_vf[rows])
+        vals[at, slot[pts]] = v[pts]
+        valid = (np.arange(w) < np.minimum(n_after, w)[:, None]) & np.isfinite(self._win_dt[rows])
+        codes, self._win_vo[rows], self._win_vf[rows] = ringcodec.regrid(vals, valid)
+        self._win_v[rows] = codes
 
     def use_windows(self, on: bool) -> None:
         """Keep window rings (``on``) or drop them, as a new spec's ``windows`` says.
@@ -551,8 +605,10 @@ class RuleRuntime:
         # New arrays: a pending snapshot still writes the old ones (see rulestate.Live).
         n = len(self._win_n)
         self._win_dt = np.full((n, w), np.nan, dtype=np.float32)  # no point yet
-        self._win_v = np.zeros((n, w), dtype=np.float32)
-        self._win_s = np.zeros((n, w), dtype=np.float32)
+        self._win_v = np.zeros((n, w), dtype=np.float16)
+        self._win_s = np.zeros((n, w), dtype=np.float16)
+        self._win_vo = np.zeros(n)
+        self._win_vf = np.full(n, ringcodec.EMPTY_FACTOR, np.float32)
 
     def _rebase(self, rows: IntArray, t: FloatArray) -> None:
         """Rebase the rings of ``rows`` (unique) that are empty or far from times ``t``.
@@ -592,10 +648,13 @@ class RuleRuntime:
         slots = slots[np.isfinite(self._win_dt[index, slots])]  # rings started late: no point
         older_ts = self._win_t0[index] + self._win_dt[index, slots].astype(np.float64)
         ts = np.concatenate([older_ts, t[mine]])
-        vs = np.concatenate([self._win_v[index, slots].astype(np.float64), v[mine]])
-        ss = np.concatenate([self._win_s[index, slots].astype(np.float64), s[mine]])
+        older_vs = ringcodec.decode_values(
+            self._win_v[index, slots], self._win_vo[index], self._win_vf[index]
+        )
+        vs = np.concatenate([older_vs, v[mine]])
         threshold = self.threshold_of(index)
-        anomalous = ss >= threshold
+        older_hit = ringcodec.reached(self._win_s[index, slots], threshold)
+        anomalous = np.concatenate([older_hit, s[mine] >= threshold])
         lo, hi = expected_band(vs, anomalous)
         return AlertWindow(
             tuple(ts.tolist()),
@@ -804,8 +863,10 @@ class RuleRuntime:
             "window": {
                 "t0": self._win_t0[:n].copy(),
                 "dt": self._win_dt[:n].copy(),
-                "value": self._win_v[:n].copy(),
-                "score": self._win_s[:n].copy(),
+                "value16": self._win_v[:n].copy(),
+                "offset": self._win_vo[:n].copy(),
+                "factor": self._win_vf[:n].copy(),
+                "rest16": self._win_s[:n].copy(),
                 "count": self._win_n[:n].copy(),
             },
             "min_threshold": self._min_threshold[:n].copy(),
@@ -839,8 +900,10 @@ class RuleRuntime:
             "window": {
                 "t0": Live(self._win_t0[:n]),
                 "dt": Live(self._win_dt[:n]),
-                "value": Live(self._win_v[:n]),
-                "score": Live(self._win_s[:n]),
+                "value16": Live(self._win_v[:n]),
+                "offset": Live(self._win_vo[:n]),
+                "factor": Live(self._win_vf[:n]),
+                "rest16": Live(self._win_s[:n]),
                 "count": Live(self._win_n[:n]),
             },
             "min_threshold": Live(self._min_threshold[:n]),
@@ -885,25 +948,26 @@ class RuleRuntime:
         self._last_score = adopt(state["last_score"], np.float64)
         n = len(self._last_value)
         win = state.get("window")  # absent in checkpoints from before the window
-        if isinstance(win, dict) and np.shape(win.get("dt", ()))[1:] in ((WINDOW_POINTS,), (0,)):
+        widths = ((WINDOW_POINTS,), (0,))
+        if isinstance(win, dict) and np.shape(win.get("dt", ()))[1:] in widths:
             self._win_t0 = adopt(win["t0"], np.float64)
             self._win_dt = adopt(win["dt"], np.float32)
-            self._win_v = adopt(win["value"], np.float32)
-            self._win_s = adopt(win["score"], np.float32)
             self._win_n = adopt(win["count"], np.int64)
+            self._load_ring_points(win)
         elif isinstance(win, dict) and np.shape(win.get("ts", ()))[1:] == (WINDOW_POINTS,):
             # Before the offsets: times as float64 (the base is each ring's newest point).
             self._win_n = adopt(win["count"], np.int64)
             self._win_t0, self._win_dt = _window_offsets(
                 np.asarray(win["ts"], dtype=np.float64), self._win_n
             )
-            self._win_v = adopt(win["value"], np.float32)
-            self._win_s = adopt(win["score"], np.float32)
+            self._load_ring_points(win)
         else:
             self._win_t0 = np.zeros(0)
             self._win_dt = np.zeros((0, self._win_w), dtype=np.float32)
-            self._win_v = np.zeros((0, self._win_w), dtype=np.float32)
-            self._win_s = np.zeros((0, self._win_w), dtype=np.float32)
+            self._win_v = np.zeros((0, self._win_w), dtype=np.float16)
+            self._win_s = np.zeros((0, self._win_w), dtype=np.float16)
+            self._win_vo = np.zeros(0)
+            self._win_vf = np.zeros(0, dtype=np.float32)
             self._win_n = np.zeros(0, dtype=np.int64)
         self._set_window_width(self._win_w)
         self._min_threshold = adopt(state.get("min_threshold", ()), np.float64)
@@ -913,6 +977,29 @@ class RuleRuntime:
         self._forget_check = float(state.get("forget_check", -np.inf))
         # The rings and thresholds may be shorter than the value arrays: grow to match.
         self._grow_extras(n)
+
+    def _load_ring_points(self, win: Mapping[str, Any]) -> None:
+        """The rings' values and scores of a state (coded, or float32 before the codes)."""
+        if "value16" in win:
+            self._win_v = adopt(win["value16"], np.float16)
+            self._win_vo = adopt(win["offset"], np.float64)
+            self._win_vf = adopt(win["factor"], np.float32)
+            self._win_s = adopt(win["rest16"], np.float16)
+            return
+        # Before the codes (float32 values and scores): coded once, every ring its grid.
+        values = np.asarray(win["value"], dtype=np.float64)
+        n, w = values.shape
+        valid = (np.arange(w) < np.minimum(self._win_n[:n], w)[:, None]) & np.isfinite(
+            self._win_dt[:n]
+        )
+        self._win_v, self._win_vo, self._win_vf = ringcodec.regrid(values, valid)
+        self._win_s = ringcodec.encode_scores(win["score"])
+
+    def ring_scores(self) -> tuple[FloatArray, IntArray]:
+        """The window rings' scores (decoded, one row a series) and each ring's count."""
+        n = len(self.registry)
+        counts = np.minimum(self._win_n[:n], self._win_s.shape[1])
+        return ringcodec.decode_scores(self._win_s[:n]), counts
 
 
 def _window_offsets(ts: FloatArray, count: IntArray) -> tuple[FloatArray, Float32Array]:
