@@ -212,5 +212,6 @@ def test_shared_checks_with_the_default_members() -> None:
     members = [
         {**m, "params": {**small[m["type"]], **m.get("params", {})}} for m in DEFAULT_MEMBERS
     ]
-    assert members[0]["params"]["shift_weight"] == 0.5  # the level-shift channel is checked
+    assert members[0]["params"]["shift_weight"] == 0.45  # the level-shift channel is checked
+    assert members[0]["params"]["drift_weight"] == 0.05  # and the slow-drift channel
     run_all(factory_for(Ensemble, members=members))

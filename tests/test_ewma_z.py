@@ -160,30 +160,36 @@ def test_a_stuck_gauge_alerts_but_a_count_series_at_zero_does_not() -> None:
         ("quantized", lambda rng, size: np.round(rng.normal(0.0, 1.0, size) * 2) / 2),
     ],
 )
-@pytest.mark.parametrize("shift_weight", [0.0, 0.5])  # 0.5: as in the default detector
+@pytest.mark.parametrize(
+    ("shift_weight", "drift_weight"), [(0.0, 0.0), (0.5, 0.0), (0.45, 0.05)]
+)  # 0.45 and 0.05: as in the default detector
 def test_a_score_s_is_reached_by_about_1_minus_s_of_normal_points(
-    kind: str, draw, shift_weight: float
+    kind: str, draw, shift_weight: float, drift_weight: float
 ) -> None:
     rng = np.random.default_rng(3)
     n_series, n = 20, 5000
     x = draw(rng, (n, n_series)).ravel()  # time-major: one point of every series per row
     idx = np.tile(np.arange(n_series), n)
     t = np.repeat(np.arange(n) * 60.0, n_series)
-    s = EwmaZ(shift_weight=shift_weight).score(idx, t, x)[500 * n_series :]
+    det = EwmaZ(shift_weight=shift_weight, drift_weight=drift_weight)
+    s = det.score(idx, t, x)[500 * n_series :]
     for level in (0.99, 0.999):
         ratio = float(np.mean(s >= level)) / (1.0 - level)
         assert 1 / 3 <= ratio <= 3, (kind, level, ratio)
 
 
-@pytest.mark.parametrize("shift_weight", [0.0, 0.5])
-def test_state_round_trip_mid_series_and_bad_state(shift_weight: float) -> None:
+@pytest.mark.parametrize(("shift_weight", "drift_weight"), [(0.0, 0.0), (0.5, 0.0), (0.45, 0.05)])
+def test_state_round_trip_mid_series_and_bad_state(
+    shift_weight: float, drift_weight: float
+) -> None:
     t, x = _fleet_like()
     x[1230:] -= 3.0  # the shift channel is busy at the cut
     idx = np.zeros(len(x), dtype=np.int64)
-    whole = EwmaZ(shift_weight=shift_weight).score(idx, t, x)
-    first = EwmaZ(shift_weight=shift_weight)
+    params = {"shift_weight": shift_weight, "drift_weight": drift_weight}
+    whole = EwmaZ(**params).score(idx, t, x)
+    first = EwmaZ(**params)
     first.score(idx[:1234], t[:1234], x[:1234])
-    second = EwmaZ(shift_weight=shift_weight)
+    second = EwmaZ(**params)
     second.load_state_dict(first.state_dict())
     np.testing.assert_array_equal(second.score(idx[1234:], t[1234:], x[1234:]), whole[1234:])
     state = first.state_dict()
@@ -204,6 +210,8 @@ def test_state_round_trip_mid_series_and_bad_state(shift_weight: float) -> None:
         ({"max_held_share": -0.1}, "max_held_share must be in"),
         ({"shift_weight": 1.0}, "shift_weight must be in"),
         ({"shift_alpha": 0.0}, "shift_alpha must be in"),
+        ({"drift_weight": -0.1}, "drift_weight must be in"),
+        ({"shift_weight": 0.5, "drift_weight": 0.5}, "drift_weight must be in"),
     ],
 )
 def test_bad_parameters_are_refused(params: dict[str, float], message: str) -> None:
@@ -279,3 +287,105 @@ def test_scrape_gaps_do_not_change_the_calibration_on_stationary_noise() -> None
         on, off = rates[kind, True], rates[kind, False]
         assert on[0] <= 1.05 * off[0] + 1e-5, (kind, on, off)
         assert on[1] <= 1.2 * off[1] + 2e-6, (kind, on, off)
+
+
+#: ewma_z's parameters in the default detector (``DEFAULT_MEMBERS``).
+DEFAULT_EWMA = {"shift_weight": 0.45, "drift_weight": 0.05}
+
+
+def test_the_drift_channel_alerts_on_a_slow_ramp_that_the_level_follows() -> None:
+    # A week of a series with a daily cycle, then a ramp to six times the cycle's
+    # amplitude over 300 points: its steps are so small that the level follows them
+    # (no point is rarer than about 1 in 200), but the level leaves the long-run mean.
+    t, x = _fleet_like(n=12000)
+    x[10000:10300] += np.linspace(0.0, 30.0, 300)
+    idx = np.zeros(len(x), dtype=np.int64)
+    without = EwmaZ(shift_weight=0.5).score(idx, t, x)
+    drift = EwmaZ(**DEFAULT_EWMA).score(idx, t, x)
+    assert without[10000:10300].max() < 0.999
+    hits = np.flatnonzero(drift[10000:10300] >= 0.9999)
+    assert len(hits) >= 3
+    # Three hits among five points in a row, as the fleet's rules ask, once the ramp has
+    # gone past twice the cycle's amplitude.
+    assert np.convolve(drift[10000:10300] >= 0.9999, np.ones(5)).max() >= 3
+    assert 60 <= hits[0] <= 200
+    # Before it, the daily cycle does not score more with the channel than without.
+    assert np.sum(drift[100:10000] >= 0.999) <= np.sum(without[100:10000] >= 0.999)
+    m = EwmaZ(drift_weight=0.05)  # the channel works without the shift channel too
+    assert m.score(idx, t, x)[10000:10300].max() >= 0.9999
+
+
+def _latency_like(days: int = 10, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """A p99 latency at 5-minute steps: a daily cycle of +-45% and log-normal noise."""
+    rng = np.random.default_rng(seed)
+    k = np.arange(days * 288)
+    level = 0.04 * (1.0 + 0.45 * np.cos(2 * np.pi * k / 288))
+    return k * 300.0, level * np.exp(0.08 * rng.standard_normal(len(k)))
+
+
+@pytest.mark.parametrize("gaps", [False, True])
+def test_the_drift_channel_is_quiet_on_a_daily_cycle_with_and_without_scrape_gaps(
+    gaps: bool,
+) -> None:
+    t, x = _latency_like()
+    keep = np.ones(len(t), dtype=bool)
+    if gaps:  # six hours missing every day, at a different hour of the cycle each day
+        for day in range(1, 10):
+            start = day * 288 + 29 * day % 288
+            keep[start : start + 72] = False
+    t, x = t[keep], x[keep]
+    idx = np.zeros(len(x), dtype=np.int64)
+    without = EwmaZ(shift_weight=0.5).score(idx, t, x)[288:]
+    drift = EwmaZ(**DEFAULT_EWMA).score(idx, t, x)[288:]
+    # The cycle's rare points are the point channel's (a gap's end high on the cycle):
+    # the drift channel adds none of its own.
+    assert set(np.flatnonzero(drift >= 0.9999)) <= set(np.flatnonzero(without >= 0.9999))
+    assert np.mean(drift >= 0.999) <= np.mean(without >= 0.999) + 1e-3
+
+
+@pytest.mark.parametrize("lam", [0.5, 5.0])
+def test_the_drift_channel_stays_out_of_count_series(lam: float) -> None:
+    # Counts repeat their values all the time (as for the stuck check): between bursts
+    # the long-run deviation of a mostly idle series can shrink to nothing, and a drift
+    # in its units would mean nothing. The channel neither scores nor learns there.
+    rng = np.random.default_rng(4)
+    t = np.arange(20000) * 60.0
+    counts = rng.poisson(lam, len(t)).astype(float)
+    idx = np.zeros(len(t), dtype=np.int64)
+    det = EwmaZ(**DEFAULT_EWMA)
+    s = det.score(idx, t, counts)[500:]
+    state = det.state_dict()
+    fresh = EwmaZ(**DEFAULT_EWMA)
+    fresh.score(idx[:1], t[:1], counts[:1])
+    for name in ("q_drift", "m_drift", "m2_drift"):
+        assert state[name][0] == fresh.state_dict()[name][0]
+    assert np.mean(s >= 0.999) <= 3e-3
+    assert s.max() < 0.99999
+
+
+def test_a_state_without_the_drift_channel_loads() -> None:
+    t, x = _fleet_like()
+    idx = np.zeros(len(x), dtype=np.int64)
+    first = EwmaZ(**DEFAULT_EWMA)
+    first.score(idx[:1234], t[:1234], x[:1234])
+    state = first.state_dict()
+    for name in ("q_drift", "m_drift", "m2_drift"):  # kept since 2026-12-08
+        state.pop(name)
+    second = EwmaZ(**DEFAULT_EWMA)
+    second.load_state_dict(state)  # the drift tail starts again from its prior
+    fresh = EwmaZ()
+    fresh.score(idx[:1], t[:1], x[:1])
+    assert second.state_dict()["q_drift"][0] == fresh.state_dict()["q_drift"][0]
+    rest = second.score(idx[1234:], t[1234:], x[1234:])
+    assert rest.max() < 0.9999
+    # With the channel off, nothing else in the state depends on it.
+    off = EwmaZ()
+    off.score(idx[:1234], t[:1234], x[:1234])
+    state = off.state_dict()
+    for name in ("q_drift", "m_drift", "m2_drift"):
+        state.pop(name)
+    again = EwmaZ()
+    again.load_state_dict(state)
+    np.testing.assert_array_equal(
+        again.score(idx[1234:], t[1234:], x[1234:]), off.score(idx[1234:], t[1234:], x[1234:])
+    )
