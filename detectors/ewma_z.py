@@ -97,6 +97,18 @@ _ABS_SD_FLOOR = 1e-9
 _CACHE = __name__ == "aiops.detectors.ewma_z"
 
 
+#: State arrays narrower than float64 (the rest are float64, the count int64): shares,
+#: the run of repeats, the usual interval and the incident's point count need no more
+#: (20 bytes a series less; the KPI, NAB and fleet figures of bench/quality are
+#: unchanged by it, to their printed digits).
+_DTYPES: dict[str, Any] = {
+    "repeat": np.float32,
+    "held": np.float32,
+    "interval": np.float32,
+    "base_n": np.float32,
+}
+
+
 @numba.njit(cache=_CACHE, nogil=True)
 def _tail_p(z: float, q: float, m: float, m2: float, u0: float, shape_max: float) -> float:
     """Tail probability of a deviation ``z``: linear to ``q`` at ``u0``, then Pareto.
@@ -597,22 +609,22 @@ class EwmaZ(Detector):
         self._long_mu = np.zeros(0)
         self._long_dev = np.zeros(0)
         self._last = np.zeros(0)
-        self._run = np.zeros(0, dtype=np.int64)
-        self._repeat = np.zeros(0)
+        self._run = np.zeros(0, dtype=np.int32)
+        self._repeat = np.zeros(0, dtype=np.float32)
         self._q = np.zeros(0)
         self._m = np.zeros(0)
         self._m2 = np.zeros(0)
-        self._held = np.zeros(0)
+        self._held = np.zeros(0, dtype=np.float32)
         self._shift = np.zeros(0)
         self._q_shift = np.zeros(0)
         self._m_shift = np.zeros(0)
         self._m2_shift = np.zeros(0)
         self._last_t = np.zeros(0)
-        self._interval = np.zeros(0)
+        self._interval = np.zeros(0, dtype=np.float32)
         self._base_mu = np.zeros(0)
         self._base_sd = np.zeros(0)
         self._base_dev = np.zeros(0)
-        self._base_n = np.zeros(0)
+        self._base_n = np.zeros(0, dtype=np.float32)
         self._q_drift = np.zeros(0)
         self._m_drift = np.zeros(0)
         self._m2_drift = np.zeros(0)
@@ -636,24 +648,24 @@ class EwmaZ(Detector):
         self._long_mu = np.concatenate([self._long_mu, np.zeros(extra)])
         self._long_dev = np.concatenate([self._long_dev, np.zeros(extra)])
         self._last = np.concatenate([self._last, np.zeros(extra)])
-        self._run = np.concatenate([self._run, np.zeros(extra, dtype=np.int64)])
-        self._repeat = np.concatenate([self._repeat, np.zeros(extra)])
+        self._run = np.concatenate([self._run, np.zeros(extra, dtype=np.int32)])
+        self._repeat = np.concatenate([self._repeat, np.zeros(extra, np.float32)])
         self._q = np.concatenate([self._q, np.full(extra, self._q0)])
         self._m = np.concatenate([self._m, np.full(extra, self._m0)])
         # The second moment of an exponential excess: a young series' tail is exponential.
         self._m2 = np.concatenate([self._m2, np.full(extra, 2.0 * self._m0 * self._m0)])
-        self._held = np.concatenate([self._held, np.zeros(extra)])
+        self._held = np.concatenate([self._held, np.zeros(extra, np.float32)])
         self._shift = np.concatenate([self._shift, np.zeros(extra)])
         # The shift is in its own sigmas: its tail starts from the same Gaussian prior.
         self._q_shift = np.concatenate([self._q_shift, np.full(extra, self._q0)])
         self._m_shift = np.concatenate([self._m_shift, np.full(extra, self._m0)])
         self._m2_shift = np.concatenate([self._m2_shift, np.full(extra, 2.0 * self._m0**2)])
         self._last_t = np.concatenate([self._last_t, np.zeros(extra)])
-        self._interval = np.concatenate([self._interval, np.zeros(extra)])
+        self._interval = np.concatenate([self._interval, np.zeros(extra, np.float32)])
         self._base_mu = np.concatenate([self._base_mu, np.zeros(extra)])
         self._base_sd = np.concatenate([self._base_sd, np.zeros(extra)])
         self._base_dev = np.concatenate([self._base_dev, np.zeros(extra)])
-        self._base_n = np.concatenate([self._base_n, np.zeros(extra)])
+        self._base_n = np.concatenate([self._base_n, np.zeros(extra, np.float32)])
         self._q_drift = np.concatenate([self._q_drift, np.full(extra, self._q0)])
         self._m_drift = np.concatenate([self._m_drift, np.full(extra, self._m0)])
         self._m2_drift = np.concatenate([self._m2_drift, np.full(extra, 2.0 * self._m0**2)])
@@ -816,8 +828,8 @@ class EwmaZ(Detector):
             *("last_t", "interval", "base_mu", "base_sd", "base_dev", "base_n"),
             *("q_drift", "m_drift", "m2_drift"),
         )
-        arrays = [adopt(state[name], np.float64) for name in names]
-        run = adopt(state["run"], np.int64)
+        arrays = [adopt(state[name], _DTYPES.get(name, np.float64)) for name in names]
+        run = adopt(state["run"], np.int32)
         if any(a.shape != n.shape for a in [*arrays, run]):
             raise ValueError("ewma_z state arrays differ in length")
         self._n, self._run = n, run
