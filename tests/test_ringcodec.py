@@ -170,3 +170,23 @@ def test_a_state_with_float32_rings_from_before_the_codes_loads() -> None:
     _feed(old, more)
     ring3, _ = _ring(old, 0)
     np.testing.assert_allclose(ring3[-30:], more, rtol=0, atol=np.ptp(more) / 1000)
+
+
+@pytest.mark.parametrize("saved_windows", [True, False])
+@pytest.mark.parametrize("windows", [True, False])
+def test_an_old_float32_state_loads_whatever_the_widths(saved_windows, windows) -> None:
+    rt = RuleRuntime(_spec(windows=saved_windows))
+    _feed(rt, 1e3 + np.random.default_rng(9).normal(0, 5, 100))
+    state = rt.state_dict()
+    win = state["window"]
+    vals = ringcodec.decode_values(win.pop("value16"), win.pop("offset"), win.pop("factor"))
+    win["value"] = vals.astype(np.float32)
+    win["score"] = ringcodec.decode_scores(win.pop("rest16")).astype(np.float32)
+    old = RuleRuntime(_spec(windows=windows))
+    old.load_state_dict(state)
+    assert old._win_v.shape == (1, W if windows else 0)
+    more = 1e3 + np.random.default_rng(10).normal(0, 5, 70)
+    _feed(old, more)  # and it goes on
+    if windows:
+        ring, _ = _ring(old, 0)
+        np.testing.assert_allclose(ring[-W:], more[-W:], rtol=0, atol=np.ptp(more) / 1000)

@@ -104,12 +104,14 @@ def regrid(values: FloatArray, valid: BoolArray) -> tuple[Float16Array, FloatArr
     >>> off.tolist(), f.tolist(), float(codes[0, 0])
     ([3.0, 0.0], [1024.0, 4096.0], 0.0)
     """
+    k, w = values.shape
+    if not w:  # rings of no width (no receiver draws windows): nothing to code
+        return np.zeros((k, 0), np.float16), np.zeros(k), np.full(k, EMPTY_FACTOR, np.float32)
     fin = valid & np.isfinite(values)
     m = fin.sum(axis=1)
-    k = len(values)
     with np.errstate(over="ignore", invalid="ignore"):
-        if m.min(initial=values.shape[1]) == values.shape[1]:  # full rings: a partition
-            mid = (values.shape[1] - 1) // 2
+        if m.min(initial=w) == w:  # full rings: a partition
+            mid = (w - 1) // 2
             median = np.partition(values, mid, axis=1)[:, mid] if k else np.zeros(0)
         else:
             ranked = np.sort(np.where(fin, values, np.inf), axis=1)
