@@ -225,6 +225,9 @@ def _score_points(
         p = 1.0
         if c >= warmup and material:
             p = _tail_p(z, q[i], m[i], m2[i], tail_start, tail_shape_max)
+        if c >= warmup and (shift_weight > 0.0 or drift_weight > 0.0):
+            # The point's own share of the false-alarm budget (weighted Bonferroni).
+            p = min(1.0, p / (1.0 - shift_weight - drift_weight))
         s = shift[i]
         z_shift = 0.0
         if shift_weight > 0.0 and c >= warmup:
@@ -238,7 +241,7 @@ def _score_points(
                 p_shift = _tail_p(
                     z_shift, q_shift[i], m_shift[i], m2_shift[i], tail_start, tail_shape_max
                 )
-            p = min(1.0, p / (1.0 - shift_weight - drift_weight), p_shift / shift_weight)
+            p = min(p, p_shift / shift_weight)
         z_drift = 0.0
         p_drift = 1.0
         # Only on continuous gauges (as the stuck check): on a count, quantized or mostly
@@ -249,8 +252,6 @@ def _score_points(
             and long_dev[i] > 0.0
             and repeat[i] <= STUCK_MAX_REPEAT
         )
-        if drift_weight > 0.0 and c >= warmup and shift_weight == 0.0:
-            p = min(1.0, p / (1.0 - drift_weight))
         if drift_seen:
             # The slow-drift channel: how far the level (with this point, clipped to
             # HELD_CLIP sigmas as a held point would move it) has left the long-run mean, in
@@ -425,8 +426,9 @@ class EwmaZ(Detector):
 
     Cost: one compiled loop over the batch's points in order (no rounds, no scalar
     copy: the same kernel serves a batch of 100,000 series and one long replay);
-    twenty-five numbers per series (200 bytes; the shift channel's four, the incident
-    memory's six and the drift channel's three are kept whether they are on or not).
+    twenty-five numbers per series (180 bytes: four of them 32-bit, see ``_DTYPES``; the
+    shift channel's four, the incident memory's six and the drift channel's three are
+    kept whether they are on or not).
 
     Parameters
     ----------
