@@ -692,11 +692,15 @@ def evaluate(rt: Versioned) -> dict[str, Any]:
     own = getattr(rt, "model_evaluation", None)
     if own is not None:
         return dict(own())
+    from aiops.pipeline import ringcodec
     from aiops.pipeline.engine import RuleRuntime
 
     assert isinstance(rt, RuleRuntime)
-    ring, counts = rt.ring_scores()
-    scores = np.concatenate([ring[k, : int(c)] for k, c in enumerate(counts) if c] or [np.zeros(0)])
+    ring, counts = rt.ring_score_codes()
+    codes = np.concatenate(
+        [ring[k, : int(c)] for k, c in enumerate(counts) if c] or [np.zeros(0, np.float16)]
+    )
+    scores = ringcodec.decode_scores(codes)
     out: dict[str, Any] = {"series": len(counts), "window_points": len(scores)}
     if len(scores):
         q50, q99 = np.quantile(scores, [0.5, 0.99])
@@ -704,7 +708,8 @@ def evaluate(rt: Versioned) -> dict[str, Any]:
             score_p50=round(float(q50), 6),
             score_p99=round(float(q99), 6),
             score_max=round(float(scores.max()), 6),
-            hit_rate=round(float(np.mean(scores >= rt.spec.threshold)), 6),
+            # As the windows mark them (from the codes: every score that reached it).
+            hit_rate=round(float(np.mean(ringcodec.reached(codes, rt.spec.threshold))), 6),
         )
     if math.isfinite(rt.data_time):
         out["data_until"] = rt.data_time

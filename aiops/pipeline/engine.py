@@ -995,11 +995,10 @@ class RuleRuntime:
         self._win_v, self._win_vo, self._win_vf = ringcodec.regrid(values, valid)
         self._win_s = ringcodec.encode_scores(win["score"])
 
-    def ring_scores(self) -> tuple[FloatArray, IntArray]:
-        """The window rings' scores (decoded, one row a series) and each ring's count."""
+    def ring_score_codes(self) -> tuple[np.ndarray[Any, Any], IntArray]:
+        """The window rings' score codes (:mod:`.ringcodec`, a row a series), each ring's count."""
         n = len(self.registry)
-        counts = np.minimum(self._win_n[:n], self._win_s.shape[1])
-        return ringcodec.decode_scores(self._win_s[:n]), counts
+        return self._win_s[:n], np.minimum(self._win_n[:n], self._win_s.shape[1])
 
 
 def _window_offsets(ts: FloatArray, count: IntArray) -> tuple[FloatArray, Float32Array]:

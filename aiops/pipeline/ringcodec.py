@@ -14,7 +14,7 @@ compress). Here each is a float16, 240 bytes a ring together:
   2,048) and the normal points (a code near 0 is a float16 with its own exponent: to
   about 0.002 there). A value whose code would pass ``2**14`` (the level moved away, a
   larger spike) makes the engine set the ring's grid again, and so does each series'
-  turn, once every 240 points (four rings' lengths), so that a grid made wide by a
+  turn, once every 60 points (the ring's length), so that a grid made wide by a
   spike narrows again once the spike is gone. Powers of two from ``2**-126`` to
   ``2**127`` (float32's) bound a grid: values further than about 1e41 from the offset
   are kept as inf (the float32 rings before kept values up to 3.4e38 only);
