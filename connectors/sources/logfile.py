@@ -296,13 +296,13 @@ class LogFileSource(Source):
             got = fh.readinto(memoryview(buf)[size : size + _CHUNK])
             if not got:
                 break
-            found = int(np.count_nonzero(buf[size : size + got] == _NEWLINE))
+            hits = buf[size : size + got] == _NEWLINE
+            found = int(np.count_nonzero(hits))
             if found:
                 last = (size, got)
                 if newlines + found >= want:
                     # The end of the want-th line is in this chunk.
-                    ends = np.flatnonzero(buf[size : size + got] == _NEWLINE)
-                    cut = size + int(ends[want - newlines - 1])
+                    cut = size + int(np.flatnonzero(hits)[want - newlines - 1])
                     return self._taken(buf, cut + 1), want
                 newlines += found
             size += got
