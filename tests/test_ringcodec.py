@@ -7,25 +7,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from test_slack_engine_hooks import _spec
 
 from aiops.pipeline import ringcodec
-from aiops.pipeline.engine import WINDOW_POINTS, RuleRuntime, RuleSpec
+from aiops.pipeline.engine import WINDOW_POINTS, RuleRuntime
 from aiops.types import Batch, SeriesKey
 
 W = WINDOW_POINTS
-
-
-def _spec(**kw: object) -> RuleSpec:
-    base: dict[str, object] = {
-        "group": "g",
-        "alert": "A",
-        "source": "s",
-        "matches": lambda k: True,
-        "threshold": 0.99,
-        "detector_type": "ewma_z",
-    }
-    base.update(kw)
-    return RuleSpec(**base)  # type: ignore[arg-type]
 
 
 def _feed(rt: RuleRuntime, values: np.ndarray, per_batch: int = 1, n_series: int = 1) -> np.ndarray:
